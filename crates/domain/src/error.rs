@@ -1,0 +1,105 @@
+//! The domain's few error kinds. Adapters translate their infrastructure errors into these;
+//! the HTTP adapter maps each kind to a status and an error code in one place.
+
+use serde_json::{Map, Value};
+
+/// Result alias used across the domain and its ports.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A rejected input: which field failed and why, plus optional extra details
+/// (for example `available_models`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    /// The field as the caller spelled it (`llmModel`, `config.temperature`, `name`…).
+    pub field: String,
+    /// A human-readable reason.
+    pub reason: String,
+    /// Extra machine-readable details merged into the error's `details`.
+    pub extra: Map<String, Value>,
+}
+
+impl Invalid {
+    /// A rejected `field` with a `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into(), extra: Map::new() }
+    }
+
+    /// Adds a machine-readable detail.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// The same failure reported under another field name (the caller's spelling).
+    #[must_use]
+    pub fn renamed(mut self, field: impl Into<String>) -> Self {
+        self.field = field.into();
+        self
+    }
+}
+
+/// Every failure the domain and its ports report.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The input was rejected; nothing was changed.
+    #[error("invalid {}: {}", .0.field, .0.reason)]
+    Invalid(Invalid),
+    /// No such entity.
+    #[error("{entity} not found: {id}")]
+    NotFound {
+        /// The kind of entity (`agent`, `provider`…).
+        entity: &'static str,
+        /// The identifier that was looked up.
+        id: String,
+    },
+    /// A referenced model is not served by any configured provider.
+    #[error("model not found: {model}")]
+    ModelNotFound {
+        /// The provider the caller named, if any.
+        provider_id: Option<String>,
+        /// The model name the caller named.
+        model: String,
+        /// Every model that could have been named, as `provider/model`.
+        available_models: Vec<String>,
+    },
+    /// The change would break a uniqueness rule or a reference.
+    #[error("{message}")]
+    Conflict {
+        /// A human-readable explanation.
+        message: String,
+        /// The field whose value collides, when there is one.
+        field: Option<String>,
+        /// Extra machine-readable details.
+        extra: Map<String, Value>,
+    },
+    /// A backing service (database…) cannot be reached right now.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected infrastructure failure. The message is logged, never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid(Invalid::new(field, reason))
+    }
+
+    /// Shorthand for [`Error::Conflict`] on a field.
+    pub fn conflict(field: &str, message: impl Into<String>) -> Self {
+        Self::Conflict { message: message.into(), field: Some(field.to_owned()), extra: Map::new() }
+    }
+
+    /// Shorthand for [`Error::NotFound`].
+    pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound { entity, id: id.into() }
+    }
+}
+
+impl From<Invalid> for Error {
+    fn from(value: Invalid) -> Self {
+        Self::Invalid(value)
+    }
+}

@@ -1,0 +1,21 @@
+//! Agentry's domain: entities, validated newtypes, use-case services and the ports
+//! (traits) that adapters implement.
+//!
+//! This crate is framework-free on purpose: no web framework, no ORM, no HTTP client and no
+//! JWT library appear in its dependency tree (`make test` checks it), so it can be embedded
+//! in any Rust service.
+//!
+//! Reading order: [`error`] (the few kinds of failure), [`agent`] and [`provider`] (the
+//! entities and their validated fields), [`ports`] (what adapters must do), then
+//! [`services`] (the use cases).
+
+pub mod agent;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod ports;
+pub mod provider;
+pub mod services;
+pub mod text;
+
+pub use error::{Error, Invalid, Result};

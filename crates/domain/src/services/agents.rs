@@ -1,0 +1,171 @@
+//! Agent definitions: create, read, list, change, delete.
+
+use std::sync::Arc;
+
+use crate::agent::{Agent, AgentFields, AgentFilter, AgentId, AgentKey, AgentRef, AgentStatus, AgentType, ModelRef, ModelSpec};
+use crate::error::{Error, Invalid, Result};
+use crate::page::{Page, Paged};
+use crate::ports::{AgentStore, Clock};
+use crate::services::ProviderRegistry;
+
+/// The agents use cases.
+#[derive(Clone)]
+pub struct AgentService {
+    store: Arc<dyn AgentStore>,
+    providers: ProviderRegistry,
+    clock: Arc<dyn Clock>,
+    default_model: ModelSpec,
+}
+
+impl AgentService {
+    /// A service over `store`; agents saved without a model get `default_model`.
+    pub fn new(store: Arc<dyn AgentStore>, providers: ProviderRegistry, clock: Arc<dyn Clock>, default_model: ModelSpec) -> Self {
+        Self { store, providers, clock, default_model }
+    }
+
+    /// Resolves the model of an agent being saved: an unknown model is a validation error
+    /// on the caller's field that lists the available models.
+    async fn resolve_model(&self, spec: &ModelSpec) -> Result<ModelRef> {
+        match self.providers.resolve(spec).await {
+            Err(Error::ModelNotFound { model, available_models, .. }) => Err(Invalid::new(&spec.field, format!("unknown model '{model}'"))
+                .with("available_models", available_models)
+                .into()),
+            other => other,
+        }
+    }
+
+    /// Creates an agent. Only `name` is required; the key is derived from it when absent.
+    ///
+    /// # Errors
+    /// `Invalid` (missing name, unknown model…), `Conflict` (name or key taken).
+    #[tracing::instrument(skip_all)]
+    pub async fn create(&self, fields: AgentFields, created_by: Option<String>) -> Result<Agent> {
+        let now = self.clock.now();
+        let agent = self.build(AgentId::generate(), fields, None, created_by, now).await?;
+        self.store.insert_agent(&agent).await?;
+        Ok(agent)
+    }
+
+    /// Builds a full agent from `fields`, defaulting what is absent. `key` is kept from an
+    /// existing agent on replace.
+    async fn build(&self, id: AgentId, f: AgentFields, existing_key: Option<AgentKey>, created_by: Option<String>, created_at: chrono::DateTime<chrono::Utc>) -> Result<Agent> {
+        let name = f.name.ok_or_else(|| Invalid::new("name", "is required"))?;
+        let key = match (f.key, existing_key) {
+            (Some(k), _) | (None, Some(k)) => k,
+            (None, None) => AgentKey::from_name(&name)?,
+        };
+        let model = self.resolve_model(f.model.as_ref().unwrap_or(&self.default_model)).await?;
+        Ok(Agent {
+            id,
+            key,
+            name,
+            description: f.description.flatten(),
+            instructions: f.instructions.unwrap_or_default(),
+            model,
+            temperature: f.temperature.flatten(),
+            top_p: f.top_p.flatten(),
+            max_tokens: f.max_tokens.flatten(),
+            tags: f.tags.unwrap_or_default(),
+            status: f.status.unwrap_or(AgentStatus::Active),
+            agent_type: f.agent_type.unwrap_or_else(AgentType::chat),
+            tools: f.tools.unwrap_or_default(),
+            cluster: f.cluster.flatten(),
+            created_by,
+            created_at,
+            updated_at: self.clock.now(),
+        })
+    }
+
+    /// Reads an agent by id or key.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get(&self, agent: &AgentRef) -> Result<Agent> {
+        self.store.get_agent(agent).await
+    }
+
+    /// Lists agents, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list(&self, filter: &AgentFilter, page: Page) -> Result<Paged<Agent>> {
+        self.store.list_agents(filter, page).await
+    }
+
+    /// Changes the given fields only.
+    ///
+    /// # Errors
+    /// `NotFound`, `Invalid`, `Conflict`.
+    #[tracing::instrument(skip_all, fields(agent = %agent))]
+    pub async fn patch(&self, agent: &AgentRef, f: AgentFields) -> Result<Agent> {
+        let mut a = self.store.get_agent(agent).await?;
+        if let Some(spec) = &f.model {
+            a.model = self.resolve_model(spec).await?;
+        }
+        if let Some(v) = f.key {
+            a.key = v;
+        }
+        if let Some(v) = f.name {
+            a.name = v;
+        }
+        if let Some(v) = f.description {
+            a.description = v;
+        }
+        if let Some(v) = f.instructions {
+            a.instructions = v;
+        }
+        if let Some(v) = f.temperature {
+            a.temperature = v;
+        }
+        if let Some(v) = f.top_p {
+            a.top_p = v;
+        }
+        if let Some(v) = f.max_tokens {
+            a.max_tokens = v;
+        }
+        if let Some(v) = f.tags {
+            a.tags = v;
+        }
+        if let Some(v) = f.status {
+            a.status = v;
+        }
+        if let Some(v) = f.agent_type {
+            a.agent_type = v;
+        }
+        if let Some(v) = f.tools {
+            a.tools = v;
+        }
+        if let Some(v) = f.cluster {
+            a.cluster = v;
+        }
+        a.updated_at = self.clock.now();
+        self.store.update_agent(&a).await?;
+        Ok(a)
+    }
+
+    /// Replaces the definition: absent fields return to their defaults; the id, the key
+    /// (unless given), the creator and the creation time are kept.
+    ///
+    /// # Errors
+    /// `NotFound`, `Invalid`, `Conflict`.
+    #[tracing::instrument(skip_all, fields(agent = %agent))]
+    pub async fn replace(&self, agent: &AgentRef, f: AgentFields) -> Result<Agent> {
+        let old = self.store.get_agent(agent).await?;
+        let new = self.build(old.id, f, Some(old.key), old.created_by, old.created_at).await?;
+        self.store.update_agent(&new).await?;
+        Ok(new)
+    }
+
+    /// Deletes an agent. Returns whether it existed; deleting an absent agent is not an error.
+    ///
+    /// # Errors
+    /// Storage failures.
+    #[tracing::instrument(skip_all, fields(agent = %agent))]
+    pub async fn delete(&self, agent: &AgentRef) -> Result<bool> {
+        match self.store.get_agent(agent).await {
+            Ok(a) => self.store.delete_agent(&a.id).await,
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
