@@ -1,0 +1,181 @@
+//! The entry point: a connection pool, its migrations and the port objects over it.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentry_domain::ports::{AgentStore, HealthProbe, ProviderStore};
+use diesel::r2d2::Pool;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::connection::{AnyConnection, Manager, TraceErrors};
+use crate::error::StorageError;
+use crate::store::DieselStore;
+use crate::target::{Backend, Target};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// How the connection pool behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Most connections open at once (at least 1).
+    pub max_connections: u32,
+    /// How long to wait for a connection, at start-up and for each query (more than zero).
+    pub connect_timeout: Duration,
+}
+
+impl PoolOptions {
+    /// Suitable defaults for a backend: 8 connections for SQLite (one writer at a time
+    /// anyway), 16 for PostgreSQL; 5 seconds to connect.
+    pub fn for_backend(backend: Backend) -> Self {
+        let max_connections = match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        Self {
+            max_connections,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn check(&self) -> Result<(), StorageError> {
+        if self.max_connections == 0 {
+            return Err(StorageError::InvalidOptions(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(StorageError::InvalidOptions(
+                "connect_timeout must be more than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for PoolOptions {
+    /// The SQLite defaults (see [`PoolOptions::for_backend`]).
+    fn default() -> Self {
+        Self::for_backend(Backend::Sqlite)
+    }
+}
+
+/// A pool of connections to SQLite or PostgreSQL. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<Manager>,
+    backend: Backend,
+}
+
+impl Database {
+    /// Opens the pool for a URL; the scheme chooses the backend: `sqlite://relative/path.db`,
+    /// `sqlite:///absolute/path.db`, `postgres://…` or `postgresql://…`. The directory of a
+    /// SQLite file is created when missing. Blocks until one connection is open.
+    ///
+    /// # Errors
+    /// [`StorageError::UnsupportedUrl`] for any other scheme, [`StorageError::InvalidOptions`],
+    /// [`StorageError::CreateDir`], and [`StorageError::Connect`] when no connection opens
+    /// within `opts.connect_timeout`.
+    pub fn connect(url: &str, opts: PoolOptions) -> Result<Self, StorageError> {
+        let target = Target::parse(url)?;
+        opts.check()?;
+        if let Target::Sqlite(path) = &target {
+            create_parent_dir(Path::new(path))?;
+        }
+        let backend = target.backend();
+        let pool = Pool::builder()
+            .max_size(opts.max_connections)
+            .min_idle(Some(1))
+            .connection_timeout(opts.connect_timeout)
+            .error_handler(Box::new(TraceErrors))
+            .build(Manager::new(target))
+            .map_err(|e| StorageError::Connect {
+                backend: backend.as_str(),
+                message: e.to_string(),
+            })?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the embedded migrations not applied yet, each in its own transaction, and
+    /// returns their names (empty when the schema is current). Blocking: call it at start-up.
+    ///
+    /// # Errors
+    /// [`StorageError::Connect`] when no connection is available, [`StorageError::Migration`]
+    /// when a migration fails.
+    pub fn migrate(&self) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.pool.get().map_err(|e| StorageError::Connect {
+            backend: self.backend.as_str(),
+            message: e.to_string(),
+        })?;
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => run_pending(c, SQLITE_MIGRATIONS),
+            AnyConnection::Postgres(c) => run_pending(c, POSTGRES_MIGRATIONS),
+        }
+    }
+
+    /// The backend the URL chose.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The agent store over this pool.
+    pub fn agents(&self) -> Arc<dyn AgentStore> {
+        Arc::new(self.store())
+    }
+
+    /// The provider store over this pool.
+    pub fn providers(&self) -> Arc<dyn ProviderStore> {
+        Arc::new(self.store())
+    }
+
+    /// The readiness probe over this pool.
+    pub fn health(&self) -> Arc<dyn HealthProbe> {
+        Arc::new(self.store())
+    }
+
+    fn store(&self) -> DieselStore {
+        DieselStore::new(self.pool.clone())
+    }
+}
+
+impl fmt::Debug for Database {
+    /// Shows the backend and pool size, never the URL (it may carry a password).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .field("max_connections", &self.pool.max_size())
+            .finish_non_exhaustive()
+    }
+}
+
+fn create_parent_dir(file: &Path) -> Result<(), StorageError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => std::fs::create_dir_all(dir)
+            .map_err(|error| StorageError::CreateDir {
+                path: dir.to_owned(),
+                error,
+            }),
+        _ => Ok(()),
+    }
+}
+
+fn run_pending<DB, C>(conn: &mut C, source: EmbeddedMigrations) -> Result<Vec<String>, StorageError>
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+    EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+{
+    let failed =
+        |e: Box<dyn std::error::Error + Send + Sync>| StorageError::Migration(e.to_string());
+    let pending = conn.pending_migrations(source).map_err(failed)?;
+    let mut applied = Vec::with_capacity(pending.len());
+    for migration in &pending {
+        conn.run_migration(migration).map_err(failed)?;
+        let name = migration.name().to_string();
+        tracing::info!(migration = %name, "applied database migration");
+        applied.push(name);
+    }
+    Ok(applied)
+}

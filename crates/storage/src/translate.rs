@@ -1,0 +1,186 @@
+//! Diesel and pool failures translated into the domain's error kinds. Nothing above this
+//! crate sees a diesel error.
+
+use agentry_domain::Error;
+use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
+
+use crate::rows::{AgentRow, ProviderRow};
+
+/// The field a unique violation is about, from the PostgreSQL constraint name (named in the
+/// migrations) or the SQLite message (`UNIQUE constraint failed: agents.name`).
+fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
+    let columns = info
+        .constraint_name()
+        .or_else(|| info.message().strip_prefix("UNIQUE constraint failed: "))?;
+    match columns {
+        "agents_name_key" | "agents.name" => Some("name"),
+        "agents_key_key" | "agents.key" => Some("key"),
+        "agents_pkey" | "agents.id" | "providers_pkey" | "providers.id" => Some("id"),
+        _ => None,
+    }
+}
+
+/// The field of a unique violation, if `error` is one on a known constraint.
+fn conflict_on(error: &DieselError) -> Option<&'static str> {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            unique_field(info.as_ref())
+        }
+        _ => None,
+    }
+}
+
+/// An error on an agent being written: conflicts name the colliding field and value.
+pub(crate) fn agent_error(error: DieselError, agent: &AgentRow) -> Error {
+    let Some(field) = conflict_on(&error) else {
+        return other(error, "agent", &agent.id);
+    };
+    let message = match field {
+        "name" => format!("an agent named '{}' already exists", agent.name),
+        "key" => format!("an agent with key '{}' already exists", agent.key),
+        _ => format!("an agent with id '{}' already exists", agent.id),
+    };
+    Error::conflict(field, message)
+}
+
+/// An error on a provider being written: a taken id is a conflict on `id`.
+pub(crate) fn provider_error(error: DieselError, provider: &ProviderRow) -> Error {
+    match conflict_on(&error) {
+        Some(_) => Error::conflict(
+            "id",
+            format!("a provider with id '{}' already exists", provider.id),
+        ),
+        None => other(error, "provider", &provider.id),
+    }
+}
+
+/// Diesel's `NotFound` becomes `NotFound` for `entity` `id`; anything else as [`query_error`].
+pub(crate) fn other(error: DieselError, entity: &'static str, id: &str) -> Error {
+    match error {
+        DieselError::NotFound => Error::not_found(entity, id),
+        error => query_error(error),
+    }
+}
+
+/// A lost connection or a SQLite file still locked after `busy_timeout` is `Unavailable`;
+/// anything else is `Internal`.
+pub(crate) fn query_error(error: DieselError) -> Error {
+    let unavailable = match &error {
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        DieselError::DatabaseError(_, info) => is_busy(info.message()),
+        _ => false,
+    };
+    if unavailable {
+        Error::Unavailable(format!("database: {error}"))
+    } else {
+        Error::Internal(format!("database error: {error}"))
+    }
+}
+
+/// No connection could be had from the pool in time.
+pub(crate) fn pool_error(error: &diesel::r2d2::PoolError) -> Error {
+    Error::Unavailable(format!("database: {error}"))
+}
+
+/// SQLite's "database is locked" / "database table is locked" once `busy_timeout` ran out.
+fn is_busy(message: &str) -> bool {
+    message.contains("is locked")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{other, query_error, unique_field};
+    use agentry_domain::Error;
+    use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
+
+    struct Info(&'static str, Option<&'static str>);
+
+    impl DatabaseErrorInformation for Info {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn details(&self) -> Option<&str> {
+            None
+        }
+        fn hint(&self) -> Option<&str> {
+            None
+        }
+        fn table_name(&self) -> Option<&str> {
+            None
+        }
+        fn column_name(&self) -> Option<&str> {
+            None
+        }
+        fn constraint_name(&self) -> Option<&str> {
+            self.1
+        }
+        fn statement_position(&self) -> Option<i32> {
+            None
+        }
+    }
+
+    #[test]
+    fn sqlite_messages() {
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: agents.name", None)),
+            Some("name")
+        );
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: agents.key", None)),
+            Some("key")
+        );
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: providers.id", None)),
+            Some("id")
+        );
+        assert_eq!(
+            unique_field(&Info(
+                "UNIQUE constraint failed: agent_tags.agent_id, agent_tags.tag",
+                None
+            )),
+            None
+        );
+    }
+
+    #[test]
+    fn postgres_constraint_names() {
+        let msg = "duplicate key value violates unique constraint";
+        assert_eq!(
+            unique_field(&Info(msg, Some("agents_name_key"))),
+            Some("name")
+        );
+        assert_eq!(
+            unique_field(&Info(msg, Some("agents_key_key"))),
+            Some("key")
+        );
+        assert_eq!(unique_field(&Info(msg, Some("agents_pkey"))), Some("id"));
+        assert_eq!(unique_field(&Info(msg, Some("agent_tags_pkey"))), None);
+    }
+
+    fn db(kind: DatabaseErrorKind, message: &'static str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(Info(message, None)))
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(matches!(
+            other(DieselError::NotFound, "agent", "x"),
+            Error::NotFound {
+                entity: "agent",
+                ..
+            }
+        ));
+        let closed = db(
+            DatabaseErrorKind::ClosedConnection,
+            "server closed the connection",
+        );
+        assert!(matches!(query_error(closed), Error::Unavailable(_)));
+        let busy = db(DatabaseErrorKind::Unknown, "database is locked");
+        assert!(matches!(query_error(busy), Error::Unavailable(_)));
+        let unknown_unique = db(
+            DatabaseErrorKind::UniqueViolation,
+            "UNIQUE constraint failed: x.y",
+        );
+        assert!(matches!(query_error(unknown_unique), Error::Internal(_)));
+    }
+}

@@ -1,0 +1,3 @@
+DROP TABLE providers;
+DROP TABLE agent_tags;
+DROP TABLE agents;
