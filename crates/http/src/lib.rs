@@ -1,1 +1,86 @@
-//! placeholder
+//! Agentry's HTTP adapter: actix-web handlers, DTOs, error mapping, middleware and the
+//! OpenAPI document. It depends on the domain only; the server crate gives it the services.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod routes;
+
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpRequest, web};
+use agentry_domain::ports::HealthProbe;
+use agentry_domain::services::{AgentService, ProviderRegistry};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::extract::{JsonLimit, path_error, query_error};
+
+/// What the handlers need: the use-case services and a few facts about the server.
+#[derive(Clone)]
+pub struct AppState {
+    /// Agent definitions.
+    pub agents: AgentService,
+    /// Providers and model resolution.
+    pub providers: ProviderRegistry,
+    /// Database reachability, for `/ready`.
+    pub health: Arc<dyn HealthProbe>,
+    /// The server's version, for `/health`.
+    pub version: String,
+}
+
+/// HTTP-level settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Largest JSON body accepted, in bytes.
+    pub json_limit: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            json_limit: 1024 * 1024,
+        }
+    }
+}
+
+/// `/docs` → `/docs/`, where the Swagger UI lives.
+async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header((actix_web::http::header::LOCATION, "/docs/"))
+        .finish()
+}
+
+async fn route_not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::route_not_found(req.method().as_str(), req.path()))
+}
+
+/// The application: every route, the middleware and the JSON error handling.
+pub fn app(
+    state: AppState,
+    settings: HttpSettings,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::Data::new(JsonLimit(settings.json_limit)))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .configure(routes::health::configure)
+        .service(web::scope("/api/v1").configure(routes::configure_api))
+        .service(web::scope("/v1").configure(routes::configure_api))
+        .route("/docs", web::get().to(docs_redirect))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
+        .default_service(web::to(route_not_found))
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}

@@ -1,0 +1,184 @@
+//! The one place where failures become HTTP responses: `{"error": {"code", "message",
+//! "details", "request_id"}}` with the status of the code.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use agentry_domain::Error;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware.
+    pub(crate) static REQUEST_ID: String;
+}
+
+/// The request id of the current request, if one is being served.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// An error as the API reports it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+/// The error envelope every route uses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// The body of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `VALIDATION_ERROR` or `AGENT_NOT_FOUND`.
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+    /// Machine-readable details, such as the failing `field` and the `reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    /// The request id, also sent as the `X-Request-Id` header.
+    pub request_id: Option<String>,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Adds machine-readable details.
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 400 `INVALID_REQUEST`: the request could not be read at all.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    }
+
+    /// 400 `VALIDATION_ERROR` on one field.
+    pub fn validation(field: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Invalid request data: {field} {reason}"),
+        )
+        .with_details(json!({ "field": field, "reason": reason }))
+    }
+
+    /// 404 `NOT_FOUND` for a route that does not exist.
+    pub fn route_not_found(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("No route for {method} {path}"),
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+fn not_found_code(entity: &str) -> &'static str {
+    match entity {
+        "agent" => "AGENT_NOT_FOUND",
+        "cluster" => "CLUSTER_NOT_FOUND",
+        "model" => "MODEL_NOT_FOUND",
+        _ => "NOT_FOUND",
+    }
+}
+
+fn capitalised(entity: &str) -> String {
+    let mut c = entity.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::Invalid(inv) => {
+                let mut details = Map::new();
+                details.insert("field".to_owned(), inv.field.clone().into());
+                details.insert("reason".to_owned(), inv.reason.clone().into());
+                details.extend(inv.extra);
+                Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", format!("Invalid request data: {} {}", inv.field, inv.reason))
+                    .with_details(Value::Object(details))
+            }
+            Error::NotFound { entity, id } => Self::new(StatusCode::NOT_FOUND, not_found_code(entity), format!("{} not found", capitalised(entity)))
+                .with_details(json!({ "resource": entity, "id": id })),
+            Error::ModelNotFound { provider_id, model, available_models } => {
+                Self::new(StatusCode::NOT_FOUND, "MODEL_NOT_FOUND", "The specified model was not found")
+                    .with_details(json!({ "provider_id": provider_id, "model_name": model, "available_models": available_models }))
+            }
+            Error::Conflict { message, field, extra } => {
+                let mut details = extra;
+                if let Some(f) = field {
+                    details.insert("field".to_owned(), f.into());
+                }
+                let e = Self::new(StatusCode::CONFLICT, "CONFLICT", message);
+                if details.is_empty() { e } else { e.with_details(Value::Object(details)) }
+            }
+            Error::Unavailable(cause) => {
+                tracing::warn!(%cause, "backing service unavailable");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service temporarily unavailable, please retry")
+            }
+            Error::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                details: self.details.clone(),
+                request_id: current_request_id(),
+            },
+        };
+        HttpResponse::build(self.status).json(body)
+    }
+}
+
+/// Result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

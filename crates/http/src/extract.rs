@@ -1,0 +1,234 @@
+//! Request extraction with the documented errors: 415 for a body that is not JSON, 413 for
+//! one over the limit, 400 `INVALID_REQUEST` for malformed JSON (with the parser's message)
+//! and 400 `VALIDATION_ERROR` naming the field for a well-formed body of the wrong shape.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
+
+use crate::error::ApiError;
+
+/// The largest JSON body accepted, in bytes (set per app through `web::Data`).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonLimit(pub usize);
+
+/// A JSON request body parsed into `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        format!("Request body exceeds the limit of {limit} bytes"),
+    )
+    .with_details(json!({ "limit_bytes": limit }))
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid_request(format!("Could not read the request body: {e}"))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Parses JSON, telling syntax errors (`INVALID_REQUEST`) from shape errors
+/// (`VALIDATION_ERROR` with the path of the failing field).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request(
+            "Request body is empty; a JSON object is expected",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." {
+                    field_from_message(&inner.to_string())
+                } else {
+                    path
+                };
+                ApiError::validation(&field, strip_position(&inner.to_string()))
+            }
+            _ => ApiError::invalid_request(format!("Malformed JSON: {inner}"))
+                .with_details(json!({ "line": inner.line(), "column": inner.column() })),
+        }
+    })
+}
+
+/// serde names a missing or unknown field only in its message: "missing field `name`".
+fn field_from_message(msg: &str) -> String {
+    msg.split('`')
+        .nth(1)
+        .map_or_else(|| "body".to_owned(), str::to_owned)
+}
+
+fn strip_position(msg: &str) -> String {
+    msg.split(" at line ").next().unwrap_or(msg).to_owned()
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            if !is_json(&req) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "Content-Type must be application/json",
+                ));
+            }
+            let limit = req
+                .app_data::<web::Data<JsonLimit>>()
+                .map_or(1024 * 1024, |l| l.0);
+            let bytes = read_body(&req, payload, limit).await?;
+            parse_json(&bytes).map(JsonBody)
+        })
+    }
+}
+
+/// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.
+///
+/// # Errors
+/// When the value has the wrong type.
+pub fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Parses an optional numeric query parameter, naming it on error.
+///
+/// # Errors
+/// `VALIDATION_ERROR` naming `field`.
+pub fn query_number<N: std::str::FromStr>(
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<N>, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<N>().map_err(|_| {
+                ApiError::validation(field, format!("must be a non-negative integer, got '{v}'"))
+            })
+        })
+        .transpose()
+}
+
+/// Query-string error handler: a malformed query is a `VALIDATION_ERROR`.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        format!("Invalid query string: {err}"),
+    )
+    .into()
+}
+
+/// Path error handler.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        format!("Invalid path: {err}"),
+    )
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Probe {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn classifies_json_errors() {
+        let syntax = parse_json::<Probe>(b"{\"name\": ").err().map(|e| e.code());
+        assert_eq!(syntax, Some("INVALID_REQUEST"));
+        let missing = parse_json::<Probe>(b"{}")
+            .err()
+            .map(|e| (e.code(), format!("{e}")));
+        assert!(
+            matches!(missing, Some(("VALIDATION_ERROR", ref m)) if m.contains("name")),
+            "{missing:?}"
+        );
+        let nested = parse_json::<Probe>(br#"{"name":"a","inner":{"n":"x"}}"#)
+            .err()
+            .map(|e| format!("{e}"));
+        assert!(nested.is_some_and(|m| m.contains("inner.n")));
+        let unknown = parse_json::<Probe>(br#"{"name":"a","bogus":1}"#)
+            .err()
+            .map(|e| format!("{e}"));
+        assert!(unknown.is_some_and(|m| m.contains("bogus")));
+        assert_eq!(
+            parse_json::<Probe>(b"  ").err().map(|e| e.code()),
+            Some("INVALID_REQUEST")
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! Cross-cutting request handling: request ids, trailing-slash normalisation, and JSON
+//! bodies for errors that the framework answers by itself (unknown route, wrong method…).
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::{StatusCode, Uri};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError};
+use tracing::Instrument;
+
+use crate::error::{ApiError, REQUEST_ID};
+
+/// The request id header.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Keeps a well-formed incoming `X-Request-Id` (1 to 128 visible ASCII characters), otherwise
+/// makes one.
+fn request_id(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| agentry_domain::ids::new_id("req"), str::to_owned)
+}
+
+/// Removes a trailing `/` (`/v1/agents/` → `/v1/agents`), except under `/docs/` whose pages
+/// need it.
+fn normalise_path(req: &mut ServiceRequest) {
+    let path = req.path();
+    if path.len() <= 1 || !path.ends_with('/') || path.starts_with("/docs") {
+        return;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+    let new = match req.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed.to_owned(),
+    };
+    if let Ok(uri) = new.parse::<Uri>() {
+        req.match_info_mut().get_mut().update(&uri);
+        req.head_mut().uri = uri;
+    }
+}
+
+/// Replaces the empty bodies the framework sends for unknown routes, wrong methods and
+/// similar with the documented JSON error.
+fn framework_error(status: StatusCode, method: &str, path: &str) -> Option<ApiError> {
+    Some(match status {
+        StatusCode::NOT_FOUND => ApiError::route_not_found(method, path),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "METHOD_NOT_ALLOWED",
+            format!("Method {method} is not allowed on {path}"),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "PAYLOAD_TOO_LARGE", "Request body is too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "UNSUPPORTED_MEDIA_TYPE", "Unsupported content type")
+        }
+        s if s.is_client_error() => ApiError::new(
+            s,
+            "INVALID_REQUEST",
+            s.canonical_reason().unwrap_or("Bad request"),
+        ),
+        s if s.is_server_error() => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "Internal server error",
+        ),
+        _ => return None,
+    })
+}
+
+/// The outermost middleware: sets the request id for the request's whole life, normalises
+/// the path, and makes sure every error response has a JSON body and the id header.
+pub async fn request_context(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let id = request_id(&req);
+    normalise_path(&mut req);
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let header = HeaderValue::from_str(&id).ok();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
+    let started = std::time::Instant::now();
+    let result: Result<ServiceResponse<BoxBody>, Error> = REQUEST_ID
+        .scope(id, async move {
+            let res = match next.call(req).await {
+                Ok(res) => res.map_into_boxed_body(),
+                Err(err) => {
+                    let status = err.as_response_error().status_code();
+                    let api = framework_error(status, &method, &path).unwrap_or_else(|| {
+                        ApiError::new(status, "INVALID_REQUEST", err.to_string())
+                    });
+                    return Err(actix_web::error::InternalError::from_response(
+                        err,
+                        with_id(api.error_response(), header),
+                    )
+                    .into());
+                }
+            };
+            let status = res.status();
+            let has_json = res
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+            let res = if (status.is_client_error() || status.is_server_error()) && !has_json {
+                match framework_error(status, &method, &path) {
+                    Some(api) => res.into_response(api.error_response()),
+                    None => res,
+                }
+            } else {
+                res
+            };
+            Ok(res.map_into_boxed_body().map_body(|_, b| b)).map(|mut r| {
+                if let Some(h) = header {
+                    r.headers_mut().insert(REQUEST_ID_HEADER, h);
+                }
+                r
+            })
+        })
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request finished"
+        )
+    });
+    result
+}
+
+fn with_id(
+    mut res: actix_web::HttpResponse,
+    header: Option<HeaderValue>,
+) -> actix_web::HttpResponse {
+    if let Some(h) = header {
+        res.headers_mut().insert(REQUEST_ID_HEADER, h);
+    }
+    res
+}

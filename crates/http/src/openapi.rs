@@ -1,0 +1,45 @@
+//! The OpenAPI 3.1 document, generated from the handlers and DTOs, served at `/openapi.json`
+//! and browsable at `/docs` (Swagger UI, vendored: no network needed).
+
+use utoipa::OpenApi;
+
+use crate::routes::{agents, health, providers};
+
+/// The whole API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agentry",
+        description = "Define LLM agents once; serve, test, watch and improve them.\n\n\
+            Every route under `/api/v1` is also served under the `/v1` alias; trailing slashes are ignored. \
+            Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        health::health,
+        health::ready,
+        agents::create_agent,
+        agents::list_agents,
+        agents::get_agent,
+        agents::patch_agent,
+        agents::put_agent,
+        agents::delete_agent,
+        providers::create_provider,
+        providers::list_providers,
+        providers::get_provider,
+        providers::patch_provider,
+        providers::delete_provider,
+    ),
+    components(schemas(crate::error::ErrorEnvelope)),
+    tags(
+        (name = "ops", description = "Health and readiness"),
+        (name = "agents", description = "Agent definitions"),
+        (name = "providers", description = "LLM providers and their models"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

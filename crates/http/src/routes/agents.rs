@@ -1,0 +1,527 @@
+//! `/api/v1/agents` (and the `/v1/agents` alias): create, list, get, patch, replace, delete.
+//!
+//! Input accepts every seed's spelling (`preamble`/`content`/`system_prompt`/`instructions`,
+//! `llmModel`/`model`/`config.model`/`model_ref`/`provider`+`model`, `maxTokens`/`max_tokens`…);
+//! output is canonical snake_case.
+
+use actix_web::{HttpResponse, web};
+use agentry_domain::Invalid;
+use agentry_domain::agent::{
+    Agent, AgentFields, AgentFilter, AgentKey, AgentName, AgentRef, AgentStatus, AgentType,
+    ClusterName, MaxTokens, ModelSpec, Tag, Temperature, ToolSpec, TopP, parse_description,
+    parse_instructions,
+};
+use agentry_domain::page::Page;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{JsonBody, nullable, query_number};
+use crate::routes::{DeleteResult, rfc3339};
+
+/// Routes of this resource, mounted under `/api/v1` and `/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/agents")
+            .route(web::get().to(list_agents))
+            .route(web::post().to(create_agent)),
+    )
+    .service(
+        web::resource("/agents/{agent}")
+            .route(web::get().to(get_agent))
+            .route(web::patch().to(patch_agent))
+            .route(web::put().to(put_agent))
+            .route(web::delete().to(delete_agent)),
+    );
+}
+
+/// A model as `"provider/model"`, a bare model name, or `{provider_id, model_name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ModelInput {
+    /// `"openai-prod/gpt-4o"` or `"gpt-4o"`.
+    Name(String),
+    /// `{"provider_id": "openai-prod", "model_name": "gpt-4o"}`.
+    Ref(ModelRefInput),
+}
+
+/// A model named by provider and model name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRefInput {
+    /// The provider's id.
+    pub provider_id: String,
+    /// The model's name at that provider.
+    pub model_name: String,
+}
+
+/// Seed 002's `config` object.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigInput {
+    /// The model.
+    pub model: Option<ModelInput>,
+    /// Temperature, 0 to 2.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>)]
+    pub temperature: Option<Option<f64>>,
+    /// Top-p, 0 to 1.
+    #[serde(default, deserialize_with = "nullable", alias = "topP")]
+    #[schema(value_type = Option<f64>)]
+    pub top_p: Option<Option<f64>>,
+    /// Largest answer, in tokens.
+    #[serde(default, deserialize_with = "nullable", alias = "maxTokens")]
+    #[schema(value_type = Option<i64>)]
+    pub max_tokens: Option<Option<i64>>,
+}
+
+/// An agent as a caller writes it. On create only `name` is required; on PATCH every field is
+/// optional and `null` clears an optional field; on PUT absent fields return to defaults.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInput {
+    /// Unique key (slug), the client API's `model`. Derived from `name` when absent.
+    pub key: Option<String>,
+    /// Unique display name.
+    pub name: Option<String>,
+    /// What the agent does.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    /// The system prompt. Also accepted as `preamble`, `content` or `system_prompt`.
+    pub instructions: Option<String>,
+    /// Seed 000's spelling of `instructions`.
+    pub preamble: Option<String>,
+    /// Seed 001's spelling of `instructions`.
+    pub content: Option<String>,
+    /// Seed 004's spelling of `instructions`.
+    pub system_prompt: Option<String>,
+    /// The model: `"provider/model"`, a bare name, or `{provider_id, model_name}`.
+    pub model: Option<ModelInput>,
+    /// Seed 001's spelling of `model`.
+    #[serde(rename = "llmModel")]
+    pub llm_model: Option<String>,
+    /// Seed 000's spelling of `model`.
+    pub model_ref: Option<ModelRefInput>,
+    /// Seed 004's provider, combined with `model`.
+    pub provider: Option<String>,
+    /// Seed 002's `config`: model and parameters.
+    pub config: Option<ConfigInput>,
+    /// Temperature, 0 to 2.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f64>)]
+    pub temperature: Option<Option<f64>>,
+    /// Top-p, 0 to 1 (also `topP`).
+    #[serde(default, deserialize_with = "nullable", alias = "topP")]
+    #[schema(value_type = Option<f64>)]
+    pub top_p: Option<Option<f64>>,
+    /// Largest answer in tokens (also `maxTokens`).
+    #[serde(default, deserialize_with = "nullable", alias = "maxTokens")]
+    #[schema(value_type = Option<i64>)]
+    pub max_tokens: Option<Option<i64>>,
+    /// Organisation tags.
+    pub tags: Option<Vec<String>>,
+    /// `draft`, `active` (default), `inactive` or `archived`.
+    pub status: Option<String>,
+    /// Free classification, `chat` by default.
+    #[serde(rename = "type")]
+    pub agent_type: Option<String>,
+    /// Bound tools: objects with a string `type` and `name`.
+    pub tools: Option<Vec<Value>>,
+    /// The cluster the agent belongs to.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub cluster: Option<Option<String>>,
+}
+
+/// Picks the one spelling a caller used among aliases; two different spellings at once is
+/// an error naming both.
+fn one_of<T>(
+    candidates: Vec<(&'static str, Option<T>)>,
+) -> Result<Option<(&'static str, T)>, Invalid> {
+    let mut given = candidates
+        .into_iter()
+        .filter_map(|(f, v)| v.map(|v| (f, v)));
+    let first = given.next();
+    if let (Some((a, _)), Some((b, _))) = (&first, given.next()) {
+        return Err(Invalid::new(
+            b.to_owned(),
+            format!("give only one of '{a}' and '{b}'"),
+        ));
+    }
+    Ok(first)
+}
+
+fn model_spec(field: &str, input: ModelInput, provider: Option<String>) -> ModelSpec {
+    match input {
+        ModelInput::Name(model) => ModelSpec {
+            provider_id: provider,
+            model,
+            field: field.to_owned(),
+        },
+        ModelInput::Ref(r) => ModelSpec {
+            provider_id: Some(r.provider_id),
+            model: r.model_name,
+            field: field.to_owned(),
+        },
+    }
+}
+
+fn parse_opt<T, R>(
+    field: &str,
+    v: Option<Option<R>>,
+    parse: impl Fn(R) -> Result<T, Invalid>,
+) -> Result<Option<Option<T>>, Invalid> {
+    v.map(|inner| inner.map(&parse).transpose())
+        .transpose()
+        .map_err(|e| e.renamed(field))
+}
+
+impl AgentInput {
+    /// Validates every given field into domain values.
+    ///
+    /// # Errors
+    /// The first failing field, named as the caller spelled it.
+    pub fn try_into_domain(self) -> Result<AgentFields, Invalid> {
+        let config = self.config.unwrap_or_default();
+        let instructions = one_of(vec![
+            ("instructions", self.instructions),
+            ("preamble", self.preamble),
+            ("content", self.content),
+            ("system_prompt", self.system_prompt),
+        ])?;
+        let model = one_of(vec![
+            ("model", self.model),
+            ("llmModel", self.llm_model.map(ModelInput::Name)),
+            ("model_ref", self.model_ref.map(ModelInput::Ref)),
+            ("config.model", config.model),
+        ])?;
+        if self.provider.is_some() && !matches!(model, Some(("model", ModelInput::Name(_)))) {
+            return Err(Invalid::new(
+                "provider",
+                "is only accepted together with a 'model' name",
+            ));
+        }
+        let temperature = one_of(vec![
+            ("temperature", self.temperature),
+            ("config.temperature", config.temperature),
+        ])?;
+        let top_p = one_of(vec![("top_p", self.top_p), ("config.top_p", config.top_p)])?;
+        let max_tokens = one_of(vec![
+            ("max_tokens", self.max_tokens),
+            ("config.max_tokens", config.max_tokens),
+        ])?;
+        Ok(AgentFields {
+            key: self.key.as_deref().map(AgentKey::parse).transpose()?,
+            name: self.name.as_deref().map(AgentName::parse).transpose()?,
+            description: parse_opt("description", self.description, |d: String| {
+                parse_description(&d)
+            })?,
+            instructions: instructions
+                .map(|(f, v)| parse_instructions(&v).map_err(|e| e.renamed(f)))
+                .transpose()?,
+            model: model.map(|(f, m)| model_spec(f, m, self.provider)),
+            temperature: temperature
+                .map(|(f, v)| parse_opt(f, Some(v), Temperature::parse))
+                .transpose()?
+                .flatten(),
+            top_p: top_p
+                .map(|(f, v)| parse_opt(f, Some(v), TopP::parse))
+                .transpose()?
+                .flatten(),
+            max_tokens: max_tokens
+                .map(|(f, v)| parse_opt(f, Some(v), MaxTokens::parse))
+                .transpose()?
+                .flatten(),
+            tags: self.tags.as_deref().map(Tag::parse_list).transpose()?,
+            status: self.status.as_deref().map(AgentStatus::parse).transpose()?,
+            agent_type: self
+                .agent_type
+                .as_deref()
+                .map(AgentType::parse)
+                .transpose()?,
+            tools: self.tools.map(ToolSpec::parse_list).transpose()?,
+            cluster: parse_opt("cluster", self.cluster, |c: String| ClusterName::parse(&c))?,
+        })
+    }
+}
+
+/// Seed 002's `config` view of an agent's model and parameters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentConfigView {
+    /// `provider/model`.
+    pub model: String,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Top-p.
+    pub top_p: Option<f64>,
+    /// Max tokens.
+    pub max_tokens: Option<u32>,
+}
+
+/// An agent, canonical form.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    /// `agent_…`.
+    #[schema(example = "agent_0193a0b2c3d47e8f9a0b1c2d3e4f5a6b")]
+    pub id: String,
+    /// Unique key, the client API's `model`.
+    #[schema(example = "support-bot")]
+    pub key: String,
+    /// Unique display name.
+    pub name: String,
+    /// What the agent does.
+    pub description: Option<String>,
+    /// The system prompt.
+    pub instructions: String,
+    /// `provider/model`.
+    #[schema(example = "openai-prod/gpt-4o")]
+    pub model: String,
+    /// The provider's id.
+    pub provider: String,
+    /// The model's name at the provider.
+    pub model_name: String,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Top-p.
+    pub top_p: Option<f64>,
+    /// Max tokens.
+    pub max_tokens: Option<u32>,
+    /// Model and parameters grouped as seed 002 shows them.
+    pub config: AgentConfigView,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// `draft`, `active`, `inactive` or `archived`.
+    pub status: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub agent_type: String,
+    /// Bound tools.
+    pub tools: Vec<Value>,
+    /// Cluster.
+    pub cluster: Option<String>,
+    /// Creator.
+    pub created_by: Option<String>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+impl From<&Agent> for AgentView {
+    fn from(a: &Agent) -> Self {
+        let model = a.model.to_string();
+        let (temperature, top_p, max_tokens) = (
+            a.temperature.map(|t| t.get()),
+            a.top_p.map(|t| t.get()),
+            a.max_tokens.map(|t| t.get()),
+        );
+        Self {
+            id: a.id.to_string(),
+            key: a.key.to_string(),
+            name: a.name.to_string(),
+            description: a.description.clone(),
+            instructions: a.instructions.clone(),
+            config: AgentConfigView {
+                model: model.clone(),
+                temperature,
+                top_p,
+                max_tokens,
+            },
+            model,
+            provider: a.model.provider_id.to_string(),
+            model_name: a.model.model_name.clone(),
+            temperature,
+            top_p,
+            max_tokens,
+            tags: a.tags.iter().map(ToString::to_string).collect(),
+            status: a.status.as_str().to_owned(),
+            agent_type: a.agent_type.to_string(),
+            tools: a
+                .tools
+                .iter()
+                .map(|t| Value::Object(t.as_json().clone()))
+                .collect(),
+            cluster: a.cluster.as_ref().map(ToString::to_string),
+            created_by: a.created_by.clone(),
+            created_at: rfc3339(a.created_at),
+            updated_at: rfc3339(a.updated_at),
+        }
+    }
+}
+
+/// A page of agents.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentList {
+    /// The agents, newest first.
+    pub agents: Vec<AgentView>,
+    /// Matches in all pages.
+    pub total: u64,
+    /// Page size.
+    pub limit: u32,
+    /// Items skipped.
+    pub offset: u64,
+}
+
+/// List filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListAgentsQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<String>,
+    /// Items to skip (default 0).
+    pub offset: Option<String>,
+    /// Comma-separated tags; agents carrying all of them.
+    pub tags: Option<String>,
+    /// `draft`, `active`, `inactive` or `archived`.
+    pub status: Option<String>,
+    /// Agent type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub agent_type: Option<String>,
+    /// Cluster name.
+    pub cluster: Option<String>,
+}
+
+impl ListAgentsQuery {
+    fn parse(&self) -> Result<(AgentFilter, Page), ApiError> {
+        let page = Page::new(
+            query_number("limit", self.limit.as_deref())?,
+            query_number("offset", self.offset.as_deref())?,
+        )?;
+        let tags: Vec<&str> = self
+            .tags
+            .as_deref()
+            .map(|t| {
+                t.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let filter = AgentFilter {
+            tags: Tag::parse_list(&tags)?,
+            status: self
+                .status
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(AgentStatus::parse)
+                .transpose()?,
+            agent_type: self
+                .agent_type
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(AgentType::parse)
+                .transpose()?,
+            cluster: self
+                .cluster
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(ClusterName::parse)
+                .transpose()?,
+        };
+        Ok((filter, page))
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(inv: Invalid) -> Self {
+        agentry_domain::Error::Invalid(inv).into()
+    }
+}
+
+/// Parses the `{agent}` path segment: an id (`agent_…`) or a key.
+pub(crate) fn agent_ref(raw: &str) -> Result<AgentRef, ApiError> {
+    AgentRef::parse(raw).map_err(|_| agentry_domain::Error::not_found("agent", raw).into())
+}
+
+/// Create an agent.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentInput,
+    responses((status = 201, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn create_agent(
+    state: web::Data<AppState>,
+    JsonBody(body): JsonBody<AgentInput>,
+) -> ApiResult<HttpResponse> {
+    let fields = body.try_into_domain()?;
+    let agent = state.agents.create(fields, None).await?;
+    Ok(HttpResponse::Created().json(AgentView::from(&agent)))
+}
+
+/// List agents, newest first.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(ListAgentsQuery),
+    responses((status = 200, body = AgentList), (status = 400, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn list_agents(
+    state: web::Data<AppState>,
+    query: web::Query<ListAgentsQuery>,
+) -> ApiResult<HttpResponse> {
+    let (filter, page) = query.parse()?;
+    let paged = state.agents.list(&filter, page).await?;
+    Ok(HttpResponse::Ok().json(AgentList {
+        agents: paged.items.iter().map(AgentView::from).collect(),
+        total: paged.total,
+        limit: page.limit(),
+        offset: page.offset(),
+    }))
+}
+
+/// Get an agent by id or key.
+#[utoipa::path(get, path = "/api/v1/agents/{agent}", tag = "agents", params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, body = AgentView), (status = 404, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn get_agent(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let agent = state.agents.get(&agent_ref(&path)?).await?;
+    Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
+}
+
+/// Change the given fields of an agent; `null` clears an optional field.
+#[utoipa::path(patch, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentInput, params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn patch_agent(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<AgentInput>,
+) -> ApiResult<HttpResponse> {
+    let target = agent_ref(&path)?;
+    let fields = body.try_into_domain()?;
+    let agent = state.agents.patch(&target, fields).await?;
+    Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
+}
+
+/// Replace an agent's definition; absent fields return to their defaults, the key is kept
+/// unless given.
+#[utoipa::path(put, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentInput, params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn put_agent(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<AgentInput>,
+) -> ApiResult<HttpResponse> {
+    let target = agent_ref(&path)?;
+    let fields = body.try_into_domain()?;
+    let agent = state.agents.replace(&target, fields).await?;
+    Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
+}
+
+/// Delete an agent. Deleting an absent agent succeeds with `deleted: false`.
+#[utoipa::path(delete, path = "/api/v1/agents/{agent}", tag = "agents", params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, body = DeleteResult)))]
+#[tracing::instrument(skip_all)]
+pub async fn delete_agent(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let deleted = match AgentRef::parse(&path) {
+        Ok(target) => state.agents.delete(&target).await?,
+        Err(_) => false,
+    };
+    Ok(HttpResponse::Ok().json(DeleteResult::new("Agent", deleted)))
+}

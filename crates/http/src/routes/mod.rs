@@ -1,0 +1,48 @@
+//! The route table: one module per resource, each with its own `configure`.
+
+pub mod agents;
+pub mod health;
+pub mod providers;
+
+use actix_web::web;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every management route, mounted under `/api/v1` and again under the `/v1` alias.
+pub fn configure_api(cfg: &mut web::ServiceConfig) {
+    agents::configure(cfg);
+    providers::configure(cfg);
+}
+
+/// RFC 3339 in UTC with milliseconds: `2025-01-15T10:00:00.000Z`.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The answer to a DELETE.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeleteResult {
+    /// Always true: after the call the resource does not exist.
+    pub success: bool,
+    /// Whether this call removed it (false when it was already absent).
+    pub deleted: bool,
+    /// A human-readable summary.
+    pub message: String,
+}
+
+impl DeleteResult {
+    /// The result for `what` (`Agent`, `Provider`…).
+    pub fn new(what: &str, deleted: bool) -> Self {
+        let message = if deleted {
+            format!("{what} deleted")
+        } else {
+            format!("{what} not found; nothing to delete")
+        };
+        Self {
+            success: true,
+            deleted,
+            message,
+        }
+    }
+}
