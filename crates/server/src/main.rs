@@ -1,1 +1,70 @@
-fn main() {}
+//! `agentry serve | migrate`, `agentry --version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentry::{Application, config::Config, open_database, telemetry};
+use clap::{Parser, Subcommand};
+
+/// Agentry: define LLM agents once; serve, test, watch and improve them.
+#[derive(Debug, Parser)]
+#[command(name = "agentry", version, about)]
+struct Cli {
+    /// A TOML config file (also `AGENTRY_CONFIG`).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format, &config.log);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => migrate(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agentry stopped");
+            eprintln!("agentry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let app = Application::build(config).await?;
+    app.run_until_stopped().await?;
+    tracing::info!("Agentry stopped");
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    let (db, applied) = open_database(config).await?;
+    if applied.is_empty() {
+        println!("database ({}) is up to date", db.backend().as_str());
+    } else {
+        for m in &applied {
+            println!("applied {m}");
+        }
+    }
+    Ok(())
+}

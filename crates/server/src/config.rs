@@ -1,0 +1,172 @@
+//! Configuration: defaults, then the TOML file named by `AGENTRY_CONFIG` (or `--config`), then
+//! `AGENTRY_*` environment variables and `DATABASE_URL`. Unknown keys are errors. Secrets are
+//! `SecretString`s: never printed, never serialised.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Where the default SQLite database lives.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/agentry.db";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A provider defined in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Id, the first half of `provider/model`.
+    pub id: String,
+    /// `openai`, `anthropic` or `mock`.
+    pub kind: String,
+    /// Base URL; the kind's public API when absent.
+    pub base_url: Option<String>,
+    /// The credential, inline. Prefer `api_key_env`.
+    pub api_key: Option<SecretString>,
+    /// The name of an environment variable holding the credential.
+    pub api_key_env: Option<String>,
+    /// Models served.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+/// The server's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listen address (`AGENTRY_ADDR`).
+    pub addr: SocketAddr,
+    /// `sqlite://…` or `postgres://…` (`DATABASE_URL`).
+    pub database_url: String,
+    /// Largest database pool.
+    pub database_max_connections: Option<u32>,
+    /// `text` or `json` (`AGENTRY_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `agentry=debug` (`AGENTRY_LOG`).
+    pub log: String,
+    /// Largest JSON body in bytes (`AGENTRY_JSON_LIMIT_BYTES`).
+    pub json_limit_bytes: usize,
+    /// The model of agents saved without one (`AGENTRY_DEFAULT_MODEL`).
+    pub default_model: String,
+    /// HTTP worker threads; one per core when absent (`AGENTRY_WORKERS`).
+    pub workers: Option<usize>,
+    /// Seconds to finish in-flight requests on SIGTERM (`AGENTRY_SHUTDOWN_TIMEOUT_SECS`).
+    pub shutdown_timeout_secs: u64,
+    /// Providers defined in the file (in addition to the built-in `mock`).
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Serialize)]
+struct Defaults {
+    addr: &'static str,
+    database_url: &'static str,
+    log_format: LogFormat,
+    log: &'static str,
+    json_limit_bytes: usize,
+    default_model: &'static str,
+    shutdown_timeout_secs: u64,
+}
+
+const DEFAULTS: Defaults = Defaults {
+    addr: "127.0.0.1:8080",
+    database_url: DEFAULT_DATABASE_URL,
+    log_format: LogFormat::Text,
+    log: "info",
+    json_limit_bytes: 1024 * 1024,
+    default_model: "mock/echo",
+    shutdown_timeout_secs: 30,
+};
+
+/// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
+const NOT_CONFIG_KEYS: [&str; 3] = ["config", "admin_username", "admin_password"];
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// The built-in defaults alone (what `make run` gets with an empty environment).
+    ///
+    /// # Errors
+    /// Never in practice; the defaults are valid.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Figment::from(Serialized::defaults(DEFAULTS))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Defaults, then `file` (or the file named by `AGENTRY_CONFIG`), then the environment.
+    ///
+    /// # Errors
+    /// A missing file, a TOML syntax error, an unknown key or a value of the wrong type.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(DEFAULTS));
+        let from_env = std::env::var_os("AGENTRY_CONFIG").map(std::path::PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(from_env) {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("AGENTRY_").filter(|k| {
+                !NOT_CONFIG_KEYS.contains(&k.as_str()) && !k.as_str().starts_with("test_")
+            }))
+            .merge(Env::raw().only(&["database_url"]));
+        fig.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_pinned_ones() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://data/agentry.db");
+        assert_eq!(c.default_model, "mock/echo");
+    }
+
+    #[test]
+    fn file_values_apply_and_unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "addr = \"127.0.0.1:9999\"\n[[providers]]\nid = \"local\"\nkind = \"openai\"\napi_key = \"sk-secret\"\nmodels = [\"m1\"]\n").unwrap();
+        let c = Config::load(Some(&good)).unwrap();
+        assert_eq!(c.addr.port(), 9999);
+        assert_eq!(c.providers.len(), 1);
+        assert!(
+            !format!("{c:?}").contains("sk-secret"),
+            "secrets must not appear in Debug output"
+        );
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "adr = \"127.0.0.1:9999\"\n").unwrap();
+        let err = Config::load(Some(&bad)).unwrap_err().to_string();
+        assert!(err.contains("adr"), "{err}");
+
+        let missing = dir.path().join("missing.toml");
+        assert!(Config::load(Some(&missing)).is_err());
+    }
+}
