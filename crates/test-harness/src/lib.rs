@@ -1,1 +1,346 @@
-//! placeholder
+//! Start a real Agentry in-process, on a free port, with its own temporary database, and
+//! talk to it over HTTP. For Agentry's own tests and for users' integration tests.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let app = agentry_test_harness::TestApp::spawn().await;
+//! let res = app.get("/health").await;
+//! assert_eq!(res.status(), 200);
+//! # }
+//! ```
+//!
+//! The database is a fresh SQLite file by default. With `AGENTRY_TEST_DATABASE=postgres`
+//! every app gets its own PostgreSQL schema on `AGENTRY_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`), dropped when the app is dropped.
+
+use std::net::SocketAddr;
+
+use actix_web::dev::ServerHandle;
+use agentry::config::{Config, ProviderConfig};
+use agentry::{Application, BuildOptions, StartError};
+use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, Response};
+use serde_json::Value;
+
+/// Which database backend a test app uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh schema in PostgreSQL.
+    Postgres,
+}
+
+impl TestBackend {
+    /// The backend chosen by `AGENTRY_TEST_DATABASE` (`sqlite`, the default, or `postgres`).
+    pub fn from_env() -> Self {
+        match std::env::var("AGENTRY_TEST_DATABASE").as_deref() {
+            Ok("postgres" | "postgresql" | "pg") => Self::Postgres,
+            _ => Self::Sqlite,
+        }
+    }
+}
+
+/// Why a test app could not start.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// The temporary database could not be made.
+    Database(String),
+    /// The server did not start.
+    Start(StartError),
+}
+
+impl std::fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Database(e) => write!(f, "test database: {e}"),
+            Self::Start(e) => write!(f, "server start: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {}
+
+/// Keeps a test database alive as long as the app (and its restarts) need it.
+struct DbGuard {
+    _dir: tempfile::TempDir,
+    _schema: Option<PgSchemaGuard>,
+}
+
+/// Builds a [`TestApp`].
+pub struct TestAppBuilder {
+    config: Config,
+    backend: TestBackend,
+}
+
+impl TestAppBuilder {
+    /// Adds a provider, as the config file would (`kind`: `openai`, `anthropic` or `mock`).
+    #[must_use]
+    pub fn provider(
+        mut self,
+        id: &str,
+        kind: &str,
+        base_url: Option<&str>,
+        models: &[&str],
+    ) -> Self {
+        self.config.providers.push(ProviderConfig {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            base_url: base_url.map(str::to_owned),
+            api_key: None,
+            api_key_env: None,
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// Adds `mock`-kind providers named like the ones the seed documents use
+    /// (`openai-prod` with `gpt-4`, `gpt-4o`, `gpt-3.5-turbo`; `anthropic` with
+    /// `claude-sonnet-4`, `claude-3.5-sonnet`), so their examples resolve offline.
+    #[must_use]
+    pub fn with_seed_providers(self) -> Self {
+        self.provider(
+            "openai-prod",
+            "mock",
+            None,
+            &["gpt-4", "gpt-4o", "gpt-3.5-turbo"],
+        )
+        .provider(
+            "anthropic",
+            "mock",
+            None,
+            &["claude-sonnet-4", "claude-3.5-sonnet"],
+        )
+    }
+
+    /// Changes any other setting.
+    #[must_use]
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// Chooses the backend (default: [`TestBackend::from_env`]).
+    #[must_use]
+    pub fn backend(mut self, backend: TestBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Makes the database and starts the server.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when either fails.
+    pub async fn try_spawn(mut self) -> Result<TestApp, HarnessError> {
+        let dir = tempfile::tempdir().map_err(|e| HarnessError::Database(e.to_string()))?;
+        let schema = match self.backend {
+            TestBackend::Sqlite => {
+                self.config.database_url = fresh_sqlite_url(dir.path());
+                None
+            }
+            TestBackend::Postgres => {
+                let Some((url, guard)) = fresh_postgres_url().map_err(HarnessError::Database)?
+                else {
+                    return Err(HarnessError::Database(
+                        "PostgreSQL is not reachable (AGENTRY_TEST_POSTGRES_URL)".to_owned(),
+                    ));
+                };
+                self.config.database_url = url;
+                Some(guard)
+            }
+        };
+        let guard = DbGuard {
+            _dir: dir,
+            _schema: schema,
+        };
+        TestApp::start(self.config, self.backend, guard).await
+    }
+
+    /// [`TestAppBuilder::try_spawn`], failing the test on error.
+    ///
+    /// # Panics
+    /// When the app cannot start: the test cannot go on.
+    #[allow(clippy::panic)]
+    pub async fn spawn(self) -> TestApp {
+        match self.try_spawn().await {
+            Ok(app) => app,
+            Err(e) => panic!("cannot start the test app: {e}"),
+        }
+    }
+}
+
+/// A running Agentry with its own database.
+pub struct TestApp {
+    addr: SocketAddr,
+    base_url: String,
+    client: reqwest::Client,
+    handle: ServerHandle,
+    config: Config,
+    backend: TestBackend,
+    db: Option<DbGuard>,
+}
+
+impl TestApp {
+    /// A builder with the defaults: only the built-in `mock` provider, the backend from the
+    /// environment, one worker, a random port.
+    pub fn builder() -> TestAppBuilder {
+        let mut config = match Config::defaults() {
+            Ok(c) => c,
+            Err(_) => unreachable_defaults(),
+        };
+        config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.workers = Some(1);
+        config.shutdown_timeout_secs = 1;
+        TestAppBuilder {
+            config,
+            backend: TestBackend::from_env(),
+        }
+    }
+
+    /// An app with the defaults.
+    pub async fn spawn() -> Self {
+        Self::builder().spawn().await
+    }
+
+    async fn start(
+        config: Config,
+        backend: TestBackend,
+        db: DbGuard,
+    ) -> Result<Self, HarnessError> {
+        let app = Application::build_with(
+            config.clone(),
+            BuildOptions {
+                disable_signals: true,
+            },
+        )
+        .await
+        .map_err(HarnessError::Start)?;
+        let addr = app.addr();
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| HarnessError::Database(e.to_string()))?;
+        Ok(Self {
+            addr,
+            base_url: format!("http://{addr}"),
+            client,
+            handle,
+            config,
+            backend,
+            db: Some(db),
+        })
+    }
+
+    /// Stops this server and starts a new one on the same database (same config, new port):
+    /// what survives is what was stored.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the new server does not start.
+    pub async fn restart(mut self) -> Result<Self, HarnessError> {
+        self.handle.stop(true).await;
+        let db = self
+            .db
+            .take()
+            .ok_or_else(|| HarnessError::Database("database already released".to_owned()))?;
+        Self::start(self.config.clone(), self.backend, db).await
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> TestBackend {
+        self.backend
+    }
+
+    /// The full URL of `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A plain HTTP client (no redirects followed).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends a request with an optional JSON body.
+    ///
+    /// # Panics
+    /// When the server cannot be reached at all.
+    #[allow(clippy::panic)]
+    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Response {
+        let mut req = self.client.request(method.clone(), self.url(path));
+        if let Some(b) = body {
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        match req.send().await {
+            Ok(r) => r,
+            Err(e) => panic!("{method} {path} failed: {e}"),
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, path, Some(body)).await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path, None).await
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable_defaults() -> Config {
+    panic!("the built-in default configuration is invalid")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { handle.stop(false).await });
+        }
+    }
+}
+
+/// Reads a response as JSON, with its status.
+///
+/// # Panics
+/// When the body is not JSON: the API promises JSON everywhere this is used.
+#[allow(clippy::panic)]
+pub async fn json(res: Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    match serde_json::from_str(&text) {
+        Ok(v) => (status, v),
+        Err(e) => panic!("status {status}: body is not JSON ({e}): {text}"),
+    }
+}

@@ -1,0 +1,146 @@
+//! The ugly cases: malformed bodies, wrong methods and content types, request ids.
+
+use agentry_test_harness::{TestApp, json};
+use reqwest::header::CONTENT_TYPE;
+use serde_json::json;
+
+use crate::assert_error;
+
+#[tokio::test]
+async fn request_ids_are_generated_or_kept() {
+    let app = TestApp::spawn().await;
+    let res = app.get("/health").await;
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("req_"), "{id}");
+    let res = app
+        .client()
+        .get(app.url("/api/v1/agents/nope"))
+        .header("X-Request-Id", "my-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("x-request-id").unwrap(), "my-trace-42");
+    let (_, body) = json(res).await;
+    assert_eq!(
+        body["error"]["request_id"], "my-trace-42",
+        "the error body carries the same id"
+    );
+    let res = app
+        .client()
+        .get(app.url("/health"))
+        .header("X-Request-Id", "x".repeat(300))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        res.headers().get("x-request-id").unwrap().len(),
+        300,
+        "an unreasonable id is replaced"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_json_errors() {
+    let app = TestApp::spawn().await;
+    for path in ["/nope", "/api/v1/nope", "/v1/agents/x/y/z", "/api"] {
+        let (status, body) = json(app.get(path).await).await;
+        assert_error(status, &body, 404, "NOT_FOUND");
+    }
+    let (status, body) = json(app.delete("/api/v1/agents").await).await;
+    assert_error(status, &body, 405, "METHOD_NOT_ALLOWED");
+    let (status, body) = json(app.post("/health", &json!({})).await).await;
+    assert!(status == 404 || status == 405, "{status}");
+    assert!(body["error"]["code"].is_string());
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_objects_of_the_right_shape() {
+    let app = TestApp::spawn().await;
+    let raw = |ct: Option<&'static str>, body: &'static [u8]| {
+        let mut req = app.client().post(app.url("/api/v1/agents")).body(body);
+        if let Some(ct) = ct {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        async move { json(req.send().await.unwrap()).await }
+    };
+    let (s, b) = raw(Some("text/plain"), b"{\"name\":\"a\"}").await;
+    assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let (s, b) = raw(None, b"{\"name\":\"a\"}").await;
+    assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let (s, b) = raw(Some("application/json"), b"{\"name\": ").await;
+    let err = assert_error(s, &b, 400, "INVALID_REQUEST");
+    assert!(
+        err["message"].as_str().unwrap().contains("EOF"),
+        "the parser's message is passed on: {b}"
+    );
+    let (s, b) = raw(Some("application/json"), b"").await;
+    assert_error(s, &b, 400, "INVALID_REQUEST");
+    let (s, b) = raw(Some("application/json"), b"[1,2]").await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    let (s, b) = raw(Some("application/json"), b"null").await;
+    assert_error(s, &b, 400, "VALIDATION_ERROR");
+    let (s, b) = raw(
+        Some("application/json; charset=utf-8"),
+        b"{\"name\":\"\xff\xfe\"}",
+    )
+    .await;
+    assert_error(s, &b, 400, "INVALID_REQUEST");
+    let (s, b) = raw(
+        Some("application/json"),
+        b"{\"name\":\"a\",\"temperature\":1e400}",
+    )
+    .await;
+    assert!(s == 400, "{s} {b}");
+    let deep: &'static [u8] = Box::leak(
+        format!(
+            "{{\"name\":\"a\",\"tools\":[{}{}]}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let (s, b) = raw(Some("application/json"), deep).await;
+    assert!(s == 400, "deep nesting is refused cleanly: {s} {b}");
+    let (_, list) = json(app.get("/api/v1/agents").await).await;
+    assert_eq!(list["total"], 0);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let app = TestApp::builder()
+        .configure(|c| c.json_limit_bytes = 1024)
+        .spawn()
+        .await;
+    let big = json!({"name": "a", "instructions": "x".repeat(2048)});
+    let (status, body) = json(app.post("/api/v1/agents", &big).await).await;
+    let err = assert_error(status, &body, 413, "PAYLOAD_TOO_LARGE");
+    assert_eq!(err["details"]["limit_bytes"], 1024);
+    let (status, _) = json(app.post("/api/v1/agents", &json!({"name": "small"})).await).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn trailing_slashes_and_odd_paths_are_handled() {
+    let app = TestApp::spawn().await;
+    let (status, _) = json(app.get("/api/v1/agents/").await).await;
+    assert_eq!(status, 200);
+    let (status, _) = json(app.get("/health/").await).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/agents/%FF%FE",
+        "/api/v1/agents/..%2F..%2Fetc",
+        "/api/v1/agents/%00",
+        "/api/v1/agents/a%20b",
+    ] {
+        let (status, body) = json(app.get(path).await).await;
+        assert!(status == 404 || status == 400, "{path}: {status} {body}");
+        assert!(body["error"]["code"].is_string());
+    }
+}
