@@ -80,7 +80,11 @@ impl AgentId {
     /// [`Invalid`] naming `id`.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         let hex = value.strip_prefix("agent_").unwrap_or("");
-        if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+        if hex.len() == 32
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        {
             Ok(Self(value.to_owned()))
         } else {
             Err(Invalid::new("id", "is not an agent id"))
@@ -96,7 +100,10 @@ impl AgentKey {
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         check_slug("key", value, KEY_MAX)?;
         if value.starts_with("agent_") {
-            return Err(Invalid::new("key", "must not start with 'agent_' (reserved for ids)"));
+            return Err(Invalid::new(
+                "key",
+                "must not start with 'agent_' (reserved for ids)",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -107,8 +114,17 @@ impl AgentKey {
     /// [`Invalid`] naming `key` when the name has no letters or digits to build a key from.
     pub fn from_name(name: &AgentName) -> Result<Self, Invalid> {
         let slug = slugify(name.as_str(), KEY_MAX);
-        let slug = if slug.starts_with("agent_") { format!("a-{slug}") } else { slug };
-        Self::parse(&slug).map_err(|_| Invalid::new("key", "cannot be derived from the name: give a key explicitly"))
+        let slug = if slug.starts_with("agent_") {
+            format!("a-{slug}")
+        } else {
+            slug
+        };
+        Self::parse(&slug).map_err(|_| {
+            Invalid::new(
+                "key",
+                "cannot be derived from the name: give a key explicitly",
+            )
+        })
     }
 }
 
@@ -190,10 +206,16 @@ impl ClusterName {
 /// [`Invalid`] naming `instructions`.
 pub fn parse_instructions(value: &str) -> Result<String, Invalid> {
     if value.chars().count() > INSTRUCTIONS_MAX {
-        return Err(Invalid::new("instructions", format!("must be at most {INSTRUCTIONS_MAX} characters")));
+        return Err(Invalid::new(
+            "instructions",
+            format!("must be at most {INSTRUCTIONS_MAX} characters"),
+        ));
     }
     if value.contains('\u{0}') {
-        return Err(Invalid::new("instructions", "must not contain NUL characters"));
+        return Err(Invalid::new(
+            "instructions",
+            "must not contain NUL characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -204,10 +226,16 @@ pub fn parse_instructions(value: &str) -> Result<String, Invalid> {
 /// [`Invalid`] naming `description`.
 pub fn parse_description(value: &str) -> Result<String, Invalid> {
     if value.chars().count() > 2000 {
-        return Err(Invalid::new("description", "must be at most 2000 characters"));
+        return Err(Invalid::new(
+            "description",
+            "must be at most 2000 characters",
+        ));
     }
     if value.contains('\u{0}') {
-        return Err(Invalid::new("description", "must not contain NUL characters"));
+        return Err(Invalid::new(
+            "description",
+            "must not contain NUL characters",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -270,7 +298,10 @@ impl MaxTokens {
     pub fn parse(value: i64) -> Result<Self, Invalid> {
         match u32::try_from(value) {
             Ok(v) if (1..=MAX_TOKENS_LIMIT).contains(&v) => Ok(Self(v)),
-            _ => Err(Invalid::new("max_tokens", format!("must be between 1 and {MAX_TOKENS_LIMIT}"))),
+            _ => Err(Invalid::new(
+                "max_tokens",
+                format!("must be between 1 and {MAX_TOKENS_LIMIT}"),
+            )),
         }
     }
 
@@ -307,7 +338,10 @@ impl AgentStatus {
             "active" => Ok(Self::Active),
             "inactive" => Ok(Self::Inactive),
             "archived" => Ok(Self::Archived),
-            _ => Err(Invalid::new("status", "must be one of draft, active, inactive, archived").with("allowed", Self::ALL.to_vec())),
+            _ => Err(
+                Invalid::new("status", "must be one of draft, active, inactive, archived")
+                    .with("allowed", Self::ALL.to_vec()),
+            ),
         }
     }
 
@@ -366,14 +400,29 @@ impl ToolSpec {
         let mut out = Vec::with_capacity(values.len());
         for (i, v) in values.into_iter().enumerate() {
             let Value::Object(map) = v else {
-                return Err(Invalid::new(format!("tools[{i}]"), "must be an object with 'type' and 'name'"));
+                return Err(Invalid::new(
+                    format!("tools[{i}]"),
+                    "must be an object with 'type' and 'name'",
+                ));
             };
             let name = match (map.get("type"), map.get("name")) {
-                (Some(Value::String(t)), Some(Value::String(n))) if !t.is_empty() && !n.is_empty() => n.clone(),
-                _ => return Err(Invalid::new(format!("tools[{i}]"), "must have non-empty string 'type' and 'name'")),
+                (Some(Value::String(t)), Some(Value::String(n)))
+                    if !t.is_empty() && !n.is_empty() =>
+                {
+                    n.clone()
+                }
+                _ => {
+                    return Err(Invalid::new(
+                        format!("tools[{i}]"),
+                        "must have non-empty string 'type' and 'name'",
+                    ));
+                }
             };
             if names.contains(&name) {
-                return Err(Invalid::new(format!("tools[{i}].name"), format!("duplicate tool name '{name}'")));
+                return Err(Invalid::new(
+                    format!("tools[{i}].name"),
+                    format!("duplicate tool name '{name}'"),
+                ));
             }
             names.push(name);
             out.push(Self(map));
@@ -388,7 +437,10 @@ impl ToolSpec {
 
     /// The tool's name.
     pub fn name(&self) -> &str {
-        self.0.get("name").and_then(Value::as_str).unwrap_or_default()
+        self.0
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -495,7 +547,9 @@ impl AgentRef {
         if let Ok(id) = AgentId::parse(value) {
             return Ok(Self::Id(id));
         }
-        AgentKey::parse(value).map(Self::Key).map_err(|e| e.renamed("agent_id"))
+        AgentKey::parse(value)
+            .map(Self::Key)
+            .map_err(|e| e.renamed("agent_id"))
     }
 }
 
@@ -517,18 +571,31 @@ mod tests {
         let id = AgentId::generate();
         assert!(AgentKey::parse(id.as_str()).is_err());
         assert_eq!(AgentRef::parse(id.as_str()), Ok(AgentRef::Id(id)));
-        assert!(matches!(AgentRef::parse("support-bot"), Ok(AgentRef::Key(_))));
+        assert!(matches!(
+            AgentRef::parse("support-bot"),
+            Ok(AgentRef::Key(_))
+        ));
         assert!(AgentRef::parse("Bad Key").is_err());
     }
 
     #[test]
     fn key_from_name() {
         let name = AgentName::parse("  Customer Support ").map_err(|e| e.reason);
-        assert_eq!(name.clone().map(|n| n.as_str().to_owned()), Ok("Customer Support".to_owned()));
+        assert_eq!(
+            name.clone().map(|n| n.as_str().to_owned()),
+            Ok("Customer Support".to_owned())
+        );
         let key = name.and_then(|n| AgentKey::from_name(&n).map_err(|e| e.reason));
-        assert_eq!(key.map(|k| k.as_str().to_owned()), Ok("customer-support".to_owned()));
+        assert_eq!(
+            key.map(|k| k.as_str().to_owned()),
+            Ok("customer-support".to_owned())
+        );
         let weird = AgentName::parse("***").map_err(|e| e.reason);
-        assert!(weird.map(|n| AgentKey::from_name(&n).is_err()).unwrap_or(false));
+        assert!(
+            weird
+                .map(|n| AgentKey::from_name(&n).is_err())
+                .unwrap_or(false)
+        );
     }
 
     #[test]
@@ -546,7 +613,9 @@ mod tests {
 
     #[test]
     fn tools_and_tags() {
-        let ok = ToolSpec::parse_list(vec![serde_json::json!({"type": "http", "name": "db", "url": "https://x"})]);
+        let ok = ToolSpec::parse_list(vec![
+            serde_json::json!({"type": "http", "name": "db", "url": "https://x"}),
+        ]);
         assert!(ok.is_ok());
         assert!(ToolSpec::parse_list(vec![serde_json::json!("x")]).is_err());
         let dup = serde_json::json!({"type": "http", "name": "db"});

@@ -21,7 +21,11 @@ pub struct Invalid {
 impl Invalid {
     /// A rejected `field` with a `reason`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into(), extra: Map::new() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+            extra: Map::new(),
+        }
     }
 
     /// Adds a machine-readable detail.
@@ -89,12 +93,19 @@ impl Error {
 
     /// Shorthand for [`Error::Conflict`] on a field.
     pub fn conflict(field: &str, message: impl Into<String>) -> Self {
-        Self::Conflict { message: message.into(), field: Some(field.to_owned()), extra: Map::new() }
+        Self::Conflict {
+            message: message.into(),
+            field: Some(field.to_owned()),
+            extra: Map::new(),
+        }
     }
 
     /// Shorthand for [`Error::NotFound`].
     pub fn not_found(entity: &'static str, id: impl Into<String>) -> Self {
-        Self::NotFound { entity, id: id.into() }
+        Self::NotFound {
+            entity,
+            id: id.into(),
+        }
     }
 }
 

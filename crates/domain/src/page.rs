@@ -22,9 +22,15 @@ impl Page {
     pub fn new(limit: Option<u32>, offset: Option<u64>) -> Result<Self, Invalid> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(Invalid::new("limit", format!("must be between 1 and {MAX_LIMIT}")));
+            return Err(Invalid::new(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
         }
-        Ok(Self { limit, offset: offset.unwrap_or(0) })
+        Ok(Self {
+            limit,
+            offset: offset.unwrap_or(0),
+        })
     }
 
     /// How many items at most.
@@ -40,7 +46,10 @@ impl Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Self { limit: DEFAULT_LIMIT, offset: 0 }
+        Self {
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+        }
     }
 }
 
@@ -62,7 +71,10 @@ mod tests {
     #[test]
     fn limit_bounds() {
         assert_eq!(Page::new(None, None).map(|p| p.limit()), Ok(20));
-        assert_eq!(Page::new(Some(100), Some(5)).map(|p| (p.limit(), p.offset())), Ok((100, 5)));
+        assert_eq!(
+            Page::new(Some(100), Some(5)).map(|p| (p.limit(), p.offset())),
+            Ok((100, 5))
+        );
         assert!(Page::new(Some(0), None).is_err());
         assert!(Page::new(Some(101), None).is_err());
     }

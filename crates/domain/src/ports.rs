@@ -9,10 +9,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
+use crate::Result;
 use crate::agent::{Agent, AgentFilter, AgentId, AgentKey, AgentRef};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
-use crate::Result;
 
 /// Durable storage of agents.
 #[async_trait]

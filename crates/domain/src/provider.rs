@@ -63,7 +63,10 @@ impl ProviderKind {
             "openai" => Ok(Self::OpenAi),
             "anthropic" => Ok(Self::Anthropic),
             "mock" => Ok(Self::Mock),
-            _ => Err(Invalid::new("kind", "must be one of openai, anthropic, mock").with("allowed", Self::ALL.to_vec())),
+            _ => Err(
+                Invalid::new("kind", "must be one of openai, anthropic, mock")
+                    .with("allowed", Self::ALL.to_vec()),
+            ),
         }
     }
 
@@ -110,10 +113,19 @@ impl BaseUrl {
     /// [`Invalid`] naming `base_url`.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
         let v = value.trim_end_matches('/');
-        let rest = v.strip_prefix("https://").or_else(|| v.strip_prefix("http://"));
+        let rest = v
+            .strip_prefix("https://")
+            .or_else(|| v.strip_prefix("http://"));
         match rest {
-            Some(host) if !host.is_empty() && !v.chars().any(char::is_whitespace) && v.len() <= 2048 => Ok(Self(v.to_owned())),
-            _ => Err(Invalid::new("base_url", "must be an http:// or https:// URL")),
+            Some(host)
+                if !host.is_empty() && !v.chars().any(char::is_whitespace) && v.len() <= 2048 =>
+            {
+                Ok(Self(v.to_owned()))
+            }
+            _ => Err(Invalid::new(
+                "base_url",
+                "must be an http:// or https:// URL",
+            )),
         }
     }
 
@@ -136,7 +148,10 @@ pub fn parse_models(models: Vec<String>) -> Result<Vec<String>, Invalid> {
     for m in models {
         check_text("models", &m, 1, 200, false)?;
         if m.chars().any(char::is_whitespace) {
-            return Err(Invalid::new("models", format!("model name '{m}' must not contain whitespace")));
+            return Err(Invalid::new(
+                "models",
+                format!("model name '{m}' must not contain whitespace"),
+            ));
         }
         if !out.contains(&m) {
             out.push(m);
@@ -208,7 +223,10 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        assert_eq!(BaseUrl::parse("http://127.0.0.1:9000/v1/").map(|u| u.as_str().to_owned()), Ok("http://127.0.0.1:9000/v1".to_owned()));
+        assert_eq!(
+            BaseUrl::parse("http://127.0.0.1:9000/v1/").map(|u| u.as_str().to_owned()),
+            Ok("http://127.0.0.1:9000/v1".to_owned())
+        );
         assert!(BaseUrl::parse("ftp://x").is_err());
         assert!(BaseUrl::parse("http://").is_err());
         assert!(BaseUrl::parse("http://a b").is_err());
@@ -216,7 +234,10 @@ mod tests {
 
     #[test]
     fn model_lists() {
-        assert_eq!(parse_models(vec!["a".into(), "b".into(), "a".into()]), Ok(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            parse_models(vec!["a".into(), "b".into(), "a".into()]),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
         assert!(parse_models(vec!["a b".into()]).is_err());
         assert!(parse_models(vec![String::new()]).is_err());
     }

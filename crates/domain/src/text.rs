@@ -7,15 +7,33 @@ use crate::error::Invalid;
 ///
 /// # Errors
 /// [`Invalid`] naming `field`.
-pub fn check_text(field: &str, value: &str, min: usize, max: usize, multiline: bool) -> Result<(), Invalid> {
+pub fn check_text(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    multiline: bool,
+) -> Result<(), Invalid> {
     let len = value.chars().count();
     if value.trim().chars().count() < min {
-        return Err(Invalid::new(field, if min == 1 { "must not be empty".to_owned() } else { format!("must be at least {min} characters") }));
+        return Err(Invalid::new(
+            field,
+            if min == 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must be at least {min} characters")
+            },
+        ));
     }
     if len > max {
-        return Err(Invalid::new(field, format!("must be at most {max} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
-    let bad = value.chars().any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
+    let bad = value
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')));
     if bad {
         return Err(Invalid::new(field, "must not contain control characters"));
     }
@@ -28,12 +46,19 @@ pub fn check_text(field: &str, value: &str, min: usize, max: usize, multiline: b
 /// # Errors
 /// [`Invalid`] naming `field`.
 pub fn check_slug(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
-    let ok_first = value.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    let ok_rest = value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    let ok_first = value
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let ok_rest = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
     if value.is_empty() || value.len() > max || !ok_first || !ok_rest {
         return Err(Invalid::new(
             field,
-            format!("must be 1 to {max} characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit"),
+            format!(
+                "must be 1 to {max} characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit"
+            ),
         ));
     }
     Ok(())
@@ -72,7 +97,10 @@ mod tests {
     #[test]
     fn slugify_names() {
         assert_eq!(slugify("Customer Support", 64), "customer-support");
-        assert_eq!(slugify("  technical-support-agent ", 64), "technical-support-agent");
+        assert_eq!(
+            slugify("  technical-support-agent ", 64),
+            "technical-support-agent"
+        );
         assert_eq!(slugify("Ünïcode   Bot!!", 64), "n-code-bot");
         assert_eq!(slugify("***", 64), "");
         assert_eq!(slugify("abcdef", 3), "abc");

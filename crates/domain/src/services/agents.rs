@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use crate::agent::{Agent, AgentFields, AgentFilter, AgentId, AgentKey, AgentRef, AgentStatus, AgentType, ModelRef, ModelSpec};
+use crate::agent::{
+    Agent, AgentFields, AgentFilter, AgentId, AgentKey, AgentRef, AgentStatus, AgentType, ModelRef,
+    ModelSpec,
+};
 use crate::error::{Error, Invalid, Result};
 use crate::page::{Page, Paged};
 use crate::ports::{AgentStore, Clock};
@@ -19,17 +22,33 @@ pub struct AgentService {
 
 impl AgentService {
     /// A service over `store`; agents saved without a model get `default_model`.
-    pub fn new(store: Arc<dyn AgentStore>, providers: ProviderRegistry, clock: Arc<dyn Clock>, default_model: ModelSpec) -> Self {
-        Self { store, providers, clock, default_model }
+    pub fn new(
+        store: Arc<dyn AgentStore>,
+        providers: ProviderRegistry,
+        clock: Arc<dyn Clock>,
+        default_model: ModelSpec,
+    ) -> Self {
+        Self {
+            store,
+            providers,
+            clock,
+            default_model,
+        }
     }
 
     /// Resolves the model of an agent being saved: an unknown model is a validation error
     /// on the caller's field that lists the available models.
     async fn resolve_model(&self, spec: &ModelSpec) -> Result<ModelRef> {
         match self.providers.resolve(spec).await {
-            Err(Error::ModelNotFound { model, available_models, .. }) => Err(Invalid::new(&spec.field, format!("unknown model '{model}'"))
-                .with("available_models", available_models)
-                .into()),
+            Err(Error::ModelNotFound {
+                model,
+                available_models,
+                ..
+            }) => Err(
+                Invalid::new(&spec.field, format!("unknown model '{model}'"))
+                    .with("available_models", available_models)
+                    .into(),
+            ),
             other => other,
         }
     }
@@ -41,20 +60,31 @@ impl AgentService {
     #[tracing::instrument(skip_all)]
     pub async fn create(&self, fields: AgentFields, created_by: Option<String>) -> Result<Agent> {
         let now = self.clock.now();
-        let agent = self.build(AgentId::generate(), fields, None, created_by, now).await?;
+        let agent = self
+            .build(AgentId::generate(), fields, None, created_by, now)
+            .await?;
         self.store.insert_agent(&agent).await?;
         Ok(agent)
     }
 
     /// Builds a full agent from `fields`, defaulting what is absent. `key` is kept from an
     /// existing agent on replace.
-    async fn build(&self, id: AgentId, f: AgentFields, existing_key: Option<AgentKey>, created_by: Option<String>, created_at: chrono::DateTime<chrono::Utc>) -> Result<Agent> {
+    async fn build(
+        &self,
+        id: AgentId,
+        f: AgentFields,
+        existing_key: Option<AgentKey>,
+        created_by: Option<String>,
+        created_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Agent> {
         let name = f.name.ok_or_else(|| Invalid::new("name", "is required"))?;
         let key = match (f.key, existing_key) {
             (Some(k), _) | (None, Some(k)) => k,
             (None, None) => AgentKey::from_name(&name)?,
         };
-        let model = self.resolve_model(f.model.as_ref().unwrap_or(&self.default_model)).await?;
+        let model = self
+            .resolve_model(f.model.as_ref().unwrap_or(&self.default_model))
+            .await?;
         Ok(Agent {
             id,
             key,
@@ -151,7 +181,9 @@ impl AgentService {
     #[tracing::instrument(skip_all, fields(agent = %agent))]
     pub async fn replace(&self, agent: &AgentRef, f: AgentFields) -> Result<Agent> {
         let old = self.store.get_agent(agent).await?;
-        let new = self.build(old.id, f, Some(old.key), old.created_by, old.created_at).await?;
+        let new = self
+            .build(old.id, f, Some(old.key), old.created_by, old.created_at)
+            .await?;
         self.store.update_agent(&new).await?;
         Ok(new)
     }

@@ -22,8 +22,18 @@ pub struct ProviderRegistry {
 impl ProviderRegistry {
     /// A registry over `fixed` providers (built-in and configured; read-only) and a store
     /// for those created by API. `agents` is consulted before a provider is deleted.
-    pub fn new(fixed: Vec<Provider>, store: Arc<dyn ProviderStore>, agents: Arc<dyn AgentStore>, clock: Arc<dyn Clock>) -> Self {
-        Self { fixed: Arc::new(fixed), store, agents, clock }
+    pub fn new(
+        fixed: Vec<Provider>,
+        store: Arc<dyn ProviderStore>,
+        agents: Arc<dyn AgentStore>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            fixed: Arc::new(fixed),
+            store,
+            agents,
+            clock,
+        }
     }
 
     fn fixed(&self, id: &ProviderId) -> Option<&Provider> {
@@ -36,7 +46,13 @@ impl ProviderRegistry {
     /// Storage failures.
     pub async fn list(&self) -> Result<Vec<Provider>> {
         let mut all: Vec<Provider> = self.fixed.iter().cloned().collect();
-        all.extend(self.store.list_providers().await?.into_iter().filter(|p| self.fixed(&p.id).is_none()));
+        all.extend(
+            self.store
+                .list_providers()
+                .await?
+                .into_iter()
+                .filter(|p| self.fixed(&p.id).is_none()),
+        );
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
     }
@@ -58,7 +74,13 @@ impl ProviderRegistry {
     /// `Conflict` (field `id`) when the id is taken, by a stored or a configured provider.
     pub async fn create(&self, input: ProviderInput) -> Result<Provider> {
         if self.fixed(&input.id).is_some() {
-            return Err(Error::conflict("id", format!("provider '{}' already exists (defined in the configuration)", input.id)));
+            return Err(Error::conflict(
+                "id",
+                format!(
+                    "provider '{}' already exists (defined in the configuration)",
+                    input.id
+                ),
+            ));
         }
         let now = self.clock.now();
         let provider = Provider {
@@ -78,10 +100,13 @@ impl ProviderRegistry {
     fn ensure_mutable(&self, id: &ProviderId) -> Result<()> {
         match self.fixed(id) {
             Some(p) => Err(Error::Conflict {
-                message: format!("provider '{id}' is {} and cannot be changed through the API", match p.source {
-                    ProviderSource::Builtin => "built in",
-                    _ => "defined in the configuration",
-                }),
+                message: format!(
+                    "provider '{id}' is {} and cannot be changed through the API",
+                    match p.source {
+                        ProviderSource::Builtin => "built in",
+                        _ => "defined in the configuration",
+                    }
+                ),
                 field: Some("id".to_owned()),
                 extra: Map::new(),
             }),
@@ -123,8 +148,22 @@ impl ProviderRegistry {
         let users = self.agents.agents_using_provider(id).await?;
         if !users.is_empty() {
             let mut extra = Map::new();
-            extra.insert("agents".to_owned(), users.iter().map(|k| k.as_str().to_owned()).collect::<Vec<_>>().into());
-            return Err(Error::Conflict { message: format!("provider '{id}' is used by {} agent(s); change their model first", users.len()), field: None, extra });
+            extra.insert(
+                "agents".to_owned(),
+                users
+                    .iter()
+                    .map(|k| k.as_str().to_owned())
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+            return Err(Error::Conflict {
+                message: format!(
+                    "provider '{id}' is used by {} agent(s); change their model first",
+                    users.len()
+                ),
+                field: None,
+                extra,
+            });
         }
         self.store.delete_provider(id).await
     }
@@ -138,7 +177,10 @@ impl ProviderRegistry {
     }
 
     fn model_names(providers: &[Provider]) -> Vec<String> {
-        providers.iter().flat_map(|p| p.models.iter().map(move |m| format!("{}/{m}", p.id))).collect()
+        providers
+            .iter()
+            .flat_map(|p| p.models.iter().map(move |m| format!("{}/{m}", p.id)))
+            .collect()
     }
 
     /// Resolves a model as a caller named it: `provider/model`, `{provider_id, model_name}`
@@ -165,17 +207,36 @@ impl ProviderRegistry {
         };
         if let Some((pid, name)) = qualified {
             return match find(pid) {
-                Some(p) if !name.is_empty() && p.serves(name) => Ok(ModelRef { provider_id: p.id.clone(), model_name: name.to_owned() }),
+                Some(p) if !name.is_empty() && p.serves(name) => Ok(ModelRef {
+                    provider_id: p.id.clone(),
+                    model_name: name.to_owned(),
+                }),
                 _ => Err(not_found(Some(pid.to_owned()), name)),
             };
         }
-        let serving: Vec<&Provider> = providers.iter().filter(|p| p.models.iter().any(|m| m == model)).collect();
+        let serving: Vec<&Provider> = providers
+            .iter()
+            .filter(|p| p.models.iter().any(|m| m == model))
+            .collect();
         match serving.as_slice() {
-            [p] => Ok(ModelRef { provider_id: p.id.clone(), model_name: model.to_owned() }),
+            [p] => Ok(ModelRef {
+                provider_id: p.id.clone(),
+                model_name: model.to_owned(),
+            }),
             [] => Err(not_found(None, model)),
-            many => Err(Invalid::new(&spec.field, format!("model '{model}' is served by several providers: name one as provider/model"))
-                .with("candidates", many.iter().map(|p| format!("{}/{model}", p.id)).collect::<Vec<_>>())
-                .into()),
+            many => Err(Invalid::new(
+                &spec.field,
+                format!(
+                    "model '{model}' is served by several providers: name one as provider/model"
+                ),
+            )
+            .with(
+                "candidates",
+                many.iter()
+                    .map(|p| format!("{}/{model}", p.id))
+                    .collect::<Vec<_>>(),
+            )
+            .into()),
         }
     }
 }

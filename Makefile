@@ -1,0 +1,31 @@
+# Agentry — common tasks. Every target uses the same cargo feature set (`--workspace`), so
+# switching between them does not force rebuilds.
+
+.PHONY: run build test check-deps fmt lint test-sqlite test-postgres clean
+
+run: ## Start the server with its embedded defaults (127.0.0.1:8080, SQLite in ./data, mock provider)
+	cargo run --release --bin agentry -- serve
+
+build:
+	cargo build --workspace --release
+
+test: ## fmt, clippy, the domain dependency rule, and all tests on SQLite and PostgreSQL
+	scripts/test.sh
+
+check-deps: ## The domain crate must not depend on frameworks or infrastructure
+	scripts/check-domain-deps.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test-sqlite:
+	cargo nextest run --workspace
+
+test-postgres:
+	AGENTRY_TEST_DATABASE=postgres AGENTRY_TEST_REQUIRE_POSTGRES=1 cargo nextest run --workspace
+
+clean:
+	cargo clean
