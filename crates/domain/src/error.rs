@@ -77,6 +77,14 @@ pub enum Error {
         /// Extra machine-readable details.
         extra: Map<String, Value>,
     },
+    /// The LLM provider failed (after retries).
+    #[error("provider '{provider_id}' failed: {error}")]
+    Provider {
+        /// Which provider.
+        provider_id: String,
+        /// How it failed.
+        error: crate::llm::ProviderError,
+    },
     /// A backing service (database…) cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -10,8 +10,10 @@
 //! [`services`] (the use cases).
 
 pub mod agent;
+pub mod conversation;
 pub mod error;
 pub mod ids;
+pub mod llm;
 pub mod page;
 pub mod ports;
 pub mod provider;

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::Result;
+use serde_json::{Map, Value};
+
 use crate::agent::{Agent, AgentFilter, AgentId, AgentKey, AgentRef};
+use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
 
@@ -74,6 +77,72 @@ pub trait ProviderStore: Send + Sync {
 
     /// Deletes a provider. Returns whether it existed.
     async fn delete_provider(&self, id: &ProviderId) -> Result<bool>;
+}
+
+/// Durable storage of conversations and their messages.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    /// The conversation of `agent` with `session_key`, created (with `id`, `context` and
+    /// `now`) when there is none. Returns it and whether it was created. Two concurrent calls
+    /// with the same agent and key MUST return the same conversation.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `agent`) when the agent does not exist, `Conflict`
+    /// (field `id`) when `id` belongs to another conversation.
+    async fn open_conversation(&self, id: &str, agent: &AgentId, session_key: &str, context: &Map<String, Value>, now: DateTime<Utc>) -> Result<(Conversation, bool)>;
+
+    /// The conversation of `agent` with `session_key`, if any.
+    async fn find_conversation(&self, agent: &AgentId, session_key: &str) -> Result<Option<Conversation>>;
+
+    /// One conversation by id.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `conversation`) when the id does not exist.
+    async fn get_conversation(&self, id: &str) -> Result<Conversation>;
+
+    /// Conversations, most recently updated first (then by id, descending), optionally of one
+    /// agent, with the total number of matches.
+    async fn list_conversations(&self, agent: Option<&AgentId>, page: Page) -> Result<Paged<Conversation>>;
+
+    /// Deletes a conversation and its messages. Returns whether it existed.
+    async fn delete_conversation(&self, id: &str) -> Result<bool>;
+
+    /// Stores messages (all of one conversation) atomically: all or none. Raises the
+    /// conversation's `message_count` and sets its `updated_at` to the last message's time.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `conversation`) when the conversation does not exist,
+    /// `Conflict` (field `id`) when a message id is taken (nothing is stored then), and
+    /// `Internal` for a batch spanning several conversations.
+    async fn append_messages(&self, messages: &[Message]) -> Result<()>;
+
+    /// The newest `limit` messages of a conversation, returned oldest first (empty for an
+    /// unknown conversation).
+    async fn last_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>>;
+
+    /// The newest `limit` messages matching `query`, returned oldest first (by creation time,
+    /// then id).
+    async fn query_messages(&self, query: &MessageQuery) -> Result<Vec<Message>>;
+}
+
+/// Durable storage of one-shot runs.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Stores a run.
+    ///
+    /// # Errors
+    /// MUST return `Conflict` (field `run_id`) when the id is taken.
+    async fn insert_run(&self, run: &Run) -> Result<()>;
+
+    /// One run.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `run`) when the id does not exist.
+    async fn get_run(&self, id: &str) -> Result<Run>;
+
+    /// Runs matching `filter` (on the string values of `log_meta`), newest first (then by id, descending), with
+    /// the total number of matches.
+    async fn list_runs(&self, filter: &RunFilter, page: Page) -> Result<Paged<Run>>;
 }
 
 /// Whether the backing services answer (for `/ready`).

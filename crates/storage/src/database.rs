@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_domain::ports::{AgentStore, HealthProbe, ProviderStore};
+use agentry_domain::ports::{AgentStore, ConversationStore, HealthProbe, ProviderStore, RunStore};
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -127,6 +127,16 @@ impl Database {
 
     /// The provider store over this pool.
     pub fn providers(&self) -> Arc<dyn ProviderStore> {
+        Arc::new(self.store())
+    }
+
+    /// The conversation (and message) store over this pool.
+    pub fn conversations(&self) -> Arc<dyn ConversationStore> {
+        Arc::new(self.store())
+    }
+
+    /// The run store over this pool.
+    pub fn runs(&self) -> Arc<dyn RunStore> {
         Arc::new(self.store())
     }
 

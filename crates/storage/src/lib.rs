@@ -4,8 +4,9 @@
 //! [`Database::connect`] picks the backend from the URL scheme and opens an r2d2 pool of
 //! `AnyConnection`s (SQLite or PostgreSQL); [`Database::migrate`] applies the embedded
 //! migrations (`migrations/sqlite` or `migrations/postgres`, identical names); then
-//! [`Database::agents`], [`Database::providers`] and [`Database::health`] hand out the port
-//! objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
+//! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
+//! [`Database::runs`] and [`Database::health`] hand out the port objects. Diesel is
+//! synchronous: every port call runs on tokio's blocking pool.
 //!
 //! One `schema.rs` in column types both backends share (ids and JSON as text, timestamps
 //! without time zone in UTC). Diesel errors never leave the crate: port methods translate
@@ -14,10 +15,13 @@
 
 mod agents;
 mod connection;
+mod conversations;
 mod database;
 mod error;
+mod history_rows;
 mod providers;
 mod rows;
+mod runs;
 mod schema;
 mod store;
 mod target;

@@ -1,5 +1,6 @@
-//! Table rows and their conversion to and from domain types. Rows never leave this crate;
-//! a stored value that no longer parses is an `Internal` error.
+//! Rows of `agents`, `agent_tags` and `providers`, and their conversion to and from domain
+//! types. Rows never leave this crate; a stored value that no longer parses is an
+//! `Internal` error.
 
 use std::fmt;
 
@@ -218,7 +219,7 @@ fn json_strings<'a>(items: impl Iterator<Item = &'a str>) -> String {
     Value::Array(items.map(|s| Value::String(s.to_owned())).collect()).to_string()
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     entity: &str,
     id: &str,
     column: &str,
@@ -231,7 +232,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn corrupt(entity: &str, id: &str, e: &Invalid) -> Error {
+pub(crate) fn corrupt(entity: &str, id: &str, e: &Invalid) -> Error {
     Error::Internal(format!(
         "stored {entity} '{id}' is invalid: {}: {}",
         e.field, e.reason

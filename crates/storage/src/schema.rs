@@ -43,5 +43,67 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    conversations (id) {
+        id -> Text,
+        agent_id -> Text,
+        session_key -> Text,
+        context -> Text,
+        message_count -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        conversation_id -> Text,
+        agent_id -> Text,
+        role -> Text,
+        content -> Text,
+        prompt_tokens -> Nullable<Integer>,
+        completion_tokens -> Nullable<Integer>,
+        total_tokens -> Nullable<Integer>,
+        latency_ms -> Nullable<BigInt>,
+        provider_id -> Nullable<Text>,
+        model_name -> Nullable<Text>,
+        agent_version -> Nullable<Integer>,
+        status -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    runs (id) {
+        id -> Text,
+        preamble -> Text,
+        prompt -> Text,
+        provider_id -> Text,
+        model_name -> Text,
+        response -> Nullable<Text>,
+        prompt_tokens -> Nullable<Integer>,
+        completion_tokens -> Nullable<Integer>,
+        total_tokens -> Nullable<Integer>,
+        latency_ms -> BigInt,
+        status -> Text,
+        error -> Nullable<Text>,
+        log_meta -> Text,
+        user_id -> Nullable<Text>,
+        session_id -> Nullable<Text>,
+        component -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(agent_tags -> agents (agent_id));
-diesel::allow_tables_to_appear_in_same_query!(agents, agent_tags, providers);
+diesel::joinable!(conversations -> agents (agent_id));
+diesel::joinable!(messages -> conversations (conversation_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    agents,
+    agent_tags,
+    providers,
+    conversations,
+    messages,
+    runs
+);

@@ -11,7 +11,9 @@ use crate::connection::{AnyConnection, Manager};
 use crate::translate::{pool_error, query_error};
 
 /// Implements [`AgentStore`](agentry_domain::ports::AgentStore),
-/// [`ProviderStore`](agentry_domain::ports::ProviderStore) and [`HealthProbe`] with diesel.
+/// [`ProviderStore`](agentry_domain::ports::ProviderStore),
+/// [`ConversationStore`](agentry_domain::ports::ConversationStore),
+/// [`RunStore`](agentry_domain::ports::RunStore) and [`HealthProbe`] with diesel.
 #[derive(Clone)]
 pub(crate) struct DieselStore {
     pool: Pool<Manager>,

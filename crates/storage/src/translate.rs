@@ -16,18 +16,30 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "agents_name_key" | "agents.name" => Some("name"),
         "agents_key_key" | "agents.key" => Some("key"),
         "agents_pkey" | "agents.id" | "providers_pkey" | "providers.id" => Some("id"),
+        "conversations_pkey" | "conversations.id" | "messages_pkey" | "messages.id" => Some("id"),
+        "conversations_agent_id_session_key_key"
+        | "conversations.agent_id, conversations.session_key" => Some("session_key"),
+        "runs_pkey" | "runs.id" => Some("run_id"),
         _ => None,
     }
 }
 
 /// The field of a unique violation, if `error` is one on a known constraint.
-fn conflict_on(error: &DieselError) -> Option<&'static str> {
+pub(crate) fn conflict_on(error: &DieselError) -> Option<&'static str> {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
             unique_field(info.as_ref())
         }
         _ => None,
     }
+}
+
+/// Whether `error` is a foreign key violation (a referenced row is missing).
+pub(crate) fn is_missing_reference(error: &DieselError) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
+    )
 }
 
 /// An error on an agent being written: conflicts name the colliding field and value.
@@ -140,6 +152,21 @@ mod tests {
             )),
             None
         );
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: runs.id", None)),
+            Some("run_id")
+        );
+        assert_eq!(
+            unique_field(&Info(
+                "UNIQUE constraint failed: conversations.agent_id, conversations.session_key",
+                None
+            )),
+            Some("session_key")
+        );
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: messages.id", None)),
+            Some("id")
+        );
     }
 
     #[test]
@@ -155,6 +182,12 @@ mod tests {
         );
         assert_eq!(unique_field(&Info(msg, Some("agents_pkey"))), Some("id"));
         assert_eq!(unique_field(&Info(msg, Some("agent_tags_pkey"))), None);
+        assert_eq!(unique_field(&Info(msg, Some("runs_pkey"))), Some("run_id"));
+        assert_eq!(
+            unique_field(&Info(msg, Some("conversations_agent_id_session_key_key"))),
+            Some("session_key")
+        );
+        assert_eq!(unique_field(&Info(msg, Some("messages_pkey"))), Some("id"));
     }
 
     fn db(kind: DatabaseErrorKind, message: &'static str) -> DieselError {

@@ -11,17 +11,27 @@ use agentry_domain::agent::{
     Agent, AgentFilter, AgentId, AgentKey, AgentName, AgentRef, AgentStatus, AgentType,
     ClusterName, MaxTokens, ModelRef, Tag, Temperature, ToolSpec, TopP,
 };
+use agentry_domain::conversation::{
+    Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
+};
+use agentry_domain::llm::{Role, TokenUsage};
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
 use agentry_storage::{Backend, Database, PoolOptions, StorageError};
 use chrono::{DateTime, Duration as TimeDelta, SubsecRound, TimeZone, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------------------
 // Fixtures
+
+/// Every migration, in order (the same names in both trees).
+const MIGRATIONS: [&str; 2] = [
+    "2026-11-23-000001_init",
+    "2026-11-23-000002_conversations_runs",
+];
 
 fn options() -> PoolOptions {
     PoolOptions {
@@ -33,7 +43,7 @@ fn options() -> PoolOptions {
 fn sqlite_db() -> (Database, TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::connect(&fresh_sqlite_url(dir.path()), options()).unwrap();
-    assert_eq!(db.migrate().unwrap().len(), 1);
+    assert_eq!(db.migrate().unwrap(), MIGRATIONS);
     (db, dir)
 }
 
@@ -41,7 +51,7 @@ fn postgres_db() -> Option<(Database, PgSchemaGuard)> {
     let (url, guard) = fresh_postgres_url().unwrap()?;
     let db = Database::connect(&url, options()).unwrap();
     assert_eq!(db.backend(), Backend::Postgres);
-    assert_eq!(db.migrate().unwrap().len(), 1);
+    assert_eq!(db.migrate().unwrap(), MIGRATIONS);
     Some((db, guard))
 }
 
@@ -94,6 +104,26 @@ contract_tests!(
     ping_answers,
     migrations_are_idempotent,
     concurrent_writes_succeed,
+    conversation_open_creates_then_finds,
+    conversation_keys_are_per_agent,
+    concurrent_open_yields_one_conversation,
+    open_for_missing_agent_is_not_found,
+    open_with_a_taken_id_is_a_conflict_on_id,
+    append_and_last_messages_order_and_limit,
+    append_is_atomic,
+    concurrent_appends_count_every_message,
+    append_rejects_batches_of_several_conversations,
+    append_to_missing_conversation_is_not_found,
+    message_fields_round_trip_exactly,
+    message_numbers_out_of_range_are_rejected,
+    query_messages_by_agent_session_before_and_limit,
+    list_conversations_order_pagination_and_filter,
+    delete_conversation_cascades_messages,
+    deleting_the_agent_cascades_conversations_and_messages,
+    run_fields_round_trip_exactly,
+    duplicate_run_id_is_a_conflict_on_run_id,
+    list_runs_filters_paginates_and_orders,
+    get_missing_run_is_not_found,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -720,6 +750,829 @@ async fn provider_api_key_round_trips_and_stays_hidden(db: Database) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Conversations and messages
+
+/// Stores a minimal agent named `name` and returns its id.
+async fn seed_agent(db: &Database, name: &str) -> AgentId {
+    let a = agent(name);
+    db.agents().insert_agent(&a).await.unwrap();
+    a.id
+}
+
+fn context() -> Map<String, Value> {
+    let Value::Object(map) = json!({"user_id": "u-1", "channel": {"kind": "web", "ids": [1, 2]}})
+    else {
+        unreachable!()
+    };
+    map
+}
+
+/// Opens the conversation `id` of `agent` with key `key` at `t0`, and checks it was new.
+async fn open_new(db: &Database, id: &str, agent: &AgentId, key: &str) -> Conversation {
+    let (conv, created) = db
+        .conversations()
+        .open_conversation(id, agent, key, &Map::new(), t0())
+        .await
+        .unwrap();
+    assert!(created, "{id} should be new");
+    conv
+}
+
+/// A minimal user message of `conv`, `micros` after `t0`.
+fn msg(conv: &Conversation, id: &str, micros: i64) -> Message {
+    Message {
+        id: id.to_owned(),
+        conversation_id: conv.id.clone(),
+        agent_id: conv.agent_id.clone(),
+        role: Role::User,
+        content: format!("content of {id}"),
+        usage: None,
+        latency_ms: None,
+        model: None,
+        agent_version: None,
+        status: MessageStatus::Complete,
+        created_at: t0() + TimeDelta::microseconds(micros),
+    }
+}
+
+fn ids(messages: &[Message]) -> Vec<&str> {
+    messages.iter().map(|m| m.id.as_str()).collect()
+}
+
+async fn conversation_open_creates_then_finds(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Talker").await;
+    let at = t0() + TimeDelta::microseconds(654_321);
+    let (conv, created) = store
+        .open_conversation("conv_1", &agent, "session-1", &context(), at)
+        .await
+        .unwrap();
+    assert!(created);
+    let expected = Conversation {
+        id: "conv_1".into(),
+        agent_id: agent.clone(),
+        session_key: "session-1".into(),
+        context: context(),
+        message_count: 0,
+        created_at: at,
+        updated_at: at,
+    };
+    assert_eq!(conv, expected);
+    // Opening again (another id, context and time) finds the stored one, unchanged.
+    let (again, created) = store
+        .open_conversation("conv_2", &agent, "session-1", &Map::new(), t0())
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(again, expected);
+    assert_eq!(
+        store.find_conversation(&agent, "session-1").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.find_conversation(&agent, "other").await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_conversation("conv_1").await.unwrap(), expected);
+    let err = store.get_conversation("conv_2").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "conversation", id } if id == "conv_2"),
+        "{err:?}"
+    );
+}
+
+async fn conversation_keys_are_per_agent(db: Database) {
+    let store = db.conversations();
+    let a = seed_agent(&db, "A").await;
+    let b = seed_agent(&db, "B").await;
+    let of_a = open_new(&db, "conv_a", &a, "shared-key").await;
+    let of_b = open_new(&db, "conv_b", &b, "shared-key").await;
+    assert_ne!(of_a.id, of_b.id);
+    assert_eq!(
+        store.find_conversation(&b, "shared-key").await.unwrap(),
+        Some(of_b)
+    );
+    assert_eq!(
+        store.find_conversation(&a, "shared-key").await.unwrap(),
+        Some(of_a)
+    );
+}
+
+async fn concurrent_open_yields_one_conversation(db: Database) {
+    let agent = seed_agent(&db, "Popular").await;
+    // Distinct ids (the usual case), then one id shared by every caller.
+    for (key, shared_id) in [("race-1", false), ("race-2", true)] {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, agent) = (db.conversations(), agent.clone());
+                let id = if shared_id {
+                    format!("conv_{key}")
+                } else {
+                    format!("conv_{key}_{i}")
+                };
+                tokio::spawn(async move {
+                    store
+                        .open_conversation(&id, &agent, key, &Map::new(), t0())
+                        .await
+                })
+            })
+            .collect();
+        let mut opened = Vec::new();
+        for task in tasks {
+            opened.push(task.await.unwrap().unwrap());
+        }
+        let created = opened.iter().filter(|(_, created)| *created).count();
+        assert_eq!(created, 1, "{key}: exactly one call creates it");
+        let first = &opened[0].0;
+        assert!(opened.iter().all(|(c, _)| c == first), "{key}: {opened:?}");
+    }
+    let listed = db
+        .conversations()
+        .list_conversations(Some(&agent), page(100, 0))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 2);
+}
+
+async fn open_for_missing_agent_is_not_found(db: Database) {
+    let ghost = AgentId::generate();
+    let err = db
+        .conversations()
+        .open_conversation("conv_x", &ghost, "k", &Map::new(), t0())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "agent", id } if id == ghost.as_str()),
+        "{err:?}"
+    );
+    assert!(db.conversations().get_conversation("conv_x").await.is_err());
+}
+
+async fn open_with_a_taken_id_is_a_conflict_on_id(db: Database) {
+    let agent = seed_agent(&db, "Reuser").await;
+    let first = open_new(&db, "conv_taken", &agent, "first").await;
+    let err = db
+        .conversations()
+        .open_conversation("conv_taken", &agent, "second", &Map::new(), t0())
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("id"));
+    assert_eq!(
+        db.conversations()
+            .get_conversation("conv_taken")
+            .await
+            .unwrap(),
+        first
+    );
+}
+
+async fn append_and_last_messages_order_and_limit(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Chatty").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let other = open_new(&db, "conv_2", &agent, "t").await;
+    // `m3a` and `m3b` share a time: the id breaks the tie. Batches arrive out of order.
+    store
+        .append_messages(&[msg(&conv, "m3b", 3), msg(&conv, "m4", 4)])
+        .await
+        .unwrap();
+    store
+        .append_messages(&[
+            msg(&conv, "m1", 1),
+            msg(&conv, "m2", 2),
+            msg(&conv, "m3a", 3),
+        ])
+        .await
+        .unwrap();
+    store
+        .append_messages(&[msg(&other, "x1", 10)])
+        .await
+        .unwrap();
+    let all = store.last_messages("conv_1", 100).await.unwrap();
+    assert_eq!(ids(&all), ["m1", "m2", "m3a", "m3b", "m4"]);
+    assert_eq!(all[0], msg(&conv, "m1", 1));
+    let newest = store.last_messages("conv_1", 3).await.unwrap();
+    assert_eq!(ids(&newest), ["m3a", "m3b", "m4"]);
+    assert_eq!(
+        ids(&store.last_messages("conv_1", 1).await.unwrap()),
+        ["m4"]
+    );
+    assert!(store.last_messages("conv_1", 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .last_messages("conv_none", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Each batch adds its count; updated_at becomes the time of the batch's last message.
+    assert_eq!(
+        store
+            .get_conversation("conv_1")
+            .await
+            .unwrap()
+            .message_count,
+        5
+    );
+    store
+        .append_messages(&[msg(&conv, "m6", 6), msg(&conv, "m7", 7)])
+        .await
+        .unwrap();
+    let stored = store.get_conversation("conv_1").await.unwrap();
+    assert_eq!(stored.message_count, 7);
+    assert_eq!(stored.updated_at, t0() + TimeDelta::microseconds(7));
+    assert_eq!(stored.created_at, t0());
+    assert_eq!(
+        store
+            .get_conversation("conv_2")
+            .await
+            .unwrap()
+            .message_count,
+        1
+    );
+    // Appending nothing changes nothing.
+    store.append_messages(&[]).await.unwrap();
+    assert_eq!(store.get_conversation("conv_1").await.unwrap(), stored);
+}
+
+async fn concurrent_appends_count_every_message(db: Database) {
+    let agent = seed_agent(&db, "Busy").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let (store, conv) = (db.conversations(), conv.clone());
+            tokio::spawn(async move {
+                let batch = [
+                    msg(&conv, &format!("m{i}a"), i),
+                    msg(&conv, &format!("m{i}b"), i),
+                ];
+                store.append_messages(&batch).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let store = db.conversations();
+    assert_eq!(
+        store
+            .get_conversation("conv_1")
+            .await
+            .unwrap()
+            .message_count,
+        24
+    );
+    assert_eq!(store.last_messages("conv_1", 100).await.unwrap().len(), 24);
+}
+
+async fn append_rejects_batches_of_several_conversations(db: Database) {
+    let store = db.conversations();
+    let a = seed_agent(&db, "A").await;
+    let b = seed_agent(&db, "B").await;
+    let one = open_new(&db, "conv_1", &a, "s").await;
+    let two = open_new(&db, "conv_2", &a, "t").await;
+    let err = store
+        .append_messages(&[msg(&one, "m1", 1), msg(&two, "m2", 2)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    // A message claiming another agent than the conversation's.
+    let foreign = Message {
+        agent_id: b,
+        ..msg(&one, "m3", 3)
+    };
+    let err = store.append_messages(&[foreign]).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    for id in ["conv_1", "conv_2"] {
+        assert!(store.last_messages(id, 10).await.unwrap().is_empty());
+        assert_eq!(store.get_conversation(id).await.unwrap().message_count, 0);
+    }
+}
+
+async fn append_is_atomic(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Careful").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    store.append_messages(&[msg(&conv, "m1", 1)]).await.unwrap();
+    let before = store.get_conversation("conv_1").await.unwrap();
+    // The batch repeats an existing id after a new one: nothing of it is stored.
+    let err = store
+        .append_messages(&[msg(&conv, "m2", 2), msg(&conv, "m1", 3)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    // A duplicate within the batch itself fails the same way.
+    let err = store
+        .append_messages(&[msg(&conv, "m5", 5), msg(&conv, "m5", 6)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        ids(&store.last_messages("conv_1", 10).await.unwrap()),
+        ["m1"]
+    );
+    assert_eq!(store.get_conversation("conv_1").await.unwrap(), before);
+    assert_eq!(before.message_count, 1);
+}
+
+async fn append_to_missing_conversation_is_not_found(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Lost").await;
+    let ghost = Conversation {
+        id: "conv_ghost".into(),
+        agent_id: agent.clone(),
+        session_key: "ghost".into(),
+        context: Map::new(),
+        message_count: 0,
+        created_at: t0(),
+        updated_at: t0(),
+    };
+    let err = store
+        .append_messages(&[msg(&ghost, "m1", 1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "conversation", id } if id == "conv_ghost"),
+        "{err:?}"
+    );
+    let query = MessageQuery {
+        agent_id: agent,
+        session_key: None,
+        before: None,
+        limit: 10,
+    };
+    assert!(store.query_messages(&query).await.unwrap().is_empty());
+}
+
+async fn message_fields_round_trip_exactly(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Precise").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let now = Utc::now().trunc_subsecs(6);
+    let user = Message {
+        content: "Héllo \u{1F600}\n\t'single' \"double\" \\ back; DROP TABLE messages; --".into(),
+        created_at: now - TimeDelta::microseconds(999_999),
+        ..msg(&conv, "msg_user", 0)
+    };
+    let assistant = Message {
+        role: Role::Assistant,
+        content: String::new(),
+        usage: Some(TokenUsage {
+            prompt_tokens: 12,
+            completion_tokens: 34,
+            total_tokens: 46,
+        }),
+        latency_ms: Some(1_234_567_890_123),
+        model: Some(ModelRef {
+            provider_id: ProviderId::parse("openai-prod").unwrap(),
+            model_name: "gpt-4o-mini".into(),
+        }),
+        agent_version: Some(7),
+        status: MessageStatus::Incomplete,
+        created_at: now - TimeDelta::microseconds(1),
+        ..msg(&conv, "msg_assistant", 0)
+    };
+    let extremes = Message {
+        role: Role::System,
+        usage: Some(TokenUsage {
+            prompt_tokens: 0,
+            completion_tokens: u32::try_from(i32::MAX).unwrap(),
+            total_tokens: u32::try_from(i32::MAX).unwrap(),
+        }),
+        latency_ms: Some(u64::try_from(i64::MAX).unwrap()),
+        agent_version: Some(0),
+        created_at: now,
+        ..msg(&conv, "msg_extremes", 0)
+    };
+    let sent = vec![user, assistant, extremes];
+    store.append_messages(&sent).await.unwrap();
+    let got = store.last_messages("conv_1", 10).await.unwrap();
+    assert_eq!(got, sent);
+    assert_eq!(
+        got[0].created_at.timestamp_subsec_micros(),
+        sent[0].created_at.timestamp_subsec_micros()
+    );
+    let query = MessageQuery {
+        agent_id: agent,
+        session_key: Some("s".into()),
+        before: None,
+        limit: 10,
+    };
+    assert_eq!(store.query_messages(&query).await.unwrap(), sent);
+    let conv = store.get_conversation("conv_1").await.unwrap();
+    assert_eq!((conv.message_count, conv.updated_at), (3, now));
+}
+
+async fn message_numbers_out_of_range_are_rejected(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Huge").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let too_many_tokens = Message {
+        usage: Some(TokenUsage::new(u32::MAX, 1)),
+        ..msg(&conv, "m1", 1)
+    };
+    let too_slow = Message {
+        latency_ms: Some(u64::MAX),
+        ..msg(&conv, "m2", 2)
+    };
+    for bad in [too_many_tokens, too_slow] {
+        let err = store
+            .append_messages(&[msg(&conv, "ok", 0), bad])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Internal(_) | Error::Invalid(_)),
+            "{err:?}"
+        );
+    }
+    assert!(store.last_messages("conv_1", 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .get_conversation("conv_1")
+            .await
+            .unwrap()
+            .message_count,
+        0
+    );
+}
+
+async fn query_messages_by_agent_session_before_and_limit(db: Database) {
+    let store = db.conversations();
+    let a = seed_agent(&db, "A").await;
+    let b = seed_agent(&db, "B").await;
+    let a1 = open_new(&db, "conv_a1", &a, "s1").await;
+    let a2 = open_new(&db, "conv_a2", &a, "s2").await;
+    let b1 = open_new(&db, "conv_b1", &b, "s1").await;
+    store
+        .append_messages(&[
+            msg(&a1, "a1-1", 10),
+            msg(&a1, "a1-2", 30),
+            msg(&a1, "a1-3", 50),
+        ])
+        .await
+        .unwrap();
+    store
+        .append_messages(&[msg(&a2, "a2-1", 20), msg(&a2, "a2-2", 40)])
+        .await
+        .unwrap();
+    store
+        .append_messages(&[msg(&b1, "b1-1", 25)])
+        .await
+        .unwrap();
+    let query = |session_key: Option<&str>, before: Option<i64>, limit: u32| MessageQuery {
+        agent_id: a.clone(),
+        session_key: session_key.map(str::to_owned),
+        before: before.map(|m| t0() + TimeDelta::microseconds(m)),
+        limit,
+    };
+    let run = |q: MessageQuery| {
+        let store = db.conversations();
+        async move { ids(&store.query_messages(&q).await.unwrap()).join(" ") }
+    };
+    assert_eq!(
+        run(query(None, None, 100)).await,
+        "a1-1 a2-1 a1-2 a2-2 a1-3"
+    );
+    assert_eq!(run(query(None, None, 2)).await, "a2-2 a1-3");
+    assert_eq!(run(query(Some("s1"), None, 100)).await, "a1-1 a1-2 a1-3");
+    assert_eq!(run(query(Some("s2"), None, 1)).await, "a2-2");
+    // Strictly before: the message at exactly 40 is left out.
+    assert_eq!(run(query(None, Some(40), 100)).await, "a1-1 a2-1 a1-2");
+    assert_eq!(run(query(None, Some(40), 2)).await, "a2-1 a1-2");
+    assert_eq!(run(query(Some("s1"), Some(31), 100)).await, "a1-1 a1-2");
+    assert_eq!(run(query(Some("s1"), Some(10), 100)).await, "");
+    assert_eq!(run(query(Some("nope"), None, 100)).await, "");
+    assert_eq!(run(query(None, None, 0)).await, "");
+    let of_b = MessageQuery {
+        agent_id: b.clone(),
+        ..query(Some("s1"), None, 100)
+    };
+    assert_eq!(run(of_b).await, "b1-1");
+}
+
+async fn list_conversations_order_pagination_and_filter(db: Database) {
+    let store = db.conversations();
+    let a = seed_agent(&db, "A").await;
+    let b = seed_agent(&db, "B").await;
+    // Updated (by their last message) at: c1 → 30, c2 → 10, c3 → 30 (larger id), c4 → never
+    // (t0), c5 of b → 20.
+    let c1 = open_new(&db, "conv_c1", &a, "k1").await;
+    let c2 = open_new(&db, "conv_c2", &a, "k2").await;
+    let c3 = open_new(&db, "conv_c3", &a, "k3").await;
+    open_new(&db, "conv_c4", &a, "k4").await;
+    let c5 = open_new(&db, "conv_c5", &b, "k5").await;
+    for (conv, micros) in [(&c1, 30), (&c2, 10), (&c3, 30), (&c5, 20)] {
+        store
+            .append_messages(&[msg(conv, &format!("m-{}", conv.id), micros)])
+            .await
+            .unwrap();
+    }
+    let listed_ids = |p: &agentry_domain::page::Paged<Conversation>| {
+        p.items.iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+    };
+    let all = store.list_conversations(None, page(100, 0)).await.unwrap();
+    assert_eq!(
+        listed_ids(&all),
+        ["conv_c3", "conv_c1", "conv_c5", "conv_c2", "conv_c4"]
+    );
+    assert_eq!(all.total, 5);
+    assert_eq!(all.items[1].message_count, 1);
+    let of_a = store
+        .list_conversations(Some(&a), page(2, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (listed_ids(&of_a), of_a.total, of_a.page),
+        (
+            vec!["conv_c3".to_owned(), "conv_c1".to_owned()],
+            4,
+            page(2, 0)
+        )
+    );
+    let rest = store
+        .list_conversations(Some(&a), page(2, 2))
+        .await
+        .unwrap();
+    assert_eq!(listed_ids(&rest), ["conv_c2", "conv_c4"]);
+    let beyond = store
+        .list_conversations(Some(&a), page(2, 9))
+        .await
+        .unwrap();
+    assert_eq!((beyond.items.len(), beyond.total), (0, 4));
+    let of_b = store
+        .list_conversations(Some(&b), page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        (listed_ids(&of_b), of_b.total),
+        (vec!["conv_c5".to_owned()], 1)
+    );
+    let nobody = store
+        .list_conversations(Some(&AgentId::generate()), page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!((nobody.items.len(), nobody.total), (0, 0));
+}
+
+async fn delete_conversation_cascades_messages(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Forgetful").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let kept = open_new(&db, "conv_2", &agent, "t").await;
+    store
+        .append_messages(&[msg(&conv, "m1", 1), msg(&conv, "m2", 2)])
+        .await
+        .unwrap();
+    store.append_messages(&[msg(&kept, "k1", 3)]).await.unwrap();
+    assert!(store.delete_conversation("conv_1").await.unwrap());
+    assert!(!store.delete_conversation("conv_1").await.unwrap());
+    assert!(matches!(
+        store.get_conversation("conv_1").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(store.last_messages("conv_1", 10).await.unwrap().is_empty());
+    let query = MessageQuery {
+        agent_id: agent.clone(),
+        session_key: None,
+        before: None,
+        limit: 10,
+    };
+    assert_eq!(ids(&store.query_messages(&query).await.unwrap()), ["k1"]);
+    // The key is free again, and the old message ids too.
+    let reopened = open_new(&db, "conv_3", &agent, "s").await;
+    store
+        .append_messages(&[msg(&reopened, "m1", 4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_conversation("conv_3")
+            .await
+            .unwrap()
+            .message_count,
+        1
+    );
+}
+
+async fn deleting_the_agent_cascades_conversations_and_messages(db: Database) {
+    let store = db.conversations();
+    let doomed = seed_agent(&db, "Doomed").await;
+    let survivor = seed_agent(&db, "Survivor").await;
+    let conv = open_new(&db, "conv_1", &doomed, "s").await;
+    let other = open_new(&db, "conv_2", &survivor, "s").await;
+    store.append_messages(&[msg(&conv, "m1", 1)]).await.unwrap();
+    store
+        .append_messages(&[msg(&other, "o1", 2)])
+        .await
+        .unwrap();
+    assert!(db.agents().delete_agent(&doomed).await.unwrap());
+    assert!(matches!(
+        store.get_conversation("conv_1").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(store.last_messages("conv_1", 10).await.unwrap().is_empty());
+    let query = MessageQuery {
+        agent_id: doomed.clone(),
+        session_key: None,
+        before: None,
+        limit: 10,
+    };
+    assert!(store.query_messages(&query).await.unwrap().is_empty());
+    let listed = store.list_conversations(None, page(10, 0)).await.unwrap();
+    assert_eq!(
+        (listed.total, listed.items),
+        (1, vec![store.get_conversation("conv_2").await.unwrap()])
+    );
+    assert_eq!(
+        ids(&store.last_messages("conv_2", 10).await.unwrap()),
+        ["o1"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Runs
+
+/// A succeeded run `id`, `secs` seconds after `t0`, with `log_meta` from a JSON object.
+fn run(id: &str, secs: i64, meta: Value) -> Run {
+    let Value::Object(log_meta) = meta else {
+        panic!("log_meta must be an object")
+    };
+    Run {
+        id: id.to_owned(),
+        preamble: "You are terse.".into(),
+        prompt: "Say hi".into(),
+        model: ModelRef {
+            provider_id: ProviderId::parse("mock").unwrap(),
+            model_name: "echo".into(),
+        },
+        response: Some("hi".into()),
+        usage: Some(TokenUsage::new(3, 1)),
+        latency_ms: 42,
+        status: RunStatus::Succeeded,
+        error: None,
+        log_meta,
+        created_at: t0() + TimeDelta::seconds(secs),
+    }
+}
+
+async fn run_fields_round_trip_exactly(db: Database) {
+    let store = db.runs();
+    let now = Utc::now().trunc_subsecs(6);
+    let succeeded = Run {
+        preamble: "Ünïcode \u{1F916}\n'quotes' \"double\" \\".into(),
+        created_at: now,
+        ..run(
+            "eval_123e4567-e89b-12d3-a456-426614174000",
+            0,
+            json!({
+                "user_id": "u-1",
+                "session_id": "s-1",
+                "component": "eval",
+                "nested": {"list": [1, "two", null, true, {"deep": 1.5}], "empty": {}},
+                "number": 12_345_678_901_i64,
+            }),
+        )
+    };
+    let failed = Run {
+        response: None,
+        usage: None,
+        latency_ms: u64::try_from(i64::MAX).unwrap(),
+        status: RunStatus::Failed,
+        error: Some("the provider answered 500: boom".into()),
+        preamble: String::new(),
+        created_at: now - TimeDelta::microseconds(1),
+        ..run("run_failed", 0, json!({}))
+    };
+    for r in [&succeeded, &failed] {
+        store.insert_run(r).await.unwrap();
+        assert_eq!(&store.get_run(&r.id).await.unwrap(), r);
+    }
+    let listed = store
+        .list_runs(&RunFilter::default(), page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!(listed.items, vec![succeeded, failed]);
+    let too_slow = Run {
+        latency_ms: u64::MAX,
+        ..run("run_slow", 0, json!({}))
+    };
+    let err = store.insert_run(&too_slow).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Internal(_) | Error::Invalid(_)),
+        "{err:?}"
+    );
+    assert!(store.get_run("run_slow").await.is_err());
+}
+
+async fn duplicate_run_id_is_a_conflict_on_run_id(db: Database) {
+    let store = db.runs();
+    let first = run("run_dup", 0, json!({"user_id": "first"}));
+    store.insert_run(&first).await.unwrap();
+    let second = Run {
+        prompt: "again".into(),
+        ..run("run_dup", 1, json!({"user_id": "second"}))
+    };
+    let err = store.insert_run(&second).await.unwrap_err();
+    assert_eq!(conflict_field(&err), Some("run_id"));
+    assert!(err.to_string().contains("run_dup"), "{err}");
+    assert_eq!(store.get_run("run_dup").await.unwrap(), first);
+}
+
+async fn list_runs_filters_paginates_and_orders(db: Database) {
+    let store = db.runs();
+    // `r3a` and `r3b` share a time: the larger id comes first.
+    let spec = [
+        (
+            "r1",
+            1,
+            json!({"user_id": "alice", "session_id": "s1", "component": "eval"}),
+        ),
+        (
+            "r2",
+            2,
+            json!({"user_id": "bob", "session_id": "s1", "component": "chat"}),
+        ),
+        (
+            "r3b",
+            3,
+            json!({"user_id": "alice", "session_id": "s2", "component": "eval"}),
+        ),
+        (
+            "r3a",
+            3,
+            json!({"user_id": "alice", "session_id": "s2", "component": "chat"}),
+        ),
+        ("r4", 4, json!({"other": "x"})),
+        // Not strings: not matched by the filters.
+        ("r5", 5, json!({"user_id": 7, "component": ["eval"]})),
+    ];
+    for (id, secs, meta) in spec {
+        store.insert_run(&run(id, secs, meta)).await.unwrap();
+    }
+    let list = |user: Option<&str>, session: Option<&str>, component: Option<&str>, p: Page| {
+        let filter = RunFilter {
+            user_id: user.map(str::to_owned),
+            session_id: session.map(str::to_owned),
+            component: component.map(str::to_owned),
+        };
+        let store = db.runs();
+        async move {
+            let listed = store.list_runs(&filter, p).await.unwrap();
+            let ids: Vec<String> = listed.items.iter().map(|r| r.id.clone()).collect();
+            (ids.join(" "), listed.total)
+        }
+    };
+    let all = page(100, 0);
+    assert_eq!(
+        list(None, None, None, all).await,
+        ("r5 r4 r3b r3a r2 r1".into(), 6)
+    );
+    assert_eq!(
+        list(None, None, None, page(2, 0)).await,
+        ("r5 r4".into(), 6)
+    );
+    assert_eq!(
+        list(None, None, None, page(2, 2)).await,
+        ("r3b r3a".into(), 6)
+    );
+    assert_eq!(list(None, None, None, page(2, 6)).await, (String::new(), 6));
+    assert_eq!(
+        list(Some("alice"), None, None, all).await,
+        ("r3b r3a r1".into(), 3)
+    );
+    assert_eq!(list(None, Some("s1"), None, all).await, ("r2 r1".into(), 2));
+    assert_eq!(
+        list(None, None, Some("eval"), all).await,
+        ("r3b r1".into(), 2)
+    );
+    assert_eq!(
+        list(Some("alice"), Some("s2"), None, all).await,
+        ("r3b r3a".into(), 2)
+    );
+    assert_eq!(
+        list(Some("alice"), Some("s2"), Some("chat"), all).await,
+        ("r3a".into(), 1)
+    );
+    assert_eq!(
+        list(Some("alice"), None, Some("eval"), page(1, 1)).await,
+        ("r1".into(), 2)
+    );
+    assert_eq!(
+        list(Some("bob"), Some("s2"), None, all).await,
+        (String::new(), 0)
+    );
+    assert_eq!(list(Some("7"), None, None, all).await, (String::new(), 0));
+}
+
+async fn get_missing_run_is_not_found(db: Database) {
+    let err = db.runs().get_run("run_missing").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "run", id } if id == "run_missing"),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Health and migrations
 
 async fn ping_answers(db: Database) {
@@ -790,7 +1643,7 @@ async fn sqlite_creates_the_directory_and_data_persists_after_reopening() {
     {
         let db = Database::connect(&url, options()).unwrap();
         assert_eq!(db.backend(), Backend::Sqlite);
-        assert_eq!(db.migrate().unwrap(), ["2026-11-23-000001_init"]);
+        assert_eq!(db.migrate().unwrap(), MIGRATIONS);
         db.agents().insert_agent(&a).await.unwrap();
         db.providers()
             .insert_provider(&provider("kept"))
@@ -885,11 +1738,61 @@ fn postgres_migrations_land_in_the_test_schema() {
     let mut admin = guard.admin_connection().unwrap();
     let count = diesel::sql_query(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $1 \
-         AND table_name IN ('__diesel_schema_migrations', 'agents', 'agent_tags', 'providers')",
+         AND table_name IN ('__diesel_schema_migrations', 'agents', 'agent_tags', 'providers', \
+         'conversations', 'messages', 'runs')",
     )
     .bind::<Text, _>(guard.schema())
     .get_result::<Count>(&mut admin)
     .unwrap();
-    assert_eq!(count.n, 4);
+    assert_eq!(count.n, 7);
     drop(db);
+}
+
+/// Every migration's `down.sql` undoes its `up.sql`: revert them all, then apply them again.
+/// (`EmbeddedMigrations` is neither `Clone` nor borrowed by the harness: `source` makes one
+/// per use.)
+fn revert_and_reapply<C>(conn: &mut C, source: fn() -> diesel_migrations::EmbeddedMigrations)
+where
+    C: diesel_migrations::MigrationHarness<C::Backend> + diesel::Connection,
+    diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<C::Backend>,
+{
+    let applied = conn.run_pending_migrations(source()).unwrap();
+    assert_eq!(applied.len(), MIGRATIONS.len());
+    for expected in MIGRATIONS.iter().rev() {
+        let reverted = conn.revert_last_migration(source()).unwrap();
+        // The harness answers with the version: the name's digits before the `_`.
+        let version: String = expected
+            .chars()
+            .take_while(|c| *c != '_')
+            .filter(char::is_ascii_digit)
+            .collect();
+        assert_eq!(reverted.to_string(), version);
+    }
+    let again = conn.run_pending_migrations(source()).unwrap();
+    assert_eq!(again.len(), MIGRATIONS.len());
+}
+
+#[test]
+fn sqlite_migrations_revert_cleanly() {
+    use diesel::Connection;
+
+    const SOURCE: diesel_migrations::EmbeddedMigrations =
+        diesel_migrations::embed_migrations!("../../migrations/sqlite");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("revert.db");
+    let mut conn = diesel::sqlite::SqliteConnection::establish(file.to_str().unwrap()).unwrap();
+    revert_and_reapply(&mut conn, || SOURCE);
+}
+
+#[test]
+fn postgres_migrations_revert_cleanly() {
+    use diesel::Connection;
+
+    const SOURCE: diesel_migrations::EmbeddedMigrations =
+        diesel_migrations::embed_migrations!("../../migrations/postgres");
+    let Some((url, _guard)) = fresh_postgres_url().unwrap() else {
+        return;
+    };
+    let mut conn = diesel::pg::PgConnection::establish(&url).unwrap();
+    revert_and_reapply(&mut conn, || SOURCE);
 }

@@ -3,6 +3,8 @@
 
 mod agents;
 mod providers;
+mod runtime;
 
 pub use agents::AgentService;
 pub use providers::ProviderRegistry;
+pub use runtime::{ChatRequest, ChatTurn, PreparedTurn, RunRequest, Runtime, RuntimeSettings};

@@ -1,0 +1,333 @@
+//! [`ConversationStore`] over diesel. A conversation is unique per (agent, session key);
+//! opening one is race-safe without an upsert (the multi-backend connection has none):
+//! look it up, insert it when absent, and on a unique violation look up the winner's.
+
+use agentry_domain::agent::AgentId;
+use agentry_domain::conversation::{Conversation, Message, MessageQuery};
+use agentry_domain::page::{Page, Paged};
+use agentry_domain::ports::ConversationStore;
+use agentry_domain::{Error, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use serde_json::{Map, Value};
+
+use crate::connection::{AnyConnection, MultiBackend};
+use crate::history_rows::{ConversationRow, MessageRow};
+use crate::schema::{conversations, messages};
+use crate::store::DieselStore;
+use crate::translate::{conflict_on, is_missing_reference, other, query_error};
+
+/// How many times [`open`] looks up, then inserts, before giving up (each retry means the
+/// conversation that won a race was deleted before it could be read).
+const OPEN_ATTEMPTS: usize = 3;
+
+#[async_trait]
+impl ConversationStore for DieselStore {
+    async fn open_conversation(
+        &self,
+        id: &str,
+        agent: &AgentId,
+        session_key: &str,
+        context: &Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<(Conversation, bool)> {
+        let row = ConversationRow::new(id, agent, session_key, context, now.naive_utc());
+        self.run(move |conn| open(conn, &row)).await
+    }
+
+    async fn find_conversation(
+        &self,
+        agent: &AgentId,
+        session_key: &str,
+    ) -> Result<Option<Conversation>> {
+        let (agent, session_key) = (agent.to_string(), session_key.to_owned());
+        self.run(move |conn| {
+            let found = find(conn, &agent, &session_key).map_err(query_error)?;
+            found.map(Conversation::try_from).transpose()
+        })
+        .await
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Conversation> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let found = conversations::table
+                .find(&id)
+                .select(ConversationRow::as_select())
+                .first(conn);
+            found.map_err(|e| other(e, "conversation", &id))?.try_into()
+        })
+        .await
+    }
+
+    async fn list_conversations(
+        &self,
+        agent: Option<&AgentId>,
+        page: Page,
+    ) -> Result<Paged<Conversation>> {
+        let agent = agent.map(ToString::to_string);
+        self.run(move |conn| {
+            let (total, rows) = conn
+                .transaction(|c| list_rows(c, agent.as_deref(), page))
+                .map_err(query_error)?;
+            let items = rows
+                .into_iter()
+                .map(Conversation::try_from)
+                .collect::<Result<_>>()?;
+            let total =
+                u64::try_from(total).map_err(|_| Error::Internal("negative count".into()))?;
+            Ok(Paged { items, total, page })
+        })
+        .await
+    }
+
+    async fn delete_conversation(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            // Its messages go with it (ON DELETE CASCADE).
+            let deleted = diesel::delete(conversations::table.find(&id)).execute(conn);
+            deleted
+                .map(|n| n > 0)
+                .map_err(|e| other(e, "conversation", &id))
+        })
+        .await
+    }
+
+    async fn append_messages(&self, messages: &[Message]) -> Result<()> {
+        let Some(last) = messages.last() else {
+            return Ok(());
+        };
+        if let Some(stray) = messages
+            .iter()
+            .find(|m| m.conversation_id != last.conversation_id || m.agent_id != last.agent_id)
+        {
+            return Err(Error::Internal(format!(
+                "messages appended together must share one conversation and agent: \
+                 '{}' of '{}' differs from '{}' of '{}'",
+                stray.id, stray.conversation_id, last.id, last.conversation_id
+            )));
+        }
+        let rows = messages
+            .iter()
+            .map(MessageRow::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let added = i64::try_from(rows.len())
+            .map_err(|_| Error::Internal("too many messages in one batch".into()))?;
+        let batch = Batch {
+            conversation: last.conversation_id.clone(),
+            agent: last.agent_id.to_string(),
+            added,
+            updated_at: last.created_at.naive_utc(),
+            rows,
+        };
+        self.run(move |conn| {
+            let appended = conn.transaction(|c| append(c, &batch));
+            appended.map_err(|e| match e {
+                AppendError::Port(e) => e,
+                AppendError::Db(e) if is_missing_reference(&e) => {
+                    Error::not_found("conversation", &batch.conversation)
+                }
+                AppendError::Db(e) if conflict_on(&e).is_some() => Error::conflict(
+                    "id",
+                    format!(
+                        "a message appended to conversation '{}' has an id that is taken",
+                        batch.conversation
+                    ),
+                ),
+                AppendError::Db(e) => query_error(e),
+            })
+        })
+        .await
+    }
+
+    async fn last_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>> {
+        let conversation = conversation_id.to_owned();
+        self.run(move |conn| {
+            let rows = messages::table
+                .filter(messages::conversation_id.eq(&conversation))
+                .select(MessageRow::as_select())
+                .order((messages::created_at.desc(), messages::id.desc()))
+                .limit(i64::from(limit))
+                .load(conn)
+                .map_err(query_error)?;
+            oldest_first(rows)
+        })
+        .await
+    }
+
+    async fn query_messages(&self, query: &MessageQuery) -> Result<Vec<Message>> {
+        let query = query.clone();
+        self.run(move |conn| {
+            let rows = matching_messages(&query)
+                .select(MessageRow::as_select())
+                .order((messages::created_at.desc(), messages::id.desc()))
+                .limit(i64::from(query.limit))
+                .load(conn)
+                .map_err(query_error)?;
+            oldest_first(rows)
+        })
+        .await
+    }
+}
+
+/// Messages to append, checked and converted.
+struct Batch {
+    conversation: String,
+    agent: String,
+    /// How many.
+    added: i64,
+    /// The time of the last one.
+    updated_at: NaiveDateTime,
+    rows: Vec<MessageRow>,
+}
+
+/// Raises the conversation's count, then stores the messages; run in a transaction.
+fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<(), AppendError> {
+    // The first statement writes, so SQLite takes the write lock up front.
+    let owner: Option<String> = diesel::update(conversations::table.find(&batch.conversation))
+        .set((
+            conversations::message_count.eq(conversations::message_count + batch.added),
+            conversations::updated_at.eq(batch.updated_at),
+        ))
+        .returning(conversations::agent_id)
+        .get_result(conn)
+        .optional()?;
+    match owner {
+        None => Err(AppendError::Port(Error::not_found(
+            "conversation",
+            &batch.conversation,
+        ))),
+        Some(owner) if owner != batch.agent => Err(AppendError::Port(Error::Internal(format!(
+            "conversation '{}' belongs to agent '{owner}', not to the messages' agent '{}'",
+            batch.conversation, batch.agent
+        )))),
+        Some(_) => {
+            // One insert per message: multi-row inserts do not compile for SQLite through
+            // `MultiConnection`.
+            for row in &batch.rows {
+                diesel::insert_into(messages::table)
+                    .values(row)
+                    .execute(conn)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Why [`ConversationStore::append_messages`] rolled back.
+enum AppendError {
+    /// A statement failed.
+    Db(DieselError),
+    /// The conversation is not there, or not the messages' agent's.
+    Port(Error),
+}
+
+impl From<DieselError> for AppendError {
+    fn from(error: DieselError) -> Self {
+        Self::Db(error)
+    }
+}
+
+/// The conversation of `row`'s agent and session key, inserted as `row` when there is none.
+fn open(conn: &mut AnyConnection, row: &ConversationRow) -> Result<(Conversation, bool)> {
+    for _ in 0..OPEN_ATTEMPTS {
+        if let Some(found) = find(conn, &row.agent_id, &row.session_key).map_err(query_error)? {
+            return Ok((found.try_into()?, false));
+        }
+        let inserted = diesel::insert_into(conversations::table)
+            .values(row)
+            .returning(conversations::all_columns)
+            .get_result::<ConversationRow>(conn);
+        let error = match inserted {
+            Ok(stored) => return Ok((stored.try_into()?, true)),
+            Err(error) => error,
+        };
+        if is_missing_reference(&error) {
+            return Err(Error::not_found("agent", &row.agent_id));
+        }
+        match conflict_on(&error) {
+            // Another call inserted the same agent and key first: read theirs.
+            Some("session_key") => {}
+            // The id is taken: by a concurrent call for the same agent and key (with the
+            // same id), or by another conversation.
+            Some(_) => {
+                let found = find(conn, &row.agent_id, &row.session_key).map_err(query_error)?;
+                return match found {
+                    Some(found) => Ok((found.try_into()?, false)),
+                    None => Err(Error::conflict(
+                        "id",
+                        format!("a conversation with id '{}' already exists", row.id),
+                    )),
+                };
+            }
+            None => return Err(query_error(error)),
+        }
+    }
+    Err(Error::Internal(format!(
+        "conversation '{}' of agent '{}' was deleted while being opened, {OPEN_ATTEMPTS} times",
+        row.session_key, row.agent_id
+    )))
+}
+
+fn find(
+    conn: &mut AnyConnection,
+    agent: &str,
+    session_key: &str,
+) -> QueryResult<Option<ConversationRow>> {
+    conversations::table
+        .filter(conversations::agent_id.eq(agent))
+        .filter(conversations::session_key.eq(session_key))
+        .select(ConversationRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The number of matches and one page of them, most recently updated first.
+fn list_rows(
+    conn: &mut AnyConnection,
+    agent: Option<&str>,
+    page: Page,
+) -> QueryResult<(i64, Vec<ConversationRow>)> {
+    let total = of_agent(agent).count().get_result(conn)?;
+    let rows = of_agent(agent)
+        .select(ConversationRow::as_select())
+        .order((conversations::updated_at.desc(), conversations::id.desc()))
+        .limit(i64::from(page.limit()))
+        .offset(i64::try_from(page.offset()).unwrap_or(i64::MAX))
+        .load(conn)?;
+    Ok((total, rows))
+}
+
+fn of_agent(agent: Option<&str>) -> conversations::BoxedQuery<'_, MultiBackend> {
+    let mut query = conversations::table.into_boxed();
+    if let Some(agent) = agent {
+        query = query.filter(conversations::agent_id.eq(agent));
+    }
+    query
+}
+
+/// The messages of the query's agent, of its conversation with the session key when one is
+/// given, stored strictly before `before` when given.
+fn matching_messages(query: &MessageQuery) -> messages::BoxedQuery<'_, MultiBackend> {
+    let mut found = messages::table
+        .into_boxed()
+        .filter(messages::agent_id.eq(query.agent_id.as_str()));
+    if let Some(session_key) = &query.session_key {
+        let conversation = conversations::table
+            .filter(conversations::agent_id.eq(query.agent_id.as_str()))
+            .filter(conversations::session_key.eq(session_key.as_str()))
+            .select(conversations::id);
+        found = found.filter(messages::conversation_id.eq_any(conversation));
+    }
+    if let Some(before) = query.before {
+        found = found.filter(messages::created_at.lt(before.naive_utc()));
+    }
+    found
+}
+
+/// Rows read newest first, as messages oldest first.
+fn oldest_first(rows: Vec<MessageRow>) -> Result<Vec<Message>> {
+    rows.into_iter().rev().map(Message::try_from).collect()
+}
