@@ -1,0 +1,168 @@
+//! Making (and caching) a resilient client per provider definition.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use agentry_domain::llm::{LlmClient, LlmClientFactory, ProviderError};
+use agentry_domain::provider::{Provider, ProviderId, ProviderKind};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::anthropic::{AnthropicClient, DEFAULT_ANTHROPIC_BASE_URL};
+use crate::mock::{MockClient, MockScript};
+use crate::openai::{DEFAULT_OPENAI_BASE_URL, OpenAiClient};
+use crate::resilience::ResilientClient;
+use crate::settings::ProviderSettings;
+
+/// Builds the adapter for each provider kind, wrapped in [`ResilientClient`], sharing one
+/// HTTP connection pool. Clients are cached per provider id and rebuilt when the definition
+/// (kind, base URL or key) changes; the cache keeps a keyed hash of the key, never the key.
+pub struct ClientFactory {
+    settings: ProviderSettings,
+    http: reqwest::Client,
+    mock_script: MockScript,
+    hasher: RandomState,
+    cache: Mutex<HashMap<ProviderId, Cached>>,
+}
+
+struct Cached {
+    fingerprint: u64,
+    client: Arc<dyn LlmClient>,
+}
+
+impl std::fmt::Debug for ClientFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFactory")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientFactory {
+    /// A factory applying `settings` to every provider; the mock reads `mock_script` (a fresh
+    /// empty one when `None`).
+    pub fn new(settings: ProviderSettings, mock_script: Option<MockScript>) -> Self {
+        Self {
+            settings,
+            http: http_client(&settings),
+            mock_script: mock_script.unwrap_or_default(),
+            hasher: RandomState::new(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The settings applied to every provider.
+    pub fn settings(&self) -> &ProviderSettings {
+        &self.settings
+    }
+
+    /// The mock provider's script (a handle on the same queue).
+    pub fn mock_script(&self) -> &MockScript {
+        &self.mock_script
+    }
+
+    /// Forgets the cached client of `id` (the next [`LlmClientFactory::client`] builds anew).
+    pub fn invalidate(&self, id: &ProviderId) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
+    fn fingerprint(&self, provider: &Provider) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        provider.kind.as_str().hash(&mut hasher);
+        provider
+            .base_url
+            .as_ref()
+            .map(|u| u.as_str())
+            .hash(&mut hasher);
+        provider
+            .api_key
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn build(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
+        let key = usable_key(provider.api_key.as_ref());
+        let base = provider.base_url.as_ref().map(|u| u.as_str());
+        let http = self.http.clone();
+        let adapter: Arc<dyn LlmClient> = match provider.kind {
+            ProviderKind::Mock => Arc::new(MockClient::new(self.mock_script.clone())),
+            ProviderKind::OpenAi => {
+                require_key(provider, base, key.as_ref())?;
+                let base = base.unwrap_or(DEFAULT_OPENAI_BASE_URL);
+                Arc::new(OpenAiClient::new(http, base, key, self.settings)?)
+            }
+            ProviderKind::Anthropic => {
+                require_key(provider, base, key.as_ref())?;
+                let base = base.unwrap_or(DEFAULT_ANTHROPIC_BASE_URL);
+                Arc::new(AnthropicClient::new(http, base, key, self.settings)?)
+            }
+        };
+        Ok(Arc::new(ResilientClient::new(adapter, self.settings)))
+    }
+}
+
+impl LlmClientFactory for ClientFactory {
+    fn client(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
+        let fingerprint = self.fingerprint(provider);
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cached) = cache
+            .get(&provider.id)
+            .filter(|c| c.fingerprint == fingerprint)
+        {
+            return Ok(Arc::clone(&cached.client));
+        }
+        let client = self.build(provider)?;
+        cache.insert(
+            provider.id.clone(),
+            Cached {
+                fingerprint,
+                client: Arc::clone(&client),
+            },
+        );
+        Ok(client)
+    }
+}
+
+/// A key worth sending: present and not blank.
+fn usable_key(key: Option<&SecretString>) -> Option<SecretString> {
+    key.filter(|k| !k.expose_secret().trim().is_empty())
+        .cloned()
+}
+
+/// The public OpenAI and Anthropic endpoints need a key; self-hosted ones may not.
+fn require_key(
+    provider: &Provider,
+    base: Option<&str>,
+    key: Option<&SecretString>,
+) -> Result<(), ProviderError> {
+    if base.is_none() && key.is_none() {
+        return Err(ProviderError::InvalidRequest {
+            status: 400,
+            message: format!(
+                "provider '{}' ({}) has no api_key, which its default endpoint requires",
+                provider.id,
+                provider.kind.as_str()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The shared HTTP client: connection pool, connect timeout, no overall timeout (the
+/// resilience layer times calls, and streams may last long).
+fn http_client(settings: &ProviderSettings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .tcp_nodelay(true)
+        .user_agent(concat!("agentry/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "the configured HTTP client could not be built; using defaults");
+            reqwest::Client::new()
+        })
+}

@@ -1,0 +1,263 @@
+//! The built-in scripted provider (kind `mock`): offline default and test double.
+//!
+//! Model `echo` (and any name not below) answers with the last user message. Names script
+//! other behaviours: `error-<status>` (that status's error; `error-429` asks to retry after
+//! 1 s), `slow-<ms>` (echo after `ms`, and `ms` between streamed words), `cut` (stream half the
+//! words, then [`ProviderError::Unavailable`]). A [`MockScript`] queue, when not empty, wins
+//! over the model name. Answers report `mock:<model>` as their model.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use agentry_domain::llm::{
+    Completion, CompletionRequest, CompletionStream, LlmClient, ProviderError, Role, StreamEvent,
+    TokenUsage,
+};
+use async_trait::async_trait;
+use futures_util::{StreamExt, stream};
+
+use crate::errors::from_status;
+use crate::text::{tokens, word_count};
+
+/// One scripted answer of the mock.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MockReply {
+    /// Answer this text.
+    Text(String),
+    /// Fail with this error (before the first streamed event).
+    Error(ProviderError),
+    /// Wait (before answering, and between streamed words), then reply as the inner one.
+    Delay(Duration, Box<MockReply>),
+}
+
+/// A queue of scripted replies shared by every clone (tests keep one, the mock another);
+/// replies are consumed first-in-first-out, one per call, before model-name behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct MockScript {
+    queue: Arc<Mutex<VecDeque<MockReply>>>,
+}
+
+impl MockScript {
+    /// An empty script.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn queue(&self) -> MutexGuard<'_, VecDeque<MockReply>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a reply.
+    pub fn push(&self, reply: MockReply) {
+        self.queue().push_back(reply);
+    }
+
+    /// Queues a text answer.
+    pub fn push_text(&self, text: impl Into<String>) {
+        self.push(MockReply::Text(text.into()));
+    }
+
+    /// Queues a failure.
+    pub fn push_error(&self, error: ProviderError) {
+        self.push(MockReply::Error(error));
+    }
+
+    /// Replies still queued.
+    pub fn len(&self) -> usize {
+        self.queue().len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue().is_empty()
+    }
+
+    /// Drops every queued reply.
+    pub fn clear(&self) {
+        self.queue().clear();
+    }
+
+    fn pop(&self) -> Option<MockReply> {
+        self.queue().pop_front()
+    }
+}
+
+/// The mock provider's client.
+#[derive(Debug, Clone, Default)]
+pub struct MockClient {
+    script: MockScript,
+}
+
+impl MockClient {
+    /// A mock reading `script` first.
+    pub fn new(script: MockScript) -> Self {
+        Self { script }
+    }
+
+    fn plan(&self, model: &str) -> Plan {
+        self.script
+            .pop()
+            .map_or_else(|| Plan::from_model(model), Plan::from_reply)
+    }
+}
+
+/// What one call does.
+#[derive(Debug)]
+enum Outcome {
+    Echo,
+    Text(String),
+    Error(ProviderError),
+    Cut,
+}
+
+#[derive(Debug)]
+struct Plan {
+    outcome: Outcome,
+    delay: Duration,
+}
+
+impl Plan {
+    fn from_reply(reply: MockReply) -> Self {
+        match reply {
+            MockReply::Text(text) => Self::now(Outcome::Text(text)),
+            MockReply::Error(error) => Self::now(Outcome::Error(error)),
+            MockReply::Delay(delay, inner) => Self {
+                delay,
+                ..Self::from_reply(*inner)
+            },
+        }
+    }
+
+    fn from_model(model: &str) -> Self {
+        if let Some(status) = model.strip_prefix("error-").and_then(|s| s.parse().ok()) {
+            return Self::now(Outcome::Error(status_error(status)));
+        }
+        if let Some(ms) = model.strip_prefix("slow-").and_then(|s| s.parse().ok()) {
+            return Self {
+                outcome: Outcome::Echo,
+                delay: Duration::from_millis(ms),
+            };
+        }
+        if model == "cut" {
+            return Self::now(Outcome::Cut);
+        }
+        Self::now(Outcome::Echo)
+    }
+
+    fn now(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// The error a real provider would give for `status`.
+fn status_error(status: u16) -> ProviderError {
+    let retry_after = (status == 429).then_some(Duration::from_secs(1));
+    let message = format!("the mock answered {status}, as its model name asked");
+    from_status(status, retry_after, message)
+}
+
+fn last_user_text(request: &CompletionRequest) -> String {
+    request
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(|m| m.content.clone())
+        .unwrap_or_default()
+}
+
+fn usage(request: &CompletionRequest, answer: &str) -> TokenUsage {
+    let prompt = request
+        .messages
+        .iter()
+        .map(|m| word_count(&m.content))
+        .sum();
+    TokenUsage::new(prompt, word_count(answer))
+}
+
+/// The text to answer, or the error to fail with, once the plan's delay has passed.
+fn answer(outcome: Outcome, request: &CompletionRequest) -> Result<(String, bool), ProviderError> {
+    match outcome {
+        Outcome::Echo => Ok((last_user_text(request), false)),
+        Outcome::Text(text) => Ok((text, false)),
+        Outcome::Cut => Ok((last_user_text(request), true)),
+        Outcome::Error(error) => Err(error),
+    }
+}
+
+async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[async_trait]
+impl LlmClient for MockClient {
+    async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
+        let plan = self.plan(&request.model);
+        pause(plan.delay).await;
+        let (text, cut) = answer(plan.outcome, &request)?;
+        if cut {
+            return Err(ProviderError::Unavailable(
+                "the mock cut the answer".to_owned(),
+            ));
+        }
+        Ok(Completion {
+            usage: Some(usage(&request, &text)),
+            content: text,
+            finish_reason: Some("stop".to_owned()),
+            model: format!("mock:{}", request.model),
+        })
+    }
+
+    async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        let plan = self.plan(&request.model);
+        pause(plan.delay).await;
+        let (text, cut) = answer(plan.outcome, &request)?;
+        let events = stream_events(&request, &text, cut);
+        let gap = plan.delay;
+        let paced =
+            stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
+                if i > 0 {
+                    pause(gap).await;
+                }
+                event
+            });
+        Ok(Box::pin(paced))
+    }
+}
+
+/// One `Delta` per word (whitespace kept) then `Done`; a cut stream stops half-way with an
+/// error.
+fn stream_events(
+    request: &CompletionRequest,
+    text: &str,
+    cut: bool,
+) -> Vec<Result<StreamEvent, ProviderError>> {
+    let pieces = tokens(text);
+    let sent = if cut {
+        pieces.len().div_ceil(2)
+    } else {
+        pieces.len()
+    };
+    let mut events: Vec<_> = pieces[..sent]
+        .iter()
+        .map(|piece| Ok(StreamEvent::Delta((*piece).to_owned())))
+        .collect();
+    events.push(if cut {
+        Err(ProviderError::Unavailable(
+            "the mock cut the stream".to_owned(),
+        ))
+    } else {
+        Ok(StreamEvent::Done {
+            usage: Some(usage(request, text)),
+            finish_reason: Some("stop".to_owned()),
+            model: format!("mock:{}", request.model),
+        })
+    });
+    events
+}

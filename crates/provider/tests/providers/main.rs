@@ -1,0 +1,9 @@
+//! The provider adapters at the HTTP boundary, against agentry-fake-upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod anthropic;
+mod factory;
+mod mock;
+mod openai;
+mod resilience;
+mod support;
