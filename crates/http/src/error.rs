@@ -92,6 +92,26 @@ impl ApiError {
         )
     }
 
+    /// The same error under another code when it is a 400 (seed 000's endpoints say
+    /// `INVALID_REQUEST` for every bad input).
+    #[must_use]
+    pub fn recode_bad_request(mut self, code: &'static str) -> Self {
+        if self.status == StatusCode::BAD_REQUEST {
+            self.code = code;
+        }
+        self
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The details.
+    pub fn details(&self) -> Option<&Value> {
+        self.details.as_ref()
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -143,6 +163,19 @@ impl From<Error> for ApiError {
                 }
                 let e = Self::new(StatusCode::CONFLICT, "CONFLICT", message);
                 if details.is_empty() { e } else { e.with_details(Value::Object(details)) }
+            }
+            Error::Provider { provider_id, error } => {
+                tracing::warn!(%provider_id, %error, "provider call failed");
+                let mut details = Map::new();
+                details.insert("provider_id".to_owned(), provider_id.into());
+                if let Some(status) = error.status() {
+                    details.insert("upstream_status".to_owned(), status.into());
+                }
+                if let agentry_domain::llm::ProviderError::RateLimited { retry_after: Some(d), .. } = &error {
+                    details.insert("retry_after_seconds".to_owned(), d.as_secs().max(1).into());
+                }
+                details.insert("reason".to_owned(), error.to_string().into());
+                Self::new(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR", "Error communicating with the AI provider").with_details(Value::Object(details))
             }
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");

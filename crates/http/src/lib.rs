@@ -6,6 +6,7 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod sse;
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpRequest, web};
 use agentry_domain::ports::HealthProbe;
-use agentry_domain::services::{AgentService, ProviderRegistry};
+use agentry_domain::services::{AgentService, ProviderRegistry, Runtime};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub agents: AgentService,
     /// Providers and model resolution.
     pub providers: ProviderRegistry,
+    /// Runs, chat, history and conversations.
+    pub runtime: Runtime,
     /// Database reachability, for `/ready`.
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.

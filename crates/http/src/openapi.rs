@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{agents, health, providers};
+use crate::routes::{agents, chat, conversations, health, providers, runs};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -29,12 +29,23 @@ use crate::routes::{agents, health, providers};
         providers::get_provider,
         providers::patch_provider,
         providers::delete_provider,
+        runs::create_run,
+        runs::list_runs,
+        runs::get_run,
+        chat::chat,
+        chat::stream,
+        chat::history,
+        conversations::list_conversations,
+        conversations::get_conversation,
+        conversations::delete_conversation,
     ),
     components(schemas(crate::error::ErrorEnvelope)),
     tags(
         (name = "ops", description = "Health and readiness"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
+        (name = "runs", description = "One-shot runs, logged with their log_meta"),
+        (name = "chat", description = "Chat with agents, streaming, history and conversations"),
     )
 )]
 pub struct ApiDoc;

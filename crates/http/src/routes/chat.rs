@@ -1,0 +1,285 @@
+//! Chat with an agent (seeds 002 and 004): `POST /agents/{agent}/chat` (whole answer, or SSE
+//! with `stream: true`), `POST /agents/{agent}/stream` (always SSE), and
+//! `GET /agents/{agent}/chat/history`.
+
+use actix_web::{HttpResponse, web};
+use agentry_domain::conversation::Message;
+use agentry_domain::services::{ChatRequest, ChatTurn};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
+use crate::extract::{JsonBody, query_number};
+use crate::routes::agents::agent_ref;
+use crate::routes::rfc3339;
+use crate::routes::runs::TokenUsageView;
+use crate::sse;
+
+/// Routes of this module.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/agents/{agent}/chat", web::post().to(chat))
+        .route("/agents/{agent}/stream", web::post().to(stream))
+        .route("/agents/{agent}/chat/history", web::get().to(history));
+}
+
+/// A message to an agent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatInput {
+    /// What the user says (required).
+    pub message: Option<String>,
+    /// Your id for the conversation (seed 002's spelling); a new one when absent.
+    pub session_id: Option<String>,
+    /// Your id for the conversation (seed 004's spelling).
+    pub conversation_id: Option<String>,
+    /// Anything about the caller, stored with a new conversation.
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    /// `true`: answer as Server-Sent Events.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+impl ChatInput {
+    fn try_into_domain(self) -> Result<ChatRequest, ApiError> {
+        let session_key = match (self.session_id, self.conversation_id) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::validation(
+                    "conversation_id",
+                    "differs from session_id; give one",
+                ));
+            }
+            (a, b) => a.or(b),
+        };
+        let message = self
+            .message
+            .ok_or_else(|| ApiError::validation("message", "is required"))?;
+        Ok(ChatRequest {
+            message,
+            session_key,
+            context: self.context.unwrap_or_default(),
+        })
+    }
+}
+
+/// Seed 002's `metadata`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatMetadata {
+    /// The model's name at its provider.
+    pub model: String,
+    /// Total tokens.
+    pub tokens_used: u32,
+}
+
+/// An agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatReply {
+    /// The stored answer's id (`msg_…`).
+    pub id: String,
+    /// The same id.
+    pub message_id: String,
+    /// The answer (seed 002's spelling).
+    pub message: String,
+    /// The answer (seed 004's spelling).
+    pub response: String,
+    /// The agent's id.
+    pub agent_id: String,
+    /// The conversation, as the caller named it (or its generated id).
+    pub session_id: String,
+    /// The same, in seed 004's spelling.
+    pub conversation_id: String,
+    /// `provider/model`.
+    pub model: String,
+    /// Tokens spent.
+    pub usage: TokenUsageView,
+    /// Total tokens.
+    pub tokens_used: u32,
+    /// Time to answer.
+    pub response_time_ms: u64,
+    /// Why the answer ended.
+    pub finish_reason: Option<String>,
+    /// RFC 3339 UTC.
+    pub timestamp: String,
+    /// Model and tokens, as seed 002 shows them.
+    pub metadata: ChatMetadata,
+}
+
+impl From<&ChatTurn> for ChatReply {
+    fn from(t: &ChatTurn) -> Self {
+        let a = &t.answer;
+        let usage = TokenUsageView::from(a.usage);
+        let tokens_used = usage.total_tokens;
+        Self {
+            id: a.id.clone(),
+            message_id: a.id.clone(),
+            message: a.content.clone(),
+            response: a.content.clone(),
+            agent_id: t.agent.id.to_string(),
+            session_id: t.conversation.session_key.clone(),
+            conversation_id: t.conversation.session_key.clone(),
+            model: t.agent.model.to_string(),
+            usage,
+            tokens_used,
+            response_time_ms: a.latency_ms.unwrap_or_default(),
+            finish_reason: t.finish_reason.clone(),
+            timestamp: rfc3339(a.created_at),
+            metadata: ChatMetadata {
+                model: t.agent.model.model_name.clone(),
+                tokens_used,
+            },
+        }
+    }
+}
+
+/// Send a message; `stream: true` answers with Server-Sent Events (`start`, `token`…, `end` or
+/// `error`).
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/chat", tag = "chat", request_body = ChatInput, params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, description = "The answer, or an SSE stream when `stream` is true", body = ChatReply),
+        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn chat(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<ChatInput>,
+) -> ApiResult<HttpResponse> {
+    let target = agent_ref(&path)?;
+    let streamed = body.stream;
+    let request = body.try_into_domain()?;
+    if streamed {
+        return sse::chat_stream(&state.runtime, &target, request).await;
+    }
+    let turn = state.runtime.chat(&target, request).await?;
+    Ok(HttpResponse::Ok().json(ChatReply::from(&turn)))
+}
+
+/// Send a message and stream the answer as Server-Sent Events: `start`, `token`…, then `end`
+/// with the full `response`, usage and timing, or `error`.
+#[utoipa::path(post, path = "/api/v1/agents/{agent}/stream", tag = "chat", request_body = ChatInput, params(("agent" = String, Path, description = "Agent id or key")),
+    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
+#[tracing::instrument(skip_all)]
+pub async fn stream(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    JsonBody(body): JsonBody<ChatInput>,
+) -> ApiResult<HttpResponse> {
+    let target = agent_ref(&path)?;
+    let request = body.try_into_domain()?;
+    sse::chat_stream(&state.runtime, &target, request).await
+}
+
+/// A stored message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageView {
+    /// `msg_…`.
+    pub id: String,
+    /// `conv_…`.
+    pub conversation_id: String,
+    /// `user` or `assistant`.
+    pub role: &'static str,
+    /// The text.
+    pub content: String,
+    /// `complete`, or `incomplete` when the stream was cut.
+    pub status: &'static str,
+    /// `provider/model` (answers).
+    pub model: Option<String>,
+    /// Tokens (answers).
+    pub usage: Option<TokenUsageView>,
+    /// Time to answer (answers).
+    pub latency_ms: Option<u64>,
+    /// The published version that answered, if any.
+    pub agent_version: Option<u32>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            role: m.role.as_str(),
+            content: m.content.clone(),
+            status: m.status.as_str(),
+            model: m.model.as_ref().map(ToString::to_string),
+            usage: m.usage.map(|u| Some(u).into()),
+            latency_ms: m.latency_ms,
+            agent_version: m.agent_version,
+            created_at: rfc3339(m.created_at),
+        }
+    }
+}
+
+/// History filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only this conversation (also `conversation_id`).
+    pub session_id: Option<String>,
+    /// Only this conversation.
+    pub conversation_id: Option<String>,
+    /// At most this many messages, 1 to 200 (default 50): the newest ones.
+    pub limit: Option<String>,
+    /// Only messages before this time (RFC 3339).
+    pub before: Option<String>,
+}
+
+/// A page of history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct History {
+    /// The agent's id.
+    pub agent_id: String,
+    /// Messages, oldest first.
+    pub messages: Vec<MessageView>,
+    /// The page size asked for.
+    pub limit: u32,
+    /// Whether older messages exist: ask again with `before` = the first message's `created_at`.
+    pub has_more: bool,
+}
+
+/// Chat history of an agent, optionally of one conversation: the newest `limit` messages
+/// before `before`, oldest first.
+#[utoipa::path(get, path = "/api/v1/agents/{agent}/chat/history", tag = "chat", params(("agent" = String, Path, description = "Agent id or key"), HistoryQuery),
+    responses((status = 200, body = History), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+pub async fn history(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    q: web::Query<HistoryQuery>,
+) -> ApiResult<HttpResponse> {
+    let target = agent_ref(&path)?;
+    let limit: u32 = query_number("limit", q.limit.as_deref())?.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::validation("limit", "must be between 1 and 200"));
+    }
+    let before = q
+        .before
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .map(|b| {
+            DateTime::parse_from_rfc3339(b)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::validation("before", "must be an RFC 3339 time"))
+        })
+        .transpose()?;
+    let session = q
+        .session_id
+        .clone()
+        .or_else(|| q.conversation_id.clone())
+        .filter(|s| !s.is_empty());
+    let (agent, mut messages) = state
+        .runtime
+        .history(&target, session, before, limit + 1)
+        .await?;
+    let has_more = messages.len() > limit as usize;
+    if has_more {
+        messages.remove(0);
+    }
+    Ok(HttpResponse::Ok().json(History {
+        agent_id: agent.id.to_string(),
+        messages: messages.iter().map(MessageView::from).collect(),
+        limit,
+        has_more,
+    }))
+}
