@@ -65,6 +65,21 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Seconds to finish in-flight requests on SIGTERM (`AGENTRY_SHUTDOWN_TIMEOUT_SECS`).
     pub shutdown_timeout_secs: u64,
+    /// Seconds to connect to a provider (`AGENTRY_PROVIDER_CONNECT_TIMEOUT_SECS`).
+    pub provider_connect_timeout_secs: u64,
+    /// Seconds for a whole provider answer, or to the first streamed token
+    /// (`AGENTRY_PROVIDER_TIMEOUT_SECS`).
+    pub provider_timeout_secs: u64,
+    /// Seconds of silence tolerated between streamed tokens (`AGENTRY_PROVIDER_STREAM_IDLE_SECS`).
+    pub provider_stream_idle_secs: u64,
+    /// Retries on 429, 5xx and connection failures before the first streamed token
+    /// (`AGENTRY_PROVIDER_MAX_RETRIES`).
+    pub provider_max_retries: u32,
+    /// Earlier messages sent upstream with each chat turn, at most (`AGENTRY_HISTORY_MAX_MESSAGES`).
+    pub history_max_messages: u32,
+    /// Characters of earlier messages sent upstream, at most; the oldest are dropped first
+    /// (`AGENTRY_HISTORY_MAX_CHARS`).
+    pub history_max_chars: usize,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -79,6 +94,12 @@ struct Defaults {
     json_limit_bytes: usize,
     default_model: &'static str,
     shutdown_timeout_secs: u64,
+    provider_connect_timeout_secs: u64,
+    provider_timeout_secs: u64,
+    provider_stream_idle_secs: u64,
+    provider_max_retries: u32,
+    history_max_messages: u32,
+    history_max_chars: usize,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -89,10 +110,23 @@ const DEFAULTS: Defaults = Defaults {
     json_limit_bytes: 1024 * 1024,
     default_model: "mock/echo",
     shutdown_timeout_secs: 30,
+    provider_connect_timeout_secs: 10,
+    provider_timeout_secs: 120,
+    provider_stream_idle_secs: 60,
+    provider_max_retries: 2,
+    history_max_messages: 50,
+    history_max_chars: 32_000,
 };
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
 const NOT_CONFIG_KEYS: [&str; 3] = ["config", "admin_username", "admin_password"];
+
+/// Whether an `AGENTRY_*` variable (prefix removed, any case) is a config key rather than one
+/// read elsewhere or by the test suites (`AGENTRY_TEST_*`).
+fn is_config_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +161,7 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(Env::prefixed("AGENTRY_").filter(|k| {
-                !NOT_CONFIG_KEYS.contains(&k.as_str()) && !k.as_str().starts_with("test_")
-            }))
+            .merge(Env::prefixed("AGENTRY_").filter(|k| is_config_key(k.as_str())))
             .merge(Env::raw().only(&["database_url"]));
         fig.extract().map_err(|e| ConfigError(e.to_string()))
     }
@@ -139,6 +171,16 @@ impl Config {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn test_and_admin_variables_are_not_config_keys() {
+        assert!(!is_config_key("TEST_REQUIRE_POSTGRES"));
+        assert!(!is_config_key("test_database"));
+        assert!(!is_config_key("ADMIN_PASSWORD"));
+        assert!(!is_config_key("CONFIG"));
+        assert!(is_config_key("ADDR"));
+        assert!(is_config_key("Log_Format"));
+    }
 
     #[test]
     fn defaults_are_the_pinned_ones() {

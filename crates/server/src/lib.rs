@@ -19,8 +19,9 @@ use agentry_domain::provider::{
     BaseUrl, MOCK_ECHO_MODEL, MOCK_PROVIDER_ID, Provider, ProviderId, ProviderKind, ProviderSource,
     parse_models,
 };
-use agentry_domain::services::{AgentService, ProviderRegistry};
+use agentry_domain::services::{AgentService, ProviderRegistry, Runtime, RuntimeSettings};
 use agentry_http::{AppState, HttpSettings};
+use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
 use agentry_storage::{Backend, Database, PoolOptions};
 use secrecy::SecretString;
 
@@ -169,10 +170,22 @@ pub fn fixed_providers(config: &Config, clock: &dyn Clock) -> Result<Vec<Provide
 }
 
 /// Options of an embedded server (tests, embedders) that the config file does not carry.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct BuildOptions {
     /// Leave SIGINT/SIGTERM alone (the embedding program handles them).
     pub disable_signals: bool,
+    /// Scripted replies for `mock`-kind providers, consumed before their model-name behaviour.
+    pub mock_script: Option<MockScript>,
+}
+
+fn provider_settings(config: &Config) -> ProviderSettings {
+    ProviderSettings {
+        connect_timeout: Duration::from_secs(config.provider_connect_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(config.provider_timeout_secs.max(1)),
+        stream_idle_timeout: Duration::from_secs(config.provider_stream_idle_secs.max(1)),
+        max_retries: config.provider_max_retries,
+        ..ProviderSettings::default()
+    }
 }
 
 /// A built server, listening, not yet serving.
@@ -218,9 +231,27 @@ impl Application {
             .resolve(&default_model)
             .await
             .map_err(|e| provider_error("default_model", e.to_string()))?;
+        let llm = Arc::new(ClientFactory::new(
+            provider_settings(&config),
+            options.mock_script.clone(),
+        ));
+        let runtime_settings = RuntimeSettings {
+            history_max_messages: config.history_max_messages,
+            history_max_chars: config.history_max_chars,
+        };
+        let runtime = Runtime::new(
+            database.agents(),
+            providers.clone(),
+            llm,
+            database.conversations(),
+            database.runs(),
+            clock.clone(),
+            runtime_settings,
+        );
         let state = AppState {
             agents: AgentService::new(database.agents(), providers.clone(), clock, default_model),
             providers,
+            runtime,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -18,7 +18,7 @@ pub const POSTGRES_URL_ENV: &str = "AGENTRY_TEST_POSTGRES_URL";
 /// The variable that, set to `1`, makes an unreachable PostgreSQL a failure, not a skip.
 pub const REQUIRE_POSTGRES_ENV: &str = "AGENTRY_TEST_REQUIRE_POSTGRES";
 /// The test PostgreSQL server when [`POSTGRES_URL_ENV`] is not set.
-pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable";
 
 /// The URL of a new SQLite file (not created yet) in `dir`: `sqlite:///dir/agentry-<uuid>.db`
 /// (`sqlite://dir/…` when `dir` is relative).

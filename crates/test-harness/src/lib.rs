@@ -11,13 +11,15 @@
 //!
 //! The database is a fresh SQLite file by default. With `AGENTRY_TEST_DATABASE=postgres`
 //! every app gets its own PostgreSQL schema on `AGENTRY_TEST_POSTGRES_URL`
-//! (default `postgres://postgres@127.0.0.1:5432/test`), dropped when the app is dropped.
+//! (default `postgres://postgres@127.0.0.1:5432/test?sslmode=disable`), dropped when the app is dropped.
 
 use std::net::SocketAddr;
 
 use actix_web::dev::ServerHandle;
 use agentry::config::{Config, ProviderConfig};
 use agentry::{Application, BuildOptions, StartError};
+pub use agentry_fake_upstream as fake_upstream;
+pub use agentry_provider::{MockReply, MockScript};
 use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, Response};
@@ -154,7 +156,7 @@ impl TestAppBuilder {
             _dir: dir,
             _schema: schema,
         };
-        TestApp::start(self.config, self.backend, guard).await
+        TestApp::start(self.config, self.backend, guard, MockScript::default()).await
     }
 
     /// [`TestAppBuilder::try_spawn`], failing the test on error.
@@ -175,10 +177,11 @@ pub struct TestApp {
     addr: SocketAddr,
     base_url: String,
     client: reqwest::Client,
-    handle: ServerHandle,
+    server: ServerThread,
     config: Config,
     backend: TestBackend,
     db: Option<DbGuard>,
+    mock_script: MockScript,
 }
 
 impl TestApp {
@@ -207,18 +210,13 @@ impl TestApp {
         config: Config,
         backend: TestBackend,
         db: DbGuard,
+        mock_script: MockScript,
     ) -> Result<Self, HarnessError> {
-        let app = Application::build_with(
-            config.clone(),
-            BuildOptions {
-                disable_signals: true,
-            },
-        )
-        .await
-        .map_err(HarnessError::Start)?;
-        let addr = app.addr();
-        let handle = app.handle();
-        tokio::spawn(app.run_until_stopped());
+        let options = BuildOptions {
+            disable_signals: true,
+            mock_script: Some(mock_script.clone()),
+        };
+        let (server, addr) = ServerThread::start(config.clone(), options).await?;
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -227,11 +225,18 @@ impl TestApp {
             addr,
             base_url: format!("http://{addr}"),
             client,
-            handle,
+            server,
             config,
             backend,
             db: Some(db),
+            mock_script,
         })
+    }
+
+    /// The script of every `mock`-kind provider of this app: replies pushed here are served
+    /// first, in order, before the model-name behaviour (`echo`, `error-500`, `slow-100`…).
+    pub fn mock_script(&self) -> &MockScript {
+        &self.mock_script
     }
 
     /// Stops this server and starts a new one on the same database (same config, new port):
@@ -240,12 +245,18 @@ impl TestApp {
     /// # Errors
     /// [`HarnessError`] when the new server does not start.
     pub async fn restart(mut self) -> Result<Self, HarnessError> {
-        self.handle.stop(true).await;
+        self.server.stop();
         let db = self
             .db
             .take()
             .ok_or_else(|| HarnessError::Database("database already released".to_owned()))?;
-        Self::start(self.config.clone(), self.backend, db).await
+        Self::start(
+            self.config.clone(),
+            self.backend,
+            db,
+            self.mock_script.clone(),
+        )
+        .await
     }
 
     /// The server's address.
@@ -324,9 +335,75 @@ fn unreachable_defaults() -> Config {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let handle = self.handle.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { handle.stop(false).await });
+        self.server.stop();
+    }
+}
+
+/// The server on a thread of its own with its own runtime, like a separate process. Stopping
+/// it joins the thread, so its workers and database pool are gone before the test's database
+/// is dropped and before the test process exits.
+struct ServerThread {
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    async fn start(
+        config: Config,
+        options: BuildOptions,
+    ) -> Result<(Self, SocketAddr), HarnessError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("agentry-test-server".to_owned())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(HarnessError::Database(format!("runtime: {e}"))));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Application::build_with(config, options).await {
+                        Ok(app) => {
+                            let _ = tx.send(Ok((app.addr(), app.handle())));
+                            let _ = app.run_until_stopped().await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(HarnessError::Start(e)));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| HarnessError::Database(format!("server thread: {e}")))?;
+        let started = rx.await.map_err(|_| {
+            HarnessError::Database("the server thread ended before starting".to_owned())
+        })?;
+        let (addr, handle) = match started {
+            Ok(ok) => ok,
+            Err(e) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+        };
+        Ok((
+            Self {
+                handle,
+                thread: Some(thread),
+            },
+            addr,
+        ))
+    }
+
+    /// Stops the server at once and waits for its thread (idempotent).
+    fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // The command is sent when `stop` is called; the returned future only waits.
+            drop(self.handle.stop(false));
+            let _ = thread.join();
         }
     }
 }
