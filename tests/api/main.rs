@@ -6,7 +6,9 @@ mod agents;
 mod hygiene;
 mod ops;
 mod providers;
+pub mod runtime;
 mod seeds;
+mod upstream;
 
 use agentry_test_harness::TestApp;
 use serde_json::Value;
