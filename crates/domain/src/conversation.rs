@@ -20,8 +20,19 @@ pub const RUN_ID_PREFIX: &str = "run";
 /// # Errors
 /// [`Invalid`] naming `field`.
 pub fn parse_external_id(field: &str, value: &str) -> Result<String, Invalid> {
-    let ok = !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    if ok { Ok(value.to_owned()) } else { Err(Invalid::new(field, "must be 1 to 128 characters of A-Z, a-z, 0-9, '-', '_', '.' or ':'")) }
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(Invalid::new(
+            field,
+            "must be 1 to 128 characters of A-Z, a-z, 0-9, '-', '_', '.' or ':'",
+        ))
+    }
 }
 
 /// A conversation between a caller and an agent. Its `session_key` is the id the caller

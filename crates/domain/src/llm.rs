@@ -59,7 +59,10 @@ pub struct PromptMessage {
 impl PromptMessage {
     /// A message.
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self { role, content: content.into() }
+        Self {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -92,7 +95,11 @@ pub struct TokenUsage {
 impl TokenUsage {
     /// Usage with the total computed.
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Self { prompt_tokens, completion_tokens, total_tokens: prompt_tokens.saturating_add(completion_tokens) }
+        Self {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        }
     }
 }
 
@@ -186,7 +193,9 @@ impl ProviderError {
     /// The upstream HTTP status, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Unauthorized { status, .. } | Self::Upstream { status, .. } | Self::InvalidRequest { status, .. } => Some(*status),
+            Self::Unauthorized { status, .. }
+            | Self::Upstream { status, .. }
+            | Self::InvalidRequest { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Timeout(_) | Self::Unavailable(_) => None,
         }

@@ -89,10 +89,21 @@ pub trait ConversationStore: Send + Sync {
     /// # Errors
     /// MUST return `NotFound` (entity `agent`) when the agent does not exist, `Conflict`
     /// (field `id`) when `id` belongs to another conversation.
-    async fn open_conversation(&self, id: &str, agent: &AgentId, session_key: &str, context: &Map<String, Value>, now: DateTime<Utc>) -> Result<(Conversation, bool)>;
+    async fn open_conversation(
+        &self,
+        id: &str,
+        agent: &AgentId,
+        session_key: &str,
+        context: &Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<(Conversation, bool)>;
 
     /// The conversation of `agent` with `session_key`, if any.
-    async fn find_conversation(&self, agent: &AgentId, session_key: &str) -> Result<Option<Conversation>>;
+    async fn find_conversation(
+        &self,
+        agent: &AgentId,
+        session_key: &str,
+    ) -> Result<Option<Conversation>>;
 
     /// One conversation by id.
     ///
@@ -102,7 +113,11 @@ pub trait ConversationStore: Send + Sync {
 
     /// Conversations, most recently updated first (then by id, descending), optionally of one
     /// agent, with the total number of matches.
-    async fn list_conversations(&self, agent: Option<&AgentId>, page: Page) -> Result<Paged<Conversation>>;
+    async fn list_conversations(
+        &self,
+        agent: Option<&AgentId>,
+        page: Page,
+    ) -> Result<Paged<Conversation>>;
 
     /// Deletes a conversation and its messages. Returns whether it existed.
     async fn delete_conversation(&self, id: &str) -> Result<bool>;

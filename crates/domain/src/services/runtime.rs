@@ -15,11 +15,15 @@ use serde_json::{Map, Value};
 
 use crate::agent::{Agent, AgentRef, AgentStatus, ModelRef, ModelSpec};
 use crate::conversation::{
-    parse_external_id, Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus, CONVERSATION_ID_PREFIX, MESSAGE_ID_PREFIX, RUN_ID_PREFIX,
+    CONVERSATION_ID_PREFIX, Conversation, MESSAGE_ID_PREFIX, Message, MessageQuery, MessageStatus,
+    RUN_ID_PREFIX, Run, RunFilter, RunStatus, parse_external_id,
 };
 use crate::error::{Error, Invalid, Result};
 use crate::ids::new_id;
-use crate::llm::{Completion, CompletionRequest, CompletionStream, LlmClient, LlmClientFactory, PromptMessage, ProviderError, Role, TokenUsage};
+use crate::llm::{
+    Completion, CompletionRequest, CompletionStream, LlmClient, LlmClientFactory, PromptMessage,
+    ProviderError, Role, TokenUsage,
+};
 use crate::page::{Page, Paged};
 use crate::ports::{AgentStore, Clock, ConversationStore, RunStore};
 use crate::services::ProviderRegistry;
@@ -39,7 +43,10 @@ pub struct RuntimeSettings {
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        Self { history_max_messages: 50, history_max_chars: 32_000 }
+        Self {
+            history_max_messages: 50,
+            history_max_chars: 32_000,
+        }
     }
 }
 
@@ -121,17 +128,25 @@ pub struct ChatTurn {
 
 fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
     if value.trim().is_empty() {
-        return Err(Invalid::new(field, format!("{} is required and cannot be empty", capital(field))));
+        return Err(Invalid::new(
+            field,
+            format!("{} is required and cannot be empty", capital(field)),
+        ));
     }
     if value.chars().count() > MESSAGE_MAX_CHARS {
-        return Err(Invalid::new(field, format!("must be at most {MESSAGE_MAX_CHARS} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {MESSAGE_MAX_CHARS} characters"),
+        ));
     }
     Ok(())
 }
 
 fn capital(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn millis(started: Instant) -> u64 {
@@ -164,7 +179,15 @@ impl Runtime {
         clock: Arc<dyn Clock>,
         settings: RuntimeSettings,
     ) -> Self {
-        Self { agents, providers, llm, conversations, runs, clock, settings }
+        Self {
+            agents,
+            providers,
+            llm,
+            conversations,
+            runs,
+            clock,
+            settings,
+        }
     }
 
     /// The client serving `model`.
@@ -180,7 +203,10 @@ impl Runtime {
             }
             Err(e) => return Err(e),
         };
-        self.llm.client(&provider).map_err(|error| Error::Provider { provider_id: model.provider_id.to_string(), error })
+        self.llm.client(&provider).map_err(|error| Error::Provider {
+            provider_id: model.provider_id.to_string(),
+            error,
+        })
     }
 
     /// Runs a one-shot call and logs it (also when the provider fails).
@@ -202,7 +228,13 @@ impl Runtime {
             messages.push(PromptMessage::new(Role::System, req.preamble.clone()));
         }
         messages.push(PromptMessage::new(Role::User, req.prompt.clone()));
-        let request = CompletionRequest { model: model.model_name.clone(), messages, temperature: req.temperature, top_p: req.top_p, max_tokens: req.max_tokens };
+        let request = CompletionRequest {
+            model: model.model_name.clone(),
+            messages,
+            temperature: req.temperature,
+            top_p: req.top_p,
+            max_tokens: req.max_tokens,
+        };
         let created_at = self.clock.now();
         let started = Instant::now();
         let outcome = client.complete(request).await;
@@ -230,7 +262,10 @@ impl Runtime {
                 run.status = RunStatus::Failed;
                 run.error = Some(error.to_string());
                 self.runs.insert_run(&run).await?;
-                Err(Error::Provider { provider_id: model.provider_id.to_string(), error })
+                Err(Error::Provider {
+                    provider_id: model.provider_id.to_string(),
+                    error,
+                })
             }
         }
     }
@@ -259,17 +294,33 @@ impl Runtime {
     #[tracing::instrument(skip_all, fields(agent = %agent))]
     pub async fn prepare_turn(&self, agent: &AgentRef, req: ChatRequest) -> Result<PreparedTurn> {
         check_text("message", &req.message)?;
-        let session_key = req.session_key.as_deref().map(|k| parse_external_id("session_id", k)).transpose()?;
+        let session_key = req
+            .session_key
+            .as_deref()
+            .map(|k| parse_external_id("session_id", k))
+            .transpose()?;
         let agent = self.agents.get_agent(agent).await?;
         if agent.status == AgentStatus::Archived {
-            return Err(Error::conflict("status", format!("agent '{}' is archived", agent.key)));
+            return Err(Error::conflict(
+                "status",
+                format!("agent '{}' is archived", agent.key),
+            ));
         }
         let client = self.client_for(&agent.model).await?;
         let conv_id = new_id(CONVERSATION_ID_PREFIX);
         let key = session_key.unwrap_or_else(|| conv_id.clone());
         let now = self.clock.now();
-        let (conversation, created) = self.conversations.open_conversation(&conv_id, &agent.id, &key, &req.context, now).await?;
-        let history = if created { Vec::new() } else { self.conversations.last_messages(&conversation.id, self.settings.history_max_messages).await? };
+        let (conversation, created) = self
+            .conversations
+            .open_conversation(&conv_id, &agent.id, &key, &req.context, now)
+            .await?;
+        let history = if created {
+            Vec::new()
+        } else {
+            self.conversations
+                .last_messages(&conversation.id, self.settings.history_max_messages)
+                .await?
+        };
         let mut messages = Vec::with_capacity(history.len() + 2);
         if !agent.instructions.trim().is_empty() {
             messages.push(PromptMessage::new(Role::System, agent.instructions.clone()));
@@ -303,7 +354,13 @@ impl Runtime {
     pub async fn chat(&self, agent: &AgentRef, req: ChatRequest) -> Result<ChatTurn> {
         let turn = self.prepare_turn(agent, req).await?;
         let completion = turn.complete().await?;
-        turn.record(completion.content, completion.usage, completion.finish_reason, MessageStatus::Complete).await
+        turn.record(
+            completion.content,
+            completion.usage,
+            completion.finish_reason,
+            MessageStatus::Complete,
+        )
+        .await
     }
 
     /// Messages of an agent (optionally one conversation), the newest `limit` before
@@ -311,9 +368,20 @@ impl Runtime {
     ///
     /// # Errors
     /// `NotFound` (agent).
-    pub async fn history(&self, agent: &AgentRef, session_key: Option<String>, before: Option<DateTime<Utc>>, limit: u32) -> Result<(Agent, Vec<Message>)> {
+    pub async fn history(
+        &self,
+        agent: &AgentRef,
+        session_key: Option<String>,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<(Agent, Vec<Message>)> {
         let agent = self.agents.get_agent(agent).await?;
-        let query = MessageQuery { agent_id: agent.id.clone(), session_key, before, limit };
+        let query = MessageQuery {
+            agent_id: agent.id.clone(),
+            session_key,
+            before,
+            limit,
+        };
         let messages = self.conversations.query_messages(&query).await?;
         Ok((agent, messages))
     }
@@ -322,19 +390,29 @@ impl Runtime {
     ///
     /// # Errors
     /// `NotFound` (agent).
-    pub async fn list_conversations(&self, agent: Option<&AgentRef>, page: Page) -> Result<Paged<Conversation>> {
+    pub async fn list_conversations(
+        &self,
+        agent: Option<&AgentRef>,
+        page: Page,
+    ) -> Result<Paged<Conversation>> {
         let agent_id = match agent {
             Some(r) => Some(self.agents.get_agent(r).await?.id),
             None => None,
         };
-        self.conversations.list_conversations(agent_id.as_ref(), page).await
+        self.conversations
+            .list_conversations(agent_id.as_ref(), page)
+            .await
     }
 
     /// One conversation with its newest `limit` messages (oldest first).
     ///
     /// # Errors
     /// `NotFound`.
-    pub async fn get_conversation(&self, id: &str, limit: u32) -> Result<(Conversation, Vec<Message>)> {
+    pub async fn get_conversation(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<(Conversation, Vec<Message>)> {
         let conversation = self.conversations.get_conversation(id).await?;
         let messages = self.conversations.last_messages(id, limit).await?;
         Ok((conversation, messages))
@@ -351,7 +429,10 @@ impl Runtime {
 
 impl PreparedTurn {
     fn provider_error(&self, error: ProviderError) -> Error {
-        Error::Provider { provider_id: self.agent.model.provider_id.to_string(), error }
+        Error::Provider {
+            provider_id: self.agent.model.provider_id.to_string(),
+            error,
+        }
     }
 
     /// Asks the model for a whole answer.
@@ -359,7 +440,10 @@ impl PreparedTurn {
     /// # Errors
     /// `Provider`.
     pub async fn complete(&self) -> Result<Completion> {
-        self.client.complete(self.request.clone()).await.map_err(|e| self.provider_error(e))
+        self.client
+            .complete(self.request.clone())
+            .await
+            .map_err(|e| self.provider_error(e))
     }
 
     /// Asks the model for a streamed answer. Dropping the stream cancels the upstream call.
@@ -367,7 +451,10 @@ impl PreparedTurn {
     /// # Errors
     /// `Provider` when the stream cannot start.
     pub async fn stream(&self) -> Result<CompletionStream> {
-        self.client.stream(self.request.clone()).await.map_err(|e| self.provider_error(e))
+        self.client
+            .stream(self.request.clone())
+            .await
+            .map_err(|e| self.provider_error(e))
     }
 
     /// Converts a provider failure met while streaming into the domain error.
@@ -384,7 +471,13 @@ impl PreparedTurn {
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn record(self, content: String, usage: Option<TokenUsage>, finish_reason: Option<String>, status: MessageStatus) -> Result<ChatTurn> {
+    pub async fn record(
+        self,
+        content: String,
+        usage: Option<TokenUsage>,
+        finish_reason: Option<String>,
+        status: MessageStatus,
+    ) -> Result<ChatTurn> {
         let latency_ms = millis(self.started);
         let user_message = Message {
             id: new_id(MESSAGE_ID_PREFIX),
@@ -399,7 +492,11 @@ impl PreparedTurn {
             status: MessageStatus::Complete,
             created_at: self.started_at,
         };
-        let answered_at = self.runtime.clock.now().max(self.started_at + chrono::Duration::microseconds(1));
+        let answered_at = self
+            .runtime
+            .clock
+            .now()
+            .max(self.started_at + chrono::Duration::microseconds(1));
         let answer = Message {
             id: self.answer_id,
             conversation_id: self.conversation.id.clone(),
@@ -413,11 +510,20 @@ impl PreparedTurn {
             status,
             created_at: answered_at,
         };
-        self.runtime.conversations.append_messages(&[user_message.clone(), answer.clone()]).await?;
+        self.runtime
+            .conversations
+            .append_messages(&[user_message.clone(), answer.clone()])
+            .await?;
         let mut conversation = self.conversation;
         conversation.message_count += 2;
         conversation.updated_at = answered_at;
-        Ok(ChatTurn { agent: self.agent, conversation, user_message, answer, finish_reason })
+        Ok(ChatTurn {
+            agent: self.agent,
+            conversation,
+            user_message,
+            answer,
+            finish_reason,
+        })
     }
 }
 
@@ -446,14 +552,20 @@ mod tests {
     fn history_is_trimmed_oldest_first() {
         let h = vec![msg("aaaa"), msg("bbbb"), msg("cccc")];
         let kept = trim_history(h, 9);
-        assert_eq!(kept.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["bbbb", "cccc"]);
+        assert_eq!(
+            kept.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+            ["bbbb", "cccc"]
+        );
         assert!(trim_history(vec![msg("toolong")], 3).is_empty());
     }
 
     #[test]
     fn blank_text_is_refused() {
         assert!(check_text("prompt", "  ").is_err());
-        assert_eq!(check_text("prompt", "").map_err(|e| e.reason), Err("Prompt is required and cannot be empty".to_owned()));
+        assert_eq!(
+            check_text("prompt", "").map_err(|e| e.reason),
+            Err("Prompt is required and cannot be empty".to_owned())
+        );
         assert!(check_text("message", "hi").is_ok());
     }
 }
