@@ -19,5 +19,6 @@ pub mod ports;
 pub mod provider;
 pub mod services;
 pub mod text;
+pub mod version;
 
 pub use error::{Error, Invalid, Result};

@@ -16,6 +16,7 @@ use crate::agent::{Agent, AgentFilter, AgentId, AgentKey, AgentRef};
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
+use crate::version::AgentVersion;
 
 /// Durable storage of agents.
 #[async_trait]
@@ -49,6 +50,35 @@ pub trait AgentStore: Send + Sync {
 
     /// The keys of the agents whose model is served by `provider` (at most 100).
     async fn agents_using_provider(&self, provider: &ProviderId) -> Result<Vec<AgentKey>>;
+}
+
+/// Durable storage of published agent versions.
+#[async_trait]
+pub trait VersionStore: Send + Sync {
+    /// Stores `snapshot` as the agent's next version (one more than its highest, starting at
+    /// 1), atomically: two concurrent publishes get two different numbers.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `agent`) when the agent does not exist.
+    async fn publish_version(
+        &self,
+        snapshot: &Agent,
+        note: Option<&str>,
+        created_by: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<AgentVersion>;
+
+    /// One version.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `version`) when the agent has no such version.
+    async fn get_version(&self, agent: &AgentId, version: u32) -> Result<AgentVersion>;
+
+    /// The highest version, if any.
+    async fn latest_version(&self, agent: &AgentId) -> Result<Option<AgentVersion>>;
+
+    /// Versions of an agent, newest first, with the total.
+    async fn list_versions(&self, agent: &AgentId, page: Page) -> Result<Paged<AgentVersion>>;
 }
 
 /// Durable storage of API-managed providers (config and built-in providers are not stored).

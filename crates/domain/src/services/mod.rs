@@ -4,7 +4,9 @@
 mod agents;
 mod providers;
 mod runtime;
+mod versions;
 
 pub use agents::AgentService;
 pub use providers::ProviderRegistry;
 pub use runtime::{ChatRequest, ChatTurn, PreparedTurn, RunRequest, Runtime, RuntimeSettings};
+pub use versions::VersionService;
