@@ -36,7 +36,7 @@ impl VersionService {
     /// Publishes the agent's current definition as its next version.
     ///
     /// # Errors
-    /// `NotFound` (agent), `Invalid` (note too long).
+    /// `NotFound` (agent), `Invalid` (note too long or holding NUL characters).
     pub async fn publish(
         &self,
         agent: &AgentRef,
@@ -52,6 +52,10 @@ impl VersionService {
                 format!("must be at most {NOTE_MAX_CHARS} characters"),
             )
             .into());
+        }
+        // PostgreSQL text cannot hold NUL: refuse it here rather than fail in storage.
+        if note.as_ref().is_some_and(|n| n.contains('\u{0}')) {
+            return Err(Invalid::new("note", "must not contain NUL characters").into());
         }
         let agent = self.agents.get_agent(agent).await?;
         self.versions
