@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_domain::ports::{AgentStore, ConversationStore, HealthProbe, ProviderStore, RunStore};
+use agentry_domain::ports::{
+    AgentStore, ConversationStore, HealthProbe, ProviderStore, RunStore, VersionStore,
+};
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -137,6 +139,11 @@ impl Database {
 
     /// The run store over this pool.
     pub fn runs(&self) -> Arc<dyn RunStore> {
+        Arc::new(self.store())
+    }
+
+    /// The store of published agent versions over this pool.
+    pub fn versions(&self) -> Arc<dyn VersionStore> {
         Arc::new(self.store())
     }
 

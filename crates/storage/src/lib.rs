@@ -5,8 +5,8 @@
 //! `AnyConnection`s (SQLite or PostgreSQL); [`Database::migrate`] applies the embedded
 //! migrations (`migrations/sqlite` or `migrations/postgres`, identical names); then
 //! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
-//! [`Database::runs`] and [`Database::health`] hand out the port objects. Diesel is
-//! synchronous: every port call runs on tokio's blocking pool.
+//! [`Database::runs`], [`Database::versions`] and [`Database::health`] hand out the port
+//! objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
 //!
 //! One `schema.rs` in column types both backends share (ids and JSON as text, timestamps
 //! without time zone in UTC). Diesel errors never leave the crate: port methods translate
@@ -26,6 +26,8 @@ mod schema;
 mod store;
 mod target;
 mod translate;
+mod version_rows;
+mod versions;
 
 #[cfg(feature = "test-support")]
 pub mod test_support;

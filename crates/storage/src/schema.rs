@@ -96,12 +96,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    agent_versions (agent_id, version) {
+        agent_id -> Text,
+        version -> Integer,
+        snapshot -> Text,
+        note -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(agent_tags -> agents (agent_id));
+diesel::joinable!(agent_versions -> agents (agent_id));
 diesel::joinable!(conversations -> agents (agent_id));
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     agents,
     agent_tags,
+    agent_versions,
     providers,
     conversations,
     messages,

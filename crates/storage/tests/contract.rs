@@ -17,6 +17,7 @@ use agentry_domain::conversation::{
 use agentry_domain::llm::{Role, TokenUsage};
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
+use agentry_domain::version::AgentVersion;
 use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
 use agentry_storage::{Backend, Database, PoolOptions, StorageError};
 use chrono::{DateTime, Duration as TimeDelta, SubsecRound, TimeZone, Utc};
@@ -28,9 +29,10 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
+    "2026-11-23-000004_agent_versions",
 ];
 
 fn options() -> PoolOptions {
@@ -124,6 +126,14 @@ contract_tests!(
     duplicate_run_id_is_a_conflict_on_run_id,
     list_runs_filters_paginates_and_orders,
     get_missing_run_is_not_found,
+    publish_numbers_versions_from_one,
+    version_snapshot_round_trips_exactly,
+    bare_snapshot_round_trips,
+    concurrent_publishes_get_distinct_numbers,
+    publish_for_a_missing_agent_is_not_found,
+    get_latest_and_list_versions,
+    versions_are_per_agent,
+    deleting_the_agent_cascades_versions,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1573,6 +1583,239 @@ async fn get_missing_run_is_not_found(db: Database) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Versions
+
+/// Publishes `agent` with `note` at `t0` + `secs` seconds.
+async fn publish(db: &Database, agent: &Agent, note: Option<&str>, secs: i64) -> AgentVersion {
+    db.versions()
+        .publish_version(agent, note, Some("alice"), t0() + TimeDelta::seconds(secs))
+        .await
+        .unwrap()
+}
+
+fn numbers(versions: &[AgentVersion]) -> Vec<u32> {
+    versions.iter().map(|v| v.version).collect()
+}
+
+async fn publish_numbers_versions_from_one(db: Database) {
+    let a = agent("Numbered");
+    db.agents().insert_agent(&a).await.unwrap();
+    for n in 1..=3 {
+        let v = publish(&db, &a, Some(&format!("release {n}")), n.into()).await;
+        assert_eq!(v.version, n);
+        assert_eq!(v.agent_id, a.id);
+        assert_eq!(v.snapshot, a);
+        assert_eq!(v.note.as_deref(), Some(format!("release {n}").as_str()));
+        assert_eq!(v.created_by.as_deref(), Some("alice"));
+        assert_eq!(v.created_at, t0() + TimeDelta::seconds(n.into()));
+        assert_eq!(db.versions().get_version(&a.id, n).await.unwrap(), v);
+    }
+}
+
+async fn version_snapshot_round_trips_exactly(db: Database) {
+    let a = full_agent("Snapshotted");
+    db.agents().insert_agent(&a).await.unwrap();
+    let at = Utc::now().trunc_subsecs(6) - TimeDelta::microseconds(1);
+    let published = db
+        .versions()
+        .publish_version(&a, Some("ünïcode \u{1F600}\n'quoted'"), None, at)
+        .await
+        .unwrap();
+    let got = db.versions().get_version(&a.id, 1).await.unwrap();
+    assert_eq!(got, published);
+    assert_eq!(got.snapshot, a);
+    assert_eq!(got.created_at, at);
+    assert_eq!(got.created_by, None);
+    assert_eq!(
+        got.snapshot.created_at.timestamp_subsec_micros(),
+        a.created_at.timestamp_subsec_micros()
+    );
+    assert_eq!(
+        got.snapshot.temperature.map(|t| t.get().to_bits()),
+        a.temperature.map(|t| t.get().to_bits())
+    );
+    assert_eq!(
+        got.snapshot.top_p.map(|t| t.get().to_bits()),
+        Some((1.0_f64 / 3.0).to_bits())
+    );
+    // Floats that need all 17 digits, and nanoseconds the database columns would not keep.
+    let odd = Agent {
+        temperature: Some(Temperature::parse(1.999_999_999_999_999_8).unwrap()),
+        top_p: Some(TopP::parse(0.123_456_789_012_345_68).unwrap()),
+        updated_at: a.updated_at + TimeDelta::nanoseconds(789),
+        ..a.clone()
+    };
+    let v2 = publish(&db, &odd, None, 1).await;
+    assert_eq!(v2.snapshot, odd);
+    assert_eq!(
+        db.versions().get_version(&a.id, 2).await.unwrap().snapshot,
+        odd
+    );
+}
+
+async fn bare_snapshot_round_trips(db: Database) {
+    let a = agent("Bare Snapshot");
+    db.agents().insert_agent(&a).await.unwrap();
+    let v = db
+        .versions()
+        .publish_version(&a, None, None, t0())
+        .await
+        .unwrap();
+    assert_eq!((v.note.clone(), v.created_by.clone()), (None, None));
+    let got = db.versions().get_version(&a.id, 1).await.unwrap();
+    assert_eq!(got, v);
+    assert_eq!(got.snapshot, a);
+}
+
+async fn concurrent_publishes_get_distinct_numbers(db: Database) {
+    let a = agent("Contended");
+    db.agents().insert_agent(&a).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, a) = (db.versions(), a.clone());
+            tokio::spawn(async move {
+                let note = format!("task {i}");
+                store.publish_version(&a, Some(&note), None, t0()).await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for task in tasks {
+        got.push(task.await.unwrap().unwrap().version);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=8).collect::<Vec<u32>>());
+    let listed = db
+        .versions()
+        .list_versions(&a.id, page(100, 0))
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 8);
+    assert_eq!(numbers(&listed.items), (1..=8).rev().collect::<Vec<u32>>());
+}
+
+async fn publish_for_a_missing_agent_is_not_found(db: Database) {
+    let ghost = agent("Ghost");
+    let err = db
+        .versions()
+        .publish_version(&ghost, None, None, t0())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "agent", id } if *id == ghost.id.to_string()),
+        "{err:?}"
+    );
+    assert!(
+        db.versions()
+            .latest_version(&ghost.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn get_latest_and_list_versions(db: Database) {
+    let store = db.versions();
+    let a = agent("Listed");
+    db.agents().insert_agent(&a).await.unwrap();
+    assert!(store.latest_version(&a.id).await.unwrap().is_none());
+    let empty = store.list_versions(&a.id, page(10, 0)).await.unwrap();
+    assert_eq!((empty.total, empty.items.len()), (0, 0));
+    assert!(matches!(
+        store.get_version(&a.id, 1).await,
+        Err(Error::NotFound {
+            entity: "version",
+            ..
+        })
+    ));
+    let mut published = Vec::new();
+    for n in 1..=5 {
+        let changed = Agent {
+            instructions: format!("v{n}"),
+            ..a.clone()
+        };
+        published.push(publish(&db, &changed, None, n).await);
+    }
+    assert_eq!(
+        store.latest_version(&a.id).await.unwrap().as_ref(),
+        published.last()
+    );
+    assert_eq!(store.get_version(&a.id, 2).await.unwrap(), published[1]);
+    assert_eq!(
+        store
+            .get_version(&a.id, 2)
+            .await
+            .unwrap()
+            .snapshot
+            .instructions,
+        "v2"
+    );
+    for missing in [0, 6, u32::MAX] {
+        assert!(
+            matches!(
+                store.get_version(&a.id, missing).await,
+                Err(Error::NotFound {
+                    entity: "version",
+                    ..
+                })
+            ),
+            "{missing}"
+        );
+    }
+    let first = store.list_versions(&a.id, page(2, 0)).await.unwrap();
+    assert_eq!(first.total, 5);
+    assert_eq!(first.page, page(2, 0));
+    assert_eq!(
+        first.items,
+        vec![published[4].clone(), published[3].clone()]
+    );
+    let last = store.list_versions(&a.id, page(2, 4)).await.unwrap();
+    assert_eq!((last.total, numbers(&last.items)), (5, vec![1]));
+    let past = store.list_versions(&a.id, page(2, 10)).await.unwrap();
+    assert_eq!((past.total, past.items.len()), (5, 0));
+}
+
+async fn versions_are_per_agent(db: Database) {
+    let (a, b) = (agent("First Agent"), agent("Second Agent"));
+    db.agents().insert_agent(&a).await.unwrap();
+    db.agents().insert_agent(&b).await.unwrap();
+    publish(&db, &a, None, 1).await;
+    publish(&db, &a, None, 2).await;
+    let vb = publish(&db, &b, None, 3).await;
+    assert_eq!((vb.version, vb.agent_id.clone()), (1, b.id.clone()));
+    assert_eq!(db.versions().latest_version(&b.id).await.unwrap(), Some(vb));
+    let listed = db
+        .versions()
+        .list_versions(&a.id, page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!((listed.total, numbers(&listed.items)), (2, vec![2, 1]));
+    assert!(listed.items.iter().all(|v| v.snapshot == a));
+}
+
+async fn deleting_the_agent_cascades_versions(db: Database) {
+    let (doomed, survivor) = (agent("Doomed Versions"), agent("Surviving Versions"));
+    db.agents().insert_agent(&doomed).await.unwrap();
+    db.agents().insert_agent(&survivor).await.unwrap();
+    publish(&db, &doomed, None, 1).await;
+    publish(&db, &doomed, None, 2).await;
+    let kept = publish(&db, &survivor, None, 3).await;
+    assert!(db.agents().delete_agent(&doomed.id).await.unwrap());
+    let store = db.versions();
+    assert!(store.latest_version(&doomed.id).await.unwrap().is_none());
+    let listed = store.list_versions(&doomed.id, page(10, 0)).await.unwrap();
+    assert_eq!((listed.total, listed.items.len()), (0, 0));
+    assert!(matches!(
+        store.get_version(&doomed.id, 1).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(store.get_version(&survivor.id, 1).await.unwrap(), kept);
+    // Re-creating an agent with the same id starts numbering again.
+    db.agents().insert_agent(&doomed).await.unwrap();
+    assert_eq!(publish(&db, &doomed, None, 4).await.version, 1);
+}
+
+// ---------------------------------------------------------------------------------------
 // Health and migrations
 
 async fn ping_answers(db: Database) {
@@ -1739,12 +1982,12 @@ fn postgres_migrations_land_in_the_test_schema() {
     let count = diesel::sql_query(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $1 \
          AND table_name IN ('__diesel_schema_migrations', 'agents', 'agent_tags', 'providers', \
-         'conversations', 'messages', 'runs')",
+         'conversations', 'messages', 'runs', 'agent_versions')",
     )
     .bind::<Text, _>(guard.schema())
     .get_result::<Count>(&mut admin)
     .unwrap();
-    assert_eq!(count.n, 7);
+    assert_eq!(count.n, 8);
     drop(db);
 }
 
