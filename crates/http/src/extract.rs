@@ -138,6 +138,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// A JSON request body that may be left out: an empty body is `None` (whatever its content
+/// type); any other body is read as [`JsonBody`] reads it, with the same errors.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limit = req
+                .app_data::<web::Data<JsonLimit>>()
+                .map_or(1024 * 1024, |l| l.0);
+            let bytes = read_body(&req, payload, limit).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Self(None));
+            }
+            if !is_json(&req) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "Content-Type must be application/json",
+                ));
+            }
+            parse_json(&bytes).map(|v| Self(Some(v)))
+        })
+    }
+}
+
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.
 ///
 /// # Errors

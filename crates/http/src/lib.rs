@@ -29,6 +29,8 @@ pub struct AppState {
     pub providers: ProviderRegistry,
     /// Runs, chat, history and conversations.
     pub runtime: Runtime,
+    /// Published agent versions.
+    pub versions: agentry_domain::services::VersionService,
     /// Database reachability, for `/ready`.
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.

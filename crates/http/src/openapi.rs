@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{agents, chat, conversations, health, providers, runs};
+use crate::routes::{agents, chat, conversations, health, providers, runs, versions};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -38,6 +38,10 @@ use crate::routes::{agents, chat, conversations, health, providers, runs};
         conversations::list_conversations,
         conversations::get_conversation,
         conversations::delete_conversation,
+        versions::publish_version,
+        versions::list_versions,
+        versions::get_version,
+        versions::restore_version,
     ),
     components(schemas(crate::error::ErrorEnvelope)),
     tags(
@@ -46,6 +50,7 @@ use crate::routes::{agents, chat, conversations, health, providers, runs};
         (name = "providers", description = "LLM providers and their models"),
         (name = "runs", description = "One-shot runs, logged with their log_meta"),
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
+        (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),
     )
 )]
 pub struct ApiDoc;

@@ -19,7 +19,9 @@ use agentry_domain::provider::{
     BaseUrl, MOCK_ECHO_MODEL, MOCK_PROVIDER_ID, Provider, ProviderId, ProviderKind, ProviderSource,
     parse_models,
 };
-use agentry_domain::services::{AgentService, ProviderRegistry, Runtime, RuntimeSettings};
+use agentry_domain::services::{
+    AgentService, ProviderRegistry, Runtime, RuntimeSettings, VersionService,
+};
 use agentry_http::{AppState, HttpSettings};
 use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
 use agentry_storage::{Backend, Database, PoolOptions};
@@ -248,10 +250,12 @@ impl Application {
             clock.clone(),
             runtime_settings,
         );
+        let versions = VersionService::new(database.agents(), database.versions(), clock.clone());
         let state = AppState {
             agents: AgentService::new(database.agents(), providers.clone(), clock, default_model),
             providers,
             runtime,
+            versions,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };

@@ -6,6 +6,7 @@ pub mod conversations;
 pub mod health;
 pub mod providers;
 pub mod runs;
+pub mod versions;
 
 use actix_web::web;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,6 +20,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     conversations::configure(cfg);
     providers::configure(cfg);
     runs::configure(cfg);
+    versions::configure(cfg);
 }
 
 /// RFC 3339 in UTC with milliseconds: `2025-01-15T10:00:00.000Z`.
