@@ -9,6 +9,7 @@ mod providers;
 pub mod runtime;
 mod seeds;
 mod upstream;
+mod versions;
 
 use agentry_test_harness::TestApp;
 use serde_json::Value;
