@@ -5,6 +5,7 @@
 mod agents;
 mod hygiene;
 mod ops;
+mod openai;
 mod providers;
 pub mod runtime;
 mod seeds;

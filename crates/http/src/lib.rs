@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openai;
 pub mod openapi;
 pub mod routes;
 pub mod sse;
@@ -14,7 +15,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpRequest, web};
 use agentry_domain::ports::HealthProbe;
-use agentry_domain::services::{AgentService, ProviderRegistry, Runtime};
+use agentry_domain::services::{AgentService, ProviderRegistry, Runtime, VersionService};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
@@ -30,7 +31,7 @@ pub struct AppState {
     /// Runs, chat, history and conversations.
     pub runtime: Runtime,
     /// Published agent versions.
-    pub versions: agentry_domain::services::VersionService,
+    pub versions: VersionService,
     /// Database reachability, for `/ready`.
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.
@@ -83,7 +84,8 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::health::configure)
         .service(web::scope("/api/v1").configure(routes::configure_api))
-        .service(web::scope("/v1").configure(routes::configure_api))
+        .service(web::scope("/v1").configure(openai::configure_v1).configure(routes::configure_api))
+        .service(web::scope("/api/client/v1").configure(openai::configure_client))
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
         .default_service(web::to(route_not_found))

@@ -97,7 +97,7 @@ pub async fn request_context(
                     });
                     return Err(actix_web::error::InternalError::from_response(
                         err,
-                        with_id(api.error_response(), header),
+                        with_id(render(api, &path), header),
                     )
                     .into());
                 }
@@ -109,7 +109,7 @@ pub async fn request_context(
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
             let res = if (status.is_client_error() || status.is_server_error()) && !has_json {
                 match framework_error(status, &method, &path) {
-                    Some(api) => res.into_response(api.error_response()),
+                    Some(api) => res.into_response(render(api, &path)),
                     None => res,
                 }
             } else {
@@ -136,6 +136,15 @@ pub async fn request_context(
         )
     });
     result
+}
+
+/// The error in the format of the surface it happened on: OpenAI's on the client API.
+fn render(api: ApiError, path: &str) -> actix_web::HttpResponse {
+    if crate::openai::is_openai_surface(path) {
+        crate::openai::OpenAiError::from(api).error_response()
+    } else {
+        api.error_response()
+    }
 }
 
 fn with_id(

@@ -3,6 +3,7 @@
 
 use utoipa::OpenApi;
 
+use crate::openai;
 use crate::routes::{agents, chat, conversations, health, providers, runs, versions};
 
 /// The whole API.
@@ -42,6 +43,15 @@ use crate::routes::{agents, chat, conversations, health, providers, runs, versio
         versions::list_versions,
         versions::get_version,
         versions::restore_version,
+        openai::responses::create_response,
+        openai::responses::get_response,
+        openai::responses::delete_response,
+        openai::responses::list_input_items,
+        openai::chat_completions::create_chat_completion,
+        openai::models::list_models,
+        openai::models::get_model,
+        openai::agents::list_client_agents,
+        openai::agents::get_client_agent,
     ),
     components(schemas(crate::error::ErrorEnvelope)),
     tags(
@@ -51,6 +61,7 @@ use crate::routes::{agents, chat, conversations, health, providers, runs, versio
         (name = "runs", description = "One-shot runs, logged with their log_meta"),
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
         (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),
+        (name = "openai", description = "OpenAI-compatible client API (`model` = agent key); also at /api/client/v1/responses and /api/client/v1/agents/responses"),
     )
 )]
 pub struct ApiDoc;

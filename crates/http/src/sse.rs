@@ -1,6 +1,9 @@
-//! Server-Sent Events for streamed chat. A task drives the upstream stream and writes events
-//! into a channel that is the response body, so the turn is recorded in plain sequential code:
+//! Server-Sent Events. A task drives the upstream stream and writes frames into a channel
+//! that is the response body, so each turn is recorded in plain sequential code. [`pump`] is
+//! shared by every streaming endpoint (chat, Responses, Chat Completions); each frames the
+//! events its own way.
 //!
+//! For chat (`/chat` with `stream: true`, `/stream`):
 //! - `start`, then one `token` per delta, then `end` with the full `response`, usage and timing
 //!   (written after the turn is stored), or `error`;
 //! - a `: keep-alive` comment every 15 seconds while the upstream is silent;
@@ -13,19 +16,19 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::Bytes;
+use actix_web::HttpResponse;
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::MessageStatus;
-use agentry_domain::llm::{CompletionStream, StreamEvent, TokenUsage};
+use agentry_domain::llm::{CompletionStream, ProviderError, StreamEvent, TokenUsage};
 use agentry_domain::services::{ChatRequest, PreparedTurn, Runtime};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::error::{ApiError, ApiResult, current_request_id};
+use crate::error::{current_request_id, ApiError, ApiResult};
 use crate::routes::chat::ChatReply;
 
 /// Interval of keep-alive comments.
@@ -36,99 +39,123 @@ pub fn frame(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
-/// Starts the turn and answers with the event stream. Failures before the stream starts
-/// (unknown agent, provider refusing the call) are ordinary JSON errors.
-///
-/// # Errors
-/// As [`Runtime::prepare_turn`] and [`PreparedTurn::stream`].
-pub async fn chat_stream(
-    runtime: &Runtime,
-    agent: &AgentRef,
-    request: ChatRequest,
-) -> ApiResult<HttpResponse> {
-    let turn = runtime.prepare_turn(agent, request).await?;
-    let upstream = turn.stream().await?;
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let request_id = current_request_id();
-    tokio::spawn(drive(turn, upstream, tx, request_id).in_current_span());
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
-    Ok(HttpResponse::Ok()
+/// One SSE frame with an `event:` name.
+pub fn named_frame(event: &str, value: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {value}\n\n"))
+}
+
+/// How an upstream stream ended.
+pub enum Ending {
+    /// It finished.
+    Done {
+        /// Tokens spent, when reported.
+        usage: Option<TokenUsage>,
+        /// Why it ended.
+        finish_reason: Option<String>,
+    },
+    /// It failed after it started.
+    Failed(ProviderError),
+    /// The client went away; the upstream call was dropped (cancelled).
+    Gone,
+}
+
+/// A channel for an SSE body.
+pub fn channel() -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
+    mpsc::channel(64)
+}
+
+/// The response body fed by `rx`, with the SSE headers.
+pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/event-stream"))
         .insert_header((CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body)
 }
 
 enum Next {
     Gone,
     KeepAlive,
-    Event(Option<Result<StreamEvent, agentry_domain::llm::ProviderError>>),
+    Event(Option<Result<StreamEvent, ProviderError>>),
 }
 
-async fn drive(
-    turn: PreparedTurn,
-    mut upstream: CompletionStream,
-    tx: mpsc::Sender<Bytes>,
-    request_id: Option<String>,
-) {
-    let key = turn.conversation.session_key.clone();
-    let start = json!({"type": "start", "session_id": key, "conversation_id": key, "message_id": turn.answer_id, "agent_id": turn.agent.id.to_string()});
-    if tx.send(frame(&start)).await.is_err() {
-        return;
-    }
+/// Forwards the upstream's deltas to the client as frames made by `on_delta`, with
+/// keep-alives, until the upstream ends or the client leaves. Returns the text produced and
+/// how it ended; the upstream stream is dropped (cancelled) before this returns.
+pub async fn pump(mut upstream: CompletionStream, tx: &mpsc::Sender<Bytes>, mut on_delta: impl FnMut(&str) -> Bytes) -> (String, Ending) {
     let mut text = String::new();
-    let mut keep_alive =
-        tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         let next = tokio::select! {
             () = tx.closed() => Next::Gone,
             _ = keep_alive.tick() => Next::KeepAlive,
             ev = upstream.next() => Next::Event(ev),
         };
-        match next {
-            Next::KeepAlive => {
-                if tx
-                    .send(Bytes::from_static(b": keep-alive\n\n"))
-                    .await
-                    .is_err()
-                {
-                    return finish_cut(turn, upstream, text).await;
-                }
-            }
-            Next::Gone => return finish_cut(turn, upstream, text).await,
+        let sent = match next {
+            Next::Gone => return (text, Ending::Gone),
+            Next::KeepAlive => tx.send(Bytes::from_static(b": keep-alive\n\n")).await,
             Next::Event(Some(Ok(StreamEvent::Delta(delta)))) => {
                 text.push_str(&delta);
-                if tx
-                    .send(frame(&json!({"type": "token", "content": delta})))
-                    .await
-                    .is_err()
-                {
-                    return finish_cut(turn, upstream, text).await;
-                }
+                tx.send(on_delta(&delta)).await
             }
-            Next::Event(Some(Ok(StreamEvent::Done {
-                usage,
-                finish_reason,
-                ..
-            }))) => {
-                drop(upstream);
-                return finish_done(turn, text, usage, finish_reason, &tx, request_id).await;
-            }
-            Next::Event(None) => {
-                drop(upstream);
-                return finish_done(turn, text, None, None, &tx, request_id).await;
-            }
-            Next::Event(Some(Err(error))) => {
-                drop(upstream);
-                let err = ApiError::from(turn.stream_error(error));
-                if !text.is_empty() {
-                    record_quietly(turn, text, MessageStatus::Incomplete).await;
-                }
-                let _ = tx.send(frame(&error_event(&err, request_id))).await;
-                return;
-            }
+            Next::Event(Some(Ok(StreamEvent::Done { usage, finish_reason, .. }))) => return (text, Ending::Done { usage, finish_reason }),
+            Next::Event(None) => return (text, Ending::Done { usage: None, finish_reason: None }),
+            Next::Event(Some(Err(error))) => return (text, Ending::Failed(error)),
+        };
+        if sent.is_err() {
+            return (text, Ending::Gone);
+        }
+    }
+}
+
+/// Stores the text produced before a cut as an `incomplete` answer (nothing when there is none).
+pub async fn record_cut(turn: PreparedTurn, text: String) {
+    if text.is_empty() {
+        return;
+    }
+    if let Err(e) = turn.record(text, None, None, MessageStatus::Incomplete).await {
+        tracing::error!(error = %e, "could not store a cut answer");
+    }
+}
+
+/// Starts the turn and answers with the event stream. Failures before the stream starts
+/// (unknown agent, provider refusing the call) are ordinary JSON errors.
+///
+/// # Errors
+/// As [`Runtime::prepare_turn`] and [`PreparedTurn::stream`].
+pub async fn chat_stream(runtime: &Runtime, agent: &AgentRef, request: ChatRequest) -> ApiResult<HttpResponse> {
+    let turn = runtime.prepare_turn(agent, request).await?;
+    let upstream = turn.stream().await?;
+    let (tx, rx) = channel();
+    let request_id = current_request_id();
+    tokio::spawn(drive_chat(turn, upstream, tx, request_id).in_current_span());
+    Ok(sse_response(rx))
+}
+
+async fn drive_chat(turn: PreparedTurn, upstream: CompletionStream, tx: mpsc::Sender<Bytes>, request_id: Option<String>) {
+    let key = turn.conversation.session_key.clone();
+    let start = json!({"type": "start", "session_id": key, "conversation_id": key, "message_id": turn.answer_id, "agent_id": turn.agent.id.to_string()});
+    if tx.send(frame(&start)).await.is_err() {
+        return;
+    }
+    let (text, ending) = pump(upstream, &tx, |delta| frame(&json!({"type": "token", "content": delta}))).await;
+    match ending {
+        Ending::Done { usage, finish_reason } => {
+            let last = match turn.record(text, usage, finish_reason, MessageStatus::Complete).await {
+                Ok(t) => end_event(&ChatReply::from(&t)),
+                Err(e) => error_event(&ApiError::from(e), request_id),
+            };
+            let _ = tx.send(frame(&last)).await;
+        }
+        Ending::Gone => {
+            tracing::info!(chars = text.len(), "client left mid-stream; upstream cancelled");
+            record_cut(turn, text).await;
+        }
+        Ending::Failed(error) => {
+            let err = ApiError::from(turn.stream_error(error));
+            record_cut(turn, text).await;
+            let _ = tx.send(frame(&error_event(&err, request_id))).await;
         }
     }
 }
@@ -137,58 +164,19 @@ fn error_event(err: &ApiError, request_id: Option<String>) -> Value {
     json!({"type": "error", "error": {"code": err.code(), "message": err.message(), "details": err.details(), "request_id": request_id}})
 }
 
-/// The client went away: cancel the upstream call, keep what was produced.
-async fn finish_cut(turn: PreparedTurn, upstream: CompletionStream, text: String) {
-    drop(upstream);
-    tracing::info!(
-        chars = text.len(),
-        "client left mid-stream; upstream cancelled"
-    );
-    if !text.is_empty() {
-        record_quietly(turn, text, MessageStatus::Incomplete).await;
-    }
-}
-
-async fn record_quietly(turn: PreparedTurn, text: String, status: MessageStatus) {
-    if let Err(e) = turn.record(text, None, None, status).await {
-        tracing::error!(error = %e, "could not store a cut answer");
-    }
-}
-
-async fn finish_done(
-    turn: PreparedTurn,
-    text: String,
-    usage: Option<TokenUsage>,
-    finish_reason: Option<String>,
-    tx: &mpsc::Sender<Bytes>,
-    request_id: Option<String>,
-) {
-    match turn
-        .record(text, usage, finish_reason, MessageStatus::Complete)
-        .await
-    {
-        Ok(t) => {
-            let reply = ChatReply::from(&t);
-            let end = json!({
-                "type": "end",
-                "message_id": reply.id,
-                "response": reply.response,
-                "session_id": reply.session_id,
-                "conversation_id": reply.conversation_id,
-                "model": reply.model,
-                "usage": reply.usage,
-                "tokens_used": reply.tokens_used,
-                "response_time_ms": reply.response_time_ms,
-                "finish_reason": reply.finish_reason,
-                "metadata": reply.metadata,
-                "timestamp": reply.timestamp,
-            });
-            let _ = tx.send(frame(&end)).await;
-        }
-        Err(e) => {
-            let _ = tx
-                .send(frame(&error_event(&ApiError::from(e), request_id)))
-                .await;
-        }
-    }
+fn end_event(reply: &ChatReply) -> Value {
+    json!({
+        "type": "end",
+        "message_id": reply.id,
+        "response": reply.response,
+        "session_id": reply.session_id,
+        "conversation_id": reply.conversation_id,
+        "model": reply.model,
+        "usage": reply.usage,
+        "tokens_used": reply.tokens_used,
+        "response_time_ms": reply.response_time_ms,
+        "finish_reason": reply.finish_reason,
+        "metadata": reply.metadata,
+        "timestamp": reply.timestamp,
+    })
 }

@@ -8,5 +8,8 @@ mod versions;
 
 pub use agents::AgentService;
 pub use providers::ProviderRegistry;
-pub use runtime::{ChatRequest, ChatTurn, PreparedTurn, RunRequest, Runtime, RuntimeSettings};
+pub use runtime::{
+    ChatRequest, ChatTurn, GatewayRequest, GatewayTarget, Params, PreparedCall, PreparedTurn,
+    RunRequest, Runtime, RuntimeSettings,
+};
 pub use versions::VersionService;

@@ -27,6 +27,7 @@ use crate::llm::{
 use crate::page::{Page, Paged};
 use crate::ports::{AgentStore, Clock, ConversationStore, RunStore};
 use crate::services::ProviderRegistry;
+use crate::version::ServedAgent;
 
 /// Longest user message or prompt, in characters.
 pub const MESSAGE_MAX_CHARS: usize = 200_000;
@@ -73,40 +74,98 @@ pub struct RunRequest {
     pub prompt: String,
     /// The model.
     pub model: ModelSpec,
-    /// Sampling parameters.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling.
-    pub top_p: Option<f64>,
-    /// Answer length limit.
-    pub max_tokens: Option<u32>,
+    /// Sampling and length parameters.
+    pub params: Params,
     /// The caller's log metadata, stored with the run.
     pub log_meta: Map<String, Value>,
 }
 
-/// One user message to an agent.
-#[derive(Debug, Clone, Default)]
+/// Sampling and length parameters of one call; `None` leaves the agent's (or the model's).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Params {
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Top-p.
+    pub top_p: Option<f64>,
+    /// Answer length limit.
+    pub max_tokens: Option<u32>,
+}
+
+impl Params {
+    /// These parameters where given, `base` elsewhere.
+    pub fn or(self, base: Params) -> Params {
+        Params {
+            temperature: self.temperature.or(base.temperature),
+            top_p: self.top_p.or(base.top_p),
+            max_tokens: self.max_tokens.or(base.max_tokens),
+        }
+    }
+
+    /// An agent's own parameters.
+    pub fn of(agent: &Agent) -> Params {
+        Params {
+            temperature: agent.temperature.map(|t| t.get()),
+            top_p: agent.top_p.map(|t| t.get()),
+            max_tokens: agent.max_tokens.map(|t| t.get()),
+        }
+    }
+}
+
+/// One turn of a conversation with an agent.
+#[derive(Debug, Clone)]
 pub struct ChatRequest {
-    /// The message (required, not blank).
-    pub message: String,
-    /// The caller's conversation id (`session_id` / `conversation_id`); a new conversation
-    /// when absent.
+    /// The new messages of this turn (usually one user message); stored with the answer.
+    pub input: Vec<PromptMessage>,
+    /// How the caller named the input, for errors (`message`, `input`).
+    pub input_field: &'static str,
+    /// The caller's conversation id (`session_id` / `conversation_id`), scoped to the agent;
+    /// opened when new.
     pub session_key: Option<String>,
+    /// Continue this stored conversation (by its `conv_…` id) instead.
+    pub conversation_id: Option<String>,
     /// Context stored with a new conversation.
     pub context: Map<String, Value>,
+    /// The caller's instructions, sent after the agent's.
+    pub instructions: Option<String>,
+    /// The caller's parameters, over the agent's.
+    pub params: Params,
+    /// Whether the turn is stored (`false`: answered, then forgotten).
+    pub store: bool,
+}
+
+impl ChatRequest {
+    /// One user message, stored.
+    pub fn user(message: impl Into<String>) -> Self {
+        Self {
+            input: vec![PromptMessage::new(Role::User, message)],
+            input_field: "message",
+            session_key: None,
+            conversation_id: None,
+            context: Map::new(),
+            instructions: None,
+            params: Params::default(),
+            store: true,
+        }
+    }
 }
 
 /// A prepared turn: everything needed to call the model and to record the result.
 pub struct PreparedTurn {
     runtime: Runtime,
-    /// The agent answering.
+    /// The agent answering (the served version's definition).
     pub agent: Agent,
-    /// The conversation.
+    /// The version serving, if a published one does.
+    pub version: Option<u32>,
+    /// The conversation (not stored when `store` is false).
     pub conversation: Conversation,
     /// The id the answer will be stored under.
     pub answer_id: String,
+    /// The model parameters sent.
+    pub params: Params,
     client: Arc<dyn LlmClient>,
     request: CompletionRequest,
-    user_message: String,
+    input: Vec<PromptMessage>,
+    store: bool,
     started: Instant,
     started_at: DateTime<Utc>,
 }
@@ -116,14 +175,57 @@ pub struct PreparedTurn {
 pub struct ChatTurn {
     /// The agent that answered.
     pub agent: Agent,
+    /// The version that answered, if a published one did.
+    pub version: Option<u32>,
     /// The conversation.
     pub conversation: Conversation,
-    /// The stored user message.
-    pub user_message: Message,
+    /// The stored input messages.
+    pub input: Vec<Message>,
     /// The stored answer.
     pub answer: Message,
     /// Why the answer ended.
     pub finish_reason: Option<String>,
+}
+
+/// What a stateless gateway call (OpenAI Chat Completions) targets.
+#[derive(Debug, Clone)]
+pub enum GatewayTarget {
+    /// An agent: its instructions come first, its parameters apply unless overridden.
+    Agent(Box<ServedAgent>),
+    /// A model directly.
+    Model(ModelRef),
+}
+
+/// A stateless call: the caller sends the whole conversation each time. It is logged as a
+/// run.
+#[derive(Debug, Clone)]
+pub struct GatewayRequest {
+    /// What answers.
+    pub target: GatewayTarget,
+    /// The caller's messages, oldest first.
+    pub messages: Vec<PromptMessage>,
+    /// The caller's parameters.
+    pub params: Params,
+    /// Stored with the run.
+    pub log_meta: Map<String, Value>,
+    /// The run's id; one is made when absent.
+    pub run_id: Option<String>,
+}
+
+/// A prepared gateway call.
+pub struct PreparedCall {
+    runtime: Runtime,
+    client: Arc<dyn LlmClient>,
+    request: CompletionRequest,
+    /// The model that answers.
+    pub model: ModelRef,
+    /// The id the call is logged under.
+    pub run_id: String,
+    preamble: String,
+    prompt: String,
+    log_meta: Map<String, Value>,
+    started: Instant,
+    created_at: DateTime<Utc>,
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
@@ -133,13 +235,33 @@ fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
             format!("{} is required and cannot be empty", capital(field)),
         ));
     }
+    check_length(field, value)
+}
+
+fn check_length(field: &str, value: &str) -> Result<(), Invalid> {
     if value.chars().count() > MESSAGE_MAX_CHARS {
         return Err(Invalid::new(
             field,
             format!("must be at most {MESSAGE_MAX_CHARS} characters"),
         ));
     }
+    // PostgreSQL text cannot hold NUL; refuse it for every backend alike.
+    if value.contains('\u{0}') {
+        return Err(Invalid::new(field, "must not contain NUL characters"));
+    }
     Ok(())
+}
+
+fn check_input(field: &str, input: &[PromptMessage]) -> Result<(), Invalid> {
+    if input.iter().all(|m| m.content.trim().is_empty()) {
+        return Err(Invalid::new(
+            field,
+            format!("{} is required and cannot be empty", capital(field)),
+        ));
+    }
+    input
+        .iter()
+        .try_for_each(|m| check_length(field, &m.content))
 }
 
 fn capital(s: &str) -> String {
@@ -168,6 +290,15 @@ fn trim_history(history: Vec<Message>, max_chars: usize) -> Vec<PromptMessage> {
     kept
 }
 
+fn system_messages(agent_instructions: &str, extra: Option<&str>) -> Vec<PromptMessage> {
+    [Some(agent_instructions), extra]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| PromptMessage::new(Role::System, s))
+        .collect()
+}
+
 impl Runtime {
     /// A runtime over its ports.
     pub fn new(
@@ -188,6 +319,11 @@ impl Runtime {
             clock,
             settings,
         }
+    }
+
+    /// The provider registry.
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
     }
 
     /// The client serving `model`.
@@ -217,57 +353,76 @@ impl Runtime {
     #[tracing::instrument(skip_all)]
     pub async fn run(&self, req: RunRequest) -> Result<Run> {
         check_text("prompt", &req.prompt)?;
-        let id = match &req.run_id {
+        let model = self.providers.resolve(&req.model).await?;
+        let mut messages = system_messages(&req.preamble, None);
+        messages.push(PromptMessage::new(Role::User, req.prompt));
+        let call = self
+            .prepare_call(GatewayRequest {
+                target: GatewayTarget::Model(model),
+                messages,
+                params: req.params,
+                log_meta: req.log_meta,
+                run_id: req.run_id,
+            })
+            .await?;
+        call.complete().await.map(|(_, run)| run)
+    }
+
+    /// Prepares a stateless call: the target's client, the prompt (an agent's instructions
+    /// first), the parameters (the caller's over the agent's).
+    ///
+    /// # Errors
+    /// `Invalid` (no message, bad run id), `ModelNotFound`.
+    pub async fn prepare_call(&self, req: GatewayRequest) -> Result<PreparedCall> {
+        check_input("messages", &req.messages)?;
+        let run_id = match &req.run_id {
             Some(id) => parse_external_id("run_id", id)?,
             None => new_id(RUN_ID_PREFIX),
         };
-        let model = self.providers.resolve(&req.model).await?;
+        let (model, mut messages, params) = match req.target {
+            GatewayTarget::Agent(served) => {
+                let a = served.agent;
+                (
+                    a.model.clone(),
+                    system_messages(&a.instructions, None),
+                    req.params.or(Params::of(&a)),
+                )
+            }
+            GatewayTarget::Model(model) => (model, Vec::new(), req.params),
+        };
+        messages.extend(req.messages);
         let client = self.client_for(&model).await?;
-        let mut messages = Vec::with_capacity(2);
-        if !req.preamble.trim().is_empty() {
-            messages.push(PromptMessage::new(Role::System, req.preamble.clone()));
-        }
-        messages.push(PromptMessage::new(Role::User, req.prompt.clone()));
+        let preamble = messages
+            .iter()
+            .filter(|m| m.role == Role::System)
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let prompt = messages
+            .iter()
+            .rev()
+            .find(|m| m.role == Role::User)
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
         let request = CompletionRequest {
             model: model.model_name.clone(),
             messages,
-            temperature: req.temperature,
-            top_p: req.top_p,
-            max_tokens: req.max_tokens,
+            temperature: params.temperature,
+            top_p: params.top_p,
+            max_tokens: params.max_tokens,
         };
-        let created_at = self.clock.now();
-        let started = Instant::now();
-        let outcome = client.complete(request).await;
-        let mut run = Run {
-            id,
-            preamble: req.preamble,
-            prompt: req.prompt,
-            model: model.clone(),
-            response: None,
-            usage: None,
-            latency_ms: millis(started),
-            status: RunStatus::Succeeded,
-            error: None,
+        Ok(PreparedCall {
+            runtime: self.clone(),
+            client,
+            request,
+            model,
+            run_id,
+            preamble,
+            prompt,
             log_meta: req.log_meta,
-            created_at,
-        };
-        match outcome {
-            Ok(c) => {
-                run.response = Some(c.content);
-                run.usage = c.usage;
-                self.runs.insert_run(&run).await?;
-                Ok(run)
-            }
-            Err(error) => {
-                run.status = RunStatus::Failed;
-                run.error = Some(error.to_string());
-                self.runs.insert_run(&run).await?;
-                Err(Error::Provider {
-                    provider_id: model.provider_id.to_string(),
-                    error,
-                })
-            }
-        }
+            started: Instant::now(),
+            created_at: self.clock.now(),
+        })
     }
 
     /// One logged run.
@@ -286,19 +441,13 @@ impl Runtime {
         self.runs.list_runs(filter, page).await
     }
 
-    /// Prepares a chat turn: loads the agent, opens the conversation, builds the prompt.
+    /// Prepares a chat turn with an agent's live definition (the management API).
     ///
     /// # Errors
-    /// `NotFound` (agent), `Invalid` (blank message, bad session id), `Conflict` (archived
-    /// agent), `ModelNotFound` (the agent's provider is gone).
+    /// `NotFound` (agent), `Conflict` (archived agent), and as [`Runtime::prepare_served`].
     #[tracing::instrument(skip_all, fields(agent = %agent))]
     pub async fn prepare_turn(&self, agent: &AgentRef, req: ChatRequest) -> Result<PreparedTurn> {
-        check_text("message", &req.message)?;
-        let session_key = req
-            .session_key
-            .as_deref()
-            .map(|k| parse_external_id("session_id", k))
-            .transpose()?;
+        check_input(req.input_field, &req.input)?;
         let agent = self.agents.get_agent(agent).await?;
         if agent.status == AgentStatus::Archived {
             return Err(Error::conflict(
@@ -306,45 +455,135 @@ impl Runtime {
                 format!("agent '{}' is archived", agent.key),
             ));
         }
+        self.prepare_served(
+            ServedAgent {
+                agent,
+                version: None,
+            },
+            req,
+        )
+        .await
+    }
+
+    /// Prepares a chat turn served by a given definition: opens (or continues, or — when not
+    /// stored — imagines) the conversation and builds the prompt.
+    ///
+    /// # Errors
+    /// `Invalid` (blank input, bad session id), `NotFound` (conversation to continue),
+    /// `ModelNotFound` (the agent's provider is gone).
+    pub async fn prepare_served(
+        &self,
+        served: ServedAgent,
+        req: ChatRequest,
+    ) -> Result<PreparedTurn> {
+        check_input(req.input_field, &req.input)?;
+        req.instructions
+            .as_deref()
+            .map(|i| check_length("instructions", i))
+            .transpose()?;
+        let session_key = req
+            .session_key
+            .as_deref()
+            .map(|k| parse_external_id("session_id", k))
+            .transpose()?;
+        let agent = served.agent;
         let client = self.client_for(&agent.model).await?;
+        let now = self.clock.now();
+        let (conversation, history) = self
+            .conversation_for(
+                &agent,
+                req.conversation_id.as_deref(),
+                session_key,
+                &req.context,
+                req.store,
+                now,
+            )
+            .await?;
+        let mut messages = system_messages(&agent.instructions, req.instructions.as_deref());
+        messages.extend(trim_history(history, self.settings.history_max_chars));
+        messages.extend(req.input.iter().cloned());
+        let params = req.params.or(Params::of(&agent));
+        let request = CompletionRequest {
+            model: agent.model.model_name.clone(),
+            messages,
+            temperature: params.temperature,
+            top_p: params.top_p,
+            max_tokens: params.max_tokens,
+        };
+        Ok(PreparedTurn {
+            runtime: self.clone(),
+            agent,
+            version: served.version,
+            conversation,
+            answer_id: new_id(MESSAGE_ID_PREFIX),
+            params,
+            client,
+            request,
+            input: req.input,
+            store: req.store,
+            started: Instant::now(),
+            started_at: now,
+        })
+    }
+
+    /// The conversation of a turn and its history.
+    async fn conversation_for(
+        &self,
+        agent: &Agent,
+        conversation_id: Option<&str>,
+        session_key: Option<String>,
+        context: &Map<String, Value>,
+        store: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        if let Some(id) = conversation_id {
+            let c = self.conversations.get_conversation(id).await?;
+            if c.agent_id != agent.id {
+                return Err(Error::not_found("conversation", id));
+            }
+            let history = self
+                .conversations
+                .last_messages(&c.id, self.settings.history_max_messages)
+                .await?;
+            return Ok((c, history));
+        }
         let conv_id = new_id(CONVERSATION_ID_PREFIX);
         let key = session_key.unwrap_or_else(|| conv_id.clone());
-        let now = self.clock.now();
-        let (conversation, created) = self
+        if !store {
+            if let Some(c) = self
+                .conversations
+                .find_conversation(&agent.id, &key)
+                .await?
+            {
+                let history = self
+                    .conversations
+                    .last_messages(&c.id, self.settings.history_max_messages)
+                    .await?;
+                return Ok((c, history));
+            }
+            let c = Conversation {
+                id: conv_id,
+                agent_id: agent.id.clone(),
+                session_key: key,
+                context: context.clone(),
+                message_count: 0,
+                created_at: now,
+                updated_at: now,
+            };
+            return Ok((c, Vec::new()));
+        }
+        let (c, created) = self
             .conversations
-            .open_conversation(&conv_id, &agent.id, &key, &req.context, now)
+            .open_conversation(&conv_id, &agent.id, &key, context, now)
             .await?;
         let history = if created {
             Vec::new()
         } else {
             self.conversations
-                .last_messages(&conversation.id, self.settings.history_max_messages)
+                .last_messages(&c.id, self.settings.history_max_messages)
                 .await?
         };
-        let mut messages = Vec::with_capacity(history.len() + 2);
-        if !agent.instructions.trim().is_empty() {
-            messages.push(PromptMessage::new(Role::System, agent.instructions.clone()));
-        }
-        messages.extend(trim_history(history, self.settings.history_max_chars));
-        messages.push(PromptMessage::new(Role::User, req.message.clone()));
-        let request = CompletionRequest {
-            model: agent.model.model_name.clone(),
-            messages,
-            temperature: agent.temperature.map(|t| t.get()),
-            top_p: agent.top_p.map(|t| t.get()),
-            max_tokens: agent.max_tokens.map(|t| t.get()),
-        };
-        Ok(PreparedTurn {
-            runtime: self.clone(),
-            agent,
-            conversation,
-            answer_id: new_id(MESSAGE_ID_PREFIX),
-            client,
-            request,
-            user_message: req.message,
-            started: Instant::now(),
-            started_at: now,
-        })
+        Ok((c, history))
     }
 
     /// A whole chat turn: prepare, call the model, record.
@@ -462,12 +701,17 @@ impl PreparedTurn {
         self.provider_error(error)
     }
 
+    /// The input messages of this turn.
+    pub fn input(&self) -> &[PromptMessage] {
+        &self.input
+    }
+
     /// Milliseconds since the turn was prepared.
     pub fn elapsed_ms(&self) -> u64 {
         millis(self.started)
     }
 
-    /// Stores the user message and the answer together.
+    /// Stores the input messages and the answer together (unless the turn is not stored).
     ///
     /// # Errors
     /// Storage failures.
@@ -479,51 +723,151 @@ impl PreparedTurn {
         status: MessageStatus,
     ) -> Result<ChatTurn> {
         let latency_ms = millis(self.started);
-        let user_message = Message {
+        let base = |role: Role, content: String, created_at: DateTime<Utc>| Message {
             id: new_id(MESSAGE_ID_PREFIX),
             conversation_id: self.conversation.id.clone(),
             agent_id: self.agent.id.clone(),
-            role: Role::User,
-            content: self.user_message,
+            role,
+            content,
             usage: None,
             latency_ms: None,
             model: None,
             agent_version: None,
             status: MessageStatus::Complete,
-            created_at: self.started_at,
+            created_at,
         };
-        let answered_at = self
-            .runtime
-            .clock
-            .now()
-            .max(self.started_at + chrono::Duration::microseconds(1));
+        let input: Vec<Message> = self
+            .input
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                base(
+                    m.role,
+                    m.content.clone(),
+                    self.started_at + chrono::Duration::microseconds(i64::try_from(i).unwrap_or(0)),
+                )
+            })
+            .collect();
+        let after_input = self.started_at
+            + chrono::Duration::microseconds(i64::try_from(input.len()).unwrap_or(0));
+        let answered_at = self.runtime.clock.now().max(after_input);
         let answer = Message {
-            id: self.answer_id,
-            conversation_id: self.conversation.id.clone(),
-            agent_id: self.agent.id.clone(),
-            role: Role::Assistant,
-            content,
+            id: self.answer_id.clone(),
             usage,
             latency_ms: Some(latency_ms),
             model: Some(self.agent.model.clone()),
-            agent_version: None,
+            agent_version: self.version,
             status,
-            created_at: answered_at,
+            ..base(Role::Assistant, content, answered_at)
         };
-        self.runtime
-            .conversations
-            .append_messages(&[user_message.clone(), answer.clone()])
-            .await?;
         let mut conversation = self.conversation;
-        conversation.message_count += 2;
-        conversation.updated_at = answered_at;
+        if self.store {
+            let mut all = input.clone();
+            all.push(answer.clone());
+            self.runtime.conversations.append_messages(&all).await?;
+            conversation.message_count += all.len() as u64;
+            conversation.updated_at = answered_at;
+        }
         Ok(ChatTurn {
             agent: self.agent,
+            version: self.version,
             conversation,
-            user_message,
+            input,
             answer,
             finish_reason,
         })
+    }
+}
+
+impl PreparedCall {
+    fn provider_error(&self, error: ProviderError) -> Error {
+        Error::Provider {
+            provider_id: self.model.provider_id.to_string(),
+            error,
+        }
+    }
+
+    /// Milliseconds since the call was prepared.
+    pub fn elapsed_ms(&self) -> u64 {
+        millis(self.started)
+    }
+
+    /// Asks for a whole answer and logs the run (also when the provider fails).
+    ///
+    /// # Errors
+    /// `Provider`; `Conflict` when the run id is taken.
+    pub async fn complete(self) -> Result<(Completion, Run)> {
+        match self.client.complete(self.request.clone()).await {
+            Ok(c) => {
+                let run = self.log(Some(c.content.clone()), c.usage, None).await?;
+                Ok((c, run))
+            }
+            Err(error) => {
+                let err = self.provider_error(error.clone());
+                self.log(None, None, Some(error.to_string())).await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Asks for a streamed answer; log it with [`PreparedCall::finish`] once it ends.
+    ///
+    /// # Errors
+    /// `Provider` when the stream cannot start (the failure is logged).
+    pub async fn stream(&self) -> Result<CompletionStream> {
+        match self.client.stream(self.request.clone()).await {
+            Ok(s) => Ok(s),
+            Err(error) => {
+                let err = self.provider_error(error.clone());
+                self.log(None, None, Some(error.to_string())).await?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Converts a provider failure met while streaming into the domain error.
+    pub fn stream_error(&self, error: ProviderError) -> Error {
+        self.provider_error(error)
+    }
+
+    /// Logs a streamed call that ended (with its text so far and, on failure, the error).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn finish(
+        self,
+        content: String,
+        usage: Option<TokenUsage>,
+        error: Option<String>,
+    ) -> Result<Run> {
+        self.log(Some(content), usage, error).await
+    }
+
+    async fn log(
+        &self,
+        response: Option<String>,
+        usage: Option<TokenUsage>,
+        error: Option<String>,
+    ) -> Result<Run> {
+        let run = Run {
+            id: self.run_id.clone(),
+            preamble: self.preamble.clone(),
+            prompt: self.prompt.clone(),
+            model: self.model.clone(),
+            response,
+            usage,
+            latency_ms: millis(self.started),
+            status: if error.is_some() {
+                RunStatus::Failed
+            } else {
+                RunStatus::Succeeded
+            },
+            error,
+            log_meta: self.log_meta.clone(),
+            created_at: self.created_at,
+        };
+        self.runtime.runs.insert_run(&run).await?;
+        Ok(run)
     }
 }
 
@@ -567,5 +911,6 @@ mod tests {
             Err("Prompt is required and cannot be empty".to_owned())
         );
         assert!(check_text("message", "hi").is_ok());
+        assert!(check_text("message", "a\u{0}b").is_err());
     }
 }

@@ -57,11 +57,10 @@ impl ChatInput {
         let message = self
             .message
             .ok_or_else(|| ApiError::validation("message", "is required"))?;
-        Ok(ChatRequest {
-            message,
-            session_key,
-            context: self.context.unwrap_or_default(),
-        })
+        let mut request = ChatRequest::user(message);
+        request.session_key = session_key;
+        request.context = self.context.unwrap_or_default();
+        Ok(request)
     }
 }
 

@@ -6,7 +6,7 @@ use agentry_domain::agent::{MaxTokens, ModelSpec, Temperature, TopP};
 use agentry_domain::conversation::{Run, RunFilter};
 use agentry_domain::llm::TokenUsage;
 use agentry_domain::page::Page;
-use agentry_domain::services::RunRequest;
+use agentry_domain::services::{Params, RunRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -207,17 +207,11 @@ impl RunInput {
             preamble: self.preamble.unwrap_or_default(),
             prompt,
             model,
-            temperature: self
-                .temperature
-                .map(Temperature::parse)
-                .transpose()?
-                .map(|t| t.get()),
-            top_p: self.top_p.map(TopP::parse).transpose()?.map(|t| t.get()),
-            max_tokens: self
-                .max_tokens
-                .map(MaxTokens::parse)
-                .transpose()?
-                .map(|t| t.get()),
+            params: Params {
+                temperature: self.temperature.map(Temperature::parse).transpose()?.map(|t| t.get()),
+                top_p: self.top_p.map(TopP::parse).transpose()?.map(|t| t.get()),
+                max_tokens: self.max_tokens.map(MaxTokens::parse).transpose()?.map(|t| t.get()),
+            },
             log_meta: self.log_meta.unwrap_or_default(),
         })
     }
