@@ -84,7 +84,11 @@ pub fn app(
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::health::configure)
         .service(web::scope("/api/v1").configure(routes::configure_api))
-        .service(web::scope("/v1").configure(openai::configure_v1).configure(routes::configure_api))
+        .service(
+            web::scope("/v1")
+                .configure(openai::configure_v1)
+                .configure(routes::configure_api),
+        )
         .service(web::scope("/api/client/v1").configure(openai::configure_client))
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))

@@ -16,19 +16,19 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use actix_web::HttpResponse;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use actix_web::web::Bytes;
-use actix_web::HttpResponse;
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::MessageStatus;
 use agentry_domain::llm::{CompletionStream, ProviderError, StreamEvent, TokenUsage};
 use agentry_domain::services::{ChatRequest, PreparedTurn, Runtime};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::error::{current_request_id, ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, current_request_id};
 use crate::routes::chat::ChatReply;
 
 /// Interval of keep-alive comments.
@@ -66,7 +66,9 @@ pub fn channel() -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
 
 /// The response body fed by `rx`, with the SSE headers.
 pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx)) });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/event-stream"))
         .insert_header((CACHE_CONTROL, "no-cache"))
@@ -83,9 +85,14 @@ enum Next {
 /// Forwards the upstream's deltas to the client as frames made by `on_delta`, with
 /// keep-alives, until the upstream ends or the client leaves. Returns the text produced and
 /// how it ended; the upstream stream is dropped (cancelled) before this returns.
-pub async fn pump(mut upstream: CompletionStream, tx: &mpsc::Sender<Bytes>, mut on_delta: impl FnMut(&str) -> Bytes) -> (String, Ending) {
+pub async fn pump(
+    mut upstream: CompletionStream,
+    tx: &mpsc::Sender<Bytes>,
+    mut on_delta: impl FnMut(&str) -> Bytes,
+) -> (String, Ending) {
     let mut text = String::new();
-    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let mut keep_alive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         let next = tokio::select! {
             () = tx.closed() => Next::Gone,
@@ -99,8 +106,28 @@ pub async fn pump(mut upstream: CompletionStream, tx: &mpsc::Sender<Bytes>, mut 
                 text.push_str(&delta);
                 tx.send(on_delta(&delta)).await
             }
-            Next::Event(Some(Ok(StreamEvent::Done { usage, finish_reason, .. }))) => return (text, Ending::Done { usage, finish_reason }),
-            Next::Event(None) => return (text, Ending::Done { usage: None, finish_reason: None }),
+            Next::Event(Some(Ok(StreamEvent::Done {
+                usage,
+                finish_reason,
+                ..
+            }))) => {
+                return (
+                    text,
+                    Ending::Done {
+                        usage,
+                        finish_reason,
+                    },
+                );
+            }
+            Next::Event(None) => {
+                return (
+                    text,
+                    Ending::Done {
+                        usage: None,
+                        finish_reason: None,
+                    },
+                );
+            }
             Next::Event(Some(Err(error))) => return (text, Ending::Failed(error)),
         };
         if sent.is_err() {
@@ -114,7 +141,10 @@ pub async fn record_cut(turn: PreparedTurn, text: String) {
     if text.is_empty() {
         return;
     }
-    if let Err(e) = turn.record(text, None, None, MessageStatus::Incomplete).await {
+    if let Err(e) = turn
+        .record(text, None, None, MessageStatus::Incomplete)
+        .await
+    {
         tracing::error!(error = %e, "could not store a cut answer");
     }
 }
@@ -124,7 +154,11 @@ pub async fn record_cut(turn: PreparedTurn, text: String) {
 ///
 /// # Errors
 /// As [`Runtime::prepare_turn`] and [`PreparedTurn::stream`].
-pub async fn chat_stream(runtime: &Runtime, agent: &AgentRef, request: ChatRequest) -> ApiResult<HttpResponse> {
+pub async fn chat_stream(
+    runtime: &Runtime,
+    agent: &AgentRef,
+    request: ChatRequest,
+) -> ApiResult<HttpResponse> {
     let turn = runtime.prepare_turn(agent, request).await?;
     let upstream = turn.stream().await?;
     let (tx, rx) = channel();
@@ -133,23 +167,40 @@ pub async fn chat_stream(runtime: &Runtime, agent: &AgentRef, request: ChatReque
     Ok(sse_response(rx))
 }
 
-async fn drive_chat(turn: PreparedTurn, upstream: CompletionStream, tx: mpsc::Sender<Bytes>, request_id: Option<String>) {
+async fn drive_chat(
+    turn: PreparedTurn,
+    upstream: CompletionStream,
+    tx: mpsc::Sender<Bytes>,
+    request_id: Option<String>,
+) {
     let key = turn.conversation.session_key.clone();
     let start = json!({"type": "start", "session_id": key, "conversation_id": key, "message_id": turn.answer_id, "agent_id": turn.agent.id.to_string()});
     if tx.send(frame(&start)).await.is_err() {
         return;
     }
-    let (text, ending) = pump(upstream, &tx, |delta| frame(&json!({"type": "token", "content": delta}))).await;
+    let (text, ending) = pump(upstream, &tx, |delta| {
+        frame(&json!({"type": "token", "content": delta}))
+    })
+    .await;
     match ending {
-        Ending::Done { usage, finish_reason } => {
-            let last = match turn.record(text, usage, finish_reason, MessageStatus::Complete).await {
+        Ending::Done {
+            usage,
+            finish_reason,
+        } => {
+            let last = match turn
+                .record(text, usage, finish_reason, MessageStatus::Complete)
+                .await
+            {
                 Ok(t) => end_event(&ChatReply::from(&t)),
                 Err(e) => error_event(&ApiError::from(e), request_id),
             };
             let _ = tx.send(frame(&last)).await;
         }
         Ending::Gone => {
-            tracing::info!(chars = text.len(), "client left mid-stream; upstream cancelled");
+            tracing::info!(
+                chars = text.len(),
+                "client left mid-stream; upstream cancelled"
+            );
             record_cut(turn, text).await;
         }
         Ending::Failed(error) => {

@@ -208,9 +208,17 @@ impl RunInput {
             prompt,
             model,
             params: Params {
-                temperature: self.temperature.map(Temperature::parse).transpose()?.map(|t| t.get()),
+                temperature: self
+                    .temperature
+                    .map(Temperature::parse)
+                    .transpose()?
+                    .map(|t| t.get()),
                 top_p: self.top_p.map(TopP::parse).transpose()?.map(|t| t.get()),
-                max_tokens: self.max_tokens.map(MaxTokens::parse).transpose()?.map(|t| t.get()),
+                max_tokens: self
+                    .max_tokens
+                    .map(MaxTokens::parse)
+                    .transpose()?
+                    .map(|t| t.get()),
             },
             log_meta: self.log_meta.unwrap_or_default(),
         })

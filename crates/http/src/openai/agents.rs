@@ -1,0 +1,107 @@
+//! Seed 003's client agents API, in that document's exact camelCase shape:
+//! `GET /api/client/v1/agents?status=` and `GET /api/client/v1/agents/{key}`. The config shown
+//! is the definition that serves calls (the latest published version, else the live one).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use agentry_domain::agent::{Agent, AgentFilter, AgentKey, AgentRef, AgentStatus};
+use agentry_domain::page::{MAX_LIMIT, Page};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult};
+use crate::AppState;
+use crate::routes::rfc3339;
+
+/// Routes of this module (under `/api/client/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/agents", web::get().to(list_client_agents))
+        .route("/agents/{key}", web::get().to(get_client_agent));
+}
+
+fn view(live: &Agent, served: &Agent) -> Value {
+    json!({
+        "key": live.key.as_str(),
+        "name": served.name.as_str(),
+        "description": served.description,
+        "config": {
+            "modelKey": served.model.to_string(),
+            "temperature": served.temperature.map(|t| t.get()),
+            "topP": served.top_p.map(|t| t.get()),
+            "maxTokens": served.max_tokens.map(|t| t.get()),
+        },
+        "status": live.status.as_str(),
+        "createdAt": rfc3339(live.created_at),
+    })
+}
+
+/// Status filter.
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    /// `active`, `inactive`, `draft` (or `archived`).
+    pub status: Option<String>,
+}
+
+/// List agents (seed 003 shape).
+#[utoipa::path(get, path = "/api/client/v1/agents", tag = "openai", params(("status" = Option<String>, Query, description = "active, inactive, draft")),
+    responses((status = 200, description = "`{agents: [...]}`"), (status = 400, body = OpenAiErrorEnvelope)))]
+pub async fn list_client_agents(
+    state: web::Data<AppState>,
+    q: web::Query<StatusQuery>,
+) -> OpenAiResult<HttpResponse> {
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            AgentStatus::parse(s)
+                .map_err(|e| OpenAiError::invalid("status", e.reason, "invalid_value"))?,
+        ),
+        None => None,
+    };
+    let filter = AgentFilter {
+        status,
+        ..AgentFilter::default()
+    };
+    let mut agents = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let page = Page::new(Some(MAX_LIMIT), Some(offset)).map_err(agentry_domain::Error::from)?;
+        let paged = state.agents.list(&filter, page).await?;
+        let n = paged.items.len() as u64;
+        for a in &paged.items {
+            let (_, served) = state
+                .versions
+                .serving(&AgentRef::Id(a.id.clone()), None)
+                .await?;
+            agents.push(view(a, &served.agent));
+        }
+        offset += n;
+        if n < u64::from(MAX_LIMIT) || offset >= paged.total {
+            break;
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({"agents": agents})))
+}
+
+/// Get an agent by key (seed 003 shape).
+#[utoipa::path(get, path = "/api/client/v1/agents/{key}", tag = "openai", params(("key" = String, Path)),
+    responses((status = 200, description = "`{agent: {...}}`"), (status = 404, body = OpenAiErrorEnvelope)))]
+pub async fn get_client_agent(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> OpenAiResult<HttpResponse> {
+    let not_found = || {
+        OpenAiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Agent '{}' not found.", path.as_str()),
+            Some("agentKey"),
+            Some("agent_not_found"),
+        )
+    };
+    let key = AgentKey::parse(&path).map_err(|_| not_found())?;
+    match state.versions.serving(&AgentRef::Key(key), None).await {
+        Ok((live, served)) => {
+            Ok(HttpResponse::Ok().json(json!({"agent": view(&live, &served.agent)})))
+        }
+        Err(agentry_domain::Error::NotFound { .. }) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,68 @@
+//! Models (`/v1/models`): the agents a caller may call by key (active ones), then the models
+//! of the providers as `provider/model` for direct gateway access.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use agentry_domain::agent::{AgentFilter, AgentStatus};
+use agentry_domain::page::{MAX_LIMIT, Page};
+use serde_json::{Value, json};
+
+use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult, unix};
+use crate::AppState;
+
+/// Routes of this module (under `/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/models", web::get().to(list_models))
+        .route("/models/{id:.*}", web::get().to(get_model));
+}
+
+async fn all_models(state: &AppState) -> OpenAiResult<Vec<Value>> {
+    let filter = AgentFilter {
+        status: Some(AgentStatus::Active),
+        ..AgentFilter::default()
+    };
+    let mut out = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let page = Page::new(Some(MAX_LIMIT), Some(offset)).map_err(agentry_domain::Error::from)?;
+        let paged = state.agents.list(&filter, page).await?;
+        let n = paged.items.len() as u64;
+        out.extend(paged.items.iter().map(|a| json!({"id": a.key.as_str(), "object": "model", "created": unix(a.created_at), "owned_by": "agentry"})));
+        offset += n;
+        if n < u64::from(MAX_LIMIT) || offset >= paged.total {
+            break;
+        }
+    }
+    for p in state.providers.list().await? {
+        out.extend(p.models.iter().map(|m| json!({"id": format!("{}/{m}", p.id), "object": "model", "created": unix(p.created_at), "owned_by": p.id.as_str()})));
+    }
+    Ok(out)
+}
+
+/// List the models (agent keys, then `provider/model`) a caller may call.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "`{object: \"list\", data: [model]}`")))]
+pub async fn list_models(state: web::Data<AppState>) -> OpenAiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": all_models(&state).await?})))
+}
+
+/// Get one model.
+#[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "A model"), (status = 404, body = OpenAiErrorEnvelope)))]
+pub async fn get_model(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> OpenAiResult<HttpResponse> {
+    let id = path.into_inner();
+    all_models(&state)
+        .await?
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+        .map(|m| HttpResponse::Ok().json(m))
+        .ok_or_else(|| {
+            OpenAiError::new(
+                StatusCode::NOT_FOUND,
+                format!("The model '{id}' does not exist or you do not have access to it."),
+                Some("model"),
+                Some("model_not_found"),
+            )
+        })
+}
