@@ -4,8 +4,8 @@
 
 mod agents;
 mod hygiene;
-mod ops;
 mod openai;
+mod ops;
 mod providers;
 pub mod runtime;
 mod seeds;

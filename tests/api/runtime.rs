@@ -138,8 +138,18 @@ async fn seed_000_run_errors() {
         assert_error(status, &res, 400, "INVALID_REQUEST")["details"]["field"],
         "temperature"
     );
-    let (status, res) = json(app.post("/api/v1/runs", &json!({"prompt":"a\u0000b","model":"mock/echo"})).await).await;
-    assert_eq!(assert_error(status, &res, 400, "INVALID_REQUEST")["details"]["field"], "prompt");
+    let (status, res) = json(
+        app.post(
+            "/api/v1/runs",
+            &json!({"prompt":"a\u{0}b","model":"mock/echo"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        assert_error(status, &res, 400, "INVALID_REQUEST")["details"]["field"],
+        "prompt"
+    );
     let (status, res) = json(app.post("/api/v1/runs", &json!({"prompt":"x"})).await).await;
     assert_eq!(
         assert_error(status, &res, 400, "INVALID_REQUEST")["details"]["field"],
@@ -448,7 +458,7 @@ async fn chat_input_errors() {
             "conversation_id",
         ),
         (json!({"message": "x", "extra": 1}), "extra"),
-        (json!({"message": "nul \u0000 inside"}), "message"),
+        (json!({"message": "nul \u{0} inside"}), "message"),
     ] {
         let (status, res) = json(app.post("/api/v1/agents/a/chat", &body).await).await;
         assert_eq!(

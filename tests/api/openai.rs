@@ -1,0 +1,556 @@
+//! The OpenAI-compatible client API, called through a real OpenAI client library
+//! (async-openai), not hand-made JSON: models, Responses (basic, streaming, system prompt,
+//! multi-turn, retrieval), Chat Completions (JSON and streaming), typed errors, and seed 003.
+
+use agentry_test_harness::fake_upstream::FakeUpstream;
+use agentry_test_harness::{TestApp, json};
+use async_openai::Client;
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
+use async_openai::types::chat::{
+    ChatCompletionRequestSystemMessageArgs, ChatCompletionRequestUserMessageArgs,
+    ChatCompletionStreamOptions, CreateChatCompletionRequestArgs,
+};
+use async_openai::types::responses::{CreateResponse, CreateResponseArgs, ResponseStreamEvent};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::create;
+
+type Sdk = Client<OpenAIConfig>;
+
+/// An SDK client pointed at the app: only the base URL and the key change.
+fn sdk(app: &TestApp, base: &str) -> Sdk {
+    let config = OpenAIConfig::new()
+        .with_api_base(format!("{}{base}", app.base_url()))
+        .with_api_key("sk-any");
+    Client::with_config(config).with_http_service(ReqwestService::new(reqwest::Client::new()))
+}
+
+fn ask(model: &str, input: &str) -> CreateResponse {
+    CreateResponseArgs::default()
+        .model(model)
+        .input(input)
+        .build()
+        .unwrap()
+}
+
+/// An app whose agent `support-bot` answers through a fake OpenAI upstream, so what is sent
+/// upstream can be inspected.
+async fn app_with_upstream() -> (TestApp, FakeUpstream) {
+    let fake = FakeUpstream::start().await;
+    let app = TestApp::builder()
+        .provider("up", "openai", Some(&fake.base_url()), &["fake-echo"])
+        .spawn()
+        .await;
+    create(&app, json!({"name": "Support Bot", "key": "support-bot", "model": "up/fake-echo", "instructions": "You are support.", "temperature": 0.7, "top_p": 1, "max_tokens": 4096})).await;
+    (app, fake)
+}
+
+fn api_error(e: OpenAIError) -> (Option<String>, Option<String>, String) {
+    match e {
+        OpenAIError::ApiError(api) => (
+            api.api_error.code.clone(),
+            api.api_error.param.clone(),
+            api.api_error.message,
+        ),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn models_lists_agents_and_provider_models() {
+    let app = TestApp::spawn().await;
+    create(&app, json!({"name": "Support Bot", "key": "support-bot"})).await;
+    create(&app, json!({"name": "Draft", "status": "draft"})).await;
+    let list = sdk(&app, "/v1").models().list().await.unwrap();
+    let ids: Vec<&str> = list.data.iter().map(|m| m.id.as_str()).collect();
+    assert!(
+        ids.contains(&"support-bot") && ids.contains(&"mock/echo"),
+        "{ids:?}"
+    );
+    assert!(!ids.contains(&"draft"), "only active agents are callable");
+    let one = sdk(&app, "/v1")
+        .models()
+        .retrieve("support-bot")
+        .await
+        .unwrap();
+    assert_eq!(one.owned_by, "agentry");
+}
+
+#[tokio::test]
+async fn responses_basic_system_prompt_and_multi_turn() {
+    let (app, fake) = app_with_upstream().await;
+    let client = sdk(&app, "/v1");
+    let mut req = ask("support-bot", "How do I reset my password?");
+    req.instructions = Some("Answer in one sentence.".to_owned());
+    let first = client.responses().create(req).await.unwrap();
+    assert!(first.id.starts_with("resp_"), "{}", first.id);
+    assert_eq!(first.object, "response");
+    assert_eq!(first.model, "support-bot");
+    assert_eq!(
+        first.output_text().as_deref(),
+        Some("How do I reset my password?")
+    );
+    let usage = first.usage.clone().unwrap();
+    assert_eq!(usage.total_tokens, usage.input_tokens + usage.output_tokens);
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are support."}),
+        "the agent's instructions come first"
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "system", "content": "Answer in one sentence."}),
+        "then the caller's"
+    );
+    assert_eq!(sent["temperature"], 0.7);
+
+    let mut next = ask("support-bot", "Can you elaborate on the security settings?");
+    next.previous_response_id = Some(first.id.clone());
+    let second = client.responses().create(next).await.unwrap();
+    assert_eq!(
+        second.previous_response_id.as_deref(),
+        Some(first.id.as_str())
+    );
+    let roles: Vec<String> = fake.requests().last().unwrap().body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user"],
+        "the earlier turn is sent upstream"
+    );
+
+    let app = app.restart().await.unwrap();
+    let client = sdk(&app, "/v1");
+    let mut third = ask("support-bot", "And after a restart?");
+    third.previous_response_id = Some(first.id.clone());
+    client.responses().create(third).await.unwrap();
+    assert_eq!(
+        fake.requests().last().unwrap().body["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6,
+        "continuity survives a restart"
+    );
+
+    let got = client.responses().retrieve(&first.id).await.unwrap();
+    assert_eq!(
+        got.output_text().as_deref(),
+        Some("And after a restart?"),
+        "a response id names its conversation; retrieval shows its latest turn"
+    );
+    let items = client.responses().list_input_items(&first.id).await;
+    assert!(items.is_ok(), "{items:?}");
+    let deleted = client.responses().delete(&first.id).await.unwrap();
+    assert!(deleted.deleted);
+    let (code, _, _) = api_error(client.responses().retrieve(&first.id).await.unwrap_err());
+    assert_eq!(code.as_deref(), Some("not_found"));
+}
+
+#[tokio::test]
+async fn responses_streaming_with_the_sdk() {
+    let (app, _fake) = app_with_upstream().await;
+    let mut req = ask("support-bot", "stream these five words");
+    req.stream = Some(true);
+    let mut stream = sdk(&app, "/v1")
+        .responses()
+        .create_stream(req)
+        .await
+        .unwrap();
+    let (mut deltas, mut kinds, mut seqs, mut completed) =
+        (String::new(), Vec::new(), Vec::new(), None);
+    while let Some(ev) = stream.next().await {
+        let ev = ev.unwrap();
+        let v = serde_json::to_value(&ev).unwrap();
+        kinds.push(v["type"].as_str().unwrap().to_owned());
+        seqs.push(v["sequence_number"].as_u64().unwrap());
+        match ev {
+            ResponseStreamEvent::ResponseOutputTextDelta(d) => deltas.push_str(&d.delta),
+            ResponseStreamEvent::ResponseCompleted(c) => completed = Some(c.response),
+            _ => {}
+        }
+    }
+    assert_eq!(deltas, "stream these five words");
+    assert_eq!(kinds.first().map(String::as_str), Some("response.created"));
+    for k in [
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.last().map(String::as_str), Some("response.completed"));
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers increase by one: {seqs:?}"
+    );
+    let completed = completed.unwrap();
+    assert_eq!(
+        completed.output_text().as_deref(),
+        Some("stream these five words")
+    );
+    assert!(completed.usage.unwrap().output_tokens > 0);
+}
+
+#[tokio::test]
+async fn responses_typed_errors() {
+    let (app, _fake) = app_with_upstream().await;
+    create(
+        &app,
+        json!({"name": "Sleeping", "key": "sleeping", "status": "inactive"}),
+    )
+    .await;
+    let client = sdk(&app, "/v1");
+    let (code, param, _) = api_error(
+        client
+            .responses()
+            .create(ask("no-such-agent", "hi"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (code.as_deref(), param.as_deref()),
+        (Some("model_not_found"), Some("model"))
+    );
+    let (code, _, msg) = api_error(
+        client
+            .responses()
+            .create(ask("sleeping", "hi"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code.as_deref(), Some("agent_not_active"), "{msg}");
+    let mut bad = ask("support-bot", "hi");
+    bad.previous_response_id = Some("resp_00000000000000000000000000000000".to_owned());
+    let (code, param, _) = api_error(client.responses().create(bad).await.unwrap_err());
+    assert_eq!(
+        (code.as_deref(), param.as_deref()),
+        (
+            Some("previous_response_not_found"),
+            Some("previous_response_id")
+        )
+    );
+    let mut pinned = ask("support-bot", "hi");
+    pinned.top_logprobs = Some(3);
+    let (code, param, _) = api_error(client.responses().create(pinned).await.unwrap_err());
+    assert_eq!(
+        (code.as_deref(), param.as_deref()),
+        (Some("unsupported_parameter"), Some("top_logprobs")),
+        "unsupported parameters are refused, not ignored"
+    );
+
+    let raw = |body: Value| {
+        let app = &app;
+        async move { json(app.post("/v1/responses", &body).await).await }
+    };
+    let (status, e) = raw(json!({"input": "hi"})).await;
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("model")));
+    assert_eq!(e["error"]["type"], "invalid_request_error");
+    let (status, e) = raw(json!({"model": "support-bot"})).await;
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("input")));
+    let (status, e) = raw(json!({"model": "support-bot", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]})).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("input[0].content[0]"))
+    );
+    let (status, e) = raw(json!({"model": "support-bot", "input": "hi", "temperature": 3})).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("temperature"))
+    );
+    let (status, e) =
+        raw(json!({"model": "support-bot", "input": "hi", "tools": [{"type": "web_search"}]}))
+            .await;
+    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tools")));
+    let res = app
+        .client()
+        .post(app.url("/v1/responses"))
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    let (status, e) = json(res).await;
+    assert_eq!(status, 400);
+    assert!(
+        e["error"]["type"].is_string() && e["error"]["message"].is_string(),
+        "OpenAI format even for malformed JSON: {e}"
+    );
+}
+
+#[tokio::test]
+async fn chat_completions_json_and_streaming_with_the_sdk() {
+    let (app, fake) = app_with_upstream().await;
+    let client = sdk(&app, "/v1");
+    let req = CreateChatCompletionRequestArgs::default()
+        .model("support-bot")
+        .messages([
+            ChatCompletionRequestSystemMessageArgs::default()
+                .content("Reply in French.")
+                .build()
+                .unwrap()
+                .into(),
+            ChatCompletionRequestUserMessageArgs::default()
+                .content("bonjour tout le monde")
+                .build()
+                .unwrap()
+                .into(),
+        ])
+        .build()
+        .unwrap();
+    let res = client.chat().create(req.clone()).await.unwrap();
+    assert!(res.id.starts_with("chatcmpl-"));
+    assert_eq!(res.model, "support-bot");
+    assert_eq!(
+        res.choices[0].message.content.as_deref(),
+        Some("bonjour tout le monde")
+    );
+    assert!(res.usage.unwrap().total_tokens > 0);
+    let sent = fake.requests().last().unwrap().body.clone();
+    let sys: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "system")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        sys,
+        ["You are support.", "Reply in French."],
+        "agent instructions first, then the caller's system messages"
+    );
+
+    let mut streamed = req.clone();
+    streamed.stream = Some(true);
+    streamed.stream_options = Some(ChatCompletionStreamOptions {
+        include_usage: Some(true),
+        include_obfuscation: None,
+    });
+    let mut stream = client.chat().create_stream(streamed).await.unwrap();
+    let (mut text, mut usage, mut finish) = (String::new(), None, None);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if let Some(c) = chunk.choices.first() {
+            text.push_str(c.delta.content.as_deref().unwrap_or_default());
+            finish = finish.or(c.finish_reason);
+        }
+        usage = usage.or(chunk.usage);
+    }
+    assert_eq!(text, "bonjour tout le monde");
+    assert!(finish.is_some());
+    assert!(
+        usage.unwrap().completion_tokens > 0,
+        "the usage chunk arrives with include_usage"
+    );
+
+    let direct = CreateChatCompletionRequestArgs::default()
+        .model("mock/echo")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("straight to the model")
+            .build()
+            .unwrap()
+            .into()])
+        .build()
+        .unwrap();
+    let res = client.chat().create(direct).await.unwrap();
+    assert_eq!(
+        res.choices[0].message.content.as_deref(),
+        Some("straight to the model")
+    );
+
+    let (_, runs) = json(app.get("/api/v1/runs").await).await;
+    assert_eq!(runs["total"], 3, "every chat completion is logged: {runs}");
+    assert_eq!(runs["runs"][2]["log_meta"]["agent"], "support-bot");
+
+    let bad = CreateChatCompletionRequestArgs::default()
+        .model("nobody")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("hi")
+            .build()
+            .unwrap()
+            .into()])
+        .build()
+        .unwrap();
+    let (code, _, _) = api_error(client.chat().create(bad).await.unwrap_err());
+    assert_eq!(code.as_deref(), Some("model_not_found"));
+}
+
+#[tokio::test]
+async fn seed_003_client_api() {
+    let app = TestApp::builder().with_seed_providers().spawn().await;
+    create(&app, json!({"name": "Support Bot", "key": "support-bot", "description": "Customer support agent", "llmModel": "gpt-4o", "temperature": 0.7, "top_p": 1, "maxTokens": 4096})).await;
+    create(&app, json!({"name": "Other", "status": "draft"})).await;
+    let (status, list) = json(app.get("/api/client/v1/agents?status=active").await).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1);
+    let a = &list["agents"][0];
+    assert_eq!(a["key"], "support-bot");
+    assert_eq!(
+        a["config"],
+        json!({"modelKey": "openai-prod/gpt-4o", "temperature": 0.7, "topP": 1.0, "maxTokens": 4096})
+    );
+    assert!(a["createdAt"].as_str().unwrap().ends_with('Z'));
+    let (status, one) = json(app.get("/api/client/v1/agents/support-bot").await).await;
+    assert_eq!((status, &one["agent"]), (200, a));
+    let (status, e) = json(app.get("/api/client/v1/agents/nope").await).await;
+    assert_eq!(status, 404);
+    assert!(e["error"]["message"].is_string() && e["error"]["type"].is_string());
+
+    let inputs = [
+        json!({"model": "support-bot", "input": "How do I reset my password?", "previous_response_id": null}),
+        json!({"model": "support-bot", "input": "Hello, I need help"}),
+        json!({"model": "support-bot", "input": [{"role": "user", "content": "Hello, I need help"}]}),
+        json!({"model": "support-bot", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hello, I need help"}]}]}),
+    ];
+    let mut last_id = String::new();
+    for (i, body) in inputs.iter().enumerate() {
+        let path = if i % 2 == 0 {
+            "/api/client/v1/responses"
+        } else {
+            "/api/client/v1/agents/responses"
+        };
+        let (status, r) = json(app.post(path, body).await).await;
+        assert_eq!(status, 200, "{body} → {r}");
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"][0]["content"][0]["type"], "output_text");
+        assert!(r["created_at"].is_i64());
+        last_id = r["id"].as_str().unwrap().to_owned();
+    }
+    let (status, r) = json(app.post("/api/client/v1/responses", &json!({"model": "support-bot", "input": "Can you elaborate on the security settings?", "previous_response_id": last_id})).await).await;
+    assert_eq!(
+        (status, r["previous_response_id"].as_str()),
+        (200, Some(last_id.as_str()))
+    );
+    let (status, e) = json(
+        app.post(
+            "/api/client/v1/responses",
+            &json!({"model": "other", "input": "x"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "a draft agent is not served: {e}");
+    let (status, _) = json(
+        app.post(
+            "/api/client/v1/responses",
+            &json!({"model": "support-bot", "input": "x", "previous_response_id": "resp_nope"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_client_api_serves_the_latest_published_version_or_the_pinned_one() {
+    let (app, fake) = app_with_upstream().await;
+    let client = sdk(&app, "/v1");
+    let system = |fake: &FakeUpstream| {
+        fake.requests().last().unwrap().body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    client
+        .responses()
+        .create(ask("support-bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        system(&fake),
+        "You are support.",
+        "never published: the live definition serves"
+    );
+
+    let (status, v1) = json(
+        app.post(
+            "/api/v1/agents/support-bot/versions",
+            &json!({"note": "v1"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, v1["version"].as_u64()), (201, Some(1)));
+    json(
+        app.patch(
+            "/api/v1/agents/support-bot",
+            &json!({"instructions": "You are support, version two."}),
+        )
+        .await,
+    )
+    .await;
+    client
+        .responses()
+        .create(ask("support-bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        system(&fake),
+        "You are support.",
+        "an unpublished edit does not reach clients"
+    );
+
+    json(
+        app.post("/api/v1/agents/support-bot/versions", &json!({}))
+            .await,
+    )
+    .await;
+    client
+        .responses()
+        .create(ask("support-bot", "hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        system(&fake),
+        "You are support, version two.",
+        "the latest published version serves"
+    );
+
+    let res = app
+        .post(
+            "/v1/responses",
+            &json!({"model": "support-bot", "input": "hi", "version": 1}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(system(&fake), "You are support.", "a pinned version serves");
+    let (status, e) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "support-bot", "input": "hi", "version": 9}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (404, Some("version_not_found"))
+    );
+
+    let (_, h) = json(app.get("/api/v1/agents/support-bot/chat/history").await).await;
+    let versions: Vec<Value> = h["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["agent_version"].clone())
+        .collect();
+    assert_eq!(
+        versions,
+        [Value::Null, json!(1), json!(2), json!(1)],
+        "each answer records the version that served it"
+    );
+}
