@@ -600,3 +600,113 @@ async fn deleting_an_agent_deletes_its_conversations() {
     let (_, convs) = json(app.get("/api/v1/conversations").await).await;
     assert_eq!(convs["total"], 0);
 }
+
+#[tokio::test]
+async fn a_fallback_model_answers_when_the_main_one_fails() {
+    let app = TestApp::builder()
+        .configure(|c| c.provider_max_retries = 0)
+        .provider("flaky", "mock", None, &["error-503", "error-400"])
+        .spawn()
+        .await;
+    let a = create(
+        &app,
+        json!({"name": "resilient", "model": "flaky/error-503", "fallback_model": "mock/echo"}),
+    )
+    .await;
+    assert_eq!(a["fallback_model"], "mock/echo");
+
+    let (status, r) = json(
+        app.post(
+            "/api/v1/agents/resilient/chat",
+            &json!({"message": "still here", "session_id": "s"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["response"], "still here");
+    let (status, _, events) = sse(
+        &app,
+        "/api/v1/agents/resilient/stream",
+        &json!({"message": "streamed too", "session_id": "s"}),
+    )
+    .await;
+    assert_eq!(
+        (status, events.last().unwrap()["response"].as_str()),
+        (200, Some("streamed too"))
+    );
+    let (_, h) = json(
+        app.get("/api/v1/agents/resilient/chat/history?session_id=s")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        h["messages"][1]["model"], "mock/echo",
+        "the answer records the model that gave it"
+    );
+    assert_eq!(h["messages"][3]["model"], "mock/echo");
+    let (status, r) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({"model": "resilient", "messages": [{"role": "user", "content": "gateway"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, r["choices"][0]["message"]["content"].as_str()),
+        (200, Some("gateway"))
+    );
+
+    create(
+        &app,
+        json!({"name": "no-fallback", "model": "flaky/error-503"}),
+    )
+    .await;
+    let (status, res) = json(
+        app.post("/api/v1/agents/no-fallback/chat", &json!({"message": "x"}))
+            .await,
+    )
+    .await;
+    assert_error(status, &res, 502, "PROVIDER_ERROR");
+    create(
+        &app,
+        json!({"name": "bad-request", "model": "flaky/error-400", "fallback_model": "mock/echo"}),
+    )
+    .await;
+    let (status, res) = json(
+        app.post("/api/v1/agents/bad-request/chat", &json!({"message": "x"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        assert_error(status, &res, 502, "PROVIDER_ERROR")["details"]["upstream_status"],
+        400,
+        "an invalid request is not retried elsewhere"
+    );
+
+    let (status, res) = json(
+        app.patch(
+            "/api/v1/agents/resilient",
+            &json!({"fallback_model": "nope/none"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        assert_error(status, &res, 400, "VALIDATION_ERROR")["details"]["field"],
+        "fallback_model"
+    );
+    let (status, p) = json(
+        app.patch("/api/v1/agents/resilient", &json!({"fallback_model": null}))
+            .await,
+    )
+    .await;
+    assert_eq!((status, &p["fallback_model"]), (200, &Value::Null));
+    let (status, _) = json(
+        app.post("/api/v1/agents/resilient/chat", &json!({"message": "x"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 502, "without its fallback the agent fails again");
+}

@@ -475,6 +475,8 @@ pub struct Agent {
     pub tools: Vec<ToolSpec>,
     /// The cluster it belongs to.
     pub cluster: Option<ClusterName>,
+    /// Tried when the model's provider fails (after its retries) before any text was sent.
+    pub fallback_model: Option<ModelRef>,
     /// Who created it.
     pub created_by: Option<String>,
     /// Creation time.
@@ -514,6 +516,8 @@ pub struct AgentFields {
     pub tools: Option<Vec<ToolSpec>>,
     /// Cluster.
     pub cluster: Option<Option<ClusterName>>,
+    /// Fallback model, resolved by the service; `Some(None)` clears it.
+    pub fallback_model: Option<Option<ModelSpec>>,
 }
 
 /// Which agents a list returns. Every given criterion must hold.

@@ -159,7 +159,7 @@ pub async fn chat_stream(
     agent: &AgentRef,
     request: ChatRequest,
 ) -> ApiResult<HttpResponse> {
-    let turn = runtime.prepare_turn(agent, request).await?;
+    let mut turn = runtime.prepare_turn(agent, request).await?;
     let upstream = turn.stream().await?;
     let (tx, rx) = channel();
     let request_id = current_request_id();

@@ -39,6 +39,8 @@ pub(crate) struct AgentRow {
     pub created_by: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub fallback_provider_id: Option<String>,
+    pub fallback_model_name: Option<String>,
 }
 
 /// One row of `agent_tags`, the index behind the tags filter.
@@ -108,6 +110,8 @@ impl TryFrom<&Agent> for AgentRow {
             created_by: a.created_by.clone(),
             created_at: a.created_at.naive_utc(),
             updated_at: a.updated_at.naive_utc(),
+            fallback_provider_id: a.fallback_model.as_ref().map(|m| m.provider_id.to_string()),
+            fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
         })
     }
 }
@@ -170,6 +174,13 @@ impl TryFrom<AgentRow> for Agent {
                 .map(ClusterName::parse)
                 .transpose()
                 .map_err(bad)?,
+            fallback_model: match (row.fallback_provider_id, row.fallback_model_name) {
+                (Some(p), Some(model_name)) => Some(ModelRef {
+                    provider_id: ProviderId::parse(&p).map_err(bad)?,
+                    model_name,
+                }),
+                _ => None,
+            },
             created_by: row.created_by,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),

@@ -21,6 +21,8 @@ diesel::table! {
         created_by -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        fallback_provider_id -> Nullable<Text>,
+        fallback_model_name -> Nullable<Text>,
     }
 }
 

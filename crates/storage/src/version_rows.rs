@@ -56,6 +56,11 @@ struct Snapshot {
     created_by: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Absent from snapshots written before fallback models existed.
+    #[serde(default)]
+    fallback_provider_id: Option<String>,
+    #[serde(default)]
+    fallback_model_name: Option<String>,
 }
 
 /// The snapshot of `agent` as stored JSON.
@@ -84,6 +89,8 @@ pub(crate) fn encode_snapshot(a: &Agent) -> Result<String> {
         created_by: a.created_by.clone(),
         created_at: a.created_at,
         updated_at: a.updated_at,
+        fallback_provider_id: a.fallback_model.as_ref().map(|m| m.provider_id.to_string()),
+        fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
     };
     serde_json::to_string(&snapshot)
         .map_err(|e| Error::Internal(format!("cannot encode the snapshot of '{}': {e}", a.id)))
@@ -128,6 +135,8 @@ fn decode_snapshot(row: &VersionRow) -> Result<Agent> {
         created_by: s.created_by,
         created_at: s.created_at.naive_utc(),
         updated_at: s.updated_at.naive_utc(),
+        fallback_provider_id: s.fallback_provider_id,
+        fallback_model_name: s.fallback_model_name,
     };
     Agent::try_from(as_row).map_err(|e| bad(e.to_string()))
 }

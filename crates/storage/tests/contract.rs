@@ -29,10 +29,11 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000004_agent_versions",
+    "2026-11-23-000005_agent_fallback_model",
 ];
 
 fn options() -> PoolOptions {
@@ -161,6 +162,7 @@ fn agent(name: &str) -> Agent {
         agent_type: AgentType::chat(),
         tools: Vec::new(),
         cluster: None,
+        fallback_model: None,
         created_by: None,
         created_at: t0(),
         updated_at: t0(),
@@ -198,6 +200,10 @@ fn full_agent(name: &str) -> Agent {
         agent_type: AgentType::parse("task").unwrap(),
         tools: ToolSpec::parse_list(tools).unwrap(),
         cluster: Some(ClusterName::parse("eu-west.1").unwrap()),
+        fallback_model: Some(ModelRef {
+            provider_id: ProviderId::parse("anthropic").unwrap(),
+            model_name: "claude-haiku".into(),
+        }),
         created_by: Some("alice@example.com".into()),
         created_at: now - TimeDelta::microseconds(123_457),
         updated_at: now,

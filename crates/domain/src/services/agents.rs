@@ -85,6 +85,10 @@ impl AgentService {
         let model = self
             .resolve_model(f.model.as_ref().unwrap_or(&self.default_model))
             .await?;
+        let fallback_model = match f.fallback_model.flatten() {
+            Some(spec) => Some(self.resolve_model(&spec).await?),
+            None => None,
+        };
         Ok(Agent {
             id,
             key,
@@ -100,6 +104,7 @@ impl AgentService {
             agent_type: f.agent_type.unwrap_or_else(AgentType::chat),
             tools: f.tools.unwrap_or_default(),
             cluster: f.cluster.flatten(),
+            fallback_model,
             created_by,
             created_at,
             updated_at: self.clock.now(),
@@ -167,6 +172,12 @@ impl AgentService {
         }
         if let Some(v) = f.cluster {
             a.cluster = v;
+        }
+        if let Some(v) = f.fallback_model {
+            a.fallback_model = match v {
+                Some(spec) => Some(self.resolve_model(&spec).await?),
+                None => None,
+            };
         }
         a.updated_at = self.clock.now();
         self.store.update_agent(&a).await?;

@@ -162,7 +162,9 @@ pub struct PreparedTurn {
     pub answer_id: String,
     /// The model parameters sent.
     pub params: Params,
-    client: Arc<dyn LlmClient>,
+    routes: Routes,
+    /// The model that answered: the agent's, or its fallback.
+    pub answered_by: ModelRef,
     request: CompletionRequest,
     input: Vec<PromptMessage>,
     store: bool,
@@ -215,9 +217,9 @@ pub struct GatewayRequest {
 /// A prepared gateway call.
 pub struct PreparedCall {
     runtime: Runtime,
-    client: Arc<dyn LlmClient>,
+    routes: Routes,
     request: CompletionRequest,
-    /// The model that answers.
+    /// The model that answers: the target's, or the agent's fallback once it answered.
     pub model: ModelRef,
     /// The id the call is logged under.
     pub run_id: String,
@@ -226,6 +228,79 @@ pub struct PreparedCall {
     log_meta: Map<String, Value>,
     started: Instant,
     created_at: DateTime<Utc>,
+}
+
+/// A model and the client that serves it.
+#[derive(Clone)]
+struct Route {
+    model: ModelRef,
+    client: Arc<dyn LlmClient>,
+}
+
+/// The model that answers and, when the agent has one, its fallback, tried when the first
+/// fails (after its own retries) before any text was produced. An invalid request is not
+/// retried elsewhere: it would fail there too.
+#[derive(Clone)]
+struct Routes {
+    primary: Route,
+    fallback: Option<Route>,
+}
+
+fn provider_error(model: &ModelRef, error: ProviderError) -> Error {
+    Error::Provider {
+        provider_id: model.provider_id.to_string(),
+        error,
+    }
+}
+
+impl Routes {
+    fn all(&self) -> impl Iterator<Item = &Route> {
+        std::iter::once(&self.primary).chain(self.fallback.as_ref())
+    }
+
+    fn give_up(&self, route: &Route, error: &ProviderError) -> bool {
+        matches!(error, ProviderError::InvalidRequest { .. })
+            || self
+                .fallback
+                .as_ref()
+                .is_none_or(|f| std::ptr::eq(f, route))
+    }
+
+    /// A whole answer and the model that gave it.
+    async fn complete(&self, request: &CompletionRequest) -> Result<(Completion, ModelRef)> {
+        for route in self.all() {
+            let req = CompletionRequest {
+                model: route.model.model_name.clone(),
+                ..request.clone()
+            };
+            match route.client.complete(req).await {
+                Ok(c) => return Ok((c, route.model.clone())),
+                Err(e) if self.give_up(route, &e) => return Err(provider_error(&route.model, e)),
+                Err(e) => {
+                    tracing::warn!(model = %route.model, error = %e, "model failed; trying the fallback")
+                }
+            }
+        }
+        Err(Error::Internal("no route answered".to_owned()))
+    }
+
+    /// A streamed answer and the model that gives it.
+    async fn stream(&self, request: &CompletionRequest) -> Result<(CompletionStream, ModelRef)> {
+        for route in self.all() {
+            let req = CompletionRequest {
+                model: route.model.model_name.clone(),
+                ..request.clone()
+            };
+            match route.client.stream(req).await {
+                Ok(s) => return Ok((s, route.model.clone())),
+                Err(e) if self.give_up(route, &e) => return Err(provider_error(&route.model, e)),
+                Err(e) => {
+                    tracing::warn!(model = %route.model, error = %e, "model failed; trying the fallback")
+                }
+            }
+        }
+        Err(Error::Internal("no route answered".to_owned()))
+    }
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), Invalid> {
@@ -345,6 +420,29 @@ impl Runtime {
         })
     }
 
+    /// The routes of a model and its optional fallback. A fallback whose provider is gone is
+    /// skipped (and logged) rather than failing the call.
+    async fn routes_for(&self, model: &ModelRef, fallback: Option<&ModelRef>) -> Result<Routes> {
+        let primary = Route {
+            model: model.clone(),
+            client: self.client_for(model).await?,
+        };
+        let fallback = match fallback {
+            Some(fb) => match self.client_for(fb).await {
+                Ok(client) => Some(Route {
+                    model: fb.clone(),
+                    client,
+                }),
+                Err(e) => {
+                    tracing::warn!(fallback = %fb, error = %e, "fallback model unusable; ignored");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Routes { primary, fallback })
+    }
+
     /// Runs a one-shot call and logs it (also when the provider fails).
     ///
     /// # Errors
@@ -379,19 +477,20 @@ impl Runtime {
             Some(id) => parse_external_id("run_id", id)?,
             None => new_id(RUN_ID_PREFIX),
         };
-        let (model, mut messages, params) = match req.target {
+        let (model, fallback, mut messages, params) = match req.target {
             GatewayTarget::Agent(served) => {
                 let a = served.agent;
                 (
                     a.model.clone(),
+                    a.fallback_model.clone(),
                     system_messages(&a.instructions, None),
                     req.params.or(Params::of(&a)),
                 )
             }
-            GatewayTarget::Model(model) => (model, Vec::new(), req.params),
+            GatewayTarget::Model(model) => (model, None, Vec::new(), req.params),
         };
         messages.extend(req.messages);
-        let client = self.client_for(&model).await?;
+        let routes = self.routes_for(&model, fallback.as_ref()).await?;
         let preamble = messages
             .iter()
             .filter(|m| m.role == Role::System)
@@ -413,7 +512,7 @@ impl Runtime {
         };
         Ok(PreparedCall {
             runtime: self.clone(),
-            client,
+            routes,
             request,
             model,
             run_id,
@@ -487,7 +586,10 @@ impl Runtime {
             .map(|k| parse_external_id("session_id", k))
             .transpose()?;
         let agent = served.agent;
-        let client = self.client_for(&agent.model).await?;
+        let routes = self
+            .routes_for(&agent.model, agent.fallback_model.as_ref())
+            .await?;
+        let answered_by_default = agent.model.clone();
         let now = self.clock.now();
         let (conversation, history) = self
             .conversation_for(
@@ -517,7 +619,8 @@ impl Runtime {
             conversation,
             answer_id: new_id(MESSAGE_ID_PREFIX),
             params,
-            client,
+            answered_by: answered_by_default,
+            routes,
             request,
             input: req.input,
             store: req.store,
@@ -591,7 +694,7 @@ impl Runtime {
     /// # Errors
     /// As [`Runtime::prepare_turn`], plus `Provider`.
     pub async fn chat(&self, agent: &AgentRef, req: ChatRequest) -> Result<ChatTurn> {
-        let turn = self.prepare_turn(agent, req).await?;
+        let mut turn = self.prepare_turn(agent, req).await?;
         let completion = turn.complete().await?;
         turn.record(
             completion.content,
@@ -667,38 +770,30 @@ impl Runtime {
 }
 
 impl PreparedTurn {
-    fn provider_error(&self, error: ProviderError) -> Error {
-        Error::Provider {
-            provider_id: self.agent.model.provider_id.to_string(),
-            error,
-        }
-    }
-
-    /// Asks the model for a whole answer.
+    /// Asks the model (or its fallback) for a whole answer.
     ///
     /// # Errors
     /// `Provider`.
-    pub async fn complete(&self) -> Result<Completion> {
-        self.client
-            .complete(self.request.clone())
-            .await
-            .map_err(|e| self.provider_error(e))
+    pub async fn complete(&mut self) -> Result<Completion> {
+        let (c, by) = self.routes.complete(&self.request).await?;
+        self.answered_by = by;
+        Ok(c)
     }
 
-    /// Asks the model for a streamed answer. Dropping the stream cancels the upstream call.
+    /// Asks the model (or its fallback) for a streamed answer. Dropping the stream cancels
+    /// the upstream call.
     ///
     /// # Errors
     /// `Provider` when the stream cannot start.
-    pub async fn stream(&self) -> Result<CompletionStream> {
-        self.client
-            .stream(self.request.clone())
-            .await
-            .map_err(|e| self.provider_error(e))
+    pub async fn stream(&mut self) -> Result<CompletionStream> {
+        let (stream, by) = self.routes.stream(&self.request).await?;
+        self.answered_by = by;
+        Ok(stream)
     }
 
     /// Converts a provider failure met while streaming into the domain error.
     pub fn stream_error(&self, error: ProviderError) -> Error {
-        self.provider_error(error)
+        provider_error(&self.answered_by, error)
     }
 
     /// The input messages of this turn.
@@ -755,7 +850,7 @@ impl PreparedTurn {
             id: self.answer_id.clone(),
             usage,
             latency_ms: Some(latency_ms),
-            model: Some(self.agent.model.clone()),
+            model: Some(self.answered_by.clone()),
             agent_version: self.version,
             status,
             ..base(Role::Assistant, content, answered_at)
@@ -780,13 +875,6 @@ impl PreparedTurn {
 }
 
 impl PreparedCall {
-    fn provider_error(&self, error: ProviderError) -> Error {
-        Error::Provider {
-            provider_id: self.model.provider_id.to_string(),
-            error,
-        }
-    }
-
     /// Milliseconds since the call was prepared.
     pub fn elapsed_ms(&self) -> u64 {
         millis(self.started)
@@ -796,15 +884,15 @@ impl PreparedCall {
     ///
     /// # Errors
     /// `Provider`; `Conflict` when the run id is taken.
-    pub async fn complete(self) -> Result<(Completion, Run)> {
-        match self.client.complete(self.request.clone()).await {
-            Ok(c) => {
+    pub async fn complete(mut self) -> Result<(Completion, Run)> {
+        match self.routes.complete(&self.request).await {
+            Ok((c, by)) => {
+                self.model = by;
                 let run = self.log(Some(c.content.clone()), c.usage, None).await?;
                 Ok((c, run))
             }
-            Err(error) => {
-                let err = self.provider_error(error.clone());
-                self.log(None, None, Some(error.to_string())).await?;
+            Err(err) => {
+                self.log(None, None, Some(err.to_string())).await?;
                 Err(err)
             }
         }
@@ -814,12 +902,14 @@ impl PreparedCall {
     ///
     /// # Errors
     /// `Provider` when the stream cannot start (the failure is logged).
-    pub async fn stream(&self) -> Result<CompletionStream> {
-        match self.client.stream(self.request.clone()).await {
-            Ok(s) => Ok(s),
-            Err(error) => {
-                let err = self.provider_error(error.clone());
-                self.log(None, None, Some(error.to_string())).await?;
+    pub async fn stream(&mut self) -> Result<CompletionStream> {
+        match self.routes.stream(&self.request).await {
+            Ok((stream, by)) => {
+                self.model = by;
+                Ok(stream)
+            }
+            Err(err) => {
+                self.log(None, None, Some(err.to_string())).await?;
                 Err(err)
             }
         }
@@ -827,7 +917,7 @@ impl PreparedCall {
 
     /// Converts a provider failure met while streaming into the domain error.
     pub fn stream_error(&self, error: ProviderError) -> Error {
-        self.provider_error(error)
+        provider_error(&self.model, error)
     }
 
     /// Logs a streamed call that ended (with its text so far and, on failure, the error).

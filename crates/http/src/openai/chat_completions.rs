@@ -228,7 +228,7 @@ pub async fn create_chat_completion(
     body: Result<JsonBody<Value>, ApiError>,
 ) -> OpenAiResult<HttpResponse> {
     let body = object_body(body)?;
-    let (ask, call) = prepare(&state, &body).await?;
+    let (ask, mut call) = prepare(&state, &body).await?;
     let id = completion_id(&call.run_id);
     let created = unix(chrono::Utc::now());
     if ask.stream {

@@ -397,7 +397,7 @@ pub async fn create_response(
 ) -> OpenAiResult<HttpResponse> {
     let body = object_body(body)?;
     let ask = parse(&body)?;
-    let turn = prepare(&state, &ask).await?;
+    let mut turn = prepare(&state, &ask).await?;
     let created_at = unix(chrono::Utc::now());
     if ask.stream {
         let upstream = turn.stream().await?;

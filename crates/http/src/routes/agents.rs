@@ -134,6 +134,11 @@ pub struct AgentInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub cluster: Option<Option<String>>,
+    /// A model tried when the main model's provider fails before any text was sent:
+    /// `"provider/model"`, a bare name, or `{provider_id, model_name}`; `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub fallback_model: Option<Option<ModelInput>>,
 }
 
 /// Picks the one spelling a caller used among aliases; two different spellings at once is
@@ -244,6 +249,9 @@ impl AgentInput {
                 .transpose()?,
             tools: self.tools.map(ToolSpec::parse_list).transpose()?,
             cluster: parse_opt("cluster", self.cluster, |c: String| ClusterName::parse(&c))?,
+            fallback_model: self
+                .fallback_model
+                .map(|m| m.map(|m| model_spec("fallback_model", m, None))),
         })
     }
 }
@@ -302,6 +310,8 @@ pub struct AgentView {
     pub tools: Vec<Value>,
     /// Cluster.
     pub cluster: Option<String>,
+    /// `provider/model` tried when the model's provider fails, if any.
+    pub fallback_model: Option<String>,
     /// Creator.
     pub created_by: Option<String>,
     /// RFC 3339 UTC.
@@ -345,6 +355,7 @@ impl From<&Agent> for AgentView {
                 .map(|t| Value::Object(t.as_json().clone()))
                 .collect(),
             cluster: a.cluster.as_ref().map(ToString::to_string),
+            fallback_model: a.fallback_model.as_ref().map(ToString::to_string),
             created_by: a.created_by.clone(),
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),
