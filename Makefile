@@ -1,7 +1,7 @@
 # Agentry — common tasks. Every target uses the same cargo feature set (`--workspace`), so
 # switching between them does not force rebuilds.
 
-.PHONY: run build test check-deps fmt lint test-sqlite test-postgres clean
+.PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz clean
 
 run: ## Start the server with its embedded defaults (127.0.0.1:8080, SQLite in ./data, mock provider)
 	cargo run --release --bin agentry -- serve
@@ -26,6 +26,9 @@ test-sqlite:
 
 test-postgres:
 	AGENTRY_TEST_DATABASE=postgres AGENTRY_TEST_REQUIRE_POSTGRES=1 cargo nextest run --workspace
+
+fuzz: ## Schema-based fuzzing of the OpenAPI document (schemathesis; no 5xx allowed)
+	scripts/fuzz.sh
 
 clean:
 	cargo clean
