@@ -36,6 +36,9 @@ cargo nextest run --workspace --no-fail-fast
 step "doc tests"
 cargo test --workspace --doc --quiet
 
+step "the official OpenAI Python SDK against a running server"
+scripts/sdk-test.sh
+
 if [ "$pg_up" = 1 ]; then
   step "API tests on PostgreSQL"
   AGENTRY_TEST_DATABASE=postgres AGENTRY_TEST_REQUIRE_POSTGRES=1 cargo nextest run --workspace --no-fail-fast -E 'binary(api)'

@@ -1,0 +1,101 @@
+"""The official OpenAI Python SDK against a running Agentry: only base_url and the key change.
+
+Run by scripts/sdk-test.sh (part of `make test`). Exits non-zero on the first failure and
+prints 'N passed, 0 failed' at the end.
+"""
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+BASE = os.environ["AGENTRY_URL"]
+TOKEN = os.environ.get("AGENTRY_TOKEN", "")
+passed = 0
+
+
+def api(method, path, body=None):
+    req = urllib.request.Request(BASE + path, method=method, data=None if body is None else json.dumps(body).encode())
+    req.add_header("Content-Type", "application/json")
+    if TOKEN:
+        req.add_header("Authorization", "Bearer " + TOKEN)
+    try:
+        with urllib.request.urlopen(req) as res:
+            return res.status, json.loads(res.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def check(name, cond, detail=""):
+    global passed
+    if not cond:
+        print(f"FAIL {name}: {detail}")
+        print(f"{passed} passed, 1 failed")
+        sys.exit(1)
+    passed += 1
+    print(f"ok   {name}")
+
+
+status, _ = api("POST", "/api/v1/agents", {"name": "Support Bot", "key": "support-bot", "instructions": "You are support.", "model": "mock/echo"})
+check("create agent", status == 201, status)
+api("POST", "/api/v1/agents", {"name": "Sleeping", "key": "sleeping", "status": "inactive"})
+
+client = OpenAI(base_url=BASE + "/v1", api_key=TOKEN or "sk-unused", max_retries=0)
+
+ids = [m.id for m in client.models.list()]
+check("models.list shows the agent key", "support-bot" in ids and "sleeping" not in ids, ids)
+
+r = client.responses.create(model="support-bot", input="How do I reset my password?")
+check("responses.create", r.output_text == "How do I reset my password?" and r.id.startswith("resp_") and r.status == "completed", r)
+check("usage", r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tokens, r.usage)
+
+r2 = client.responses.create(model="support-bot", input=[{"role": "user", "content": [{"type": "input_text", "text": "And then?"}]}], previous_response_id=r.id)
+check("multi-turn with previous_response_id", r2.previous_response_id == r.id and r2.output_text == "And then?", r2)
+check("responses.retrieve", client.responses.retrieve(r.id).output_text == "And then?")
+
+with client.responses.stream(model="support-bot", input="stream with the sdk helper", instructions="Be brief.") as stream:
+    deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+    final = stream.get_final_response()
+check("responses.stream helper", deltas == "stream with the sdk helper" and final.output_text == deltas, (deltas, final))
+
+c = client.chat.completions.create(model="support-bot", messages=[{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello chat"}])
+check("chat.completions.create", c.choices[0].message.content == "hello chat" and c.usage.total_tokens > 0, c)
+
+chunks = list(client.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": "stream chat"}], stream=True, stream_options={"include_usage": True}))
+text = "".join((ch.choices[0].delta.content or "") for ch in chunks if ch.choices)
+check("chat.completions stream", text == "stream chat" and chunks[-1].usage is not None, text)
+
+try:
+    client.responses.create(model="no-such-agent", input="hi")
+    check("unknown agent raises NotFoundError", False, "no error")
+except openai.NotFoundError as e:
+    check("unknown agent raises NotFoundError", e.code == "model_not_found", e)
+
+try:
+    client.responses.create(model="sleeping", input="hi")
+    check("inactive agent raises BadRequestError", False, "no error")
+except openai.BadRequestError as e:
+    check("inactive agent raises BadRequestError", e.code == "agent_not_active", e)
+
+try:
+    client.responses.create(model="support-bot", input="hi", previous_response_id="resp_00000000000000000000000000000000")
+    check("unknown previous_response_id raises NotFoundError", False, "no error")
+except openai.NotFoundError as e:
+    check("unknown previous_response_id raises NotFoundError", e.param == "previous_response_id", e)
+
+status, v = api("POST", "/api/v1/agents/support-bot/versions", {"note": "v1"})
+check("publish v1", status == 201, v)
+api("PATCH", "/api/v1/agents/support-bot", {"instructions": "Changed after v1.", "model": "mock/echo"})
+pinned = client.responses.create(model="support-bot", input="pinned", extra_body={"version": 1})
+check("version pin via extra_body", pinned.output_text == "pinned", pinned)
+try:
+    client.responses.create(model="support-bot", input="x", extra_body={"version": 7})
+    check("unknown version raises NotFoundError", False, "no error")
+except openai.NotFoundError as e:
+    check("unknown version raises NotFoundError", e.param == "version", e)
+
+print(f"{passed} passed, 0 failed")
