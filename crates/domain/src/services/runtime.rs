@@ -266,15 +266,24 @@ impl Routes {
                 .is_none_or(|f| std::ptr::eq(f, route))
     }
 
-    /// A whole answer and the model that gave it.
-    async fn complete(&self, request: &CompletionRequest) -> Result<(Completion, ModelRef)> {
+    /// Asks each route in turn with `call` until one answers; returns the answer and the
+    /// model that gave it, or the last failure.
+    async fn first_answer<T, F, Fut>(
+        &self,
+        request: &CompletionRequest,
+        call: F,
+    ) -> Result<(T, ModelRef)>
+    where
+        F: Fn(Arc<dyn LlmClient>, CompletionRequest) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
         for route in self.all() {
             let req = CompletionRequest {
                 model: route.model.model_name.clone(),
                 ..request.clone()
             };
-            match route.client.complete(req).await {
-                Ok(c) => return Ok((c, route.model.clone())),
+            match call(route.client.clone(), req).await {
+                Ok(answer) => return Ok((answer, route.model.clone())),
                 Err(e) if self.give_up(route, &e) => return Err(provider_error(&route.model, e)),
                 Err(e) => {
                     tracing::warn!(model = %route.model, error = %e, "model failed; trying the fallback")
@@ -284,22 +293,22 @@ impl Routes {
         Err(Error::Internal("no route answered".to_owned()))
     }
 
+    /// A whole answer and the model that gave it.
+    async fn complete(&self, request: &CompletionRequest) -> Result<(Completion, ModelRef)> {
+        self.first_answer(
+            request,
+            |client, req| async move { client.complete(req).await },
+        )
+        .await
+    }
+
     /// A streamed answer and the model that gives it.
     async fn stream(&self, request: &CompletionRequest) -> Result<(CompletionStream, ModelRef)> {
-        for route in self.all() {
-            let req = CompletionRequest {
-                model: route.model.model_name.clone(),
-                ..request.clone()
-            };
-            match route.client.stream(req).await {
-                Ok(s) => return Ok((s, route.model.clone())),
-                Err(e) if self.give_up(route, &e) => return Err(provider_error(&route.model, e)),
-                Err(e) => {
-                    tracing::warn!(model = %route.model, error = %e, "model failed; trying the fallback")
-                }
-            }
-        }
-        Err(Error::Internal("no route answered".to_owned()))
+        self.first_answer(
+            request,
+            |client, req| async move { client.stream(req).await },
+        )
+        .await
     }
 }
 
