@@ -25,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<Value>,
+    /// Seconds to wait, sent as `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 /// The error envelope every route uses.
@@ -57,7 +59,42 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    /// 401 `UNAUTHORIZED`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 403 `FORBIDDEN`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    /// 429 `RATE_LIMITED`, with `Retry-After` and, as seed 000 shows,
+    /// `details.retry_after_seconds` and `details.limit`.
+    pub fn rate_limited(retry_after_secs: u64, limit: Option<&str>) -> Self {
+        let secs = retry_after_secs.max(1);
+        let mut details = Map::new();
+        details.insert("retry_after_seconds".to_owned(), secs.into());
+        if let Some(l) = limit {
+            details.insert("limit".to_owned(), l.into());
+        }
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests, please try again later",
+        )
+        .with_details(Value::Object(details));
+        e.retry_after = Some(secs);
+        e
+    }
+
+    /// Seconds to wait before retrying, for a 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// Adds machine-readable details.
@@ -177,6 +214,12 @@ impl From<Error> for ApiError {
                 details.insert("reason".to_owned(), error.to_string().into());
                 Self::new(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR", "Error communicating with the AI provider").with_details(Value::Object(details))
             }
+            Error::Unauthorized(message) => Self::unauthorized(message),
+            Error::Forbidden(message) => Self::forbidden(message),
+            Error::RateLimited { retry_after, limit } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Self::rate_limited(secs, limit.as_deref())
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service temporarily unavailable, please retry")
@@ -209,7 +252,14 @@ impl ResponseError for ApiError {
                 request_id: current_request_id(),
             },
         };
-        HttpResponse::build(self.status).json(body)
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(body)
     }
 }
 

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_domain::ports::{AgentStore, ConversationStore, HealthProbe, ProviderStore, RunStore};
+use agentry_domain::ports::{
+    AgentStore, ApiKeyStore, ConversationStore, HealthProbe, ProviderStore, RunStore,
+    ServerSecretStore, SessionStore, UserStore,
+};
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -137,6 +140,26 @@ impl Database {
 
     /// The run store over this pool.
     pub fn runs(&self) -> Arc<dyn RunStore> {
+        Arc::new(self.store())
+    }
+
+    /// The user store over this pool.
+    pub fn users(&self) -> Arc<dyn UserStore> {
+        Arc::new(self.store())
+    }
+
+    /// The session (and refresh token) store over this pool.
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        Arc::new(self.store())
+    }
+
+    /// The API key store over this pool.
+    pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
+        Arc::new(self.store())
+    }
+
+    /// The server-wide secret store over this pool.
+    pub fn server_secrets(&self) -> Arc<dyn ServerSecretStore> {
         Arc::new(self.store())
     }
 
