@@ -7,6 +7,7 @@ mod hygiene;
 mod ops;
 mod providers;
 pub mod runtime;
+mod security;
 mod seeds;
 mod upstream;
 

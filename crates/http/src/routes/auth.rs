@@ -45,6 +45,14 @@ pub struct RefreshInput {
     pub refresh_token: String,
 }
 
+/// What a logout may end besides the caller's session.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutInput {
+    /// A refresh token of the same user whose session should end too.
+    pub refresh_token: Option<String>,
+}
+
 /// Tokens: an access token for `Authorization: Bearer …` and a refresh token to get the next
 /// pair (it works once).
 #[derive(Serialize, ToSchema)]
@@ -123,7 +131,8 @@ fn client_address(req: &HttpRequest) -> Option<String> {
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginInput,
     responses((status = 200, body = TokenResponse), (status = 400, body = ErrorEnvelope),
         (status = 401, description = "Wrong username or password (the same answer for both)", body = ErrorEnvelope),
-        (status = 429, description = "Too many failed logins for this username or address", body = ErrorEnvelope)))]
+        (status = 429, description = "Too many failed logins for this username or address", body = ErrorEnvelope)),
+    security(()))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     req: HttpRequest,
@@ -143,7 +152,8 @@ pub async fn login(
 /// Exchange a refresh token for a new access token and a new refresh token. A refresh token
 /// works once: presenting a used one again ends its whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshInput,
-    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)))]
+    responses((status = 200, body = TokenResponse), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
+    security(()))]
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     state: web::Data<AppState>,
@@ -158,7 +168,7 @@ pub async fn refresh(
 
 /// End the session of the access token used (its access and refresh tokens stop working at
 /// once, on every replica). An optional body `{"refresh_token"}` ends that token's session too.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<RefreshInput>, description = "Optional"),
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutInput>, description = "Optional"),
     responses((status = 200, body = LogoutResult), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
@@ -170,8 +180,8 @@ pub async fn logout(
     let token = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let parsed: RefreshInput = parse_json(&body)?;
-        Some(SecretString::from(parsed.refresh_token))
+        let parsed: LogoutInput = parse_json(&body)?;
+        parsed.refresh_token.map(SecretString::from)
     };
     state.auth.logout(&caller, token.as_ref()).await?;
     Ok(HttpResponse::Ok().json(LogoutResult {
