@@ -2,7 +2,7 @@
 # The dependency rule: the domain crate is framework-free. Fails when its normal dependency
 # tree contains a web framework, an ORM, an LLM or HTTP client, or a JWT library.
 set -euo pipefail
-forbidden='^(actix|actix-web|actix-http|diesel|async-openai|jsonwebtoken|reqwest|hyper|sqlx|tokio-postgres)( |$)'
+forbidden='^(actix|actix-web|actix-http|diesel|async-openai|jsonwebtoken|argon2|reqwest|hyper|sqlx|tokio-postgres)( |$)'
 tree=$(cargo tree -p agentry-domain -e normal --prefix none --format '{p}' | sed 's/ v[0-9].*//' | sort -u)
 bad=$(grep -E "$forbidden" <<<"$tree" || true)
 if [ -n "$bad" ]; then
@@ -10,4 +10,4 @@ if [ -n "$bad" ]; then
   echo "$bad" >&2
   exit 1
 fi
-echo "check-domain-deps: agentry-domain depends on none of actix, diesel, async-openai, jsonwebtoken, reqwest ($(wc -l <<<"$tree") crates checked)"
+echo "check-domain-deps: agentry-domain depends on none of actix, diesel, async-openai, jsonwebtoken, argon2, reqwest ($(wc -l <<<"$tree") crates checked)"

@@ -8,6 +8,7 @@ mod openai;
 mod ops;
 mod providers;
 pub mod runtime;
+mod security;
 mod seeds;
 mod upstream;
 mod versions;

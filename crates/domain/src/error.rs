@@ -85,6 +85,21 @@ pub enum Error {
         /// How it failed.
         error: crate::llm::ProviderError,
     },
+    /// The caller is not authenticated: no credential, or one that is invalid, expired or
+    /// revoked. The message is safe to show (it never says which part was wrong).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    /// The caller is authenticated but may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// Too many requests (or failed logins): try again after `retry_after`.
+    #[error("rate limited: retry after {}s", retry_after.as_secs())]
+    RateLimited {
+        /// How long to wait.
+        retry_after: std::time::Duration,
+        /// The limit that was hit, in words (`100 requests per minute`).
+        limit: Option<String>,
+    },
     /// A backing service (database…) cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -106,6 +121,16 @@ impl Error {
             field: Some(field.to_owned()),
             extra: Map::new(),
         }
+    }
+
+    /// Shorthand for [`Error::Unauthorized`].
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(message.into())
+    }
+
+    /// Shorthand for [`Error::Forbidden`].
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
     }
 
     /// Shorthand for [`Error::NotFound`].

@@ -10,6 +10,7 @@
 //! [`services`] (the use cases).
 
 pub mod agent;
+pub mod auth;
 pub mod conversation;
 pub mod error;
 pub mod ids;

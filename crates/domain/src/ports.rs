@@ -12,7 +12,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::Result;
 use serde_json::{Map, Value};
 
+use secrecy::SecretString;
+
 use crate::agent::{Agent, AgentFilter, AgentId, AgentKey, AgentRef};
+use crate::auth::{
+    AccessClaims, ApiKey, ApiKeyId, RefreshTokenRecord, Session, User, UserId, Username,
+};
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
@@ -188,6 +193,165 @@ pub trait RunStore: Send + Sync {
     /// Runs matching `filter` (on the string values of `log_meta`), newest first (then by id, descending), with
     /// the total number of matches.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> Result<Paged<Run>>;
+}
+
+/// Durable storage of user accounts.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Stores a new user.
+    ///
+    /// # Errors
+    /// MUST return `Conflict` (field `username`) when the username is taken, (field `id`)
+    /// when the id is.
+    async fn insert_user(&self, user: &User) -> Result<()>;
+
+    /// One user by id.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `user`) when the id does not exist.
+    async fn get_user(&self, id: &UserId) -> Result<User>;
+
+    /// The user with this (lower-case) username, if any.
+    async fn find_user_by_username(&self, username: &Username) -> Result<Option<User>>;
+
+    /// Users, oldest first (then by id), with the total number.
+    async fn list_users(&self, page: Page) -> Result<Paged<User>>;
+
+    /// Replaces the stored user with the same id.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` when the id does not exist, `Conflict` (field `username`) when
+    /// the new username belongs to another user.
+    async fn update_user(&self, user: &User) -> Result<()>;
+
+    /// Deletes a user, its sessions and refresh tokens, and the API keys it created. Returns
+    /// whether it existed.
+    async fn delete_user(&self, id: &UserId) -> Result<bool>;
+
+    /// How many users there are, and how many of them are admins.
+    async fn count_users(&self) -> Result<(u64, u64)>;
+}
+
+/// Durable storage of login sessions and their refresh tokens. Shared by every replica, so
+/// a revocation holds everywhere at once.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session with its first refresh token, atomically.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `user`) when the user does not exist.
+    async fn insert_session(&self, session: &Session, token: &RefreshTokenRecord) -> Result<()>;
+
+    /// One session.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `session`) when the id does not exist.
+    async fn get_session(&self, id: &str) -> Result<Session>;
+
+    /// Marks a session revoked at `now` (when it is not already). Returns whether it exists.
+    async fn revoke_session(&self, id: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Revokes every open session of a user; returns how many.
+    async fn revoke_user_sessions(&self, user: &UserId, now: DateTime<Utc>) -> Result<u64>;
+
+    /// The refresh token with this digest, if any.
+    async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>>;
+
+    /// Marks the token used at `now` if and only if it is unused (atomic: of two concurrent
+    /// calls, exactly one gets `true`).
+    async fn consume_refresh_token(&self, token_hash: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Stores a new refresh token of an existing session.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `session`) when the session does not exist.
+    async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()>;
+}
+
+/// Durable storage of API keys (digests only).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key.
+    ///
+    /// # Errors
+    /// MUST return `Conflict` (field `id`) when the id or the digest is taken.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
+
+    /// One key by id.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `api_key`) when the id does not exist.
+    async fn get_api_key(&self, id: &ApiKeyId) -> Result<ApiKey>;
+
+    /// The key whose secret has this digest, if any (revoked and expired ones included).
+    async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>>;
+
+    /// Keys, newest first (then by id, descending), optionally only those created by
+    /// `created_by`, with the total number.
+    async fn list_api_keys(&self, created_by: Option<&UserId>, page: Page)
+    -> Result<Paged<ApiKey>>;
+
+    /// Marks a key revoked at `now`. Returns whether a key was revoked by this call (false
+    /// when it does not exist or was already revoked).
+    async fn revoke_api_key(&self, id: &ApiKeyId, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Sets the key's `last_used_at` to `now` unless it is already at or after
+    /// `now - min_interval_secs` seconds (so a busy key is written at most that often).
+    async fn touch_api_key(
+        &self,
+        id: &ApiKeyId,
+        now: DateTime<Utc>,
+        min_interval_secs: i64,
+    ) -> Result<()>;
+}
+
+/// Durable server-wide secrets shared by every replica (the access-token signing key when the
+/// configuration gives none).
+#[async_trait]
+pub trait ServerSecretStore: Send + Sync {
+    /// The secret named `name`; when there is none, stores `candidate` and returns it. Two
+    /// concurrent calls MUST return the same secret.
+    async fn get_or_insert_secret(
+        &self,
+        name: &str,
+        candidate: SecretString,
+    ) -> Result<SecretString>;
+}
+
+/// Hashes and checks passwords (argon2id in production). Slow on purpose.
+#[async_trait]
+pub trait PasswordHasher: Send + Sync {
+    /// A self-describing hash (PHC string) of `password` with a fresh salt.
+    async fn hash_password(&self, password: &SecretString) -> Result<String>;
+
+    /// Whether `password` matches `hash`. A malformed hash is `Ok(false)`, not an error.
+    async fn verify_password(&self, password: &SecretString, hash: &str) -> Result<bool>;
+}
+
+/// Signs and checks access tokens (HS256 JWTs in production).
+pub trait TokenCodec: Send + Sync {
+    /// A signed token carrying `claims`.
+    ///
+    /// # Errors
+    /// `Internal` when signing fails.
+    fn issue(&self, claims: &AccessClaims) -> Result<SecretString>;
+
+    /// The claims of a token whose signature, algorithm, issuer, audience and expiry are
+    /// right.
+    ///
+    /// # Errors
+    /// MUST return `Unauthorized` for any token that is not exactly right.
+    fn verify(&self, token: &str) -> Result<AccessClaims>;
+}
+
+/// Random secrets and their digests.
+pub trait SecretGenerator: Send + Sync {
+    /// `len` random alphanumeric characters from a cryptographic generator.
+    fn random_alphanumeric(&self, len: usize) -> SecretString;
+
+    /// The lower-case hex SHA-256 of `secret`: how high-entropy tokens and keys are stored
+    /// and looked up.
+    fn digest(&self, secret: &str) -> String;
 }
 
 /// Whether the backing services answer (for `/ready`).

@@ -25,6 +25,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<Value>,
+    /// Seconds to wait, sent as `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 /// The error envelope every route uses.
@@ -57,7 +59,42 @@ impl ApiError {
             code,
             message: message.into(),
             details: None,
+            retry_after: None,
         }
+    }
+
+    /// 401 `UNAUTHORIZED`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 403 `FORBIDDEN`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
+    /// 429 `RATE_LIMITED`, with `Retry-After` and, as seed 000 shows,
+    /// `details.retry_after_seconds` and `details.limit`.
+    pub fn rate_limited(retry_after_secs: u64, limit: Option<&str>) -> Self {
+        let secs = retry_after_secs.max(1);
+        let mut details = Map::new();
+        details.insert("retry_after_seconds".to_owned(), secs.into());
+        if let Some(l) = limit {
+            details.insert("limit".to_owned(), l.into());
+        }
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests, please try again later",
+        )
+        .with_details(Value::Object(details));
+        e.retry_after = Some(secs);
+        e
+    }
+
+    /// Seconds to wait before retrying, for a 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     /// Adds machine-readable details.
@@ -177,6 +214,12 @@ impl From<Error> for ApiError {
                 details.insert("reason".to_owned(), error.to_string().into());
                 Self::new(StatusCode::BAD_GATEWAY, "PROVIDER_ERROR", "Error communicating with the AI provider").with_details(Value::Object(details))
             }
+            Error::Unauthorized(message) => Self::unauthorized(message),
+            Error::Forbidden(message) => Self::forbidden(message),
+            Error::RateLimited { retry_after, limit } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Self::rate_limited(secs, limit.as_deref())
+            }
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service temporarily unavailable, please retry")
@@ -186,6 +229,47 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal server error")
             }
         }
+    }
+}
+
+impl ApiError {
+    /// OpenAI's `(type, code)` for this error, as the OpenAI-compatible surface reports it.
+    fn openai_kind(&self) -> (&'static str, Option<&'static str>) {
+        match self.status {
+            StatusCode::UNAUTHORIZED => ("authentication_error", Some("invalid_api_key")),
+            StatusCode::FORBIDDEN => ("permission_error", Some("permission_denied")),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", Some("rate_limit_exceeded")),
+            StatusCode::NOT_FOUND => ("invalid_request_error", Some("not_found")),
+            s if s.is_server_error() => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        }
+    }
+
+    /// This error in OpenAI's format, `{"error": {"message", "type", "param", "code"}}`, for the
+    /// OpenAI-compatible surface (see [`crate::permissions::is_openai_surface`]). Status,
+    /// `Retry-After` and `WWW-Authenticate` are as for [`ResponseError::error_response`].
+    pub fn openai_response(&self) -> HttpResponse {
+        let (kind, code) = self.openai_kind();
+        let param = self
+            .details
+            .as_ref()
+            .and_then(|d| d.get("field"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let body = json!({"error": {
+            "message": self.message,
+            "type": kind,
+            "param": param,
+            "code": code,
+        }});
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(body)
     }
 }
 
@@ -209,7 +293,14 @@ impl ResponseError for ApiError {
                 request_id: current_request_id(),
             },
         };
-        HttpResponse::build(self.status).json(body)
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        res.json(body)
     }
 }
 

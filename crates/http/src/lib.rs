@@ -1,13 +1,19 @@
 //! Agentry's HTTP adapter: actix-web handlers, DTOs, error mapping, middleware and the
 //! OpenAPI document. It depends on the domain only; the server crate gives it the services.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod openai;
 pub mod openapi;
+pub mod permissions;
+pub mod ratelimit;
 pub mod routes;
 pub mod sse;
+
+pub use auth::{Caller, Principal, principal};
+pub use permissions::is_openai_surface;
 
 use std::sync::Arc;
 
@@ -15,7 +21,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpRequest, web};
 use agentry_domain::ports::HealthProbe;
-use agentry_domain::services::{AgentService, ProviderRegistry, Runtime, VersionService};
+use agentry_domain::services::{
+    AgentService, AuthService, ProviderRegistry, Runtime, VersionService,
+};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
@@ -36,6 +44,12 @@ pub struct AppState {
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.
     pub version: String,
+    /// Users, sessions, API keys; authenticates every request.
+    pub auth: AuthService,
+    /// Development only (loopback addresses): every request is the admin `anonymous-dev`.
+    pub auth_disabled: bool,
+    /// Request-rate and concurrency counters, shared by every worker.
+    pub rate_limits: Arc<ratelimit::RateLimits>,
 }
 
 /// HTTP-level settings.
@@ -93,5 +107,8 @@ pub fn app(
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
         .default_service(web::to(route_not_found))
+        // The last `wrap` runs first: request id, then authentication, then rate limits.
+        .wrap(actix_web::middleware::from_fn(ratelimit::limit))
+        .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
 }

@@ -1,10 +1,13 @@
 //! The OpenAPI 3.1 document, generated from the handlers and DTOs, served at `/openapi.json`
 //! and browsable at `/docs` (Swagger UI, vendored: no network needed).
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::openai;
-use crate::routes::{agents, chat, conversations, health, providers, runs, versions};
+use crate::routes::{
+    agents, api_keys, auth, chat, conversations, health, providers, runs, users, versions,
+};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -13,7 +16,10 @@ use crate::routes::{agents, chat, conversations, health, providers, runs, versio
         title = "Agentry",
         description = "Define LLM agents once; serve, test, watch and improve them.\n\n\
             Every route under `/api/v1` is also served under the `/v1` alias; trailing slashes are ignored. \
-            Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.",
+            Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.\n\n\
+            Authenticate with `Authorization: Bearer <token>`: an access token from `POST /api/v1/auth/login`, or an API key (`agk_…`). \
+            `/health`, `/ready`, `/docs`, `/openapi.json`, login and refresh are public; everything else needs a role or scope (see docs/security.md). \
+            Rate-limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`; a refused request is 429 `RATE_LIMITED` with `Retry-After`.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -52,8 +58,23 @@ use crate::routes::{agents, chat, conversations, health, providers, runs, versio
         openai::models::get_model,
         openai::agents::list_client_agents,
         openai::agents::get_client_agent,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::me,
+        users::create_user,
+        users::list_users,
+        users::get_user,
+        users::patch_user,
+        users::delete_user,
+        api_keys::create_api_key,
+        api_keys::list_api_keys,
+        api_keys::get_api_key,
+        api_keys::revoke_api_key,
     ),
     components(schemas(crate::error::ErrorEnvelope)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
         (name = "agents", description = "Agent definitions"),
@@ -62,9 +83,33 @@ use crate::routes::{agents, chat, conversations, health, providers, runs, versio
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
         (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),
         (name = "openai", description = "OpenAI-compatible client API (`model` = agent key); also at /api/client/v1/responses and /api/client/v1/agents/responses"),
+        (name = "auth", description = "Login, token refresh, logout and the current caller"),
+        (name = "users", description = "User accounts (admins)"),
+        (name = "api-keys", description = "Scoped API keys (admins)"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme (access tokens and `agk_…` API keys).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or agk_ API key")
+                    .description(Some(
+                        "An access token from POST /api/v1/auth/login, or an API key (agk_…)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document as served.
 pub fn document() -> utoipa::openapi::OpenApi {

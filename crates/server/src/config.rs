@@ -80,6 +80,30 @@ pub struct Config {
     /// Characters of earlier messages sent upstream, at most; the oldest are dropped first
     /// (`AGENTRY_HISTORY_MAX_CHARS`).
     pub history_max_chars: usize,
+    /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
+    pub admin_username: String,
+    /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
+    /// when absent.
+    pub admin_password: Option<SecretString>,
+    /// Development only: no authentication, every request is an admin. Refused unless `addr`
+    /// is a loopback address (`AGENTRY_AUTH_DISABLED`).
+    pub auth_disabled: bool,
+    /// The access-token signing key, at least 32 bytes (`AGENTRY_JWT_SECRET`); when absent one
+    /// is generated once and stored in the database, shared by every replica.
+    pub jwt_secret: Option<SecretString>,
+    /// Seconds an access token works (`AGENTRY_ACCESS_TOKEN_TTL_SECS`).
+    pub access_token_ttl_secs: u64,
+    /// Seconds a refresh token works (`AGENTRY_REFRESH_TOKEN_TTL_SECS`).
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins for one username before each attempt must wait
+    /// (`AGENTRY_LOGIN_MAX_FAILURES`); an address gets four times as many.
+    pub login_max_failures: u32,
+    /// Requests per minute per client (`AGENTRY_RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_per_minute: u32,
+    /// Requests a client may send at once after a quiet period (`AGENTRY_RATE_LIMIT_BURST`).
+    pub rate_limit_burst: u32,
+    /// Requests in flight per client (`AGENTRY_RATE_LIMIT_CONCURRENCY`).
+    pub rate_limit_concurrency: u32,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -100,6 +124,14 @@ struct Defaults {
     provider_max_retries: u32,
     history_max_messages: u32,
     history_max_chars: usize,
+    admin_username: &'static str,
+    auth_disabled: bool,
+    access_token_ttl_secs: u64,
+    refresh_token_ttl_secs: u64,
+    login_max_failures: u32,
+    rate_limit_per_minute: u32,
+    rate_limit_burst: u32,
+    rate_limit_concurrency: u32,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -116,10 +148,18 @@ const DEFAULTS: Defaults = Defaults {
     provider_max_retries: 2,
     history_max_messages: 50,
     history_max_chars: 32_000,
+    admin_username: "admin",
+    auth_disabled: false,
+    access_token_ttl_secs: 15 * 60,
+    refresh_token_ttl_secs: 30 * 24 * 3600,
+    login_max_failures: 5,
+    rate_limit_per_minute: 100,
+    rate_limit_burst: 20,
+    rate_limit_concurrency: 20,
 };
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
-const NOT_CONFIG_KEYS: [&str; 3] = ["config", "admin_username", "admin_password"];
+const NOT_CONFIG_KEYS: [&str; 1] = ["config"];
 
 /// Whether an `AGENTRY_*` variable (prefix removed, any case) is a config key rather than one
 /// read elsewhere or by the test suites (`AGENTRY_TEST_*`).
@@ -173,10 +213,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_and_admin_variables_are_not_config_keys() {
+    fn test_variables_are_not_config_keys() {
         assert!(!is_config_key("TEST_REQUIRE_POSTGRES"));
         assert!(!is_config_key("test_database"));
-        assert!(!is_config_key("ADMIN_PASSWORD"));
+        assert!(is_config_key("ADMIN_PASSWORD"));
+        assert!(is_config_key("AUTH_DISABLED"));
         assert!(!is_config_key("CONFIG"));
         assert!(is_config_key("ADDR"));
         assert!(is_config_key("Log_Format"));
@@ -188,6 +229,34 @@ mod tests {
         assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.database_url, "sqlite://data/agentry.db");
         assert_eq!(c.default_model, "mock/echo");
+        assert_eq!(c.admin_username, "admin");
+        assert!(c.admin_password.is_none() && c.jwt_secret.is_none());
+        assert!(!c.auth_disabled);
+        assert_eq!(
+            (
+                c.rate_limit_per_minute,
+                c.rate_limit_burst,
+                c.rate_limit_concurrency
+            ),
+            (100, 20, 20)
+        );
+    }
+
+    #[test]
+    fn auth_secrets_stay_out_of_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("auth.toml");
+        std::fs::write(
+            &file,
+            "admin_password = \"pw-very-secret\"\njwt_secret = \"jwt-very-secret-jwt-very-secret-xx\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pw-very-secret") && !shown.contains("jwt-very-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

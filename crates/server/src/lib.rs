@@ -13,15 +13,19 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
+use agentry_auth::{Argon2Hasher, JwtCodec, RandomSecrets};
 use agentry_domain::agent::ModelSpec;
+use agentry_domain::ports::SecretGenerator;
 use agentry_domain::ports::{Clock, SystemClock};
 use agentry_domain::provider::{
     BaseUrl, MOCK_ECHO_MODEL, MOCK_PROVIDER_ID, Provider, ProviderId, ProviderKind, ProviderSource,
     parse_models,
 };
 use agentry_domain::services::{
-    AgentService, ProviderRegistry, Runtime, RuntimeSettings, VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimeSettings,
+    VersionService,
 };
+use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
 use agentry_http::{AppState, HttpSettings};
 use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
 use agentry_storage::{Backend, Database, PoolOptions};
@@ -46,6 +50,9 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Database(String),
+    /// Authentication could not be set up (or is disabled where that is not allowed).
+    #[error("authentication: {0}")]
+    Auth(String),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -171,6 +178,114 @@ pub fn fixed_providers(config: &Config, clock: &dyn Clock) -> Result<Vec<Provide
     Ok(out)
 }
 
+/// Who issues access tokens, and for whom (checked on every token).
+pub const JWT_ISSUER: &str = "agentry";
+/// The audience of access tokens.
+pub const JWT_AUDIENCE: &str = "agentry-api";
+/// The name of the stored signing key in the server-secrets table.
+const JWT_SECRET_NAME: &str = "jwt_signing_key";
+
+fn auth_error(e: impl std::fmt::Display) -> StartError {
+    StartError::Auth(e.to_string())
+}
+
+/// The auth service over `database`: argon2id, HS256 tokens signed with `jwt_secret` or with
+/// a key generated once and stored in the database (so every replica shares it).
+///
+/// # Errors
+/// [`StartError::Auth`] for a short `jwt_secret`, or when the stored key cannot be read.
+pub async fn auth_service(
+    config: &Config,
+    database: &Database,
+    clock: Arc<dyn Clock>,
+) -> Result<AuthService, StartError> {
+    let secrets = RandomSecrets;
+    let signing_key = match &config.jwt_secret {
+        Some(k) => k.clone(),
+        None => database
+            .server_secrets()
+            .get_or_insert_secret(JWT_SECRET_NAME, secrets.random_alphanumeric(64))
+            .await
+            .map_err(auth_error)?,
+    };
+    let codec = JwtCodec::new(&signing_key, JWT_ISSUER, JWT_AUDIENCE).map_err(auth_error)?;
+    let settings = AuthSettings {
+        access_token_ttl: Duration::from_secs(config.access_token_ttl_secs.max(1)),
+        refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_secs.max(1)),
+        login_max_failures: config.login_max_failures.max(1),
+        login_max_failures_per_address: config.login_max_failures.max(1).saturating_mul(4),
+        ..AuthSettings::default()
+    };
+    let ports = AuthPorts {
+        users: database.users(),
+        sessions: database.sessions(),
+        keys: database.api_keys(),
+        hasher: Arc::new(Argon2Hasher),
+        tokens: Arc::new(codec),
+        secrets: Arc::new(secrets),
+        clock,
+    };
+    Ok(AuthService::new(ports, settings))
+}
+
+/// Refuses `auth_disabled` unless the server listens on a loopback address only.
+///
+/// # Errors
+/// [`StartError::Auth`] with the reason.
+pub fn check_auth_disabled(config: &Config) -> Result<(), StartError> {
+    if config.auth_disabled && !config.addr.ip().is_loopback() {
+        return Err(StartError::Auth(format!(
+            "auth_disabled (AGENTRY_AUTH_DISABLED) is a development setting, honoured only on a \
+             loopback address; refusing to serve {} without authentication. Unset it, or listen on \
+             127.0.0.1 / ::1",
+            config.addr
+        )));
+    }
+    Ok(())
+}
+
+/// On an empty database, creates the first admin (`admin_username`, `admin_password` or a
+/// random password printed once on stderr).
+///
+/// # Errors
+/// [`StartError::Auth`] for an invalid username or password.
+pub async fn bootstrap_admin(config: &Config, auth: &AuthService) -> Result<(), StartError> {
+    let password = config
+        .admin_password
+        .clone()
+        .filter(|p| !secrecy::ExposeSecret::expose_secret(p).is_empty());
+    let created = auth
+        .bootstrap_admin(&config.admin_username, password)
+        .await
+        .map_err(auth_error)?;
+    let Some(created) = created else {
+        return Ok(());
+    };
+    match &created.generated_password {
+        Some(password) => {
+            tracing::warn!(
+                username = %created.user.username,
+                "created the first admin user with a generated password (printed once on stderr, never logged)"
+            );
+            eprintln!(
+                "\n================================================================\n\
+                 Agentry created the first admin user.\n  username: {}\n  password: {}\n\
+                 This password is shown only this once. Log in and change it:\n  \
+                 agentry user passwd {}   (or PATCH /api/v1/users/{{id}})\n\
+                 ================================================================\n",
+                created.user.username,
+                secrecy::ExposeSecret::expose_secret(password),
+                created.user.username
+            );
+        }
+        None => tracing::info!(
+            username = %created.user.username,
+            "created the first admin user with the configured password"
+        ),
+    }
+    Ok(())
+}
+
 /// Options of an embedded server (tests, embedders) that the config file does not carry.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
@@ -212,6 +327,7 @@ impl Application {
     /// # Errors
     /// [`StartError`] with a clear cause.
     pub async fn build_with(config: Config, options: BuildOptions) -> Result<Self, StartError> {
+        check_auth_disabled(&config)?;
         let (database, applied) = open_database(&config).await?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
@@ -251,6 +367,19 @@ impl Application {
             runtime_settings,
         );
         let versions = VersionService::new(database.agents(), database.versions(), clock.clone());
+        let auth = auth_service(&config, &database, clock.clone()).await?;
+        bootstrap_admin(&config, &auth).await?;
+        if config.auth_disabled {
+            tracing::warn!(
+                addr = %config.addr,
+                "AUTHENTICATION IS DISABLED (auth_disabled): every request acts as the admin 'anonymous-dev'. Development only."
+            );
+        }
+        let rate_limits = Arc::new(RateLimits::new(RateLimitSettings {
+            per_minute: config.rate_limit_per_minute.max(1),
+            burst: config.rate_limit_burst.max(1),
+            concurrency: config.rate_limit_concurrency.max(1),
+        }));
         let state = AppState {
             agents: AgentService::new(database.agents(), providers.clone(), clock, default_model),
             providers,
@@ -258,6 +387,9 @@ impl Application {
             versions,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            auth,
+            auth_disabled: config.auth_disabled,
+            rate_limits,
         };
         let settings = HttpSettings {
             json_limit: config.json_limit_bytes,

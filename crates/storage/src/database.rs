@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry_domain::ports::{
-    AgentStore, ConversationStore, HealthProbe, ProviderStore, RunStore, VersionStore,
+    AgentStore, ApiKeyStore, ConversationStore, HealthProbe, ProviderStore, RunStore,
+    ServerSecretStore, SessionStore, UserStore, VersionStore,
 };
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -144,6 +145,26 @@ impl Database {
 
     /// The store of published agent versions over this pool.
     pub fn versions(&self) -> Arc<dyn VersionStore> {
+        Arc::new(self.store())
+    }
+
+    /// The user store over this pool.
+    pub fn users(&self) -> Arc<dyn UserStore> {
+        Arc::new(self.store())
+    }
+
+    /// The session (and refresh token) store over this pool.
+    pub fn sessions(&self) -> Arc<dyn SessionStore> {
+        Arc::new(self.store())
+    }
+
+    /// The API key store over this pool.
+    pub fn api_keys(&self) -> Arc<dyn ApiKeyStore> {
+        Arc::new(self.store())
+    }
+
+    /// The server-wide secret store over this pool.
+    pub fn server_secrets(&self) -> Arc<dyn ServerSecretStore> {
         Arc::new(self.store())
     }
 

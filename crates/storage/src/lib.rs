@@ -5,8 +5,9 @@
 //! `AnyConnection`s (SQLite or PostgreSQL); [`Database::migrate`] applies the embedded
 //! migrations (`migrations/sqlite` or `migrations/postgres`, identical names); then
 //! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
-//! [`Database::runs`], [`Database::versions`] and [`Database::health`] hand out the port
-//! objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
+//! [`Database::runs`], [`Database::versions`], [`Database::users`], [`Database::sessions`],
+//! [`Database::api_keys`], [`Database::server_secrets`] and [`Database::health`] hand out the
+//! port objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
 //!
 //! One `schema.rs` in column types both backends share (ids and JSON as text, timestamps
 //! without time zone in UTC). Diesel errors never leave the crate: port methods translate
@@ -14,6 +15,8 @@
 //! `NotFound`, no connection → `Unavailable`, the rest → `Internal`).
 
 mod agents;
+mod auth;
+mod auth_rows;
 mod connection;
 mod conversations;
 mod database;

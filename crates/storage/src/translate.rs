@@ -20,6 +20,13 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "conversations_agent_id_session_key_key"
         | "conversations.agent_id, conversations.session_key" => Some("session_key"),
         "runs_pkey" | "runs.id" => Some("run_id"),
+        "users_username_key" | "users.username" => Some("username"),
+        "users_pkey" | "users.id" | "auth_sessions_pkey" | "auth_sessions.id" => Some("id"),
+        "api_keys_pkey" | "api_keys.id" | "api_keys_secret_hash_key" | "api_keys.secret_hash" => {
+            Some("id")
+        }
+        "refresh_tokens_pkey" | "refresh_tokens.token_hash" => Some("token_hash"),
+        "server_secrets_pkey" | "server_secrets.name" => Some("name"),
         _ => None,
     }
 }

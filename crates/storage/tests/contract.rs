@@ -11,6 +11,10 @@ use agentry_domain::agent::{
     Agent, AgentFilter, AgentId, AgentKey, AgentName, AgentRef, AgentStatus, AgentType,
     ClusterName, MaxTokens, ModelRef, Tag, Temperature, ToolSpec, TopP,
 };
+use agentry_domain::auth::{
+    ApiKey, ApiKeyId, Email, RefreshTokenRecord, Role as UserRole, Scope, Session, User, UserId,
+    Username,
+};
 use agentry_domain::conversation::{
     Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
 };
@@ -29,9 +33,10 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
+    "2026-11-23-000003_auth",
     "2026-11-23-000004_agent_versions",
     "2026-11-23-000005_agent_fallback_model",
 ];
@@ -135,6 +140,21 @@ contract_tests!(
     get_latest_and_list_versions,
     versions_are_per_agent,
     deleting_the_agent_cascades_versions,
+    user_insert_get_find_and_list,
+    duplicate_username_is_a_conflict_on_username,
+    user_update_and_missing_user,
+    count_users_counts_admins,
+    deleting_a_user_cascades_sessions_tokens_and_keys,
+    session_insert_get_and_revoke,
+    session_for_missing_user_is_not_found,
+    refresh_token_is_consumed_once,
+    concurrent_consumption_has_one_winner,
+    refresh_token_for_missing_session_is_not_found,
+    revoke_user_sessions_revokes_only_theirs,
+    api_key_round_trips_and_is_found_by_digest,
+    api_key_list_revoke_and_touch,
+    duplicate_api_key_digest_is_a_conflict,
+    server_secret_is_inserted_once,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -1988,12 +2008,13 @@ fn postgres_migrations_land_in_the_test_schema() {
     let count = diesel::sql_query(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $1 \
          AND table_name IN ('__diesel_schema_migrations', 'agents', 'agent_tags', 'providers', \
-         'conversations', 'messages', 'runs', 'agent_versions')",
+         'conversations', 'messages', 'runs', 'agent_versions', 'users', 'auth_sessions', \
+         'refresh_tokens', 'api_keys', 'server_secrets')",
     )
     .bind::<Text, _>(guard.schema())
     .get_result::<Count>(&mut admin)
     .unwrap();
-    assert_eq!(count.n, 8);
+    assert_eq!(count.n, 13);
     drop(db);
 }
 
@@ -2044,4 +2065,466 @@ fn postgres_migrations_revert_cleanly() {
     };
     let mut conn = diesel::pg::PgConnection::establish(&url).unwrap();
     revert_and_reapply(&mut conn, || SOURCE);
+}
+
+// Users, sessions, refresh tokens, API keys, server secrets
+
+fn user(name: &str, role: UserRole, secs: i64) -> User {
+    User {
+        id: UserId::generate(),
+        username: Username::parse(name).unwrap(),
+        email: Some(Email::parse(&format!("{name}@example.com")).unwrap()),
+        role,
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt${name}"),
+        created_at: t0() + TimeDelta::seconds(secs),
+        updated_at: t0() + TimeDelta::seconds(secs) + TimeDelta::microseconds(7),
+    }
+}
+
+fn session(id: &str, user: &User) -> Session {
+    Session {
+        id: id.to_owned(),
+        user_id: user.id.clone(),
+        created_at: t0(),
+        revoked_at: None,
+    }
+}
+
+fn token(hash: &str, session: &str) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: hash.to_owned(),
+        session_id: session.to_owned(),
+        created_at: t0(),
+        expires_at: t0() + TimeDelta::days(30),
+        used_at: None,
+    }
+}
+
+fn api_key(name: &str, creator: Option<&User>, secs: i64) -> ApiKey {
+    ApiKey {
+        id: ApiKeyId::generate(),
+        name: name.to_owned(),
+        prefix: "agk_abcdefgh".into(),
+        secret_hash: format!("digest-of-{name}"),
+        scopes: vec![Scope::Read, Scope::Invoke],
+        agents: Some(vec!["support-bot".into(), "sales".into()]),
+        rate_limit_per_minute: Some(30),
+        created_by: creator.map(|u| u.id.clone()),
+        expires_at: Some(t0() + TimeDelta::days(1)),
+        last_used_at: None,
+        revoked_at: None,
+        created_at: t0() + TimeDelta::seconds(secs),
+    }
+}
+
+async fn user_insert_get_find_and_list(db: Database) {
+    let store = db.users();
+    let a = user("alice", UserRole::Admin, 0);
+    let mut b = user("bob", UserRole::Viewer, 1);
+    b.email = None;
+    store.insert_user(&b).await.unwrap();
+    store.insert_user(&a).await.unwrap();
+    assert!(store.get_user(&a.id).await.unwrap() == a);
+    assert!(store.get_user(&b.id).await.unwrap() == b);
+    let found = store
+        .find_user_by_username(&Username::parse("bob").unwrap())
+        .await
+        .unwrap();
+    assert!(found == Some(b.clone()));
+    assert!(
+        store
+            .find_user_by_username(&Username::parse("nobody").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = store.list_users(page(1, 0)).await.unwrap();
+    assert_eq!(listed.total, 2);
+    assert_eq!(listed.items.len(), 1);
+    assert!(listed.items[0] == a, "oldest first");
+    let second = store.list_users(page(1, 1)).await.unwrap();
+    assert!(second.items[0] == b);
+    let missing = store.get_user(&UserId::generate()).await.unwrap_err();
+    assert!(
+        matches!(missing, Error::NotFound { entity: "user", .. }),
+        "{missing:?}"
+    );
+}
+
+async fn duplicate_username_is_a_conflict_on_username(db: Database) {
+    let store = db.users();
+    store
+        .insert_user(&user("carol", UserRole::Editor, 0))
+        .await
+        .unwrap();
+    let err = store
+        .insert_user(&user("carol", UserRole::Viewer, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("username"));
+    let dave = user("dave", UserRole::Viewer, 2);
+    store.insert_user(&dave).await.unwrap();
+    let mut renamed = dave.clone();
+    renamed.username = Username::parse("carol").unwrap();
+    let err = store.update_user(&renamed).await.unwrap_err();
+    assert_eq!(conflict_field(&err), Some("username"));
+    assert!(store.get_user(&dave.id).await.unwrap() == dave);
+}
+
+async fn user_update_and_missing_user(db: Database) {
+    let store = db.users();
+    let mut u = user("erin", UserRole::Viewer, 0);
+    store.insert_user(&u).await.unwrap();
+    u.role = UserRole::Editor;
+    u.email = None;
+    u.password_hash = "$argon2id$new".into();
+    u.updated_at = t0() + TimeDelta::hours(1);
+    store.update_user(&u).await.unwrap();
+    assert!(store.get_user(&u.id).await.unwrap() == u);
+    let ghost = user("ghost", UserRole::Viewer, 0);
+    let err = store.update_user(&ghost).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert!(!store.delete_user(&ghost.id).await.unwrap());
+}
+
+async fn count_users_counts_admins(db: Database) {
+    let store = db.users();
+    assert_eq!(store.count_users().await.unwrap(), (0, 0));
+    store
+        .insert_user(&user("a1", UserRole::Admin, 0))
+        .await
+        .unwrap();
+    store
+        .insert_user(&user("a2", UserRole::Admin, 1))
+        .await
+        .unwrap();
+    store
+        .insert_user(&user("e1", UserRole::Editor, 2))
+        .await
+        .unwrap();
+    assert_eq!(store.count_users().await.unwrap(), (3, 2));
+}
+
+async fn deleting_a_user_cascades_sessions_tokens_and_keys(db: Database) {
+    let u = user("frank", UserRole::Editor, 0);
+    let other = user("grace", UserRole::Editor, 1);
+    db.users().insert_user(&u).await.unwrap();
+    db.users().insert_user(&other).await.unwrap();
+    db.sessions()
+        .insert_session(&session("ses_f", &u), &token("h-f", "ses_f"))
+        .await
+        .unwrap();
+    let key = api_key("frank's", Some(&u), 0);
+    let kept = api_key("grace's", Some(&other), 1);
+    db.api_keys().insert_api_key(&key).await.unwrap();
+    db.api_keys().insert_api_key(&kept).await.unwrap();
+    assert!(db.users().delete_user(&u.id).await.unwrap());
+    assert!(!db.users().delete_user(&u.id).await.unwrap());
+    assert!(matches!(
+        db.sessions().get_session("ses_f").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        db.sessions()
+            .find_refresh_token("h-f")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        db.api_keys().get_api_key(&key.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(db.api_keys().get_api_key(&kept.id).await.unwrap() == kept);
+}
+
+async fn session_insert_get_and_revoke(db: Database) {
+    let u = user("heidi", UserRole::Viewer, 0);
+    db.users().insert_user(&u).await.unwrap();
+    let s = session("ses_1", &u);
+    let sessions = db.sessions();
+    sessions
+        .insert_session(&s, &token("h1", "ses_1"))
+        .await
+        .unwrap();
+    assert_eq!(sessions.get_session("ses_1").await.unwrap(), s);
+    let t = sessions.find_refresh_token("h1").await.unwrap().unwrap();
+    assert!(t == token("h1", "ses_1"));
+    let later = t0() + TimeDelta::minutes(5);
+    assert!(sessions.revoke_session("ses_1", later).await.unwrap());
+    assert_eq!(
+        sessions.get_session("ses_1").await.unwrap().revoked_at,
+        Some(later)
+    );
+    // Revoking again keeps the first time and still says it exists.
+    assert!(
+        sessions
+            .revoke_session("ses_1", later + TimeDelta::minutes(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        sessions.get_session("ses_1").await.unwrap().revoked_at,
+        Some(later)
+    );
+    assert!(!sessions.revoke_session("ses_none", later).await.unwrap());
+    let err = sessions.get_session("ses_none").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "session",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn session_for_missing_user_is_not_found(db: Database) {
+    let ghost = user("ghost", UserRole::Viewer, 0);
+    let err = db
+        .sessions()
+        .insert_session(&session("ses_g", &ghost), &token("h-g", "ses_g"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { entity: "user", .. }),
+        "{err:?}"
+    );
+    assert!(
+        db.sessions()
+            .find_refresh_token("h-g")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn refresh_token_is_consumed_once(db: Database) {
+    let u = user("ivan", UserRole::Viewer, 0);
+    db.users().insert_user(&u).await.unwrap();
+    let sessions = db.sessions();
+    sessions
+        .insert_session(&session("ses_i", &u), &token("h-i1", "ses_i"))
+        .await
+        .unwrap();
+    let at = t0() + TimeDelta::seconds(10);
+    assert!(sessions.consume_refresh_token("h-i1", at).await.unwrap());
+    assert!(!sessions.consume_refresh_token("h-i1", at).await.unwrap());
+    assert!(
+        !sessions
+            .consume_refresh_token("h-unknown", at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        sessions
+            .find_refresh_token("h-i1")
+            .await
+            .unwrap()
+            .unwrap()
+            .used_at,
+        Some(at)
+    );
+    sessions
+        .insert_refresh_token(&token("h-i2", "ses_i"))
+        .await
+        .unwrap();
+    assert!(sessions.consume_refresh_token("h-i2", at).await.unwrap());
+}
+
+async fn concurrent_consumption_has_one_winner(db: Database) {
+    let u = user("judy", UserRole::Viewer, 0);
+    db.users().insert_user(&u).await.unwrap();
+    db.sessions()
+        .insert_session(&session("ses_j", &u), &token("h-j", "ses_j"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = db.sessions();
+            tokio::spawn(async move { store.consume_refresh_token("h-j", t0()).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn refresh_token_for_missing_session_is_not_found(db: Database) {
+    let err = db
+        .sessions()
+        .insert_refresh_token(&token("h-x", "ses_missing"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "session",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn revoke_user_sessions_revokes_only_theirs(db: Database) {
+    let a = user("kim", UserRole::Viewer, 0);
+    let b = user("lee", UserRole::Viewer, 1);
+    db.users().insert_user(&a).await.unwrap();
+    db.users().insert_user(&b).await.unwrap();
+    let s = db.sessions();
+    s.insert_session(&session("ses_a1", &a), &token("a1", "ses_a1"))
+        .await
+        .unwrap();
+    s.insert_session(&session("ses_a2", &a), &token("a2", "ses_a2"))
+        .await
+        .unwrap();
+    s.insert_session(&session("ses_b1", &b), &token("b1", "ses_b1"))
+        .await
+        .unwrap();
+    s.revoke_session("ses_a2", t0()).await.unwrap();
+    assert_eq!(s.revoke_user_sessions(&a.id, t0()).await.unwrap(), 1);
+    assert!(s.get_session("ses_a1").await.unwrap().revoked_at.is_some());
+    assert!(s.get_session("ses_b1").await.unwrap().revoked_at.is_none());
+}
+
+async fn api_key_round_trips_and_is_found_by_digest(db: Database) {
+    let u = user("mallory", UserRole::Admin, 0);
+    db.users().insert_user(&u).await.unwrap();
+    let keys = db.api_keys();
+    let full = api_key("full", Some(&u), 0);
+    let bare = ApiKey {
+        agents: None,
+        rate_limit_per_minute: None,
+        created_by: None,
+        expires_at: None,
+        scopes: vec![Scope::Admin],
+        ..api_key("bare", None, 1)
+    };
+    keys.insert_api_key(&full).await.unwrap();
+    keys.insert_api_key(&bare).await.unwrap();
+    assert!(keys.get_api_key(&full.id).await.unwrap() == full);
+    assert!(keys.get_api_key(&bare.id).await.unwrap() == bare);
+    assert!(keys.find_api_key_by_hash("digest-of-full").await.unwrap() == Some(full.clone()));
+    assert!(
+        keys.find_api_key_by_hash("digest-of-none")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let err = keys.get_api_key(&ApiKeyId::generate()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "api_key",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn api_key_list_revoke_and_touch(db: Database) {
+    let a = user("nina", UserRole::Admin, 0);
+    let b = user("oscar", UserRole::Admin, 1);
+    db.users().insert_user(&a).await.unwrap();
+    db.users().insert_user(&b).await.unwrap();
+    let keys = db.api_keys();
+    let k1 = api_key("k1", Some(&a), 0);
+    let k2 = api_key("k2", Some(&b), 1);
+    let k3 = api_key("k3", Some(&a), 2);
+    for k in [&k1, &k2, &k3] {
+        keys.insert_api_key(k).await.unwrap();
+    }
+    let all = keys.list_api_keys(None, page(10, 0)).await.unwrap();
+    assert_eq!(all.total, 3);
+    let names: Vec<&str> = all.items.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["k3", "k2", "k1"], "newest first");
+    let of_a = keys.list_api_keys(Some(&a.id), page(1, 0)).await.unwrap();
+    assert_eq!(of_a.total, 2);
+    assert_eq!(of_a.items[0].name, "k3");
+
+    let at = t0() + TimeDelta::minutes(1);
+    assert!(keys.revoke_api_key(&k1.id, at).await.unwrap());
+    assert!(
+        !keys.revoke_api_key(&k1.id, at).await.unwrap(),
+        "already revoked"
+    );
+    assert!(
+        !keys
+            .revoke_api_key(&ApiKeyId::generate(), at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(keys.get_api_key(&k1.id).await.unwrap().revoked_at, Some(at));
+
+    keys.touch_api_key(&k2.id, at, 60).await.unwrap();
+    assert_eq!(
+        keys.get_api_key(&k2.id).await.unwrap().last_used_at,
+        Some(at)
+    );
+    // Within the interval: not written again.
+    keys.touch_api_key(&k2.id, at + TimeDelta::seconds(30), 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.get_api_key(&k2.id).await.unwrap().last_used_at,
+        Some(at)
+    );
+    let later = at + TimeDelta::seconds(61);
+    keys.touch_api_key(&k2.id, later, 60).await.unwrap();
+    assert_eq!(
+        keys.get_api_key(&k2.id).await.unwrap().last_used_at,
+        Some(later)
+    );
+}
+
+async fn duplicate_api_key_digest_is_a_conflict(db: Database) {
+    let keys = db.api_keys();
+    keys.insert_api_key(&api_key("same", None, 0))
+        .await
+        .unwrap();
+    let err = keys
+        .insert_api_key(&api_key("same", None, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("id"));
+}
+
+async fn server_secret_is_inserted_once(db: Database) {
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let store = db.server_secrets();
+            tokio::spawn(async move {
+                store
+                    .get_or_insert_secret("jwt", SecretString::from(format!("candidate-{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for t in tasks {
+        seen.push(t.await.unwrap().unwrap().expose_secret().to_owned());
+    }
+    assert!(seen.iter().all(|s| s == &seen[0]), "{seen:?}");
+    let again = db
+        .server_secrets()
+        .get_or_insert_secret("jwt", SecretString::from("another"))
+        .await
+        .unwrap();
+    assert_eq!(again.expose_secret(), seen[0]);
+    let other = db
+        .server_secrets()
+        .get_or_insert_secret("other", SecretString::from("x"))
+        .await
+        .unwrap();
+    assert_eq!(other.expose_secret(), "x");
 }

@@ -9,6 +9,12 @@
 //! # }
 //! ```
 //!
+//! The app authenticates transparently: its admin (`admin` / [`TEST_ADMIN_PASSWORD`]) logs in
+//! at start, and every request made through [`TestApp::get`], [`TestApp::post`]…,
+//! [`TestApp::request`] and [`TestApp::client`] carries `Authorization: Bearer <token>`. Use
+//! [`TestApp::request_as`] to call as someone else or anonymously. Rate limits are set very
+//! high unless a test configures them.
+//!
 //! The database is a fresh SQLite file by default. With `AGENTRY_TEST_DATABASE=postgres`
 //! every app gets its own PostgreSQL schema on `AGENTRY_TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/test?sslmode=disable`), dropped when the app is dropped.
@@ -21,9 +27,18 @@ use agentry::{Application, BuildOptions, StartError};
 pub use agentry_fake_upstream as fake_upstream;
 pub use agentry_provider::{MockReply, MockScript};
 use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Response};
-use serde_json::Value;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+mod logs;
+pub use logs::{LogCapture, capture_logs};
+
+/// The bootstrap admin's password in every test app (unless a test configures another).
+pub const TEST_ADMIN_PASSWORD: &str = "test-admin-password-0123";
+/// The password [`TestApp::create_user`] gives new users.
+pub const TEST_USER_PASSWORD: &str = "test-user-password-0123";
 
 /// Which database backend a test app uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +66,8 @@ pub enum HarnessError {
     Database(String),
     /// The server did not start.
     Start(StartError),
+    /// The admin could not log in.
+    Login(String),
 }
 
 impl std::fmt::Display for HarnessError {
@@ -58,6 +75,7 @@ impl std::fmt::Display for HarnessError {
         match self {
             Self::Database(e) => write!(f, "test database: {e}"),
             Self::Start(e) => write!(f, "server start: {e}"),
+            Self::Login(e) => write!(f, "admin login: {e}"),
         }
     }
 }
@@ -177,6 +195,8 @@ pub struct TestApp {
     addr: SocketAddr,
     base_url: String,
     client: reqwest::Client,
+    anonymous: reqwest::Client,
+    admin_token: Option<String>,
     server: ServerThread,
     config: Config,
     backend: TestBackend,
@@ -195,6 +215,11 @@ impl TestApp {
         config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
         config.workers = Some(1);
         config.shutdown_timeout_secs = 1;
+        config.admin_password = Some(SecretString::from(TEST_ADMIN_PASSWORD));
+        // Tests send many requests quickly; rate-limit tests set low limits themselves.
+        config.rate_limit_per_minute = 1_000_000;
+        config.rate_limit_burst = 1_000_000;
+        config.rate_limit_concurrency = 100_000;
         TestAppBuilder {
             config,
             backend: TestBackend::from_env(),
@@ -217,14 +242,29 @@ impl TestApp {
             mock_script: Some(mock_script.clone()),
         };
         let (server, addr) = ServerThread::start(config.clone(), options).await?;
+        let base_url = format!("http://{addr}");
+        let anonymous = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| HarnessError::Database(e.to_string()))?;
+        let admin_token = admin_login(&anonymous, &base_url, &config).await?;
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &admin_token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|e| HarnessError::Login(e.to_string()))?;
+            headers.insert(AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .default_headers(headers)
             .build()
             .map_err(|e| HarnessError::Database(e.to_string()))?;
         Ok(Self {
             addr,
-            base_url: format!("http://{addr}"),
+            base_url,
             client,
+            anonymous,
+            admin_token,
             server,
             config,
             backend,
@@ -279,9 +319,121 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
-    /// A plain HTTP client (no redirects followed).
+    /// An HTTP client that sends the admin's `Authorization` header (no redirects followed).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// An HTTP client without credentials (no redirects followed).
+    pub fn anonymous_client(&self) -> &reqwest::Client {
+        &self.anonymous
+    }
+
+    /// The bootstrap admin's access token.
+    ///
+    /// # Panics
+    /// When the admin did not log in (a test configured no known admin password, or disabled
+    /// authentication).
+    #[allow(clippy::panic)]
+    pub fn admin_token(&self) -> String {
+        match &self.admin_token {
+            Some(t) => t.clone(),
+            None => panic!("the test admin is not logged in"),
+        }
+    }
+
+    /// Sends a request with `Authorization: Bearer <token>`, or without credentials when
+    /// `token` is `None`.
+    ///
+    /// # Panics
+    /// When the server cannot be reached at all.
+    #[allow(clippy::panic)]
+    pub async fn request_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self.anonymous.request(method.clone(), self.url(path));
+        if let Some(t) = token {
+            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req
+                .header(CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        match req.send().await {
+            Ok(r) => r,
+            Err(e) => panic!("{method} {path} failed: {e}"),
+        }
+    }
+
+    /// Logs in and returns the whole answer (`access_token`, `refresh_token`, `user`…).
+    ///
+    /// # Panics
+    /// When the login fails.
+    #[allow(clippy::panic)]
+    pub async fn login_tokens(&self, username: &str, password: &str) -> Value {
+        let body = json!({"username": username, "password": password});
+        let (status, value) = json(
+            self.request_as(None, Method::POST, "/api/v1/auth/login", Some(&body))
+                .await,
+        )
+        .await;
+        if status != 200 {
+            panic!("login of {username} failed: {status} {value}");
+        }
+        value
+    }
+
+    /// Logs in and returns the access token.
+    ///
+    /// # Panics
+    /// When the login fails.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let tokens = self.login_tokens(username, password).await;
+        tokens["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Creates a user with `role` (as the admin) and returns its id and password
+    /// ([`TEST_USER_PASSWORD`]).
+    ///
+    /// # Panics
+    /// When the user cannot be created.
+    #[allow(clippy::panic)]
+    pub async fn create_user(&self, username: &str, role: &str) -> (String, String) {
+        let body = json!({"username": username, "password": TEST_USER_PASSWORD, "role": role});
+        let (status, value) = json(self.post("/api/v1/users", &body).await).await;
+        if status != 201 {
+            panic!("creating user {username} failed: {status} {value}");
+        }
+        (
+            value["id"].as_str().unwrap_or_default().to_owned(),
+            TEST_USER_PASSWORD.to_owned(),
+        )
+    }
+
+    /// Creates an API key (as the admin) with `scopes`, limited to `agents` when given, and
+    /// returns its secret (`agk_…`).
+    ///
+    /// # Panics
+    /// When the key cannot be created.
+    #[allow(clippy::panic)]
+    pub async fn create_api_key(&self, scopes: &[&str], agents: Option<&[&str]>) -> String {
+        let mut body = json!({"name": format!("test key {}", scopes.join("+")), "scopes": scopes});
+        if let Some(a) = agents {
+            body["agents"] = json!(a);
+        }
+        let (status, value) = json(self.post("/api/v1/api-keys", &body).await).await;
+        if status != 201 {
+            panic!("creating an API key failed: {status} {value}");
+        }
+        value["key"].as_str().unwrap_or_default().to_owned()
     }
 
     /// Sends a request with an optional JSON body.
@@ -325,6 +477,39 @@ impl TestApp {
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> Response {
         self.request(Method::DELETE, path, None).await
+    }
+}
+
+/// Logs the bootstrap admin in, when its password is known and authentication is on.
+async fn admin_login(
+    client: &reqwest::Client,
+    base_url: &str,
+    config: &Config,
+) -> Result<Option<String>, HarnessError> {
+    let Some(password) = &config.admin_password else {
+        return Ok(None);
+    };
+    if config.auth_disabled {
+        return Ok(None);
+    }
+    let body = json!({
+        "username": config.admin_username,
+        "password": secrecy::ExposeSecret::expose_secret(password),
+    });
+    let res = client
+        .post(format!("{base_url}/api/v1/auth/login"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| HarnessError::Login(e.to_string()))?;
+    let status = res.status();
+    let value: Value = res
+        .json()
+        .await
+        .map_err(|e| HarnessError::Login(e.to_string()))?;
+    match value["access_token"].as_str() {
+        Some(t) if status.is_success() => Ok(Some(t.to_owned())),
+        _ => Err(HarnessError::Login(format!("{status}: {value}"))),
     }
 }
 

@@ -2,11 +2,18 @@
 //! several fields or entities (uniqueness, model resolution, references).
 
 mod agents;
+mod auth;
+mod login_throttle;
 mod providers;
 mod runtime;
 mod versions;
 
 pub use agents::AgentService;
+pub use auth::{
+    AuthPorts, AuthService, AuthSettings, BootstrapAdmin, CreatedApiKey, IssuedTokens,
+    KEY_AGENTS_MAX, KEY_TOUCH_INTERVAL_SECS,
+};
+pub use login_throttle::LoginThrottle;
 pub use providers::ProviderRegistry;
 pub use runtime::{
     ChatRequest, ChatTurn, GatewayRequest, GatewayTarget, Params, PreparedCall, PreparedTurn,

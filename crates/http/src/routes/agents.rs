@@ -453,11 +453,13 @@ pub(crate) fn agent_ref(raw: &str) -> Result<AgentRef, ApiError> {
     responses((status = 201, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn create_agent(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<AgentInput>,
 ) -> ApiResult<HttpResponse> {
     let fields = body.try_into_domain()?;
-    let agent = state.agents.create(fields, None).await?;
+    let created_by = crate::auth::principal(&req).map(|p| p.created_by());
+    let agent = state.agents.create(fields, created_by).await?;
     Ok(HttpResponse::Created().json(AgentView::from(&agent)))
 }
 

@@ -2,7 +2,8 @@
 //! with `stream: true`), `POST /agents/{agent}/stream` (always SSE), and
 //! `GET /agents/{agent}/chat/history`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::Message;
 use agentry_domain::services::{ChatRequest, ChatTurn};
 use chrono::{DateTime, Utc};
@@ -133,18 +134,45 @@ impl From<&ChatTurn> for ChatReply {
     }
 }
 
+/// Refuses a caller limited to some agents (an API key with an agent allowlist) when `target`
+/// is not one of them.
+pub(crate) async fn check_agent_allowed(
+    req: &HttpRequest,
+    state: &AppState,
+    target: &AgentRef,
+) -> ApiResult<()> {
+    let Some(p) = crate::auth::principal(req) else {
+        return Ok(());
+    };
+    if p.agents.is_none() {
+        return Ok(());
+    }
+    let agent = state.agents.get(target).await?;
+    if p.may_invoke_agent(agent.key.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "This API key may not call agent '{}'",
+            agent.key
+        )))
+    }
+}
+
 /// Send a message; `stream: true` answers with Server-Sent Events (`start`, `token`…, `end` or
 /// `error`).
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/chat", tag = "chat", request_body = ChatInput, params(("agent" = String, Path, description = "Agent id or key")),
     responses((status = 200, description = "The answer, or an SSE stream when `stream` is true", body = ChatReply),
-        (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 403, description = "No invoke permission, or an API key not allowed to call this agent", body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
 pub async fn chat(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<ChatInput>,
 ) -> ApiResult<HttpResponse> {
     let target = agent_ref(&path)?;
+    check_agent_allowed(&req, &state, &target).await?;
     let streamed = body.stream;
     let request = body.try_into_domain()?;
     if streamed {
@@ -160,11 +188,13 @@ pub async fn chat(
     responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn stream(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     JsonBody(body): JsonBody<ChatInput>,
 ) -> ApiResult<HttpResponse> {
     let target = agent_ref(&path)?;
+    check_agent_allowed(&req, &state, &target).await?;
     let request = body.try_into_domain()?;
     sse::chat_stream(&state.runtime, &target, request).await
 }

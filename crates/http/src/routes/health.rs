@@ -44,7 +44,7 @@ pub struct ReadyChecks {
 }
 
 /// Whether the process answers.
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)), security(()))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "healthy",
@@ -54,7 +54,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Whether the server can serve: 503 while its database does not answer.
-#[utoipa::path(get, path = "/ready", tag = "ops", responses((status = 200, body = Ready), (status = 503, body = Ready)))]
+#[utoipa::path(get, path = "/ready", tag = "ops", responses((status = 200, body = Ready), (status = 503, body = Ready)), security(()))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let ok = state.health.ping().await.is_ok();
     let body = Ready {

@@ -1,11 +1,14 @@
 //! The route table: one module per resource, each with its own `configure`.
 
 pub mod agents;
+pub mod api_keys;
+pub mod auth;
 pub mod chat;
 pub mod conversations;
 pub mod health;
 pub mod providers;
 pub mod runs;
+pub mod users;
 pub mod versions;
 
 use actix_web::web;
@@ -16,11 +19,14 @@ use utoipa::ToSchema;
 /// Every management route, mounted under `/api/v1` and again under the `/v1` alias.
 pub fn configure_api(cfg: &mut web::ServiceConfig) {
     agents::configure(cfg);
+    api_keys::configure(cfg);
+    auth::configure(cfg);
     chat::configure(cfg);
     conversations::configure(cfg);
     providers::configure(cfg);
     runs::configure(cfg);
     versions::configure(cfg);
+    users::configure(cfg);
 }
 
 /// RFC 3339 in UTC with milliseconds: `2025-01-15T10:00:00.000Z`.

@@ -228,12 +228,20 @@ impl RunInput {
 /// Run a prompt once against a model and log it.
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = RunInput,
     responses((status = 200, body = RunResult), (status = 400, body = ErrorEnvelope), (status = 404, description = "MODEL_NOT_FOUND, with available_models", body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope), (status = 502, description = "PROVIDER_ERROR", body = ErrorEnvelope)))]
+        (status = 401, body = ErrorEnvelope), (status = 403, description = "No invoke permission, or an API key limited to some agents", body = ErrorEnvelope),
+        (status = 409, body = ErrorEnvelope), (status = 502, description = "PROVIDER_ERROR", body = ErrorEnvelope)),
+    security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
 pub async fn create_run(
+    req: actix_web::HttpRequest,
     state: web::Data<AppState>,
     body: Result<JsonBody<RunInput>, ApiError>,
 ) -> ApiResult<HttpResponse> {
+    if crate::auth::principal(&req).is_some_and(|p| p.agents.is_some()) {
+        return Err(ApiError::forbidden(
+            "This API key is limited to some agents: it may call them, not run arbitrary prompts",
+        ));
+    }
     let recode = |e: ApiError| e.recode_bad_request("INVALID_REQUEST");
     let JsonBody(body) = body.map_err(recode)?;
     let request = body.try_into_domain().map_err(recode)?;

@@ -1,0 +1,220 @@
+//! Agentry's credential adapters, implementing the domain's ports:
+//!
+//! - [`Argon2Hasher`] ([`PasswordHasher`]): argon2id PHC strings with a fresh salt, computed
+//!   on tokio's blocking pool (a hash takes tens of milliseconds on purpose);
+//! - [`JwtCodec`] ([`TokenCodec`]): HS256 access tokens with `iss`, `aud`, `exp`, `iat`,
+//!   `jti`, `sub` (the user) and `sid` (the session); only HS256 is accepted, and issuer,
+//!   audience and expiry are checked;
+//! - [`RandomSecrets`] ([`SecretGenerator`]): alphanumeric secrets from the operating
+//!   system's generator and their SHA-256 digests (how refresh tokens and API keys are
+//!   stored: they carry 238+ bits of entropy, so a fast digest is enough).
+
+use std::time::Duration;
+
+use agentry_domain::auth::AccessClaims;
+use agentry_domain::ports::{PasswordHasher, SecretGenerator, TokenCodec};
+use agentry_domain::{Error, Result};
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use async_trait::async_trait;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::distr::Alphanumeric;
+use rand::{Rng, TryRngCore};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Shortest signing key accepted for HS256, in bytes.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Clock skew tolerated on `exp`, between replicas.
+pub const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
+
+/// argon2id with the crate's defaults (the OWASP recommendation: 19 MiB, 2 passes, 1 lane).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Argon2Hasher;
+
+#[async_trait]
+impl PasswordHasher for Argon2Hasher {
+    async fn hash_password(&self, password: &SecretString) -> Result<String> {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || {
+            Argon2::default()
+                .hash_password(password.expose_secret().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
+    }
+
+    async fn verify_password(&self, password: &SecretString, hash: &str) -> Result<bool> {
+        let password = password.clone();
+        let hash = hash.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return false;
+            };
+            Argon2::default()
+                .verify_password(password.expose_secret().as_bytes(), &parsed)
+                .is_ok()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password check task failed: {e}")))
+    }
+}
+
+/// The claims as they travel in the token.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    aud: String,
+    sub: String,
+    sid: String,
+    role: String,
+    jti: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// HS256 access tokens.
+pub struct JwtCodec {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    issuer: String,
+    audience: String,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtCodec")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtCodec {
+    /// A codec signing with `secret` (at least [`MIN_JWT_SECRET_BYTES`] bytes), issuing and
+    /// accepting only tokens of `issuer` for `audience`.
+    ///
+    /// # Errors
+    /// `Invalid` naming `jwt_secret` when the secret is too short.
+    pub fn new(secret: &SecretString, issuer: &str, audience: &str) -> Result<Self> {
+        let bytes = secret.expose_secret().as_bytes();
+        if bytes.len() < MIN_JWT_SECRET_BYTES {
+            return Err(Error::invalid(
+                "jwt_secret",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = EXPIRY_LEEWAY.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        Ok(Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            validation,
+        })
+    }
+}
+
+impl TokenCodec for JwtCodec {
+    fn issue(&self, claims: &AccessClaims) -> Result<SecretString> {
+        let wire = Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: claims.user_id.clone(),
+            sid: claims.session_id.clone(),
+            role: claims.role.clone(),
+            jti: claims.token_id.clone(),
+            iat: claims.issued_at,
+            exp: claims.expires_at,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &wire, &self.encoding)
+            .map(SecretString::from)
+            .map_err(|e| Error::Internal(format!("signing an access token failed: {e}")))
+    }
+
+    fn verify(&self, token: &str) -> Result<AccessClaims> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                tracing::debug!(reason = %e.kind_name(), "access token refused");
+                Error::unauthorized("Invalid, expired or revoked access token")
+            })?;
+        if data.header.alg != Algorithm::HS256 {
+            return Err(Error::unauthorized(
+                "Invalid, expired or revoked access token",
+            ));
+        }
+        let c = data.claims;
+        Ok(AccessClaims {
+            user_id: c.sub,
+            session_id: c.sid,
+            role: c.role,
+            token_id: c.jti,
+            issued_at: c.iat,
+            expires_at: c.exp,
+        })
+    }
+}
+
+/// The name of a `jsonwebtoken` error kind, without its content.
+trait KindName {
+    fn kind_name(&self) -> &'static str;
+}
+
+impl KindName for jsonwebtoken::errors::Error {
+    fn kind_name(&self) -> &'static str {
+        use jsonwebtoken::errors::ErrorKind;
+        match self.kind() {
+            ErrorKind::ExpiredSignature => "expired",
+            ErrorKind::InvalidSignature => "bad signature",
+            ErrorKind::InvalidAlgorithm => "wrong algorithm",
+            ErrorKind::InvalidIssuer => "wrong issuer",
+            ErrorKind::InvalidAudience => "wrong audience",
+            ErrorKind::ImmatureSignature => "not yet valid",
+            ErrorKind::MissingRequiredClaim(_) => "missing claim",
+            ErrorKind::InvalidToken => "malformed",
+            _ => "invalid",
+        }
+    }
+}
+
+/// Secrets from the operating system's generator; SHA-256 digests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomSecrets;
+
+impl SecretGenerator for RandomSecrets {
+    fn random_alphanumeric(&self, len: usize) -> SecretString {
+        let s: String = rand::rngs::OsRng
+            .unwrap_err()
+            .sample_iter(&Alphanumeric)
+            .take(len)
+            .map(char::from)
+            .collect();
+        SecretString::from(s)
+    }
+
+    fn digest(&self, secret: &str) -> String {
+        let digest = Sha256::digest(secret.as_bytes());
+        let mut out = String::with_capacity(64);
+        for b in digest.iter() {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+        out
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod tests;
