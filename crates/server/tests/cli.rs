@@ -121,6 +121,7 @@ fn json_logs_and_graceful_sigterm() {
         .arg("serve")
         .env("AGENTRY_ADDR", format!("127.0.0.1:{port}"))
         .env("AGENTRY_LOG_FORMAT", "json")
+        .env("AGENTRY_ADMIN_PASSWORD", "a-configured-password")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
