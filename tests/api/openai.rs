@@ -24,7 +24,7 @@ type Sdk = Client<OpenAIConfig>;
 fn sdk(app: &TestApp, base: &str) -> Sdk {
     let config = OpenAIConfig::new()
         .with_api_base(format!("{}{base}", app.base_url()))
-        .with_api_key("sk-any");
+        .with_api_key(app.admin_token());
     Client::with_config(config).with_http_service(ReqwestService::new(reqwest::Client::new()))
 }
 
@@ -553,4 +553,77 @@ async fn the_client_api_serves_the_latest_published_version_or_the_pinned_one() 
         [Value::Null, json!(1), json!(2), json!(1)],
         "each answer records the version that served it"
     );
+}
+
+#[tokio::test]
+async fn api_keys_reach_only_their_agents_through_the_sdk() {
+    let (app, _fake) = app_with_upstream().await;
+    create(&app, json!({"name": "Other Bot", "key": "other-bot"})).await;
+    let key = app
+        .create_api_key(&["invoke"], Some(&["support-bot"]))
+        .await;
+    let config = OpenAIConfig::new()
+        .with_api_base(format!("{}/v1", app.base_url()))
+        .with_api_key(key);
+    let client: Sdk =
+        Client::with_config(config).with_http_service(ReqwestService::new(reqwest::Client::new()));
+
+    let r = client
+        .responses()
+        .create(ask("support-bot", "allowed"))
+        .await
+        .unwrap();
+    assert_eq!(r.output_text().as_deref(), Some("allowed"));
+    let (code, _, _) = api_error(
+        client
+            .responses()
+            .create(ask("other-bot", "not mine"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code.as_deref(), Some("agent_not_allowed"));
+    let direct = CreateChatCompletionRequestArgs::default()
+        .model("mock/echo")
+        .messages([ChatCompletionRequestUserMessageArgs::default()
+            .content("x")
+            .build()
+            .unwrap()
+            .into()])
+        .build()
+        .unwrap();
+    let (code, _, _) = api_error(client.chat().create(direct).await.unwrap_err());
+    assert_eq!(
+        code.as_deref(),
+        Some("direct_model_access_denied"),
+        "a key limited to agents cannot call models directly"
+    );
+    let ids: Vec<String> = client
+        .models()
+        .list()
+        .await
+        .unwrap()
+        .data
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["support-bot"],
+        "models lists only what the key may call"
+    );
+
+    let anonymous = OpenAIConfig::new()
+        .with_api_base(format!("{}/v1", app.base_url()))
+        .with_api_key("agk_not_a_real_key");
+    let anon: Sdk = Client::with_config(anonymous)
+        .with_http_service(ReqwestService::new(reqwest::Client::new()));
+    match anon
+        .responses()
+        .create(ask("support-bot", "x"))
+        .await
+        .unwrap_err()
+    {
+        OpenAIError::ApiError(e) => assert_eq!(e.status_code, 401),
+        other => panic!("{other:?}"),
+    }
 }

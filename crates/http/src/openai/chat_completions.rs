@@ -3,8 +3,9 @@
 //! request sets them), or `provider/model` for direct gateway access. Stateless, as in
 //! OpenAI's API: the caller sends the whole conversation. Each call is logged as a run.
 
+use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::ModelSpec;
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
 use agentry_domain::services::{GatewayRequest, GatewayTarget, Params, PreparedCall};
@@ -13,10 +14,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
-    OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, object_body, only_neutral, param,
-    reject_unknown, required_model, served_agent, token_limit, unix,
+    OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, may_call_models_directly, object_body,
+    only_neutral, param, reject_unknown, required_model, served_agent, token_limit, unix,
 };
 use crate::AppState;
+use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::sse::{self, Ending, frame, pump};
@@ -99,15 +101,26 @@ fn parse_messages(value: Option<&Value>) -> OpenAiResult<Vec<PromptMessage>> {
 /// Resolves `model`: an agent key first, else `provider/model`.
 async fn target(
     state: &AppState,
+    caller: Option<&Principal>,
     model: &str,
     version: Option<u32>,
 ) -> OpenAiResult<(GatewayTarget, Option<String>)> {
-    match served_agent(state, model, version).await {
+    match served_agent(state, caller, model, version).await {
         Ok((live, served)) => Ok((
             GatewayTarget::Agent(Box::new(served)),
             Some(live.key.to_string()),
         )),
         Err(e) if e.status().as_u16() == 404 && model.contains('/') && version.is_none() => {
+            if !may_call_models_directly(caller) {
+                return Err(OpenAiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Calling '{model}' directly needs an editor or a key with the 'write' scope and no agent allowlist."
+                    ),
+                    Some("model"),
+                    Some("direct_model_access_denied"),
+                ));
+            }
             let spec = ModelSpec {
                 provider_id: None,
                 model: model.to_owned(),
@@ -128,7 +141,11 @@ struct Ask {
     include_usage: bool,
 }
 
-async fn prepare(state: &AppState, body: &Map<String, Value>) -> OpenAiResult<(Ask, PreparedCall)> {
+async fn prepare(
+    state: &AppState,
+    caller: Option<&Principal>,
+    body: &Map<String, Value>,
+) -> OpenAiResult<(Ask, PreparedCall)> {
     reject_unknown(body, ACCEPTED)?;
     only_neutral(body, "n", &[json!(1)])?;
     only_neutral(body, "tools", &[json!([])])?;
@@ -159,7 +176,7 @@ async fn prepare(state: &AppState, body: &Map<String, Value>) -> OpenAiResult<(A
         top_p: bounded(body, "top_p", 0.0, 1.0)?,
         max_tokens,
     };
-    let (target, agent_key) = target(state, &model, version).await?;
+    let (target, agent_key) = target(state, caller, &model, version).await?;
     let mut log_meta = Map::new();
     log_meta.insert("endpoint".to_owned(), "chat.completions".into());
     log_meta.insert("model".to_owned(), model.clone().into());
@@ -225,10 +242,12 @@ fn completion_id(run_id: &str) -> String {
 #[tracing::instrument(skip_all)]
 pub async fn create_chat_completion(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: Result<JsonBody<Value>, ApiError>,
 ) -> OpenAiResult<HttpResponse> {
+    let caller = principal(&req);
     let body = object_body(body)?;
-    let (ask, mut call) = prepare(&state, &body).await?;
+    let (ask, mut call) = prepare(&state, caller.as_ref(), &body).await?;
     let id = completion_id(&call.run_id);
     let created = unix(chrono::Utc::now());
     if ask.stream {

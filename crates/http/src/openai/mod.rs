@@ -18,6 +18,8 @@ use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use agentry_domain::auth::{Principal, Requirement};
+
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 
@@ -323,10 +325,19 @@ pub fn required_model(body: &Map<String, Value>) -> OpenAiResult<String> {
 /// `agent_not_active`.
 pub async fn served_agent(
     state: &AppState,
+    caller: Option<&Principal>,
     model: &str,
     version: Option<u32>,
 ) -> OpenAiResult<(Agent, ServedAgent)> {
     let key = AgentKey::parse(model).map_err(|_| OpenAiError::model_not_found(model))?;
+    if caller.is_some_and(|p| !p.may_invoke_agent(model)) {
+        return Err(OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            format!("This API key may not call agent '{model}'."),
+            Some("model"),
+            Some("agent_not_allowed"),
+        ));
+    }
     let (live, served) = match state.versions.serving(&AgentRef::Key(key), version).await {
         Ok(found) => found,
         Err(agentry_domain::Error::NotFound {
@@ -356,6 +367,12 @@ pub async fn served_agent(
         ));
     }
     Ok((live, served))
+}
+
+/// Whether `caller` may call models directly as `provider/model` (bypassing agents): editors
+/// and admins, and keys with `write` or `admin` scope and no agent allowlist.
+pub fn may_call_models_directly(caller: Option<&Principal>) -> bool {
+    caller.is_none_or(|p| p.agents.is_none() && p.satisfies(Requirement::Write))
 }
 
 /// Unix seconds.

@@ -2,13 +2,14 @@
 //! of the providers as `provider/model` for direct gateway access.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::{AgentFilter, AgentStatus};
 use agentry_domain::page::{MAX_LIMIT, Page};
 use serde_json::{Value, json};
 
-use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult, unix};
+use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult, may_call_models_directly, unix};
 use crate::AppState;
+use crate::auth::{Principal, principal};
 
 /// Routes of this module (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -16,7 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/models/{id:.*}", web::get().to(get_model));
 }
 
-async fn all_models(state: &AppState) -> OpenAiResult<Vec<Value>> {
+async fn all_models(state: &AppState, caller: Option<&Principal>) -> OpenAiResult<Vec<Value>> {
     let filter = AgentFilter {
         status: Some(AgentStatus::Active),
         ..AgentFilter::default()
@@ -27,11 +28,18 @@ async fn all_models(state: &AppState) -> OpenAiResult<Vec<Value>> {
         let page = Page::new(Some(MAX_LIMIT), Some(offset)).map_err(agentry_domain::Error::from)?;
         let paged = state.agents.list(&filter, page).await?;
         let n = paged.items.len() as u64;
-        out.extend(paged.items.iter().map(|a| json!({"id": a.key.as_str(), "object": "model", "created": unix(a.created_at), "owned_by": "agentry"})));
+        let allowed = paged
+            .items
+            .iter()
+            .filter(|a| caller.is_none_or(|p| p.may_invoke_agent(a.key.as_str())));
+        out.extend(allowed.map(|a| json!({"id": a.key.as_str(), "object": "model", "created": unix(a.created_at), "owned_by": "agentry"})));
         offset += n;
         if n < u64::from(MAX_LIMIT) || offset >= paged.total {
             break;
         }
+    }
+    if !may_call_models_directly(caller) {
+        return Ok(out);
     }
     for p in state.providers.list().await? {
         out.extend(p.models.iter().map(|m| json!({"id": format!("{}/{m}", p.id), "object": "model", "created": unix(p.created_at), "owned_by": p.id.as_str()})));
@@ -41,18 +49,25 @@ async fn all_models(state: &AppState) -> OpenAiResult<Vec<Value>> {
 
 /// List the models (agent keys, then `provider/model`) a caller may call.
 #[utoipa::path(get, path = "/v1/models", tag = "openai", responses((status = 200, description = "`{object: \"list\", data: [model]}`")))]
-pub async fn list_models(state: web::Data<AppState>) -> OpenAiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": all_models(&state).await?})))
+pub async fn list_models(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> OpenAiResult<HttpResponse> {
+    let caller = principal(&req);
+    Ok(HttpResponse::Ok()
+        .json(json!({"object": "list", "data": all_models(&state, caller.as_ref()).await?})))
 }
 
 /// Get one model.
 #[utoipa::path(get, path = "/v1/models/{id}", tag = "openai", params(("id" = String, Path)), responses((status = 200, description = "A model"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn get_model(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
     let id = path.into_inner();
-    all_models(&state)
+    let caller = principal(&req);
+    all_models(&state, caller.as_ref())
         .await?
         .into_iter()
         .find(|m| m["id"] == id.as_str())

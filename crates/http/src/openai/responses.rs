@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::{Message, MessageStatus};
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
@@ -19,6 +19,7 @@ use super::{
     required_model, served_agent, token_limit, unix,
 };
 use crate::AppState;
+use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::sse::{self, Ending, named_frame, pump};
@@ -361,8 +362,12 @@ fn shape_of_turn<'a>(ask: &'a Ask, turn: &'a ChatTurn, created_at: i64) -> Shape
     }
 }
 
-async fn prepare(state: &AppState, ask: &Ask) -> OpenAiResult<PreparedTurn> {
-    let (_, served) = served_agent(state, &ask.model, ask.version).await?;
+async fn prepare(
+    state: &AppState,
+    caller: Option<&Principal>,
+    ask: &Ask,
+) -> OpenAiResult<PreparedTurn> {
+    let (_, served) = served_agent(state, caller, &ask.model, ask.version).await?;
     match state
         .runtime
         .prepare_served(served, ask.request.clone())
@@ -393,11 +398,13 @@ async fn prepare(state: &AppState, ask: &Ask) -> OpenAiResult<PreparedTurn> {
 #[tracing::instrument(skip_all)]
 pub async fn create_response(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: Result<JsonBody<Value>, ApiError>,
 ) -> OpenAiResult<HttpResponse> {
+    let caller = principal(&req);
     let body = object_body(body)?;
     let ask = parse(&body)?;
-    let mut turn = prepare(&state, &ask).await?;
+    let mut turn = prepare(&state, caller.as_ref(), &ask).await?;
     let created_at = unix(chrono::Utc::now());
     if ask.stream {
         let upstream = turn.stream().await?;
