@@ -11,12 +11,18 @@ examples=${FUZZ_EXAMPLES:-50}
 cargo build --bin agentry
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+password=fuzz-$RANDOM$RANDOM$RANDOM
 DATABASE_URL="sqlite://$dir/fuzz.db" AGENTRY_ADDR="127.0.0.1:$port" AGENTRY_LOG=warn \
+  AGENTRY_ADMIN_PASSWORD="$password" AGENTRY_RATE_LIMIT_PER_MINUTE=1000000 AGENTRY_RATE_LIMIT_BURST=1000000 \
   "${CARGO_TARGET_DIR:-target}/debug/agentry" serve >"$dir/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/ready" >/dev/null && break; sleep 0.2; done
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+# Fuzz as the admin, so requests reach the handlers instead of stopping at 401.
+token=$(curl -s -X POST "http://127.0.0.1:$port/api/v1/auth/login" -H 'Content-Type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$password\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $token" \
+  --exclude-path /api/v1/auth/logout \
   --checks not_a_server_error --max-examples "$examples" --workers 2
 if grep -q 'panicked' "$dir/server.log"; then
   echo "the server panicked:" >&2; grep -A5 panicked "$dir/server.log" >&2; exit 1
