@@ -4,6 +4,7 @@
 //! [`Application::build`] binds the listener (port 0 works) and exposes the port, so tests
 //! and embedders start a real server in-process.
 
+pub mod cli;
 pub mod config;
 pub mod telemetry;
 

@@ -1,8 +1,9 @@
-//! `agentry serve | migrate`, `agentry --version`.
+//! `agentry serve | migrate | user … | key …`, `agentry --version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentry::cli::{KeyCommand, UserCommand};
 use agentry::{Application, config::Config, open_database, telemetry};
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,12 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage users: add, passwd, list.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys: create, list, revoke.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[tokio::main]
@@ -39,6 +46,8 @@ async fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(&config).await,
+        Command::User(cmd) => print(agentry::cli::user(&config, cmd).await),
+        Command::Key(cmd) => print(agentry::cli::key(&config, cmd).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +57,11 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print(out: Result<String, agentry::cli::CliError>) -> Result<(), Box<dyn std::error::Error>> {
+    println!("{}", out?);
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
