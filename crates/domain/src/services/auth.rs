@@ -220,7 +220,10 @@ impl AuthService {
         address: Option<&str>,
     ) -> Result<IssuedTokens> {
         let now = self.now();
-        let user_key = format!("user:{}", username.to_lowercase());
+        let user_key: String = format!("user:{}", username.to_lowercase())
+            .chars()
+            .take(128)
+            .collect();
         let addr_key = address.map(|a| format!("addr:{a}"));
         self.throttle
             .check(&user_key, self.settings.login_max_failures, now)?;
