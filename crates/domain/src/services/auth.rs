@@ -751,3 +751,7 @@ fn parse_agent_list(list: Vec<String>) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
