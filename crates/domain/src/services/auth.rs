@@ -427,6 +427,19 @@ impl AuthService {
         Ok(())
     }
 
+    /// Deletes dead sessions: those whose refresh tokens have all expired, and those revoked
+    /// more than a day ago. Returns how many. Call it now and then (the server does hourly).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn purge_sessions(&self) -> Result<u64> {
+        let now = self.now();
+        self.ports
+            .sessions
+            .purge_sessions(now, now - chrono::Duration::days(1))
+            .await
+    }
+
     /// Who is calling with this bearer credential: an API key (`agk_…`) or an access token.
     ///
     /// # Errors
