@@ -450,6 +450,18 @@ async fn roles_cannot_escalate() {
         let (status, body) = call(&app, v, method, path, Some(&body)).await;
         assert_error(status, &body, 403, "FORBIDDEN");
     }
+    // Spelling a path differently does not dodge the table.
+    for path in [
+        "/api/v1/%75sers",
+        "/v1/%75sers",
+        "/api/v1/users/",
+        "/api/v1/api%2Dkeys",
+    ] {
+        let (status, body) = get(&app, v, path).await;
+        assert!(status == 403 || status == 404, "{path}: {status} {body}");
+        assert_ne!(status, 200, "{path}");
+    }
+
     // Editors write and call agents, but do not manage users, keys or providers.
     let (status, agent) = post(&app, e, "/api/v1/agents", &json!({"name": "Editor Bot"})).await;
     assert_eq!(status, 201, "{agent}");
@@ -961,6 +973,9 @@ async fn rate_limits_send_headers_and_refuse_with_429() {
     let err = assert_error(status, &body, 429, "RATE_LIMITED");
     assert_eq!(err["details"]["retry_after_seconds"], retry);
     assert!((1..=20).contains(&retry), "{retry}");
+    let res = app.get("/api/v1/agents").await;
+    assert_eq!(res.headers().get("x-ratelimit-remaining").unwrap(), "0");
+    assert_eq!(res.headers().get("x-ratelimit-limit").unwrap(), "3");
     assert_eq!(err["details"]["limit"], "3 requests per minute");
     // The OpenAI surface answers in its own format.
     let (status, body) = json(app.get("/v1/models").await).await;

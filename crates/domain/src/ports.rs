@@ -266,6 +266,15 @@ pub trait SessionStore: Send + Sync {
     /// # Errors
     /// MUST return `NotFound` (entity `session`) when the session does not exist.
     async fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()>;
+
+    /// Deletes refresh tokens that expired before `now`, then sessions left without any
+    /// refresh token and sessions revoked before `revoked_before`. Returns how many sessions
+    /// were deleted.
+    async fn purge_sessions(
+        &self,
+        now: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+    ) -> Result<u64>;
 }
 
 /// Durable storage of API keys (digests only).

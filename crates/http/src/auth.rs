@@ -7,8 +7,8 @@
 //! [`Caller`] extractor) or answers 401 / 403 — in the SPEC envelope, or in OpenAI's format
 //! on the OpenAI-compatible surface.
 //!
-//! On public routes a credential is optional and a bad one is ignored (a stale token must not
-//! block a login). With `auth_disabled` (development, loopback only) every request is the
+//! On public routes a credential is not even read (a stale token must not block a login, and
+//! `/health` must not depend on the database). With `auth_disabled` (development, loopback only) every request is the
 //! admin principal `anonymous-dev`.
 
 use std::future::{Ready, ready};
@@ -65,7 +65,7 @@ fn bearer(req: &ServiceRequest) -> Option<Result<String, ()>> {
 
 /// The error answer, in the format of the surface `path` belongs to.
 pub fn error_response(req: ServiceRequest, err: &ApiError) -> ServiceResponse<BoxBody> {
-    let res = if is_openai_surface(req.path()) {
+    let res = if is_openai_surface(req.match_info().as_str()) {
         err.openai_response()
     } else {
         err.error_response()
@@ -86,14 +86,18 @@ pub async fn authenticate(
             )),
         ));
     };
-    let needed = requirement(req.method(), req.path());
+    // The path as the router will see it (percent-encoded characters decoded), so that
+    // `/api/v1/%75sers` is looked up as `/api/v1/users`, not as an unknown route.
+    let needed = requirement(req.method(), req.match_info().as_str());
     let public = needed == Requirement::Public;
     let caller = if state.auth_disabled {
         Some(Principal::development())
+    } else if public {
+        // Public routes need nobody, and must keep answering while the database does not.
+        None
     } else {
         match bearer(&req) {
             None => None,
-            Some(Err(())) if public => None,
             Some(Err(())) => {
                 return Ok(error_response(
                     req,
@@ -104,7 +108,6 @@ pub async fn authenticate(
             }
             Some(Ok(token)) => match state.auth.authenticate(&token).await {
                 Ok(p) => Some(p),
-                Err(agentry_domain::Error::Unauthorized(_)) if public => None,
                 Err(e) => return Ok(error_response(req, &ApiError::from(e))),
             },
         }

@@ -308,7 +308,7 @@ pub async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if EXEMPT.contains(&req.path()) {
+    if EXEMPT.contains(&req.match_info().as_str()) {
         return next
             .call(req)
             .await
@@ -324,12 +324,15 @@ pub async fn limit(
             .map(ServiceResponse::map_into_boxed_body);
     };
     let (key, per_minute) = client_key(&req);
+    let limit_per_minute = limits.limiter(per_minute).per_minute;
     let refused = |req: ServiceRequest, r: Refusal| {
         tracing::info!(client = %key, limit = %r.limit, "rate limited");
-        Ok(error_response(
-            req,
-            &ApiError::rate_limited(r.retry_after, Some(&r.limit)),
-        ))
+        let mut res = error_response(req, &ApiError::rate_limited(r.retry_after, Some(&r.limit)));
+        let headers = res.headers_mut();
+        headers.insert(LIMIT_HEADER, header(limit_per_minute));
+        headers.insert(REMAINING_HEADER, header(0));
+        headers.insert(RESET_HEADER, header(r.retry_after));
+        Ok(res)
     };
     let allowed = match limits.check_rate(&key, per_minute) {
         Ok(a) => a,

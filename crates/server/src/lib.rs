@@ -287,6 +287,19 @@ pub async fn bootstrap_admin(config: &Config, auth: &AuthService) -> Result<(), 
     Ok(())
 }
 
+/// Deletes dead sessions now and every hour (until the runtime stops).
+async fn purge_sessions_hourly(auth: AuthService) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match auth.purge_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged dead sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
+        }
+    }
+}
+
 /// Options of an embedded server (tests, embedders) that the config file does not carry.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
@@ -370,6 +383,7 @@ impl Application {
         let versions = VersionService::new(database.agents(), database.versions(), clock.clone());
         let auth = auth_service(&config, &database, clock.clone()).await?;
         bootstrap_admin(&config, &auth).await?;
+        tokio::spawn(purge_sessions_hourly(auth.clone()));
         if config.auth_disabled {
             tracing::warn!(
                 addr = %config.addr,

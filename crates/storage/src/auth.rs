@@ -269,6 +269,32 @@ impl SessionStore for DieselStore {
         })
         .await
     }
+
+    async fn purge_sessions(
+        &self,
+        now: DateTime<Utc>,
+        revoked_before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (now, revoked_before) = (now.naive_utc(), revoked_before.naive_utc());
+        self.run(move |conn| {
+            conn.transaction(|c| {
+                diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(now)))
+                    .execute(c)?;
+                let live = refresh_tokens::table.select(refresh_tokens::session_id);
+                let n = diesel::delete(
+                    auth_sessions::table.filter(
+                        auth_sessions::id
+                            .ne_all(live)
+                            .or(auth_sessions::revoked_at.lt(revoked_before)),
+                    ),
+                )
+                .execute(c)?;
+                Ok::<_, DieselError>(n as u64)
+            })
+            .map_err(query_error)
+        })
+        .await
+    }
 }
 
 #[async_trait]

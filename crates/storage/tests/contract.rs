@@ -155,6 +155,7 @@ contract_tests!(
     api_key_list_revoke_and_touch,
     duplicate_api_key_digest_is_a_conflict,
     server_secret_is_inserted_once,
+    purge_deletes_expired_tokens_and_dead_sessions,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -2393,6 +2394,61 @@ async fn revoke_user_sessions_revokes_only_theirs(db: Database) {
     assert_eq!(s.revoke_user_sessions(&a.id, t0()).await.unwrap(), 1);
     assert!(s.get_session("ses_a1").await.unwrap().revoked_at.is_some());
     assert!(s.get_session("ses_b1").await.unwrap().revoked_at.is_none());
+}
+
+async fn purge_deletes_expired_tokens_and_dead_sessions(db: Database) {
+    let u = user("pat", UserRole::Viewer, 0);
+    db.users().insert_user(&u).await.unwrap();
+    let s = db.sessions();
+    let expired = |hash: &str, session: &str| RefreshTokenRecord {
+        expires_at: t0() + TimeDelta::hours(1),
+        ..token(hash, session)
+    };
+    // Live: a fresh token. Dead: only an expired token. Revoked long ago / just now.
+    s.insert_session(&session("ses_live", &u), &token("live", "ses_live"))
+        .await
+        .unwrap();
+    s.insert_session(&session("ses_dead", &u), &expired("dead", "ses_dead"))
+        .await
+        .unwrap();
+    s.insert_session(&session("ses_old", &u), &token("old", "ses_old"))
+        .await
+        .unwrap();
+    s.insert_session(&session("ses_new", &u), &token("new", "ses_new"))
+        .await
+        .unwrap();
+    s.insert_refresh_token(&expired("live-expired", "ses_live"))
+        .await
+        .unwrap();
+    s.revoke_session("ses_old", t0()).await.unwrap();
+    s.revoke_session("ses_new", t0() + TimeDelta::days(2))
+        .await
+        .unwrap();
+    let now = t0() + TimeDelta::days(2);
+    let purged = s
+        .purge_sessions(now, now - TimeDelta::days(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    for (id, kept) in [
+        ("ses_live", true),
+        ("ses_dead", false),
+        ("ses_old", false),
+        ("ses_new", true),
+    ] {
+        assert_eq!(s.get_session(id).await.is_ok(), kept, "{id}");
+    }
+    assert!(s.find_refresh_token("live").await.unwrap().is_some());
+    assert!(
+        s.find_refresh_token("live-expired")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.find_refresh_token("old").await.unwrap().is_none(),
+        "cascaded"
+    );
 }
 
 async fn api_key_round_trips_and_is_found_by_digest(db: Database) {

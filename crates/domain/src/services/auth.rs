@@ -220,7 +220,10 @@ impl AuthService {
         address: Option<&str>,
     ) -> Result<IssuedTokens> {
         let now = self.now();
-        let user_key = format!("user:{}", username.to_lowercase());
+        let user_key: String = format!("user:{}", username.to_lowercase())
+            .chars()
+            .take(128)
+            .collect();
         let addr_key = address.map(|a| format!("addr:{a}"));
         self.throttle
             .check(&user_key, self.settings.login_max_failures, now)?;
@@ -422,6 +425,19 @@ impl AuthService {
         }
         tracing::info!(%session_id, "logged out");
         Ok(())
+    }
+
+    /// Deletes dead sessions: those whose refresh tokens have all expired, and those revoked
+    /// more than a day ago. Returns how many. Call it now and then (the server does hourly).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn purge_sessions(&self) -> Result<u64> {
+        let now = self.now();
+        self.ports
+            .sessions
+            .purge_sessions(now, now - chrono::Duration::days(1))
+            .await
     }
 
     /// Who is calling with this bearer credential: an API key (`agk_…`) or an access token.
@@ -748,3 +764,7 @@ fn parse_agent_list(list: Vec<String>) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;
