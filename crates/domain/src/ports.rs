@@ -193,6 +193,17 @@ pub trait RunStore: Send + Sync {
     /// Runs matching `filter` (on the string values of `log_meta`), newest first (then by id, descending), with
     /// the total number of matches.
     async fn list_runs(&self, filter: &RunFilter, page: Page) -> Result<Paged<Run>>;
+
+    /// Logs a run whose id nobody else can hold (a generated one), off the caller's latency
+    /// path: an adapter MAY store it a few milliseconds later in a batch, but MUST store it
+    /// before a clean shutdown completes, and MUST fall back to storing it now when it cannot
+    /// queue it. Only a killed process may lose the last queued runs.
+    ///
+    /// # Errors
+    /// Storage failures of the fallback.
+    async fn log_run(&self, run: &Run) -> Result<()> {
+        self.insert_run(run).await
+    }
 }
 
 /// Durable storage of user accounts.

@@ -464,6 +464,10 @@ impl Application {
     /// # Errors
     /// An I/O error of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        // Runs queued for the background writer are stored before the process ends.
+        let database = self.database;
+        let _ = tokio::task::spawn_blocking(move || database.flush()).await;
+        served
     }
 }

@@ -14,6 +14,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::connection::{AnyConnection, Manager, TraceErrors};
 use crate::error::StorageError;
+use crate::run_log::RunLog;
 use crate::store::DieselStore;
 use crate::target::{Backend, Target};
 
@@ -70,6 +71,7 @@ impl Default for PoolOptions {
 pub struct Database {
     pool: Pool<Manager>,
     backend: Backend,
+    run_log: Arc<RunLog>,
 }
 
 impl Database {
@@ -98,7 +100,12 @@ impl Database {
                 backend: backend.as_str(),
                 message: e.to_string(),
             })?;
-        Ok(Self { pool, backend })
+        let run_log = Arc::new(RunLog::start(pool.clone()));
+        Ok(Self {
+            pool,
+            backend,
+            run_log,
+        })
     }
 
     /// Applies the embedded migrations not applied yet, each in its own transaction, and
@@ -174,7 +181,13 @@ impl Database {
     }
 
     fn store(&self) -> DieselStore {
-        DieselStore::new(self.pool.clone())
+        DieselStore::new(self.pool.clone(), self.run_log.clone())
+    }
+
+    /// Stores every run queued by `log_run` and stops the background writer; later logs are
+    /// stored synchronously. Call it after the server stopped taking requests. Blocks.
+    pub fn flush(&self) {
+        self.run_log.close();
     }
 }
 

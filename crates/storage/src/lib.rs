@@ -24,6 +24,7 @@ mod error;
 mod history_rows;
 mod providers;
 mod rows;
+mod run_log;
 mod runs;
 mod schema;
 mod store;

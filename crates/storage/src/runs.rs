@@ -32,6 +32,14 @@ impl RunStore for DieselStore {
         .await
     }
 
+    async fn log_run(&self, run: &Run) -> Result<()> {
+        let row = RunRow::try_from(run)?;
+        match self.run_log.enqueue(row) {
+            Ok(()) => Ok(()),
+            Err(_) => self.insert_run(run).await,
+        }
+    }
+
     async fn get_run(&self, id: &str) -> Result<Run> {
         let id = id.to_owned();
         self.run(move |conn| {

@@ -17,11 +17,15 @@ use crate::translate::{pool_error, query_error};
 #[derive(Clone)]
 pub(crate) struct DieselStore {
     pool: Pool<Manager>,
+    pub(crate) run_log: std::sync::Arc<crate::run_log::RunLog>,
 }
 
 impl DieselStore {
-    pub(crate) fn new(pool: Pool<Manager>) -> Self {
-        Self { pool }
+    pub(crate) fn new(
+        pool: Pool<Manager>,
+        run_log: std::sync::Arc<crate::run_log::RunLog>,
+    ) -> Self {
+        Self { pool, run_log }
     }
 
     /// Runs `work` with a pooled connection on the blocking pool. `work` translates its own

@@ -132,6 +132,7 @@ contract_tests!(
     duplicate_run_id_is_a_conflict_on_run_id,
     list_runs_filters_paginates_and_orders,
     get_missing_run_is_not_found,
+    logged_runs_are_all_stored_by_flush,
     publish_numbers_versions_from_one,
     version_snapshot_round_trips_exactly,
     bare_snapshot_round_trips,
@@ -1599,6 +1600,29 @@ async fn list_runs_filters_paginates_and_orders(db: Database) {
         (String::new(), 0)
     );
     assert_eq!(list(Some("7"), None, None, all).await, (String::new(), 0));
+}
+
+async fn logged_runs_are_all_stored_by_flush(db: Database) {
+    let store = db.runs();
+    for i in 0..300 {
+        store
+            .log_run(&run(&format!("run_log_{i:03}"), i, json!({"component": "gateway"})))
+            .await
+            .unwrap();
+    }
+    let closing = db.clone();
+    tokio::task::spawn_blocking(move || closing.flush()).await.unwrap();
+    let all = store.list_runs(&RunFilter::default(), page(1, 0)).await.unwrap();
+    assert_eq!(all.total, 300, "every queued run is stored once the log is flushed");
+    store
+        .log_run(&run("run_after_close", 301, json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run("run_after_close").await.unwrap().id,
+        "run_after_close",
+        "after closing, runs are stored synchronously"
+    );
 }
 
 async fn get_missing_run_is_not_found(db: Database) {

@@ -223,6 +223,10 @@ pub struct PreparedCall {
     pub model: ModelRef,
     /// The id the call is logged under.
     pub run_id: String,
+    /// Whether the log is written before answering: one-shot runs (the caller may read the run
+    /// at once, and a chosen id that is taken is a conflict). Gateway calls (Chat Completions)
+    /// queue their log instead, off the latency path.
+    log_now: bool,
     preamble: String,
     prompt: String,
     log_meta: Map<String, Value>,
@@ -472,6 +476,10 @@ impl Runtime {
                 run_id: req.run_id,
             })
             .await?;
+        let call = PreparedCall {
+            log_now: true,
+            ..call
+        };
         call.complete().await.map(|(_, run)| run)
     }
 
@@ -525,6 +533,7 @@ impl Runtime {
             request,
             model,
             run_id,
+            log_now: req.run_id.is_some(),
             preamble,
             prompt,
             log_meta: req.log_meta,
@@ -965,7 +974,11 @@ impl PreparedCall {
             log_meta: self.log_meta.clone(),
             created_at: self.created_at,
         };
-        self.runtime.runs.insert_run(&run).await?;
+        if self.log_now {
+            self.runtime.runs.insert_run(&run).await?;
+        } else {
+            self.runtime.runs.log_run(&run).await?;
+        }
         Ok(run)
     }
 }

@@ -1,0 +1,117 @@
+//! The background writer behind [`RunStore::log_run`](agentry_domain::ports::RunStore::log_run):
+//! generated-id runs (the log of every Chat Completions call) are queued and inserted in
+//! batches by one thread, so the request that produced them does not wait for the database.
+//! Closing the log (at shutdown) stores everything queued and joins the thread; when the queue
+//! is full or closed, the caller stores the run itself.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use diesel::prelude::*;
+use diesel::r2d2::Pool;
+
+use crate::connection::{AnyConnection, Manager};
+use crate::history_rows::RunRow;
+use crate::schema::runs;
+
+/// Runs waiting to be written, at most.
+const QUEUE: usize = 8192;
+/// Runs written in one transaction, at most.
+const BATCH: usize = 256;
+
+/// The queue and its writer thread.
+pub(crate) struct RunLog {
+    tx: Mutex<Option<SyncSender<RunRow>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RunLog {
+    /// Starts the writer over `pool`. If the thread cannot start, every log is written
+    /// synchronously by its caller.
+    pub(crate) fn start(pool: Pool<Manager>) -> Self {
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("agentry-run-log".to_owned())
+            .spawn(move || write_loop(&pool, &rx))
+            .map_err(|e| tracing::warn!(error = %e, "run log writer not started; runs are written synchronously"))
+            .ok();
+        Self {
+            tx: Mutex::new(thread.as_ref().map(|_| tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues a row; gives it back when the queue is full or closed.
+    pub(crate) fn enqueue(&self, row: RunRow) -> Result<(), RunRow> {
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        match tx.as_ref() {
+            Some(tx) => tx.try_send(row).map_err(|e| match e {
+                TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
+            }),
+            None => Err(row),
+        }
+    }
+
+    /// Writes everything queued and stops the thread (idempotent; blocks until done).
+    pub(crate) fn close(&self) {
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        if let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_loop(pool: &Pool<Manager>, rx: &Receiver<RunRow>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
+        }
+        write_batch(pool, &batch);
+    }
+}
+
+fn insert(conn: &mut AnyConnection, row: &RunRow) -> QueryResult<usize> {
+    diesel::insert_into(runs::table).values(row).execute(conn)
+}
+
+/// One transaction for the batch; if it fails, each run alone, so one bad row loses only itself.
+fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
+    let mut conn = match pool.get() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, lost = batch.len(), "run log: no database connection; runs lost");
+            return;
+        }
+    };
+    let together =
+        conn.transaction(|c| batch.iter().try_for_each(|row| insert(c, row).map(|_| ())));
+    if together.is_ok() {
+        return;
+    }
+    for row in batch {
+        if let Err(e) = insert(&mut conn, row) {
+            tracing::error!(run = %row.id, error = %e, "run log: run not stored");
+        }
+    }
+}
