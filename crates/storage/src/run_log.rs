@@ -4,7 +4,7 @@
 //! Closing the log (at shutdown) stores everything queued and joins the thread; when the queue
 //! is full or closed, the caller stores the run itself.
 
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -42,15 +42,10 @@ impl RunLog {
         }
     }
 
-    /// Queues a row; gives it back when the queue is full or closed.
-    pub(crate) fn enqueue(&self, row: RunRow) -> Result<(), RunRow> {
+    /// Queues a row; false when the queue is full or closed (the caller then writes it).
+    pub(crate) fn enqueue(&self, row: RunRow) -> bool {
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        match tx.as_ref() {
-            Some(tx) => tx.try_send(row).map_err(|e| match e {
-                TrySendError::Full(r) | TrySendError::Disconnected(r) => r,
-            }),
-            None => Err(row),
-        }
+        tx.as_ref().is_some_and(|tx| tx.try_send(row).is_ok())
     }
 
     /// Writes everything queued and stops the thread (idempotent; blocks until done).

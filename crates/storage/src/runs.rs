@@ -33,10 +33,10 @@ impl RunStore for DieselStore {
     }
 
     async fn log_run(&self, run: &Run) -> Result<()> {
-        let row = RunRow::try_from(run)?;
-        match self.run_log.enqueue(row) {
-            Ok(()) => Ok(()),
-            Err(_) => self.insert_run(run).await,
+        if self.run_log.enqueue(RunRow::try_from(run)?) {
+            Ok(())
+        } else {
+            self.insert_run(run).await
         }
     }
 

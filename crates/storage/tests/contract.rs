@@ -1606,14 +1606,26 @@ async fn logged_runs_are_all_stored_by_flush(db: Database) {
     let store = db.runs();
     for i in 0..300 {
         store
-            .log_run(&run(&format!("run_log_{i:03}"), i, json!({"component": "gateway"})))
+            .log_run(&run(
+                &format!("run_log_{i:03}"),
+                i,
+                json!({"component": "gateway"}),
+            ))
             .await
             .unwrap();
     }
     let closing = db.clone();
-    tokio::task::spawn_blocking(move || closing.flush()).await.unwrap();
-    let all = store.list_runs(&RunFilter::default(), page(1, 0)).await.unwrap();
-    assert_eq!(all.total, 300, "every queued run is stored once the log is flushed");
+    tokio::task::spawn_blocking(move || closing.flush())
+        .await
+        .unwrap();
+    let all = store
+        .list_runs(&RunFilter::default(), page(1, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.total, 300,
+        "every queued run is stored once the log is flushed"
+    );
     store
         .log_run(&run("run_after_close", 301, json!({})))
         .await
