@@ -94,6 +94,9 @@ impl Database {
             .max_size(opts.max_connections)
             .min_idle(Some(1))
             .connection_timeout(opts.connect_timeout)
+            // No `SELECT 1` before every checkout: a broken connection is caught by
+            // `Manager::has_broken` when it is returned, and costs one failed call at most.
+            .test_on_check_out(false)
             .error_handler(Box::new(TraceErrors))
             .build(Manager::new(target))
             .map_err(|e| StorageError::Connect {
