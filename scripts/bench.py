@@ -216,9 +216,19 @@ def rss_kb(pid: int) -> dict:
     out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
+            if line.startswith(("VmRSS:", "VmHWM:", "Threads:")):
                 out[line.split(":")[0]] = int(line.split()[1])
     return out
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def tree_rss_kb(pid: int) -> int:
@@ -344,10 +354,14 @@ class Agentry:
         return request(self.port, method, path, body, AUTH)
 
     def setup(self, fake: Fake, agents: dict[str, str]) -> None:
-        """Creates provider `up` (the fake) and the agents {key: model}."""
+        """Creates providers `up` (the fake) and `mk` (kind mock), and the agents {key: model}."""
         status, body = self.call("POST", "/api/v1/providers", {
             "id": "up", "kind": "openai", "base_url": fake.base, "models": []})
         self._check(status, body, "create the provider")
+        # An in-process provider (no upstream socket) that accepts any model name.
+        status, body = self.call("POST", "/api/v1/providers", {
+            "id": "mk", "kind": "mock", "models": []})
+        self._check(status, body, "create the mock provider")
         for key, model in agents.items():
             status, body = self.call("POST", "/api/v1/agents", {
                 "name": key, "model": model, "status": "active"})
@@ -503,11 +517,17 @@ def load_section(run: Run, dbs: Databases, latency: int, results: dict) -> tuple
         conns = connections_for(name, latency)
         rate = int(name[1:]) if name[0] == "r" else None
         for t in live:
+            # CPU of the process under test: the fake for the direct call, Agentry otherwise.
+            pid = fake.proc.pid if t["id"] == "direct" else ag.proc.pid
+            cpu0 = cpu_seconds(pid)
             r = oha(run, t["url"], t["body"], t["headers"], DURATION, conns, rate)
+            cpu = cpu_seconds(pid) - cpu0
+            r["cpu_us_per_req"] = cpu / r["ok"] * 1e6 if r["ok"] else None
+            r["cpu_cores"] = cpu / DURATION
             section["targets"][t["id"]]["points"][name] = r
             print(f"  {name:>6} {t['id']:<12} {r['rps']:9.0f} req/s  p50 {fmt(r['p50'])}  "
                   f"p90 {fmt(r['p90'])}  p99 {fmt(r['p99'])} ms  non-2xx {r['non_2xx']}  "
-                  f"errors {r['errors']}", flush=True)
+                  f"errors {r['errors']}  cpu {fmt(r['cpu_us_per_req'])} us/req", flush=True)
     results["load"][str(latency)] = section
     return fake, ag
 
@@ -706,30 +726,31 @@ def memory_section(run: Run, dbs: Databases, fake: Fake, results: dict) -> None:
 
     ag = Agentry(run, dbs, "agentry-memory")
     time.sleep(1.0)
-    mem["idle_kb"] = ag.rss()["VmRSS"]
+    idle = ag.rss()
+    mem["idle_kb"], mem["idle_threads"] = idle["VmRSS"], idle["Threads"]
     print(f"  idle after start: {mb(mem['idle_kb'])} MB", flush=True)
     ag.setup(fake, {"bench": "up/fake-echo"})
     # A little traffic, then idle again (pools, caches and allocator arenas are warm).
     for _ in range(200):
         ag.call("POST", "/api/v1/agents/bench/chat", {"message": MESSAGE})
     time.sleep(1.0)
-    mem["idle_after_use_kb"] = ag.rss()["VmRSS"]
+    used = ag.rss()
+    mem["idle_after_use_kb"], mem["idle_after_use_threads"] = used["VmRSS"], used["Threads"]
     print(f"  idle after 200 chat turns: {mb(mem['idle_after_use_kb'])} MB", flush=True)
     ag.close()
 
     mem["streams"] = []
     for n in STREAMS:
-        for via, model in (("upstream", f"up/fake-slow-{SLOW_MS}"), ("mock", f"mock/slow-{SLOW_MS}")):
+        for via, model in (("upstream", f"up/fake-slow-{SLOW_MS}"), ("mock", f"mk/slow-{SLOW_MS}")):
             count = min(n, upstream_cap) if via == "upstream" else n
-            if via == "mock" and n <= upstream_cap:
-                continue  # the upstream-backed measurement already reached n
             ag = Agentry(run, dbs, f"agentry-streams-{count}-{via}")
             ag.setup(fake, {"slow": model})
             before = ag.rss()["VmRSS"]
             r = asyncio.run(hold_streams(
                 ag.port, "/api/v1/agents/slow/chat",
                 {"message": SLOW_MESSAGE, "stream": True}, count,
-                lambda: {"rss_kb": ag.rss()["VmRSS"], "hwm_kb": ag.rss()["VmHWM"]}))
+                lambda: {"rss_kb": ag.rss()["VmRSS"], "hwm_kb": ag.rss()["VmHWM"],
+                         "threads": ag.rss()["Threads"]}))
             r.update({"via": via, "target": n, "before_kb": before})
             if r["open"]:
                 per = (r["rss_kb"] - before) / r["open"]
@@ -738,7 +759,8 @@ def memory_section(run: Run, dbs: Databases, fake: Fake, results: dict) -> None:
             mem["streams"].append(r)
             print(f"  {r['open']:>6} streams open via {via:<8} (asked {count}, failed {r['failed']}, "
                   f"{r['open_seconds']} s to open): VmRSS {mb(r['rss_kb'])} MB "
-                  f"(before {mb(before)} MB), peak {mb(r['hwm_kb'])} MB", flush=True)
+                  f"(before {mb(before)} MB), peak {mb(r['hwm_kb'])} MB, {r['threads']} threads",
+                  flush=True)
             if r["failure_reasons"]:
                 print(f"    failures: {r['failure_reasons']}", flush=True)
             ag.close()
@@ -1010,9 +1032,12 @@ def report(results: dict) -> str:
     for latency, section in results["load"].items():
         lines += [f"### Non-streaming load, fake upstream latency {latency} ms", "",
                   "Latencies in ms. Δ = through Agentry − direct, at the same load point, "
-                  "measured back to back in this run.", "",
-                  "| endpoint | load | req/s | p50 | p90 | p99 | Δp50 | Δp90 | Δp99 | failed |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "measured back to back in this run. CPU = CPU time of the process under test "
+                  "(the fake upstream for the direct call, Agentry alone otherwise) per "
+                  "successful request, in µs.", "",
+                  "| endpoint | load | req/s | p50 | p90 | p99 | Δp50 | Δp90 | Δp99 | CPU µs/req "
+                  "| failed |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         direct = section["targets"].get("direct", {}).get("points", {})
         names = [n for n in points_for(int(latency))]
         for name in names:
@@ -1028,9 +1053,9 @@ def report(results: dict) -> str:
                 lines.append(
                     f"| {t['label']} | {point_label(name)} | {p['rps']:,.0f} | {fmt(p['p50'])} | "
                     f"{fmt(p['p90'])} | {fmt(p['p99'])} | {delta('p50')} | {delta('p90')} | "
-                    f"{delta('p99')} | {failed or ''} |")
+                    f"{delta('p99')} | {fmt(p.get('cpu_us_per_req'))} | {failed or ''} |")
         for tid, why in section["skipped"].items():
-            lines.append(f"| `{tid}` | {why.split(' (')[0]} | | | | | | | | |")
+            lines.append(f"| `{tid}` | {why.split(' (')[0]} | | | | | | | | | |")
         lines.append("")
 
     lt = results["litellm"]
@@ -1071,9 +1096,10 @@ def report(results: dict) -> str:
 
     mem = results["memory"]
     lines += ["### Resident memory (VmRSS of the Agentry process)", "",
-              "| state | VmRSS MB | peak (VmHWM) MB |", "|---|---:|---:|",
-              f"| idle, right after start | {mb(mem.get('idle_kb'))} | |",
-              f"| idle, after 200 chat turns | {mb(mem.get('idle_after_use_kb'))} | |"]
+              "| state | VmRSS MB | peak (VmHWM) MB | threads |", "|---|---:|---:|---:|",
+              f"| idle, right after start | {mb(mem.get('idle_kb'))} | | {mem.get('idle_threads', '')} |",
+              f"| idle, after 200 chat turns | {mb(mem.get('idle_after_use_kb'))} | | "
+              f"{mem.get('idle_after_use_threads', '')} |"]
     for s in mem.get("streams", []):
         via = ("through the fake upstream (2 sockets per stream)" if s["via"] == "upstream"
                else "on the in-process `mock` provider")
@@ -1083,7 +1109,7 @@ def report(results: dict) -> str:
             ext = (f" (→ {mb(s['extrapolated_kb'])} MB extrapolated to {s['target']:,}; "
                    f"{s['per_stream_kb']:.1f} KB per stream)")
         lines.append(f"| {s['open']:,} open SSE streams {via}{extra}{ext} | "
-                     f"{mb(s.get('rss_kb'))} | {mb(s.get('hwm_kb'))} |")
+                     f"{mb(s.get('rss_kb'))} | {mb(s.get('hwm_kb'))} | {s.get('threads', '')} |")
     lines.append("")
     if any(s["via"] == "upstream" and s["open"] < s["target"] for s in mem.get("streams", [])):
         lines += [f"The open-files limit here is {mem['nofile_limit']:,} per process and cannot "
