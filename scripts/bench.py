@@ -89,6 +89,7 @@ DB_KIND = os.environ.get("BENCH_DB", "sqlite")
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 TOKEN = os.environ.get("AGENTRY_BENCH_TOKEN", "")
 AUTH = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
+BENCH_ADMIN_PASSWORD = "bench-admin-password-0123456789"
 LITELLM = os.environ.get("BENCH_LITELLM", "0") == "1"
 MESSAGE = "hello from the agentry benchmark"
 # A slow answer of 80 words: a stream that stays open for minutes (3 s per word).
@@ -304,6 +305,12 @@ def server_env(port: int, db_url: str) -> dict:
         "AGENTRY_ADDR": f"127.0.0.1:{port}",
         "DATABASE_URL": db_url,
         "AGENTRY_LOG": os.environ.get("BENCH_LOG", "warn"),
+        # The benchmark logs in as the bootstrap admin; the per-client rate limits (100/min by
+        # default) would otherwise turn the load into 429s.
+        "AGENTRY_ADMIN_PASSWORD": BENCH_ADMIN_PASSWORD,
+        "AGENTRY_RATE_LIMIT_PER_MINUTE": "1000000000",
+        "AGENTRY_RATE_LIMIT_BURST": "1000000000",
+        "AGENTRY_RATE_LIMIT_CONCURRENCY": "1000000",
     })
     if os.environ.get("BENCH_WORKERS"):
         env["AGENTRY_WORKERS"] = os.environ["BENCH_WORKERS"]
@@ -349,6 +356,15 @@ class Agentry:
         self.proc = spawn([run.agentry, "serve"], server_env(self.port, dbs.fresh()), self.log)
         wait_ready(self.proc, self.port, "/ready", 60, self.log)
         self.ready_s = time.perf_counter() - self.started
+        if not TOKEN:
+            self.login()
+
+    def login(self) -> None:
+        """Logs in as the bootstrap admin and sends its access token from now on."""
+        status, body = request(self.port, "POST", "/api/v1/auth/login",
+                               {"username": "admin", "password": BENCH_ADMIN_PASSWORD}, {})
+        if status == 200 and isinstance(body, dict) and body.get("access_token"):
+            AUTH["Authorization"] = f"Bearer {body['access_token']}"
 
     def call(self, method: str, path: str, body=None):
         return request(self.port, method, path, body, AUTH)
