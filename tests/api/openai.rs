@@ -635,3 +635,87 @@ async fn api_keys_reach_only_their_agents_through_the_sdk() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn responses_store_conversation_metadata_and_limits() {
+    let (app, fake) = app_with_upstream().await;
+    let (status, r) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "support-bot", "input": "forget me", "store": false}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, r["store"].as_bool()), (200, Some(false)), "{r}");
+    let id = r["id"].as_str().unwrap();
+    let (status, _) = json(app.get(&format!("/v1/responses/{id}")).await).await;
+    assert_eq!(status, 404, "an unstored response cannot be retrieved");
+    let (_, convs) = json(app.get("/api/v1/conversations").await).await;
+    assert_eq!(convs["total"], 0, "store: false writes no conversation");
+
+    let (status, first) = json(app.post("/v1/responses", &json!({"model": "support-bot", "input": "remember me", "metadata": {"ticket": "T-1"}, "max_output_tokens": 64})).await).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["metadata"], json!({"ticket": "T-1"}));
+    assert_eq!(first["max_output_tokens"], 64);
+    assert_eq!(
+        fake.requests().last().unwrap().body["max_tokens"],
+        64,
+        "max_output_tokens reaches the upstream"
+    );
+    let (_, convs) = json(app.get("/api/v1/conversations").await).await;
+    let conv = convs["conversations"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        convs["conversations"][0]["context"],
+        json!({"ticket": "T-1"}),
+        "metadata is stored with a new conversation"
+    );
+    assert_eq!(
+        first["id"].as_str().unwrap(),
+        conv.replace("conv_", "resp_"),
+        "the response id names its conversation"
+    );
+
+    let (status, second) = json(app.post("/v1/responses", &json!({"model": "support-bot", "input": "by conversation", "conversation": {"id": conv}})).await).await;
+    assert_eq!(status, 200, "{second}");
+    let roles: Vec<String> = fake.requests().last().unwrap().body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "user"],
+        "continuing by conversation id sends its history"
+    );
+    let (status, items) = json(
+        app.get(&format!(
+            "/v1/responses/{}/input_items?order=asc",
+            first["id"].as_str().unwrap()
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["remember me", "by conversation"]);
+    assert_eq!(items["object"], "list");
+
+    let (status, e) = json(app.post("/v1/responses", &json!({"model": "support-bot", "input": "x", "conversation": "conv_00000000000000000000000000000000"})).await).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (404, Some("conversation"))
+    );
+    let (status, e) = json(app.post("/v1/responses", &json!({"model": "support-bot", "input": "x", "conversation": conv, "previous_response_id": first["id"]})).await).await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("conversation")),
+        "the two ways to continue are exclusive"
+    );
+}
