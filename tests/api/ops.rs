@@ -66,3 +66,83 @@ async fn docs_page_is_served_without_network() {
     let res = app.get("/docs/swagger-ui-bundle.js").await;
     assert_eq!(res.status(), 200, "the bundle is vendored");
 }
+
+/// A TCP relay to PostgreSQL that the test can cut.
+struct Relay {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let held = conns.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                held.lock().unwrap().push(relay);
+            }
+        });
+        Self { port, task, conns }
+    }
+
+    /// Refuses new connections and breaks the open ones.
+    fn cut(&self) {
+        self.task.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn ready_is_503_while_the_database_is_unreachable() {
+    let pg: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    if tokio::net::TcpStream::connect(pg).await.is_err()
+        && std::env::var("AGENTRY_TEST_REQUIRE_POSTGRES").as_deref() != Ok("1")
+    {
+        eprintln!("skipped: PostgreSQL not reachable at {pg}");
+        return;
+    }
+    let relay = Relay::start(pg).await;
+    let port = relay.port;
+    let app = agentry_test_harness::TestApp::builder()
+        .backend(agentry_test_harness::TestBackend::Postgres)
+        .configure(|c| c.database_max_connections = Some(2))
+        .map_database_url(move |url| {
+            url.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1)
+        })
+        .spawn()
+        .await;
+    let (status, r) = json(app.get("/ready").await).await;
+    assert_eq!((status, r["status"].as_str()), (200, Some("ready")));
+
+    relay.cut();
+    let (status, r) = json(app.get("/ready").await).await;
+    assert_eq!(
+        (status, r["status"].as_str()),
+        (503, Some("unavailable")),
+        "{r}"
+    );
+    assert_eq!(r["checks"]["database"], "unreachable");
+    let (status, h) = json(app.get("/health").await).await;
+    assert_eq!(
+        (status, h["status"].as_str()),
+        (200, Some("healthy")),
+        "the process itself is alive"
+    );
+    let (status, body) = json(app.get("/api/v1/agents").await).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("SERVICE_UNAVAILABLE")),
+        "a database outage is not a bad credential: {body}"
+    );
+}

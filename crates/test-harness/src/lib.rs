@@ -92,6 +92,7 @@ struct DbGuard {
 pub struct TestAppBuilder {
     config: Config,
     backend: TestBackend,
+    map_url: Option<Box<dyn FnOnce(&str) -> String + Send>>,
 }
 
 impl TestAppBuilder {
@@ -148,6 +149,14 @@ impl TestAppBuilder {
         self
     }
 
+    /// Rewrites the URL of the fresh test database before the server uses it (for example
+    /// to reach PostgreSQL through a relay the test controls).
+    #[must_use]
+    pub fn map_database_url(mut self, f: impl FnOnce(&str) -> String + Send + 'static) -> Self {
+        self.map_url = Some(Box::new(f));
+        self
+    }
+
     /// Makes the database and starts the server.
     ///
     /// # Errors
@@ -170,6 +179,9 @@ impl TestAppBuilder {
                 Some(guard)
             }
         };
+        if let Some(map) = self.map_url.take() {
+            self.config.database_url = map(&self.config.database_url);
+        }
         let guard = DbGuard {
             _dir: dir,
             _schema: schema,
@@ -223,6 +235,7 @@ impl TestApp {
         TestAppBuilder {
             config,
             backend: TestBackend::from_env(),
+            map_url: None,
         }
     }
 
