@@ -92,8 +92,11 @@ struct DbGuard {
 pub struct TestAppBuilder {
     config: Config,
     backend: TestBackend,
-    map_url: Option<Box<dyn FnOnce(&str) -> String + Send>>,
+    map_url: Option<UrlMap>,
 }
+
+/// Rewrites a database URL (see [`TestAppBuilder::map_database_url`]).
+type UrlMap = Box<dyn FnOnce(&str) -> String + Send>;
 
 impl TestAppBuilder {
     /// Adds a provider, as the config file would (`kind`: `openai`, `anthropic` or `mock`).
