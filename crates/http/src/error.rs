@@ -233,43 +233,11 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
-    /// OpenAI's `(type, code)` for this error, as the OpenAI-compatible surface reports it.
-    fn openai_kind(&self) -> (&'static str, Option<&'static str>) {
-        match self.status {
-            StatusCode::UNAUTHORIZED => ("authentication_error", Some("invalid_api_key")),
-            StatusCode::FORBIDDEN => ("permission_error", Some("permission_denied")),
-            StatusCode::TOO_MANY_REQUESTS => ("rate_limit_error", Some("rate_limit_exceeded")),
-            StatusCode::NOT_FOUND => ("invalid_request_error", Some("not_found")),
-            s if s.is_server_error() => ("server_error", None),
-            _ => ("invalid_request_error", None),
-        }
-    }
-
     /// This error in OpenAI's format, `{"error": {"message", "type", "param", "code"}}`, for the
-    /// OpenAI-compatible surface (see [`crate::permissions::is_openai_surface`]). Status,
-    /// `Retry-After` and `WWW-Authenticate` are as for [`ResponseError::error_response`].
+    /// OpenAI-compatible surface (see [`crate::permissions::is_openai_surface`]), rendered by
+    /// the one OpenAI error type of the client API.
     pub fn openai_response(&self) -> HttpResponse {
-        let (kind, code) = self.openai_kind();
-        let param = self
-            .details
-            .as_ref()
-            .and_then(|d| d.get("field"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let body = json!({"error": {
-            "message": self.message,
-            "type": kind,
-            "param": param,
-            "code": code,
-        }});
-        let mut res = HttpResponse::build(self.status);
-        if let Some(secs) = self.retry_after {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()));
-        }
-        if self.status == StatusCode::UNAUTHORIZED {
-            res.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
-        }
-        res.json(body)
+        crate::openai::OpenAiError::from(self.clone()).error_response()
     }
 }
 

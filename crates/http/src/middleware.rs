@@ -140,7 +140,7 @@ pub async fn request_context(
 
 /// The error in the format of the surface it happened on: OpenAI's on the client API.
 fn render(api: ApiError, path: &str) -> actix_web::HttpResponse {
-    if crate::openai::is_openai_surface(path) {
+    if crate::permissions::is_openai_surface(path) {
         crate::openai::OpenAiError::from(api).error_response()
     } else {
         api.error_response()

@@ -7,7 +7,7 @@ use crate::agent::{
     ModelSpec,
 };
 use crate::error::{Error, Invalid, Result};
-use crate::page::{Page, Paged};
+use crate::page::{MAX_LIMIT, Page, Paged};
 use crate::ports::{AgentStore, Clock};
 use crate::services::ProviderRegistry;
 
@@ -125,6 +125,23 @@ impl AgentService {
     /// Storage failures.
     pub async fn list(&self, filter: &AgentFilter, page: Page) -> Result<Paged<Agent>> {
         self.store.list_agents(filter, page).await
+    }
+
+    /// Every agent matching `filter`, newest first, read page by page.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list_all(&self, filter: &AgentFilter) -> Result<Vec<Agent>> {
+        let mut all = Vec::new();
+        loop {
+            let page = Page::new(Some(MAX_LIMIT), Some(all.len() as u64))?;
+            let paged = self.store.list_agents(filter, page).await?;
+            let last = paged.items.len() < MAX_LIMIT as usize;
+            all.extend(paged.items);
+            if last || all.len() as u64 >= paged.total {
+                return Ok(all);
+            }
+        }
     }
 
     /// Changes the given fields only.

@@ -409,11 +409,6 @@ impl Runtime {
         }
     }
 
-    /// The provider registry.
-    pub fn providers(&self) -> &ProviderRegistry {
-        &self.providers
-    }
-
     /// The client serving `model`.
     async fn client_for(&self, model: &ModelRef) -> Result<Arc<dyn LlmClient>> {
         let provider = match self.providers.get(&model.provider_id).await {
@@ -814,16 +809,6 @@ impl PreparedTurn {
         provider_error(&self.answered_by, error)
     }
 
-    /// The input messages of this turn.
-    pub fn input(&self) -> &[PromptMessage] {
-        &self.input
-    }
-
-    /// Milliseconds since the turn was prepared.
-    pub fn elapsed_ms(&self) -> u64 {
-        millis(self.started)
-    }
-
     /// Stores the input messages and the answer together (unless the turn is not stored).
     ///
     /// # Errors
@@ -893,11 +878,6 @@ impl PreparedTurn {
 }
 
 impl PreparedCall {
-    /// Milliseconds since the call was prepared.
-    pub fn elapsed_ms(&self) -> u64 {
-        millis(self.started)
-    }
-
     /// Asks for a whole answer and logs the run (also when the provider fails).
     ///
     /// # Errors

@@ -120,12 +120,27 @@ impl VersionService {
         pin: Option<u32>,
     ) -> Result<(Agent, ServedAgent)> {
         let live = self.agents.get_agent(agent).await?;
-        let chosen = match pin {
+        let served = match pin {
             Some(0) => return Err(Invalid::new("version", "must be a positive integer").into()),
-            Some(n) => Some(self.versions.get_version(&live.id, n).await?),
-            None => self.versions.latest_version(&live.id).await?,
+            Some(n) => {
+                let v = self.versions.get_version(&live.id, n).await?;
+                ServedAgent {
+                    agent: v.snapshot,
+                    version: Some(v.version),
+                }
+            }
+            None => self.served(&live).await?,
         };
-        let served = match chosen {
+        Ok((live, served))
+    }
+
+    /// The definition that serves an agent already loaded: its latest published version, else
+    /// the live definition.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn served(&self, live: &Agent) -> Result<ServedAgent> {
+        Ok(match self.versions.latest_version(&live.id).await? {
             Some(v) => ServedAgent {
                 agent: v.snapshot,
                 version: Some(v.version),
@@ -134,7 +149,6 @@ impl VersionService {
                 agent: live.clone(),
                 version: None,
             },
-        };
-        Ok((live, served))
+        })
     }
 }

@@ -5,7 +5,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use agentry_domain::agent::{Agent, AgentFilter, AgentKey, AgentRef, AgentStatus};
-use agentry_domain::page::{MAX_LIMIT, Page};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -61,22 +60,9 @@ pub async fn list_client_agents(
         ..AgentFilter::default()
     };
     let mut agents = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        let page = Page::new(Some(MAX_LIMIT), Some(offset)).map_err(agentry_domain::Error::from)?;
-        let paged = state.agents.list(&filter, page).await?;
-        let n = paged.items.len() as u64;
-        for a in &paged.items {
-            let (_, served) = state
-                .versions
-                .serving(&AgentRef::Id(a.id.clone()), None)
-                .await?;
-            agents.push(view(a, &served.agent));
-        }
-        offset += n;
-        if n < u64::from(MAX_LIMIT) || offset >= paged.total {
-            break;
-        }
+    for a in state.agents.list_all(&filter).await? {
+        let served = state.versions.served(&a).await?;
+        agents.push(view(&a, &served.agent));
     }
     Ok(HttpResponse::Ok().json(json!({"agents": agents})))
 }

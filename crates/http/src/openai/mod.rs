@@ -9,7 +9,7 @@ pub mod models;
 pub mod responses;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError, web};
 use agentry_domain::agent::{Agent, AgentKey, AgentRef, AgentStatus};
 use agentry_domain::version::ServedAgent;
@@ -39,14 +39,6 @@ pub fn configure_client(cfg: &mut web::ServiceConfig) {
     );
     agents::configure(cfg);
     responses::configure(cfg);
-}
-
-/// Whether `path` belongs to the OpenAI-compatible surface (its errors use OpenAI's format).
-pub fn is_openai_surface(path: &str) -> bool {
-    path.starts_with("/api/client/v1")
-        || ["/v1/responses", "/v1/chat/completions", "/v1/models"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 /// An error in OpenAI's format.
@@ -132,6 +124,17 @@ fn kind_of(status: StatusCode) -> &'static str {
     }
 }
 
+/// OpenAI's own codes for authentication, permission and rate-limit failures (so SDKs behave
+/// as with OpenAI); Agentry's code, lower-cased, otherwise.
+fn openai_code(e: &ApiError) -> String {
+    match e.status() {
+        StatusCode::UNAUTHORIZED => "invalid_api_key".to_owned(),
+        StatusCode::FORBIDDEN => "permission_denied".to_owned(),
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_exceeded".to_owned(),
+        _ => e.code().to_ascii_lowercase(),
+    }
+}
+
 impl From<ApiError> for OpenAiError {
     fn from(e: ApiError) -> Self {
         let details = e.details();
@@ -139,9 +142,11 @@ impl From<ApiError> for OpenAiError {
             .and_then(|d| d.get("field"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let retry_after = details
-            .and_then(|d| d.get("retry_after_seconds"))
-            .and_then(Value::as_u64);
+        let retry_after = e.retry_after().or_else(|| {
+            details
+                .and_then(|d| d.get("retry_after_seconds"))
+                .and_then(Value::as_u64)
+        });
         let message = match details
             .and_then(|d| d.get("reason"))
             .and_then(Value::as_str)
@@ -154,7 +159,7 @@ impl From<ApiError> for OpenAiError {
             message,
             kind: kind_of(e.status()),
             param,
-            code: Some(e.code().to_ascii_lowercase()),
+            code: Some(openai_code(&e)),
             retry_after,
         }
     }
@@ -181,6 +186,9 @@ impl ResponseError for OpenAiError {
         let mut res = HttpResponse::build(self.status);
         if let Some(s) = self.retry_after {
             res.insert_header((RETRY_AFTER, s.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((WWW_AUTHENTICATE, "Bearer"));
         }
         res.json(OpenAiErrorEnvelope {
             error: OpenAiErrorBody {

@@ -4,7 +4,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::{AgentFilter, AgentStatus};
-use agentry_domain::page::{MAX_LIMIT, Page};
 use serde_json::{Value, json};
 
 use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult, may_call_models_directly, unix};
@@ -22,22 +21,13 @@ async fn all_models(state: &AppState, caller: Option<&Principal>) -> OpenAiResul
         status: Some(AgentStatus::Active),
         ..AgentFilter::default()
     };
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        let page = Page::new(Some(MAX_LIMIT), Some(offset)).map_err(agentry_domain::Error::from)?;
-        let paged = state.agents.list(&filter, page).await?;
-        let n = paged.items.len() as u64;
-        let allowed = paged
-            .items
-            .iter()
-            .filter(|a| caller.is_none_or(|p| p.may_invoke_agent(a.key.as_str())));
-        out.extend(allowed.map(|a| json!({"id": a.key.as_str(), "object": "model", "created": unix(a.created_at), "owned_by": "agentry"})));
-        offset += n;
-        if n < u64::from(MAX_LIMIT) || offset >= paged.total {
-            break;
-        }
-    }
+    let agents = state.agents.list_all(&filter).await?;
+    let allowed = agents
+        .iter()
+        .filter(|a| caller.is_none_or(|p| p.may_invoke_agent(a.key.as_str())));
+    let mut out: Vec<Value> = allowed
+        .map(|a| json!({"id": a.key.as_str(), "object": "model", "created": unix(a.created_at), "owned_by": "agentry"}))
+        .collect();
     if !may_call_models_directly(caller) {
         return Ok(out);
     }
