@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod cache;
 pub mod conversation;
 pub mod error;
 pub mod ids;

@@ -399,3 +399,15 @@ impl Clock for SystemClock {
         Utc::now().trunc_subsecs(6)
     }
 }
+
+/// A change counter shared by every replica: how in-process caches learn that another
+/// replica changed what they hold (see [`crate::cache`]).
+#[async_trait]
+pub trait ChangeLog: Send + Sync {
+    /// The counter: it grows by at least one with every [`ChangeLog::record_change`].
+    async fn change_counter(&self) -> Result<i64>;
+
+    /// Records that cached data (agents, versions, providers, users, sessions, API keys)
+    /// changed.
+    async fn record_change(&self) -> Result<()>;
+}

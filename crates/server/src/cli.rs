@@ -15,7 +15,7 @@ use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
-use crate::{StartError, auth_service, open_database};
+use crate::{StartError, auth_service, cacheable_stores, open_database};
 
 /// Characters of a generated password.
 const GENERATED_PASSWORD_CHARS: usize = 20;
@@ -106,7 +106,9 @@ impl From<agentry_domain::Invalid> for CliError {
 async fn service(config: &Config) -> Result<AuthService, CliError> {
     let (db, _) = open_database(config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    Ok(auth_service(config, &db, clock).await?)
+    // Through the caches' decorators, so that a revocation here reaches running servers.
+    let (stores, _) = cacheable_stores(config, &db);
+    Ok(auth_service(config, &db, &stores, clock).await?)
 }
 
 fn time(t: DateTime<Utc>) -> String {

@@ -104,6 +104,12 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Requests in flight per client (`AGENTRY_RATE_LIMIT_CONCURRENCY`).
     pub rate_limit_concurrency: u32,
+    /// Seconds an entry of the in-process caches (agents, versions, providers, users,
+    /// sessions, API keys) may be used at most; 0 turns the caches off (`AGENTRY_CACHE_TTL_SECS`).
+    pub cache_ttl_secs: u64,
+    /// Milliseconds between two reads of the shared change counter: how long a change made
+    /// on another replica may take to reach this one's caches (`AGENTRY_CACHE_SYNC_MS`).
+    pub cache_sync_ms: u64,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -132,6 +138,8 @@ struct Defaults {
     rate_limit_per_minute: u32,
     rate_limit_burst: u32,
     rate_limit_concurrency: u32,
+    cache_ttl_secs: u64,
+    cache_sync_ms: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -156,6 +164,8 @@ const DEFAULTS: Defaults = Defaults {
     rate_limit_per_minute: 100,
     rate_limit_burst: 20,
     rate_limit_concurrency: 20,
+    cache_ttl_secs: 60,
+    cache_sync_ms: 250,
 };
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.

@@ -16,6 +16,7 @@ use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use agentry_auth::{Argon2Hasher, JwtCodec, RandomSecrets};
 use agentry_domain::agent::ModelSpec;
+use agentry_domain::cache::{CacheableStores, Coherence};
 use agentry_domain::ports::SecretGenerator;
 use agentry_domain::ports::{Clock, SystemClock};
 use agentry_domain::provider::{
@@ -198,6 +199,7 @@ fn auth_error(e: impl std::fmt::Display) -> StartError {
 pub async fn auth_service(
     config: &Config,
     database: &Database,
+    stores: &CacheableStores,
     clock: Arc<dyn Clock>,
 ) -> Result<AuthService, StartError> {
     let secrets = RandomSecrets;
@@ -218,15 +220,64 @@ pub async fn auth_service(
         ..AuthSettings::default()
     };
     let ports = AuthPorts {
-        users: database.users(),
-        sessions: database.sessions(),
-        keys: database.api_keys(),
+        users: stores.users.clone(),
+        sessions: stores.sessions.clone(),
+        keys: stores.api_keys.clone(),
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(codec),
         secrets: Arc::new(secrets),
         clock,
     };
     Ok(AuthService::new(ports, settings))
+}
+
+/// The stores the services use: behind the in-process caches unless `cache_ttl_secs` is 0.
+/// Every process that writes (servers and the CLI) must use these, so that its writes move
+/// the change counter the servers' caches follow. The [`Coherence`] is returned for
+/// [`sync_caches`].
+pub fn cacheable_stores(
+    config: &Config,
+    database: &Database,
+) -> (CacheableStores, Option<Arc<Coherence>>) {
+    let plain = CacheableStores {
+        agents: database.agents(),
+        versions: database.versions(),
+        providers: database.providers(),
+        users: database.users(),
+        sessions: database.sessions(),
+        api_keys: database.api_keys(),
+    };
+    if config.cache_ttl_secs == 0 {
+        return (plain, None);
+    }
+    let coherence = Coherence::new(
+        database.changes(),
+        Duration::from_secs(config.cache_ttl_secs),
+    );
+    (plain.cached(&coherence), Some(coherence))
+}
+
+/// Follows the change counter every `interval` (until the runtime stops), so that changes
+/// made by other replicas empty this one's caches.
+async fn sync_caches(coherence: Arc<Coherence>, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        match coherence.sync().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the change counter is readable again; caches in use");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot read the change counter; caches emptied until it can be read");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Refuses `auth_disabled` unless the server listens on a loopback address only.
@@ -348,10 +399,15 @@ impl Application {
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let fixed = fixed_providers(&config, clock.as_ref())?;
+        let (stores, coherence) = cacheable_stores(&config, &database);
+        if let Some(coherence) = coherence {
+            let interval = Duration::from_millis(config.cache_sync_ms.max(1));
+            tokio::spawn(sync_caches(coherence, interval));
+        }
         let providers = ProviderRegistry::new(
             fixed,
-            database.providers(),
-            database.agents(),
+            stores.providers.clone(),
+            stores.agents.clone(),
             clock.clone(),
         );
         let default_model = ModelSpec {
@@ -372,7 +428,7 @@ impl Application {
             history_max_chars: config.history_max_chars,
         };
         let runtime = Runtime::new(
-            database.agents(),
+            stores.agents.clone(),
             providers.clone(),
             llm,
             database.conversations(),
@@ -380,8 +436,12 @@ impl Application {
             clock.clone(),
             runtime_settings,
         );
-        let versions = VersionService::new(database.agents(), database.versions(), clock.clone());
-        let auth = auth_service(&config, &database, clock.clone()).await?;
+        let versions = VersionService::new(
+            stores.agents.clone(),
+            stores.versions.clone(),
+            clock.clone(),
+        );
+        let auth = auth_service(&config, &database, &stores, clock.clone()).await?;
         bootstrap_admin(&config, &auth).await?;
         tokio::spawn(purge_sessions_hourly(auth.clone()));
         if config.auth_disabled {
@@ -396,7 +456,12 @@ impl Application {
             concurrency: config.rate_limit_concurrency.max(1),
         }));
         let state = AppState {
-            agents: AgentService::new(database.agents(), providers.clone(), clock, default_model),
+            agents: AgentService::new(
+                stores.agents.clone(),
+                providers.clone(),
+                clock,
+                default_model,
+            ),
             providers,
             runtime,
             versions,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry_domain::ports::{
-    AgentStore, ApiKeyStore, ConversationStore, HealthProbe, ProviderStore, RunStore,
+    AgentStore, ApiKeyStore, ChangeLog, ConversationStore, HealthProbe, ProviderStore, RunStore,
     ServerSecretStore, SessionStore, UserStore, VersionStore,
 };
 use diesel::r2d2::Pool;
@@ -175,6 +175,11 @@ impl Database {
 
     /// The server-wide secret store over this pool.
     pub fn server_secrets(&self) -> Arc<dyn ServerSecretStore> {
+        Arc::new(self.store())
+    }
+
+    /// The change counter shared by every replica (for the in-process caches).
+    pub fn changes(&self) -> Arc<dyn ChangeLog> {
         Arc::new(self.store())
     }
 

@@ -6,7 +6,8 @@
 //! migrations (`migrations/sqlite` or `migrations/postgres`, identical names); then
 //! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
 //! [`Database::runs`], [`Database::versions`], [`Database::users`], [`Database::sessions`],
-//! [`Database::api_keys`], [`Database::server_secrets`] and [`Database::health`] hand out the
+//! [`Database::api_keys`], [`Database::server_secrets`], [`Database::changes`] and
+//! [`Database::health`] hand out the
 //! port objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
 //!
 //! One `schema.rs` in column types both backends share (ids and JSON as text, timestamps
@@ -17,6 +18,7 @@
 mod agents;
 mod auth;
 mod auth_rows;
+mod changes;
 mod connection;
 mod conversations;
 mod database;

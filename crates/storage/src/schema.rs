@@ -165,6 +165,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    change_counter (id) {
+        id -> Integer,
+        counter -> BigInt,
+    }
+}
+
 diesel::joinable!(agent_tags -> agents (agent_id));
 diesel::joinable!(agent_versions -> agents (agent_id));
 diesel::joinable!(auth_sessions -> users (user_id));
@@ -184,5 +191,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     auth_sessions,
     refresh_tokens,
     api_keys,
-    server_secrets
+    server_secrets,
+    change_counter
 );

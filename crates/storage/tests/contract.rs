@@ -33,12 +33,13 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
     "2026-11-23-000004_agent_versions",
     "2026-11-23-000005_agent_fallback_model",
+    "2026-11-23-000006_change_counter",
 ];
 
 fn options() -> PoolOptions {
@@ -156,6 +157,7 @@ contract_tests!(
     api_key_list_revoke_and_touch,
     duplicate_api_key_digest_is_a_conflict,
     server_secret_is_inserted_once,
+    change_counter_grows_with_every_change,
     purge_deletes_expired_tokens_and_dead_sessions,
 );
 
@@ -2046,12 +2048,12 @@ fn postgres_migrations_land_in_the_test_schema() {
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = $1 \
          AND table_name IN ('__diesel_schema_migrations', 'agents', 'agent_tags', 'providers', \
          'conversations', 'messages', 'runs', 'agent_versions', 'users', 'auth_sessions', \
-         'refresh_tokens', 'api_keys', 'server_secrets')",
+         'refresh_tokens', 'api_keys', 'server_secrets', 'change_counter')",
     )
     .bind::<Text, _>(guard.schema())
     .get_result::<Count>(&mut admin)
     .unwrap();
-    assert_eq!(count.n, 13);
+    assert_eq!(count.n, 14);
     drop(db);
 }
 
@@ -2589,6 +2591,24 @@ async fn duplicate_api_key_digest_is_a_conflict(db: Database) {
         .await
         .unwrap_err();
     assert_eq!(conflict_field(&err), Some("id"));
+}
+
+async fn change_counter_grows_with_every_change(db: Database) {
+    let changes = db.changes();
+    let start = changes.change_counter().await.unwrap();
+    changes.record_change().await.unwrap();
+    assert_eq!(changes.change_counter().await.unwrap(), start + 1);
+    // Concurrent changes from several "replicas" are all counted.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let changes = db.changes();
+            tokio::spawn(async move { changes.record_change().await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(changes.change_counter().await.unwrap(), start + 9);
 }
 
 async fn server_secret_is_inserted_once(db: Database) {

@@ -250,7 +250,7 @@ impl TestApp {
     async fn start(
         config: Config,
         backend: TestBackend,
-        db: DbGuard,
+        db: impl Into<Option<DbGuard>>,
         mock_script: MockScript,
     ) -> Result<Self, HarnessError> {
         let options = BuildOptions {
@@ -284,7 +284,7 @@ impl TestApp {
             server,
             config,
             backend,
-            db: Some(db),
+            db: db.into(),
             mock_script,
         })
     }
@@ -310,6 +310,22 @@ impl TestApp {
             self.config.clone(),
             self.backend,
             db,
+            self.mock_script.clone(),
+        )
+        .await
+    }
+
+    /// A second server on the same database while this one keeps running (same config, new
+    /// port), like two replicas behind a load balancer. The database belongs to `self`:
+    /// keep `self` alive as long as the replica.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the replica does not start.
+    pub async fn replica(&self) -> Result<Self, HarnessError> {
+        Self::start(
+            self.config.clone(),
+            self.backend,
+            None,
             self.mock_script.clone(),
         )
         .await

@@ -1,0 +1,197 @@
+//! The caches' rules, over counting fakes: what is served from memory, and what empties it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize};
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::Error;
+use crate::provider::{ProviderKind, ProviderSource};
+
+/// A change counter shared by "replicas" (several `Coherence`s over one `Counter`).
+#[derive(Default)]
+struct Counter {
+    value: AtomicI64,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl ChangeLog for Counter {
+    async fn change_counter(&self) -> Result<i64> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("database down".into()));
+        }
+        Ok(self.value.load(Ordering::SeqCst))
+    }
+
+    async fn record_change(&self) -> Result<()> {
+        self.value.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// One provider `p`, counting reads; optionally invalidating `during_read` while it reads
+/// (a change landing in the middle of a load).
+#[derive(Default)]
+struct Providers {
+    reads: AtomicUsize,
+    during_read: Mutex<Option<Arc<Coherence>>>,
+}
+
+fn provider() -> Provider {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+    Provider {
+        id: ProviderId::parse("p").unwrap(),
+        kind: ProviderKind::Mock,
+        base_url: None,
+        api_key: None,
+        models: vec!["m".to_owned()],
+        source: ProviderSource::Api,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+#[async_trait]
+impl ProviderStore for Providers {
+    async fn insert_provider(&self, _: &Provider) -> Result<()> {
+        Ok(())
+    }
+    async fn get_provider(&self, id: &ProviderId) -> Result<Provider> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some(c) = lock(&self.during_read).as_ref() {
+            c.invalidate();
+        }
+        if id.as_str() == "p" {
+            Ok(provider())
+        } else {
+            Err(Error::not_found("provider", id.as_str()))
+        }
+    }
+    async fn list_providers(&self) -> Result<Vec<Provider>> {
+        Ok(vec![provider()])
+    }
+    async fn update_provider(&self, _: &Provider) -> Result<()> {
+        Ok(())
+    }
+    async fn delete_provider(&self, _: &ProviderId) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+fn id(s: &str) -> ProviderId {
+    ProviderId::parse(s).unwrap()
+}
+
+fn setup(
+    max_age: Duration,
+) -> (
+    Arc<Counter>,
+    Arc<Providers>,
+    Arc<Coherence>,
+    CachedProviders,
+) {
+    let counter = Arc::new(Counter::default());
+    let store = Arc::new(Providers::default());
+    let coherence = Coherence::new(counter.clone(), max_age);
+    let cached = CachedProviders::new(store.clone(), &coherence);
+    (counter, store, coherence, cached)
+}
+
+fn reads(store: &Providers) -> usize {
+    store.reads.load(Ordering::SeqCst)
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_second_read_is_served_from_memory() {
+    let (_, store, _, cached) = setup(MINUTE);
+    assert_eq!(
+        cached.get_provider(&id("p")).await.ok().map(|p| p.id),
+        Some(id("p"))
+    );
+    assert!(cached.get_provider(&id("p")).await.is_ok());
+    assert_eq!(reads(&store), 1);
+}
+
+#[tokio::test]
+async fn misses_are_not_cached() {
+    let (_, store, _, cached) = setup(MINUTE);
+    for _ in 0..2 {
+        assert!(matches!(
+            cached.get_provider(&id("q")).await,
+            Err(Error::NotFound { .. })
+        ));
+    }
+    assert_eq!(reads(&store), 2);
+}
+
+#[tokio::test]
+async fn a_write_empties_the_cache_and_moves_the_shared_counter() {
+    let (counter, store, _, cached) = setup(MINUTE);
+    cached.get_provider(&id("p")).await.ok();
+    cached.update_provider(&provider()).await.ok();
+    assert_eq!(counter.value.load(Ordering::SeqCst), 1);
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
+
+#[tokio::test]
+async fn a_change_by_another_replica_empties_the_cache_at_the_next_sync() {
+    let (counter, store, coherence, cached) = setup(MINUTE);
+    coherence.sync().await.ok();
+    cached.get_provider(&id("p")).await.ok();
+    // Nothing moved: the entry stays.
+    coherence.sync().await.ok();
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 1);
+    // Another replica (its own Coherence over the same counter) writes.
+    let other = Coherence::new(counter.clone(), MINUTE);
+    CachedProviders::new(Arc::new(Providers::default()), &other)
+        .delete_provider(&id("p"))
+        .await
+        .ok();
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 1, "not seen before the sync");
+    coherence.sync().await.ok();
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
+
+#[tokio::test]
+async fn an_unreadable_counter_empties_the_cache() {
+    let (counter, store, coherence, cached) = setup(MINUTE);
+    coherence.sync().await.ok();
+    cached.get_provider(&id("p")).await.ok();
+    counter.broken.store(true, Ordering::SeqCst);
+    assert!(coherence.sync().await.is_err());
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
+
+#[tokio::test]
+async fn entries_older_than_max_age_are_not_used() {
+    let (_, store, _, cached) = setup(Duration::ZERO);
+    cached.get_provider(&id("p")).await.ok();
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
+
+#[tokio::test]
+async fn a_read_overtaken_by_a_change_is_not_kept() {
+    let (_, store, coherence, cached) = setup(MINUTE);
+    *lock(&store.during_read) = Some(coherence.clone());
+    cached.get_provider(&id("p")).await.ok();
+    *lock(&store.during_read) = None;
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(
+        reads(&store),
+        2,
+        "the first read may hold data from before the change"
+    );
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
