@@ -166,6 +166,22 @@ pub trait ConversationStore: Send + Sync {
     /// `Internal` for a batch spanning several conversations.
     async fn append_messages(&self, messages: &[Message]) -> Result<()>;
 
+    /// Stores a new conversation together with its first messages, atomically (all or
+    /// nothing, one transaction): the conversation as given (its `message_count` and
+    /// `updated_at` should already count the messages), then the messages, which must all
+    /// belong to it. How a new conversation's first turn is stored with one write.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `agent`) when the agent does not exist, `Conflict`
+    /// (field `id`) when the conversation's id or a message id is taken, `Conflict` (field
+    /// `session_id`) when the agent already has a conversation with that session key, and
+    /// `Internal` for a message of another conversation; nothing is stored then.
+    async fn start_conversation(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<()>;
+
     /// The newest `limit` messages of a conversation, returned oldest first (empty for an
     /// unknown conversation).
     async fn last_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>>;

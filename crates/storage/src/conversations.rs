@@ -142,6 +142,73 @@ impl ConversationStore for DieselStore {
         .await
     }
 
+    async fn start_conversation(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+    ) -> Result<()> {
+        if let Some(stray) = messages
+            .iter()
+            .find(|m| m.conversation_id != conversation.id || m.agent_id != conversation.agent_id)
+        {
+            return Err(Error::Internal(format!(
+                "message '{}' does not belong to the new conversation '{}'",
+                stray.id, conversation.id
+            )));
+        }
+        let mut row = ConversationRow::new(
+            &conversation.id,
+            &conversation.agent_id,
+            &conversation.session_key,
+            &conversation.context,
+            conversation.created_at.naive_utc(),
+        );
+        row.message_count = i64::try_from(conversation.message_count)
+            .map_err(|_| Error::Internal("message count out of range".into()))?;
+        row.updated_at = conversation.updated_at.naive_utc();
+        let rows = messages
+            .iter()
+            .map(MessageRow::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        self.run(move |conn| {
+            let stored = conn.transaction(|c| {
+                diesel::insert_into(conversations::table)
+                    .values(&row)
+                    .execute(c)?;
+                // One insert per message, as in `append`.
+                for message in &rows {
+                    diesel::insert_into(messages::table)
+                        .values(message)
+                        .execute(c)?;
+                }
+                Ok::<_, DieselError>(())
+            });
+            stored.map_err(|e| {
+                if is_missing_reference(&e) {
+                    return Error::not_found("agent", &row.agent_id);
+                }
+                match conflict_on(&e) {
+                    Some("session_key") => Error::conflict(
+                        "session_id",
+                        format!(
+                            "agent '{}' already has a conversation with session '{}'",
+                            row.agent_id, row.session_key
+                        ),
+                    ),
+                    Some(_) => Error::conflict(
+                        "id",
+                        format!(
+                            "conversation '{}' or one of its messages has an id that is taken",
+                            row.id
+                        ),
+                    ),
+                    None => query_error(e),
+                }
+            })
+        })
+        .await
+    }
+
     async fn last_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>> {
         let conversation = conversation_id.to_owned();
         self.run(move |conn| {

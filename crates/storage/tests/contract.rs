@@ -123,6 +123,8 @@ contract_tests!(
     concurrent_appends_count_every_message,
     append_rejects_batches_of_several_conversations,
     append_to_missing_conversation_is_not_found,
+    start_conversation_stores_it_with_its_messages,
+    start_conversation_conflicts_store_nothing,
     message_fields_round_trip_exactly,
     message_numbers_out_of_range_are_rejected,
     query_messages_by_agent_session_before_and_limit,
@@ -837,6 +839,104 @@ fn msg(conv: &Conversation, id: &str, micros: i64) -> Message {
 
 fn ids(messages: &[Message]) -> Vec<&str> {
     messages.iter().map(|m| m.id.as_str()).collect()
+}
+
+/// A conversation of `agent` not stored yet, counting `n` messages, the last at `last`.
+fn unsaved(id: &str, agent: &AgentId, key: &str, n: u64, last: DateTime<Utc>) -> Conversation {
+    Conversation {
+        id: id.to_owned(),
+        agent_id: agent.clone(),
+        session_key: key.to_owned(),
+        context: context(),
+        message_count: n,
+        created_at: t0(),
+        updated_at: last,
+    }
+}
+
+async fn start_conversation_stores_it_with_its_messages(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Starter").await;
+    let last = t0() + TimeDelta::microseconds(2);
+    let conv = unsaved("conv_s", &agent, "conv_s", 2, last);
+    let first = [msg(&conv, "m1", 1), msg(&conv, "m2", 2)];
+    store.start_conversation(&conv, &first).await.unwrap();
+    assert_eq!(store.get_conversation("conv_s").await.unwrap(), conv);
+    assert_eq!(
+        store.find_conversation(&agent, "conv_s").await.unwrap(),
+        Some(conv.clone())
+    );
+    let stored = store.last_messages("conv_s", 10).await.unwrap();
+    assert_eq!(stored, first.to_vec());
+    // Later turns append as usual.
+    store.append_messages(&[msg(&conv, "m3", 3)]).await.unwrap();
+    let again = store.get_conversation("conv_s").await.unwrap();
+    assert_eq!(again.message_count, 3);
+}
+
+async fn start_conversation_conflicts_store_nothing(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Clasher").await;
+    let taken = open_new(&db, "conv_taken", &agent, "key-taken").await;
+    store
+        .append_messages(&[msg(&taken, "m_taken", 1)])
+        .await
+        .unwrap();
+    let count = |id: &'static str| {
+        let store = db.conversations();
+        async move { store.last_messages(id, 10).await.unwrap().len() }
+    };
+
+    // The conversation id is taken.
+    let dup = unsaved("conv_taken", &agent, "other-key", 1, t0());
+    let err = store
+        .start_conversation(&dup, &[msg(&dup, "m_new", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("id"), "{err:?}");
+    assert_eq!(count("conv_taken").await, 1);
+
+    // The session key is taken for this agent.
+    let same_key = unsaved("conv_other", &agent, "key-taken", 1, t0());
+    let err = store
+        .start_conversation(&same_key, &[msg(&same_key, "m_new", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("session_id"), "{err:?}");
+    assert!(matches!(
+        store.get_conversation("conv_other").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // A message id is taken: the conversation is not stored either.
+    let fresh = unsaved("conv_fresh", &agent, "fresh", 2, t0());
+    let err = store
+        .start_conversation(&fresh, &[msg(&fresh, "m_ok", 1), msg(&fresh, "m_taken", 2)])
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("id"), "{err:?}");
+    assert!(matches!(
+        store.get_conversation("conv_fresh").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(count("conv_fresh").await, 0);
+
+    // A missing agent.
+    let orphan = unsaved("conv_orphan", &AgentId::generate(), "k", 0, t0());
+    let err = store.start_conversation(&orphan, &[]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity, .. } if *entity == "agent"),
+        "{err:?}"
+    );
+
+    // A message of another conversation.
+    let mixed = unsaved("conv_mixed", &agent, "mixed", 1, t0());
+    let err = store
+        .start_conversation(&mixed, &[msg(&taken, "m_stray", 3)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert!(store.get_conversation("conv_mixed").await.is_err());
 }
 
 async fn conversation_open_creates_then_finds(db: Database) {

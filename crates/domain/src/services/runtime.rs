@@ -168,6 +168,8 @@ pub struct PreparedTurn {
     request: CompletionRequest,
     input: Vec<PromptMessage>,
     store: bool,
+    /// The conversation is new and not stored yet: [`PreparedTurn::record`] stores it.
+    new_conversation: bool,
     started: Instant,
     started_at: DateTime<Utc>,
 }
@@ -604,7 +606,7 @@ impl Runtime {
             .await?;
         let answered_by_default = agent.model.clone();
         let now = self.clock.now();
-        let (conversation, history) = self
+        let (conversation, history, new_conversation) = self
             .conversation_for(
                 &agent,
                 req.conversation_id.as_deref(),
@@ -637,12 +639,14 @@ impl Runtime {
             request,
             input: req.input,
             store: req.store,
+            new_conversation,
             started: Instant::now(),
             started_at: now,
         })
     }
 
-    /// The conversation of a turn and its history.
+    /// The conversation of a turn, its history, and whether it is a new conversation not
+    /// stored yet (stored with the turn by [`PreparedTurn::record`]: one write per turn).
     async fn conversation_for(
         &self,
         agent: &Agent,
@@ -651,7 +655,16 @@ impl Runtime {
         context: &Map<String, Value>,
         store: bool,
         now: DateTime<Utc>,
-    ) -> Result<(Conversation, Vec<Message>)> {
+    ) -> Result<(Conversation, Vec<Message>, bool)> {
+        let fresh = |id: String, key: String| Conversation {
+            id,
+            agent_id: agent.id.clone(),
+            session_key: key,
+            context: context.clone(),
+            message_count: 0,
+            created_at: now,
+            updated_at: now,
+        };
         if let Some(id) = conversation_id {
             let c = self.conversations.get_conversation(id).await?;
             if c.agent_id != agent.id {
@@ -661,10 +674,15 @@ impl Runtime {
                 .conversations
                 .last_messages(&c.id, self.settings.history_max_messages)
                 .await?;
-            return Ok((c, history));
+            return Ok((c, history, false));
         }
         let conv_id = new_id(CONVERSATION_ID_PREFIX);
-        let key = session_key.unwrap_or_else(|| conv_id.clone());
+        let Some(key) = session_key else {
+            // A generated key: nobody can know this conversation before the turn's answer,
+            // so nothing is read and it is stored with the turn.
+            let key = conv_id.clone();
+            return Ok((fresh(conv_id, key), Vec::new(), store));
+        };
         if !store {
             if let Some(c) = self
                 .conversations
@@ -675,18 +693,9 @@ impl Runtime {
                     .conversations
                     .last_messages(&c.id, self.settings.history_max_messages)
                     .await?;
-                return Ok((c, history));
+                return Ok((c, history, false));
             }
-            let c = Conversation {
-                id: conv_id,
-                agent_id: agent.id.clone(),
-                session_key: key,
-                context: context.clone(),
-                message_count: 0,
-                created_at: now,
-                updated_at: now,
-            };
-            return Ok((c, Vec::new()));
+            return Ok((fresh(conv_id, key), Vec::new(), false));
         }
         let (c, created) = self
             .conversations
@@ -699,7 +708,7 @@ impl Runtime {
                 .last_messages(&c.id, self.settings.history_max_messages)
                 .await?
         };
-        Ok((c, history))
+        Ok((c, history, false))
     }
 
     /// A whole chat turn: prepare, call the model, record.
@@ -862,9 +871,16 @@ impl PreparedTurn {
         if self.store {
             let mut all = input.clone();
             all.push(answer.clone());
-            self.runtime.conversations.append_messages(&all).await?;
             conversation.message_count += all.len() as u64;
             conversation.updated_at = answered_at;
+            if self.new_conversation {
+                self.runtime
+                    .conversations
+                    .start_conversation(&conversation, &all)
+                    .await?;
+            } else {
+                self.runtime.conversations.append_messages(&all).await?;
+            }
         }
         Ok(ChatTurn {
             agent: self.agent,
