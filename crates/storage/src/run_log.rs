@@ -1,6 +1,7 @@
 //! The background writer behind [`RunStore::log_run`](agentry_domain::ports::RunStore::log_run):
 //! generated-id runs (the log of every Chat Completions call) are queued and inserted in
 //! batches by one thread, so the request that produced them does not wait for the database.
+//! A run is stored within about [`GATHER`] (10 ms) of being queued.
 //! Closing the log (at shutdown) stores everything queued and joins the thread; when the queue
 //! is full or closed, the caller stores the run itself.
 
@@ -19,6 +20,10 @@ use crate::schema::runs;
 const QUEUE: usize = 8192;
 /// Runs written in one transaction, at most.
 const BATCH: usize = 256;
+/// How long the writer lets runs gather after the first one of a batch arrives. While it
+/// waits it is not blocked on the queue, so queuing a run wakes no thread: one wake-up and
+/// one commit per interval instead of per run (at 1,000 runs/s: ~100 instead of ~1,000).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The queue and its writer thread.
 pub(crate) struct RunLog {
@@ -74,7 +79,12 @@ impl Drop for RunLog {
 }
 
 fn write_loop(pool: &Pool<Manager>, rx: &Receiver<RunRow>) {
+    // After a full batch more are likely waiting: take them at once.
+    let mut behind = false;
     while let Ok(first) = rx.recv() {
+        if !behind {
+            std::thread::sleep(GATHER);
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -82,6 +92,7 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<RunRow>) {
                 Err(_) => break,
             }
         }
+        behind = batch.len() == BATCH;
         write_batch(pool, &batch);
     }
 }
