@@ -1,7 +1,8 @@
 //! Agentry's credential adapters, implementing the domain's ports:
 //!
 //! - [`Argon2Hasher`] ([`PasswordHasher`]): argon2id PHC strings with a fresh salt, computed
-//!   on tokio's blocking pool (a hash takes tens of milliseconds on purpose);
+//!   on tokio's blocking pool (a hash takes tens of milliseconds on purpose); new hashes use
+//!   7 MiB and 5 passes, any argon2 PHC string is verified with its own parameters;
 //! - [`JwtCodec`] ([`TokenCodec`]): HS256 access tokens with `iss`, `aud`, `exp`, `iat`,
 //!   `jti`, `sub` (the user) and `sid` (the session); only HS256 is accepted, and issuer,
 //!   audience and expiry are checked;
@@ -14,9 +15,9 @@ use std::time::Duration;
 use agentry_domain::auth::AccessClaims;
 use agentry_domain::ports::{PasswordHasher, SecretGenerator, TokenCodec};
 use agentry_domain::{Error, Result};
-use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Argon2, Params, Version};
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::distr::Alphanumeric;
@@ -30,16 +31,42 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// Clock skew tolerated on `exp`, between replicas.
 pub const EXPIRY_LEEWAY: Duration = Duration::from_secs(30);
 
-/// argon2id with the crate's defaults (the OWASP recommendation: 19 MiB, 2 passes, 1 lane).
+/// Memory of a new argon2id hash, in KiB (7 MiB).
+pub const ARGON2_M_COST_KIB: u32 = 7 * 1024;
+/// Passes over that memory.
+pub const ARGON2_T_COST: u32 = 5;
+/// Lanes.
+pub const ARGON2_P_COST: u32 = 1;
+
+/// argon2id (version 0x13) with m = 7 MiB, t = 5, p = 1: the OWASP Password Storage Cheat
+/// Sheet's equal-strength alternative to the crate's default of m = 19 MiB, t = 2, chosen to
+/// keep the server's memory small. A hash allocates its whole `m` at once, and glibc keeps
+/// such a block cached per thread after the first free, so 19 MiB per hashing thread stayed
+/// resident after logins.
+///
+/// Verification reads algorithm, version and parameters from the stored PHC string, so hashes
+/// made with other parameters (the old default among them) keep verifying; they are not
+/// rehashed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Argon2Hasher;
+
+/// The hasher for new hashes.
+fn argon2_for_new_hashes() -> Result<Argon2<'static>> {
+    let params = Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
+        .map_err(|e| Error::Internal(format!("argon2 parameters refused: {e}")))?;
+    Ok(Argon2::new(
+        argon2::Algorithm::Argon2id,
+        Version::V0x13,
+        params,
+    ))
+}
 
 #[async_trait]
 impl PasswordHasher for Argon2Hasher {
     async fn hash_password(&self, password: &SecretString) -> Result<String> {
         let password = password.clone();
         tokio::task::spawn_blocking(move || {
-            Argon2::default()
+            argon2_for_new_hashes()?
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|h| h.to_string())
                 .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))
@@ -55,6 +82,7 @@ impl PasswordHasher for Argon2Hasher {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return false;
             };
+            // The algorithm, version and parameters used are those of `parsed`.
             Argon2::default()
                 .verify_password(password.expose_secret().as_bytes(), &parsed)
                 .is_ok()
@@ -218,3 +246,46 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod argon2_params_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn new_hashes_use_7_mib_and_5_passes() {
+        let hash = Argon2Hasher
+            .hash_password(&SecretString::from("correct horse"))
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
+    }
+
+    /// Hashes stored before the change (the crate's default, m = 19 MiB, t = 2) still verify.
+    #[tokio::test]
+    async fn hashes_with_the_old_default_parameters_still_verify() {
+        let pw = SecretString::from("correct horse");
+        let old = Argon2::default()
+            .hash_password(pw.expose_secret().as_bytes())
+            .unwrap()
+            .to_string();
+        assert!(old.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{old}");
+        assert!(Argon2Hasher.verify_password(&pw, &old).await.unwrap());
+        assert!(
+            !Argon2Hasher
+                .verify_password(&SecretString::from("wrong"), &old)
+                .await
+                .unwrap()
+        );
+        // A fixed PHC string made with those parameters for "correct horse".
+        assert!(
+            Argon2Hasher
+                .verify_password(&pw, OLD_DEFAULT_HASH)
+                .await
+                .unwrap()
+        );
+    }
+
+    const OLD_DEFAULT_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$U0bKC7KoXcQLuHSud7Mk2Q$Kyqk7W/teDToQWQGJl3IXtfs9wN9ioMCj+CitRSfEQM";
+}
