@@ -486,7 +486,17 @@ impl Application {
             .shutdown_timeout(config.shutdown_timeout_secs)
             .client_request_timeout(Duration::from_secs(30))
             // Without it, the first SSE token waits ~40 ms for the client's delayed ACK (Nagle).
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // Database calls and password hashes run on each worker's blocking pool, and a
+            // database call holds its thread while it waits for one of the pool's connections:
+            // threads beyond the pool's size only wait, each with its stack and malloc arena.
+            // actix-web's default (512 / workers) let bursts of streams grow ~500 threads.
+            .worker_max_blocking_threads(
+                config
+                    .database_max_connections
+                    .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
+                    .max(2) as usize,
+            );
         if let Some(n) = config.workers {
             server = server.workers(n.max(1));
         }
