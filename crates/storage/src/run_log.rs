@@ -16,8 +16,10 @@ use crate::connection::{AnyConnection, Manager};
 use crate::history_rows::RunRow;
 use crate::schema::runs;
 
-/// Runs waiting to be written, at most.
-const QUEUE: usize = 8192;
+/// Runs waiting to be written, at most (beyond it, callers write their own). The queue's
+/// slots are allocated up front (~340 bytes each): 2,048 is 0.3 s of runs at 7,000 req/s for
+/// 0.7 MB, where 8,192 held 2.8 MB of idle memory.
+const QUEUE: usize = 2048;
 /// Runs written in one transaction, at most.
 const BATCH: usize = 256;
 /// How long the writer lets runs gather after the first one of a batch arrives. While it
