@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 
 use agentry_domain::llm::{LlmClient, LlmClientFactory, ProviderError};
 use agentry_domain::provider::{Provider, ProviderId, ProviderKind};
@@ -14,15 +15,20 @@ use crate::openai::{DEFAULT_OPENAI_BASE_URL, OpenAiClient};
 use crate::resilience::ResilientClient;
 use crate::settings::ProviderSettings;
 
-/// Builds the adapter for each provider kind, wrapped in [`ResilientClient`], sharing one
-/// HTTP connection pool. Clients are cached per provider id and rebuilt when the definition
-/// (kind, base URL or key) changes; the cache keeps a keyed hash of the key, never the key.
+/// Builds the adapter for each provider kind, wrapped in [`ResilientClient`]. Clients are
+/// cached per provider id and rebuilt when the definition (kind, base URL or key) changes; the
+/// cache keeps a keyed hash of the key, never the key.
+///
+/// Each thread gets its own HTTP connection pool (and its own cached clients): a pooled
+/// connection's I/O task lives on the runtime that opened it, and every actix worker runs its
+/// own single-threaded runtime, so a connection shared across workers made each call hop to
+/// the other worker's thread and back (two cross-thread wake-ups per call).
 pub struct ClientFactory {
     settings: ProviderSettings,
-    http: reqwest::Client,
+    http: Mutex<HashMap<ThreadId, reqwest::Client>>,
     mock_script: MockScript,
     hasher: RandomState,
-    cache: Mutex<HashMap<ProviderId, Cached>>,
+    cache: Mutex<HashMap<(ProviderId, ThreadId), Cached>>,
 }
 
 struct Cached {
@@ -44,7 +50,7 @@ impl ClientFactory {
     pub fn new(settings: ProviderSettings, mock_script: Option<MockScript>) -> Self {
         Self {
             settings,
-            http: http_client(&settings),
+            http: Mutex::new(HashMap::new()),
             mock_script: mock_script.unwrap_or_default(),
             hasher: RandomState::new(),
             cache: Mutex::new(HashMap::new()),
@@ -66,7 +72,7 @@ impl ClientFactory {
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+            .retain(|(provider, _), _| provider != id);
     }
 
     fn fingerprint(&self, provider: &Provider) -> u64 {
@@ -88,7 +94,13 @@ impl ClientFactory {
     fn build(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
         let key = usable_key(provider.api_key.as_ref());
         let base = provider.base_url.as_ref().map(|u| u.as_str());
-        let http = self.http.clone();
+        let http = self
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(std::thread::current().id())
+            .or_insert_with(|| http_client(&self.settings))
+            .clone();
         let adapter: Arc<dyn LlmClient> = match provider.kind {
             ProviderKind::Mock => Arc::new(MockClient::new(self.mock_script.clone())),
             ProviderKind::OpenAi => {
@@ -109,16 +121,14 @@ impl ClientFactory {
 impl LlmClientFactory for ClientFactory {
     fn client(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
         let fingerprint = self.fingerprint(provider);
+        let key = (provider.id.clone(), std::thread::current().id());
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cached) = cache
-            .get(&provider.id)
-            .filter(|c| c.fingerprint == fingerprint)
-        {
+        if let Some(cached) = cache.get(&key).filter(|c| c.fingerprint == fingerprint) {
             return Ok(Arc::clone(&cached.client));
         }
         let client = self.build(provider)?;
         cache.insert(
-            provider.id.clone(),
+            key,
             Cached {
                 fingerprint,
                 client: Arc::clone(&client),
