@@ -195,3 +195,105 @@ async fn a_read_overtaken_by_a_change_is_not_kept() {
     cached.get_provider(&id("p")).await.ok();
     assert_eq!(reads(&store), 2);
 }
+
+/// One API key with digest `h`, counting lookups and touches.
+#[derive(Default)]
+struct Keys {
+    finds: AtomicUsize,
+    touches: AtomicUsize,
+    key: Mutex<Option<ApiKey>>,
+}
+
+fn api_key() -> ApiKey {
+    let t = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+    ApiKey {
+        id: ApiKeyId::generate(),
+        name: "k".to_owned(),
+        prefix: "agk_abc".to_owned(),
+        secret_hash: "h".to_owned(),
+        scopes: Vec::new(),
+        agents: None,
+        rate_limit_per_minute: None,
+        created_by: None,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+        created_at: t,
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for Keys {
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {
+        *lock(&self.key) = Some(key.clone());
+        Ok(())
+    }
+    async fn get_api_key(&self, id: &ApiKeyId) -> Result<ApiKey> {
+        lock(&self.key)
+            .clone()
+            .ok_or_else(|| Error::not_found("api_key", id.as_str()))
+    }
+    async fn find_api_key_by_hash(&self, secret_hash: &str) -> Result<Option<ApiKey>> {
+        self.finds.fetch_add(1, Ordering::SeqCst);
+        Ok(lock(&self.key)
+            .clone()
+            .filter(|k| k.secret_hash == secret_hash))
+    }
+    async fn list_api_keys(&self, _: Option<&UserId>, page: Page) -> Result<Paged<ApiKey>> {
+        Ok(Paged {
+            items: Vec::new(),
+            total: 0,
+            page,
+        })
+    }
+    async fn revoke_api_key(&self, _: &ApiKeyId, now: DateTime<Utc>) -> Result<bool> {
+        if let Some(k) = lock(&self.key).as_mut() {
+            k.revoked_at = Some(now);
+        }
+        Ok(true)
+    }
+    async fn touch_api_key(&self, _: &ApiKeyId, now: DateTime<Utc>, _: i64) -> Result<()> {
+        self.touches.fetch_add(1, Ordering::SeqCst);
+        if let Some(k) = lock(&self.key).as_mut() {
+            k.last_used_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_cached_touched_in_place_and_dropped_on_revocation() {
+    let counter = Arc::new(Counter::default());
+    let store = Arc::new(Keys::default());
+    let coherence = Coherence::new(counter.clone(), MINUTE);
+    let cached = CachedApiKeys::new(store.clone(), &coherence);
+    let key = api_key();
+    cached.insert_api_key(&key).await.unwrap();
+    assert_eq!(cached.find_api_key_by_hash("nope").await.unwrap(), None);
+    assert_eq!(cached.find_api_key_by_hash("nope").await.unwrap(), None);
+    assert_eq!(
+        store.finds.load(Ordering::SeqCst),
+        2,
+        "misses are not cached"
+    );
+
+    let found = cached.find_api_key_by_hash("h").await.unwrap().unwrap();
+    assert_eq!(found.last_used_at, None);
+    // A touch moves the cached time of last use without emptying the cache.
+    let now = key.created_at + chrono::Duration::seconds(90);
+    cached.touch_api_key(&key.id, now, 60).await.unwrap();
+    let again = cached.find_api_key_by_hash("h").await.unwrap().unwrap();
+    assert_eq!(again.last_used_at, Some(now));
+    assert_eq!(store.finds.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        counter.value.load(Ordering::SeqCst),
+        0,
+        "a touch is not a change"
+    );
+
+    // A revocation is seen at once.
+    cached.revoke_api_key(&key.id, now).await.unwrap();
+    let revoked = cached.find_api_key_by_hash("h").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(now));
+    assert_eq!(counter.value.load(Ordering::SeqCst), 1);
+}
