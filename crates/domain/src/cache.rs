@@ -55,7 +55,8 @@ pub struct Coherence {
 }
 
 impl Coherence {
-    /// Coherence over the shared `changes` counter; no entry is used after `max_age`.
+    /// Coherence over the shared `changes` counter; no entry is used after `max_age`. With a
+    /// zero `max_age` nothing is kept, but writes still move the shared counter.
     pub fn new(changes: Arc<dyn ChangeLog>, max_age: Duration) -> Arc<Self> {
         Arc::new(Self {
             generation: AtomicU64::new(0),
@@ -137,7 +138,7 @@ impl<V: Clone> Memo<V> {
     /// Keeps `value` under each of `keys` if nothing changed since `generation` (when its
     /// load started).
     fn put(&self, keys: Vec<String>, value: &V, generation: u64) {
-        if generation != self.coherence.generation() {
+        if generation != self.coherence.generation() || self.coherence.max_age.is_zero() {
             return;
         }
         let mut entries = lock(&self.entries);

@@ -174,10 +174,13 @@ async fn an_unreadable_counter_empties_the_cache() {
 
 #[tokio::test]
 async fn entries_older_than_max_age_are_not_used() {
-    let (_, store, _, cached) = setup(Duration::ZERO);
+    let (counter, store, _, cached) = setup(Duration::ZERO);
     cached.get_provider(&id("p")).await.ok();
     cached.get_provider(&id("p")).await.ok();
     assert_eq!(reads(&store), 2);
+    // Caching off (max age 0) still tells the other replicas about writes.
+    cached.update_provider(&provider()).await.ok();
+    assert_eq!(counter.value.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -231,10 +231,10 @@ pub async fn auth_service(
     Ok(AuthService::new(ports, settings))
 }
 
-/// The stores the services use: behind the in-process caches unless `cache_ttl_secs` is 0.
-/// Every process that writes (servers and the CLI) must use these, so that its writes move
-/// the change counter the servers' caches follow. The [`Coherence`] is returned for
-/// [`sync_caches`].
+/// The stores the services use, behind the in-process caches. Every process that writes
+/// (servers and the CLI) must use these, so that its writes move the change counter the
+/// servers' caches follow; with `cache_ttl_secs` = 0 nothing is served from memory, but writes
+/// still move the counter. The [`Coherence`] is returned for [`sync_caches`] when caching is on.
 pub fn cacheable_stores(
     config: &Config,
     database: &Database,
@@ -247,14 +247,12 @@ pub fn cacheable_stores(
         sessions: database.sessions(),
         api_keys: database.api_keys(),
     };
-    if config.cache_ttl_secs == 0 {
-        return (plain, None);
-    }
     let coherence = Coherence::new(
         database.changes(),
         Duration::from_secs(config.cache_ttl_secs),
     );
-    (plain.cached(&coherence), Some(coherence))
+    let stores = plain.cached(&coherence);
+    (stores, (config.cache_ttl_secs > 0).then_some(coherence))
 }
 
 /// Follows the change counter every `interval` (until the runtime stops), so that changes
