@@ -153,6 +153,11 @@ async fn responses_basic_system_prompt_and_multi_turn() {
     assert!(deleted.deleted);
     let (code, _, _) = api_error(client.responses().retrieve(&first.id).await.unwrap_err());
     assert_eq!(code.as_deref(), Some("not_found"));
+    // Deleting it again, or an id that names no conversation, is a 404 too.
+    for id in [first.id.as_str(), "resp_not-an-id"] {
+        let (code, _, _) = api_error(client.responses().delete(id).await.unwrap_err());
+        assert_eq!(code.as_deref(), Some("not_found"), "{id}");
+    }
 }
 
 #[tokio::test]

@@ -99,16 +99,7 @@ impl ConversationStore for DieselStore {
         let Some(last) = messages.last() else {
             return Ok(());
         };
-        if let Some(stray) = messages
-            .iter()
-            .find(|m| m.conversation_id != last.conversation_id || m.agent_id != last.agent_id)
-        {
-            return Err(Error::Internal(format!(
-                "messages appended together must share one conversation and agent: \
-                 '{}' of '{}' differs from '{}' of '{}'",
-                stray.id, stray.conversation_id, last.id, last.conversation_id
-            )));
-        }
+        all_of(messages, &last.conversation_id, &last.agent_id)?;
         let rows = messages
             .iter()
             .map(MessageRow::try_from)
@@ -147,15 +138,7 @@ impl ConversationStore for DieselStore {
         conversation: &Conversation,
         messages: &[Message],
     ) -> Result<()> {
-        if let Some(stray) = messages
-            .iter()
-            .find(|m| m.conversation_id != conversation.id || m.agent_id != conversation.agent_id)
-        {
-            return Err(Error::Internal(format!(
-                "message '{}' does not belong to the new conversation '{}'",
-                stray.id, conversation.id
-            )));
-        }
+        all_of(messages, &conversation.id, &conversation.agent_id)?;
         let mut row = ConversationRow::new(
             &conversation.id,
             &conversation.agent_id,
@@ -236,6 +219,22 @@ impl ConversationStore for DieselStore {
             oldest_first(rows)
         })
         .await
+    }
+}
+
+/// Checks that messages stored together all belong to one conversation of one agent.
+fn all_of(messages: &[Message], conversation: &str, agent: &AgentId) -> Result<()> {
+    match messages
+        .iter()
+        .find(|m| m.conversation_id != conversation || &m.agent_id != agent)
+    {
+        Some(stray) => Err(Error::Internal(format!(
+            "messages stored together must share one conversation and agent: '{}' of \
+             conversation '{}' (agent '{}') is not of conversation '{conversation}' (agent \
+             '{agent}')",
+            stray.id, stray.conversation_id, stray.agent_id
+        ))),
+        None => Ok(()),
     }
 }
 

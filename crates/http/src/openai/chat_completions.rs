@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::{
     OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, may_call_models_directly, object_body,
     only_neutral, param, reject_unknown, required_model, served_agent, token_limit, unix,
+    version_param,
 };
 use crate::AppState;
 use crate::auth::{Principal, principal};
@@ -157,16 +158,7 @@ async fn prepare(
     only_neutral(body, "modalities", &[json!(["text"])])?;
     let model = required_model(body)?;
     let messages = parse_messages(body.get("messages"))?;
-    let version = match param::<i64>(body, "version")? {
-        Some(v) => Some(u32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| {
-            OpenAiError::invalid(
-                "version",
-                "'version' must be a positive integer.",
-                "invalid_value",
-            )
-        })?),
-        None => None,
-    };
+    let version = version_param(body)?;
     let max_tokens = match token_limit(body, "max_completion_tokens")? {
         Some(n) => Some(n),
         None => token_limit(body, "max_tokens")?,

@@ -310,6 +310,24 @@ pub fn token_limit(body: &Map<String, Value>, name: &str) -> OpenAiResult<Option
         .transpose()
 }
 
+/// The optional `version` parameter: a published version number to pin (1 or more).
+///
+/// # Errors
+/// 400 naming `version` when it is not a positive integer.
+pub fn version_param(body: &Map<String, Value>) -> OpenAiResult<Option<u32>> {
+    param::<i64>(body, "version")?
+        .map(|v| {
+            u32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| {
+                OpenAiError::invalid(
+                    "version",
+                    "'version' must be a positive integer.",
+                    "invalid_value",
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The required `model` parameter.
 ///
 /// # Errors

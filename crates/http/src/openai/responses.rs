@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::{
     OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, object_body, param, reject_unknown,
-    required_model, served_agent, token_limit, unix,
+    required_model, served_agent, token_limit, unix, version_param,
 };
 use crate::AppState;
 use crate::auth::{Principal, principal};
@@ -207,16 +207,7 @@ fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
         (None, Some(c)) => Some(c),
         (None, None) => None,
     };
-    let version = match param::<i64>(body, "version")? {
-        Some(v) => Some(u32::try_from(v).ok().filter(|v| *v >= 1).ok_or_else(|| {
-            OpenAiError::invalid(
-                "version",
-                "'version' must be a positive integer.",
-                "invalid_value",
-            )
-        })?),
-        None => None,
-    };
+    let version = version_param(body)?;
     let metadata: Map<String, Value> = param(body, "metadata")?.unwrap_or_default();
     if metadata.len() > 16 || metadata.values().any(|v| !v.is_string()) {
         return Err(OpenAiError::invalid(
@@ -518,6 +509,16 @@ async fn drive(
     }
 }
 
+/// 404 for a response id that names no stored conversation.
+fn response_not_found(id: &str) -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::NOT_FOUND,
+        format!("Response with id '{id}' not found."),
+        None,
+        Some("not_found"),
+    )
+}
+
 /// The conversation a response id names, with its agent's key.
 async fn stored(
     state: &AppState,
@@ -527,14 +528,7 @@ async fn stored(
     Vec<Message>,
     String,
 )> {
-    let not_found = || {
-        OpenAiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Response with id '{id}' not found."),
-            None,
-            Some("not_found"),
-        )
-    };
+    let not_found = || response_not_found(id);
     let conv = conv_of_response(id).ok_or_else(not_found)?;
     let (c, messages) = match state.runtime.get_conversation(&conv, 200).await {
         Ok(found) => found,
@@ -582,8 +576,10 @@ pub async fn delete_response(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
-    let (c, _, _) = stored(&state, &path).await?;
-    state.runtime.delete_conversation(&c.id).await?;
+    let conv = conv_of_response(&path).ok_or_else(|| response_not_found(&path))?;
+    if !state.runtime.delete_conversation(&conv).await? {
+        return Err(response_not_found(&path));
+    }
     Ok(HttpResponse::Ok()
         .json(json!({"id": path.as_str(), "object": "response.deleted", "deleted": true})))
 }
