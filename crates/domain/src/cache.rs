@@ -479,7 +479,8 @@ impl SessionStore for CachedSessions {
         revoked_before: DateTime<Utc>,
     ) -> Result<u64> {
         let purged = self.inner.purge_sessions(now, revoked_before).await;
-        if matches!(purged, Ok(n) if n > 0) || purged.is_err() {
+        // Nothing to tell only when nothing was purged for sure.
+        if !matches!(purged, Ok(0)) {
             self.coherence.changed().await;
         }
         purged
