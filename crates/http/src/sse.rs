@@ -24,6 +24,7 @@ use agentry_domain::conversation::MessageStatus;
 use agentry_domain::llm::{CompletionStream, ProviderError, StreamEvent, TokenUsage};
 use agentry_domain::services::{ChatRequest, PreparedTurn, Runtime};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -137,16 +138,21 @@ pub async fn pump(
 }
 
 /// Stores the text produced before a cut as an `incomplete` answer (nothing when there is none).
-pub async fn record_cut(turn: PreparedTurn, text: String) {
-    if text.is_empty() {
-        return;
-    }
-    if let Err(e) = turn
-        .record(text, None, None, MessageStatus::Incomplete)
-        .await
-    {
-        tracing::error!(error = %e, "could not store a cut answer");
-    }
+/// Boxed, as is every storage call made by a streaming task: such a task lives as long as its
+/// stream, and a storage future is far larger than the task's own state, so it is allocated
+/// only when it runs instead of being reserved in every open stream.
+pub fn record_cut(turn: PreparedTurn, text: String) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        if text.is_empty() {
+            return;
+        }
+        if let Err(e) = turn
+            .record(text, None, None, MessageStatus::Incomplete)
+            .await
+        {
+            tracing::error!(error = %e, "could not store a cut answer");
+        }
+    })
 }
 
 /// Starts the turn and answers with the event stream. Failures before the stream starts
@@ -173,27 +179,24 @@ async fn drive_chat(
     tx: mpsc::Sender<Bytes>,
     request_id: Option<String>,
 ) {
-    let key = turn.conversation.session_key.clone();
-    let start = json!({"type": "start", "session_id": key, "conversation_id": key, "message_id": turn.answer_id, "agent_id": turn.agent.id.to_string()});
-    if tx.send(frame(&start)).await.is_err() {
+    // The frame is made before the first await, so the event's JSON is not kept in the task.
+    if tx.send(start_frame(&turn)).await.is_err() {
         return;
     }
-    let (text, ending) = pump(upstream, &tx, |delta| {
-        frame(&json!({"type": "token", "content": delta}))
-    })
-    .await;
+    let (text, ending) = pump(upstream, &tx, token_frame).await;
     match ending {
         Ending::Done {
             usage,
             finish_reason,
         } => {
-            let last = match turn
-                .record(text, usage, finish_reason, MessageStatus::Complete)
-                .await
-            {
-                Ok(t) => end_event(&ChatReply::from(&t)),
-                Err(e) => error_event(&ApiError::from(e), request_id),
-            };
+            // Boxed: see `record_cut`.
+            let last =
+                match Box::pin(turn.record(text, usage, finish_reason, MessageStatus::Complete))
+                    .await
+                {
+                    Ok(t) => end_event(&ChatReply::from(&t)),
+                    Err(e) => error_event(&ApiError::from(e), request_id),
+                };
             let _ = tx.send(frame(&last)).await;
         }
         Ending::Gone => {
@@ -209,6 +212,24 @@ async fn drive_chat(
             let _ = tx.send(frame(&error_event(&err, request_id))).await;
         }
     }
+}
+
+/// `data: {"type":"token","content":…}`, written directly (one per streamed delta; no JSON
+/// value is built for it).
+fn token_frame(delta: &str) -> Bytes {
+    let mut out = Vec::with_capacity(delta.len() + 48);
+    out.extend_from_slice(br#"data: {"type":"token","content":"#);
+    // Serialising a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, delta);
+    out.extend_from_slice(b"}\n\n");
+    Bytes::from(out)
+}
+
+fn start_frame(turn: &PreparedTurn) -> Bytes {
+    let key = &turn.conversation.session_key;
+    frame(
+        &json!({"type": "start", "session_id": key, "conversation_id": key, "message_id": turn.answer_id, "agent_id": turn.agent.id.to_string()}),
+    )
 }
 
 fn error_event(err: &ApiError, request_id: Option<String>) -> Value {
@@ -230,4 +251,26 @@ fn end_event(reply: &ChatReply) -> Value {
         "metadata": reply.metadata,
         "timestamp": reply.timestamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn token_frames_are_json_events() {
+        for delta in ["hello ", "a \"quoted\"\nline\\", "é ✓", ""] {
+            let bytes = token_frame(delta);
+            let text = std::str::from_utf8(&bytes).unwrap();
+            let body = text
+                .strip_prefix("data: ")
+                .unwrap()
+                .strip_suffix("\n\n")
+                .unwrap();
+            let event: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event, json!({"type": "token", "content": delta}));
+        }
+    }
 }

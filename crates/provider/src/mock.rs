@@ -15,10 +15,10 @@ use agentry_domain::llm::{
     TokenUsage,
 };
 use async_trait::async_trait;
-use futures_util::{StreamExt, stream};
+use futures_util::stream;
 
 use crate::errors::from_status;
-use crate::text::{tokens, word_count};
+use crate::text::{piece_ends, word_count};
 
 /// One scripted answer of the mock.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,46 +218,70 @@ impl LlmClient for MockClient {
         let plan = self.plan(&request.model);
         pause(plan.delay).await;
         let (text, cut) = answer(plan.outcome, &request)?;
-        let events = stream_events(&request, &text, cut);
         let gap = plan.delay;
-        let paced =
-            stream::iter(events.into_iter().enumerate()).then(move |(i, event)| async move {
-                if i > 0 {
+        let paced = stream::unfold(
+            Words::new(&request, text, cut),
+            move |mut words| async move {
+                let event = words.next_event()?;
+                if words.next > 1 {
                     pause(gap).await;
                 }
-                event
-            });
+                Some((event, words))
+            },
+        );
         Ok(Box::pin(paced))
     }
 }
 
-/// One `Delta` per word (whitespace kept) then `Done`; a cut stream stops half-way with an
-/// error.
-fn stream_events(
-    request: &CompletionRequest,
-    text: &str,
-    cut: bool,
-) -> Vec<Result<StreamEvent, ProviderError>> {
-    let pieces = tokens(text);
-    let sent = if cut {
-        pieces.len().div_ceil(2)
-    } else {
-        pieces.len()
-    };
-    let mut events: Vec<_> = pieces[..sent]
-        .iter()
-        .map(|piece| Ok(StreamEvent::Delta((*piece).to_owned())))
-        .collect();
-    events.push(if cut {
-        Err(ProviderError::Unavailable(
-            "the mock cut the stream".to_owned(),
-        ))
-    } else {
-        Ok(StreamEvent::Done {
-            usage: Some(usage(request, text)),
-            finish_reason: Some("stop".to_owned()),
-            model: format!("mock:{}", request.model),
-        })
-    });
-    events
+/// A stream's words, made one at a time (an open stream holds its text and the word
+/// offsets, not a prepared event per word): one `Delta` per word (whitespace kept), then
+/// `Done`; a cut stream stops half-way with an error.
+struct Words {
+    text: String,
+    ends: Vec<usize>,
+    /// How many words are sent (all, or half when cut).
+    sent: usize,
+    /// The index of the next event.
+    next: usize,
+    last: Option<Result<StreamEvent, ProviderError>>,
+}
+
+impl Words {
+    fn new(request: &CompletionRequest, text: String, cut: bool) -> Self {
+        let ends = piece_ends(&text);
+        let sent = if cut {
+            ends.len().div_ceil(2)
+        } else {
+            ends.len()
+        };
+        let last = if cut {
+            Err(ProviderError::Unavailable(
+                "the mock cut the stream".to_owned(),
+            ))
+        } else {
+            Ok(StreamEvent::Done {
+                usage: Some(usage(request, &text)),
+                finish_reason: Some("stop".to_owned()),
+                model: format!("mock:{}", request.model),
+            })
+        };
+        Self {
+            text,
+            ends,
+            sent,
+            next: 0,
+            last: Some(last),
+        }
+    }
+
+    fn next_event(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        let i = self.next;
+        self.next += 1;
+        if i < self.sent {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            let piece = self.text.get(start..self.ends[i]).unwrap_or_default();
+            return Some(Ok(StreamEvent::Delta(piece.to_owned())));
+        }
+        self.last.take()
+    }
 }

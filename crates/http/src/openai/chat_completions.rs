@@ -331,7 +331,8 @@ async fn drive(
             (None, Some(e.to_string()))
         }
     };
-    if let Err(e) = call.finish(text, usage, error).await {
+    // Boxed: see `sse::record_cut`.
+    if let Err(e) = Box::pin(call.finish(text, usage, error)).await {
         tracing::error!(error = %e, "could not log a streamed chat completion");
     }
 }

@@ -480,10 +480,8 @@ async fn drive(
             let _ = ev.send("response.output_text.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []})).await;
             let _ = ev.send("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": output_text(&text)})).await;
             let _ = ev.send("response.output_item.done", json!({"output_index": 0, "item": message_item(&item_id, "completed", Some(&text))})).await;
-            match turn
-                .record(text, usage, finish_reason, MessageStatus::Complete)
-                .await
-            {
+            // Boxed: see `sse::record_cut`.
+            match Box::pin(turn.record(text, usage, finish_reason, MessageStatus::Complete)).await {
                 Ok(done) => {
                     let _ = ev.send("response.completed", json!({"response": response_object(&shape_of_turn(&ask, &done, created_at))})).await;
                 }
