@@ -14,6 +14,9 @@
 //!   `error` event ends the stream.
 
 use std::convert::Infallible;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::HttpResponse;
@@ -23,10 +26,11 @@ use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::MessageStatus;
 use agentry_domain::llm::{CompletionStream, ProviderError, StreamEvent, TokenUsage};
 use agentry_domain::services::{ChatRequest, PreparedTurn, Runtime};
+use futures_core::Stream;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::error::{ApiError, ApiResult, current_request_id};
@@ -60,16 +64,68 @@ pub enum Ending {
     Gone,
 }
 
-/// A channel for an SSE body.
-pub fn channel() -> (mpsc::Sender<Bytes>, mpsc::Receiver<Bytes>) {
-    mpsc::channel(64)
+/// Frames queued between a streaming task and its response body before the task waits.
+const QUEUED_FRAMES: usize = 32;
+
+/// The task's side of an SSE body: frames go to the client through a small bounded queue, and
+/// [`SseSender::gone`] tells when the client has left. Lighter than a `tokio::sync::mpsc`
+/// channel (which reserves ~1.5 KB up front): every open stream holds one.
+pub struct SseSender {
+    frames: futures_channel::mpsc::Sender<Bytes>,
+    /// Never sent on; it completes when the body (holding the other end) is dropped.
+    gone: Option<oneshot::Receiver<Infallible>>,
 }
 
-/// The response body fed by `rx`, with the SSE headers.
-pub fn sse_response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
-    });
+impl SseSender {
+    /// Queues a frame, waiting while the queue is full. False once the client has gone.
+    pub async fn send(&mut self, frame: Bytes) -> bool {
+        if poll_fn(|cx| self.frames.poll_ready(cx)).await.is_err() {
+            return false;
+        }
+        self.frames.start_send(frame).is_ok()
+    }
+
+    /// Completes when the client has gone (at once if it already has).
+    pub async fn gone(&mut self) {
+        if let Some(rx) = self.gone.as_mut() {
+            let _ = rx.await;
+            self.gone = None;
+        }
+    }
+}
+
+/// The body's side: the frames, and the other end of [`SseSender::gone`].
+pub struct SseBody {
+    frames: futures_channel::mpsc::Receiver<Bytes>,
+    _alive: oneshot::Sender<Infallible>,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.frames.poll_next_unpin(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+/// A channel for an SSE body.
+pub fn channel() -> (SseSender, SseBody) {
+    let (tx, rx) = futures_channel::mpsc::channel(QUEUED_FRAMES);
+    let (alive, gone) = oneshot::channel();
+    (
+        SseSender {
+            frames: tx,
+            gone: Some(gone),
+        },
+        SseBody {
+            frames: rx,
+            _alive: alive,
+        },
+    )
+}
+
+/// The response body fed by the channel, with the SSE headers.
+pub fn sse_response(body: SseBody) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/event-stream"))
         .insert_header((CACHE_CONTROL, "no-cache"))
@@ -88,7 +144,7 @@ enum Next {
 /// how it ended; the upstream stream is dropped (cancelled) before this returns.
 pub async fn pump(
     mut upstream: CompletionStream,
-    tx: &mpsc::Sender<Bytes>,
+    tx: &mut SseSender,
     mut on_delta: impl FnMut(&str) -> Bytes,
 ) -> (String, Ending) {
     let mut text = String::new();
@@ -96,7 +152,7 @@ pub async fn pump(
         tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
     loop {
         let next = tokio::select! {
-            () = tx.closed() => Next::Gone,
+            () = tx.gone() => Next::Gone,
             _ = keep_alive.tick() => Next::KeepAlive,
             ev = upstream.next() => Next::Event(ev),
         };
@@ -131,7 +187,7 @@ pub async fn pump(
             }
             Next::Event(Some(Err(error))) => return (text, Ending::Failed(error)),
         };
-        if sent.is_err() {
+        if !sent {
             return (text, Ending::Gone);
         }
     }
@@ -165,7 +221,9 @@ pub async fn chat_stream(
     agent: &AgentRef,
     request: ChatRequest,
 ) -> ApiResult<HttpResponse> {
-    let mut turn = runtime.prepare_turn(agent, request).await?;
+    // Boxed: its future is large and is done with before the upstream answers, so it is not
+    // kept in the request's state while the first token is awaited.
+    let mut turn = Box::pin(runtime.prepare_turn(agent, request)).await?;
     let upstream = turn.stream().await?;
     let (tx, rx) = channel();
     let request_id = current_request_id();
@@ -176,14 +234,14 @@ pub async fn chat_stream(
 async fn drive_chat(
     turn: PreparedTurn,
     upstream: CompletionStream,
-    tx: mpsc::Sender<Bytes>,
+    mut tx: SseSender,
     request_id: Option<String>,
 ) {
     // The frame is made before the first await, so the event's JSON is not kept in the task.
-    if tx.send(start_frame(&turn)).await.is_err() {
+    if !tx.send(start_frame(&turn)).await {
         return;
     }
-    let (text, ending) = pump(upstream, &tx, token_frame).await;
+    let (text, ending) = pump(upstream, &mut tx, token_frame).await;
     match ending {
         Ending::Done {
             usage,

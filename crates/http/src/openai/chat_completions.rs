@@ -10,7 +10,6 @@ use agentry_domain::agent::ModelSpec;
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
 use agentry_domain::services::{GatewayRequest, GatewayTarget, Params, PreparedCall};
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
@@ -239,7 +238,8 @@ pub async fn create_chat_completion(
 ) -> OpenAiResult<HttpResponse> {
     let caller = principal(&req);
     let body = object_body(body)?;
-    let (ask, mut call) = prepare(&state, caller.as_ref(), &body).await?;
+    // Boxed: see `sse::chat_stream`.
+    let (ask, mut call) = Box::pin(prepare(&state, caller.as_ref(), &body)).await?;
     let id = completion_id(&call.run_id);
     let created = unix(chrono::Utc::now());
     if ask.stream {
@@ -282,11 +282,11 @@ async fn drive(
     ask: Ask,
     call: PreparedCall,
     upstream: agentry_domain::llm::CompletionStream,
-    tx: mpsc::Sender<Bytes>,
+    mut tx: sse::SseSender,
     id: String,
     created: i64,
 ) {
-    if tx
+    if !tx
         .send(chunk(
             &id,
             created,
@@ -295,11 +295,10 @@ async fn drive(
             None,
         ))
         .await
-        .is_err()
     {
         return;
     }
-    let (text, ending) = pump(upstream, &tx, |delta| {
+    let (text, ending) = pump(upstream, &mut tx, |delta| {
         chunk(&id, created, &ask.model, json!({"content": delta}), None)
     })
     .await;

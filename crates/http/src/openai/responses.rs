@@ -10,8 +10,8 @@ use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::{Message, MessageStatus};
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
 use agentry_domain::services::{ChatRequest, ChatTurn, Params, PreparedTurn};
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::{
@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sse::{self, Ending, named_frame, pump};
+use crate::sse::{self, Ending, SseSender, named_frame, pump};
 
 /// Parameters this endpoint understands. `user`, `safety_identifier`, `prompt_cache_key`,
 /// `service_tier`, `parallel_tool_calls` and `truncation` are accepted and have no effect
@@ -395,7 +395,8 @@ pub async fn create_response(
     let caller = principal(&req);
     let body = object_body(body)?;
     let ask = parse(&body)?;
-    let mut turn = prepare(&state, caller.as_ref(), &ask).await?;
+    // Boxed: see `sse::chat_stream`.
+    let mut turn = Box::pin(prepare(&state, caller.as_ref(), &ask)).await?;
     let created_at = unix(chrono::Utc::now());
     if ask.stream {
         let upstream = turn.stream().await?;
@@ -417,23 +418,24 @@ pub async fn create_response(
 
 /// Numbers the events of one stream.
 struct Events {
-    tx: mpsc::Sender<Bytes>,
+    tx: SseSender,
     seq: u64,
 }
 
-impl Events {
-    fn frame(&mut self, kind: &str, mut body: Value) -> Bytes {
-        if let Value::Object(o) = &mut body {
-            o.insert("type".to_owned(), kind.into());
-            o.insert("sequence_number".to_owned(), self.seq.into());
-        }
-        self.seq += 1;
-        named_frame(kind, &body)
+/// One Responses event frame: `type` and `sequence_number` added to `body`.
+fn numbered(seq: &mut u64, kind: &str, mut body: Value) -> Bytes {
+    if let Value::Object(o) = &mut body {
+        o.insert("type".to_owned(), kind.into());
+        o.insert("sequence_number".to_owned(), (*seq).into());
     }
+    *seq += 1;
+    named_frame(kind, &body)
+}
 
+impl Events {
     async fn send(&mut self, kind: &str, body: Value) -> bool {
-        let f = self.frame(kind, body);
-        self.tx.send(f).await.is_ok()
+        let f = numbered(&mut self.seq, kind, body);
+        self.tx.send(f).await
     }
 }
 
@@ -441,7 +443,7 @@ async fn drive(
     ask: Ask,
     turn: PreparedTurn,
     upstream: agentry_domain::llm::CompletionStream,
-    tx: mpsc::Sender<Bytes>,
+    tx: SseSender,
     created_at: i64,
 ) {
     let mut ev = Events { tx, seq: 0 };
@@ -462,16 +464,11 @@ async fn drive(
         store: ask.request.store,
         error: None,
     };
-    let pending = response_object(&base);
-    let opened = ev.send("response.created", json!({"response": pending})).await
-        && ev.send("response.in_progress", json!({"response": pending})).await
-        && ev.send("response.output_item.added", json!({"output_index": 0, "item": message_item(&item_id, "in_progress", None)})).await
-        && ev.send("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})).await;
-    if !opened {
+    if !open(&mut ev, &base, &item_id).await {
         return;
     }
-    let tx = ev.tx.clone();
-    let (text, ending) = pump(upstream, &tx, |delta| ev.frame("response.output_text.delta", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}))).await;
+    let Events { tx, seq } = &mut ev;
+    let (text, ending) = pump(upstream, tx, |delta| numbered(seq, "response.output_text.delta", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}))).await;
     match ending {
         Ending::Done {
             usage,
@@ -505,6 +502,18 @@ async fn drive(
             let _ = ev.send("response.failed", json!({"response": body})).await;
         }
     }
+}
+
+/// The events that open a stream. Boxed, so the pending response object is not kept in the
+/// streaming task for the stream's whole life.
+fn open<'a>(ev: &'a mut Events, base: &'a Shape<'_>, item_id: &'a str) -> BoxFuture<'a, bool> {
+    Box::pin(async move {
+        let pending = response_object(base);
+        ev.send("response.created", json!({"response": pending})).await
+            && ev.send("response.in_progress", json!({"response": pending})).await
+            && ev.send("response.output_item.added", json!({"output_index": 0, "item": message_item(item_id, "in_progress", None)})).await
+            && ev.send("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})).await
+    })
 }
 
 /// 404 for a response id that names no stored conversation.
