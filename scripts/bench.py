@@ -25,6 +25,7 @@ Environment (all optional):
   BENCH_LATENCIES=0,50     fake upstream latencies (ms), one section each
   BENCH_SLOW_POINTS=c16,c64,r500,r1000   the points measured for latencies above 0
   BENCH_STREAMS=1000,10000 concurrent SSE streams held for the memory measurement
+  BENCH_STREAM_SETTLE=6    seconds between the last stream opening and the memory reading
   BENCH_TTFT_N=200         sequential streamed requests per path for time-to-first-token
   BENCH_READY_STARTS=7     starts measured for time-to-ready
   BENCH_DB=sqlite|postgres BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test
@@ -96,6 +97,7 @@ MESSAGE = "hello from the agentry benchmark"
 SLOW_MS = 3000
 SLOW_MESSAGE = " ".join(f"w{i}" for i in range(80))
 STREAM_HOLD_TIMEOUT = 30.0 if QUICK else 120.0
+STREAM_SETTLE = float(os.environ.get("BENCH_STREAM_SETTLE", "6"))
 
 
 def tool(name: str, env: str) -> str:
@@ -720,7 +722,9 @@ async def hold_streams(port: int, path: str, body: dict, n: int, measure) -> dic
     except asyncio.TimeoutError:
         pass
     opened_in = time.perf_counter() - t0
-    await asyncio.sleep(1.0)
+    # Steady state: after the server's periodic return of freed memory (every 5 s by
+    # default, `memory_trim_secs`) has run once since the last stream opened.
+    await asyncio.sleep(STREAM_SETTLE)
     sample = measure()
     release.set()
     for w in writers:

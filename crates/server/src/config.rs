@@ -110,6 +110,9 @@ pub struct Config {
     /// Milliseconds between two reads of the shared change counter: how long a change made
     /// on another replica may take to reach this one's caches (`AGENTRY_CACHE_SYNC_MS`).
     pub cache_sync_ms: u64,
+    /// Seconds between two returns of freed heap memory to the operating system (glibc's
+    /// `malloc_trim`, on Linux only); 0 turns it off (`AGENTRY_MEMORY_TRIM_SECS`).
+    pub memory_trim_secs: u64,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -140,6 +143,7 @@ struct Defaults {
     rate_limit_concurrency: u32,
     cache_ttl_secs: u64,
     cache_sync_ms: u64,
+    memory_trim_secs: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -166,6 +170,7 @@ const DEFAULTS: Defaults = Defaults {
     rate_limit_concurrency: 20,
     cache_ttl_secs: 60,
     cache_sync_ms: 250,
+    memory_trim_secs: 5,
 };
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use agentry::cli::{KeyCommand, UserCommand};
 use agentry::{Application, config::Config, open_database, telemetry};
+use agentry_memory::Trimmer;
 use clap::{Parser, Subcommand};
 
 /// Agentry: define LLM agents once; serve, test, watch and improve them.
@@ -65,6 +67,20 @@ fn print(out: Result<String, agentry::cli::CliError>) -> Result<(), Box<dyn std:
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.memory_trim_secs > 0 {
+        let every = Duration::from_secs(config.memory_trim_secs);
+        let started = Trimmer::spawn(every, |trim| {
+            let took_us = u64::try_from(trim.took.as_micros()).unwrap_or(u64::MAX);
+            tracing::trace!(
+                released = trim.released,
+                took_us,
+                "freed heap memory returned"
+            );
+        });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the memory trimmer; freed memory stays resident");
+        }
+    }
     let app = Application::build(config).await?;
     app.run_until_stopped().await?;
     tracing::info!("Agentry stopped");
