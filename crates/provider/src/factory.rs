@@ -164,9 +164,13 @@ fn require_key(
 }
 
 /// The shared HTTP client: connection pool, connect timeout, no overall timeout (the
-/// resilience layer times calls, and streams may last long).
+/// resilience layer times calls, and streams may last long). HTTP/1.1 only (decision 46):
+/// over HTTP/2 hyper's pool keeps one connection per upstream and queues every call beyond
+/// the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, which would silently cap concurrent
+/// calls (and streams) to an HTTPS provider; over HTTP/1.1 each call gets a connection.
 fn http_client(settings: &ProviderSettings) -> reqwest::Client {
     reqwest::Client::builder()
+        .http1_only()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
         .user_agent(concat!("agentry/", env!("CARGO_PKG_VERSION")))
