@@ -103,6 +103,28 @@ fn insert(conn: &mut AnyConnection, row: &RunRow) -> QueryResult<usize> {
     diesel::insert_into(runs::table).values(row).execute(conn)
 }
 
+/// Largest number of runs in one `INSERT` (15 columns each: far below SQLite's limit of
+/// 32,766 bound values).
+const MAX_ROWS_PER_INSERT: usize = 64;
+
+/// The batch as multi-row inserts of 64, 32, 16 … 1 rows: one statement per chunk instead of
+/// one per run, and at most seven distinct statements for the prepared-statement cache.
+fn chunks(batch: &[RunRow]) -> impl Iterator<Item = &[RunRow]> {
+    let mut rest = batch;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut size = MAX_ROWS_PER_INSERT;
+        while size > rest.len() {
+            size /= 2;
+        }
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// One transaction for the batch; if it fails, each run alone, so one bad row loses only itself.
 fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
     let mut conn = match pool.get() {
@@ -112,8 +134,19 @@ fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
             return;
         }
     };
-    let together =
-        conn.transaction(|c| batch.iter().try_for_each(|row| insert(c, row).map(|_| ())));
+    let together = conn.transaction(|c| {
+        chunks(batch).try_for_each(|rows| {
+            match &mut **c {
+                AnyConnection::Sqlite(c) => {
+                    diesel::insert_into(runs::table).values(rows).execute(c)
+                }
+                AnyConnection::Postgres(c) => {
+                    diesel::insert_into(runs::table).values(rows).execute(c)
+                }
+            }
+            .map(|_| ())
+        })
+    });
     if together.is_ok() {
         return;
     }

@@ -1706,15 +1706,27 @@ async fn list_runs_filters_paginates_and_orders(db: Database) {
 
 async fn logged_runs_are_all_stored_by_flush(db: Database) {
     let store = db.runs();
+    // Runs with and without the optional fields, written by the log in multi-row inserts.
+    let logged = |i: i64| {
+        let full = run(
+            &format!("run_log_{i:03}"),
+            i,
+            json!({"component": "gateway"}),
+        );
+        if i % 3 == 0 {
+            Run {
+                response: None,
+                usage: None,
+                status: RunStatus::Failed,
+                error: Some(format!("failure {i}")),
+                ..full
+            }
+        } else {
+            full
+        }
+    };
     for i in 0..300 {
-        store
-            .log_run(&run(
-                &format!("run_log_{i:03}"),
-                i,
-                json!({"component": "gateway"}),
-            ))
-            .await
-            .unwrap();
+        store.log_run(&logged(i)).await.unwrap();
     }
     let closing = db.clone();
     tokio::task::spawn_blocking(move || closing.flush())
@@ -1728,6 +1740,10 @@ async fn logged_runs_are_all_stored_by_flush(db: Database) {
         all.total, 300,
         "every queued run is stored once the log is flushed"
     );
+    for i in [0, 1, 2, 99, 299] {
+        let stored = store.get_run(&format!("run_log_{i:03}")).await.unwrap();
+        assert_eq!(stored, logged(i), "run {i} is stored as logged");
+    }
     store
         .log_run(&run("run_after_close", 301, json!({})))
         .await
