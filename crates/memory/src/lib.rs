@@ -11,6 +11,7 @@
 //! Elsewhere than Linux with glibc (musl, macOS, Windows) this does nothing: those
 //! allocators have no such call and return memory by themselves.
 
+use std::ops::ControlFlow;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,19 +50,19 @@ pub struct Trim {
     pub took: Duration,
 }
 
-/// A thread that calls [`release_free_memory`] at a fixed interval, for the life of the
-/// process.
+/// A thread that calls [`release_free_memory`] at a fixed interval, until its report says
+/// to stop (for the life of the process in `agentry serve`).
 pub struct Trimmer;
 
 impl Trimmer {
-    /// Starts the thread (named `agentry-trim`); `report` receives each trim's outcome
-    /// (for logging).
+    /// Starts the thread (named `agentry-trim`); `report` receives each trim's outcome (for
+    /// logging) and says whether to go on.
     ///
     /// # Errors
     /// When the thread cannot be created.
     pub fn spawn(
         every: Duration,
-        report: impl Fn(Trim) + Send + 'static,
+        mut report: impl FnMut(Trim) -> ControlFlow<()> + Send + 'static,
     ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("agentry-trim".to_owned())
@@ -71,10 +72,13 @@ impl Trimmer {
                     std::thread::sleep(every);
                     let started = Instant::now();
                     let released = release_free_memory();
-                    report(Trim {
+                    let trim = Trim {
                         released,
                         took: started.elapsed(),
-                    });
+                    };
+                    if report(trim).is_break() {
+                        return;
+                    }
                 }
             })
     }
@@ -105,15 +109,22 @@ mod tests {
     }
 
     #[test]
-    fn the_trimmer_reports_each_trim() {
+    fn the_trimmer_reports_each_trim_until_told_to_stop() {
         let (tx, rx) = mpsc::channel();
-        Trimmer::spawn(Duration::from_millis(5), move |trim| {
+        let mut seen = 0;
+        let thread = Trimmer::spawn(Duration::from_millis(5), move |trim| {
+            seen += 1;
             let _ = tx.send(trim);
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap();
-        for _ in 0..2 {
-            let trim = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-            assert!(trim.took < Duration::from_secs(5));
-        }
+        thread.join().unwrap();
+        let trims: Vec<Trim> = rx.try_iter().collect();
+        assert_eq!(trims.len(), 2, "two trims, then the thread ended");
+        assert!(trims.iter().all(|t| t.took < Duration::from_secs(5)));
     }
 }

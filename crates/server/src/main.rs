@@ -1,5 +1,6 @@
 //! `agentry serve | migrate | user … | key …`, `agentry --version`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -76,6 +77,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
                 took_us,
                 "freed heap memory returned"
             );
+            ControlFlow::Continue(())
         });
         if let Err(e) = started {
             tracing::warn!(error = %e, "cannot start the memory trimmer; freed memory stays resident");

@@ -50,8 +50,12 @@ pub(crate) struct MessageRow {
 
 /// One row of `runs`. `log_meta` is a JSON object; `user_id`, `session_id` and `component`
 /// copy its string fields of those names, for the list filters.
+///
+/// `None` is stored as NULL (the table has no column defaults), not as "the default": that
+/// keeps the run log's multi-row inserts a single statement with bound values on SQLite (which
+/// has no `DEFAULT` in `VALUES` and would insert row by row) and cacheable on PostgreSQL.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = runs)]
+#[diesel(table_name = runs, treat_none_as_default_value = false)]
 pub(crate) struct RunRow {
     pub id: String,
     pub preamble: String,
