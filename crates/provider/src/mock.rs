@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use futures_util::stream;
 
 use crate::errors::from_status;
-use crate::text::{piece_ends, word_count};
+use crate::text::{piece, piece_ends, word_count};
 
 /// One scripted answer of the mock.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,9 +278,8 @@ impl Words {
         let i = self.next;
         self.next += 1;
         if i < self.sent {
-            let start = if i == 0 { 0 } else { self.ends[i - 1] };
-            let piece = self.text.get(start..self.ends[i]).unwrap_or_default();
-            return Some(Ok(StreamEvent::Delta(piece.to_owned())));
+            let word = piece(&self.text, &self.ends, i);
+            return Some(Ok(StreamEvent::Delta(word.to_owned())));
         }
         self.last.take()
     }

@@ -26,20 +26,25 @@ pub(crate) fn piece_ends(text: &str) -> Vec<usize> {
     ends
 }
 
+/// Piece `i` of `text`, by the offsets of [`piece_ends`] (empty past the last one).
+pub(crate) fn piece<'a>(text: &'a str, ends: &[usize], i: usize) -> &'a str {
+    let start = i
+        .checked_sub(1)
+        .and_then(|before| ends.get(before))
+        .copied()
+        .unwrap_or(0);
+    ends.get(i)
+        .and_then(|&end| text.get(start..end))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn pieces(text: &str) -> Vec<&str> {
-        let mut start = 0;
-        piece_ends(text)
-            .into_iter()
-            .map(|end| {
-                let piece = &text[start..end];
-                start = end;
-                piece
-            })
-            .collect()
+        let ends = piece_ends(text);
+        (0..ends.len()).map(|i| piece(text, &ends, i)).collect()
     }
 
     #[test]

@@ -99,8 +99,13 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<RunRow>) {
     }
 }
 
-fn insert(conn: &mut AnyConnection, row: &RunRow) -> QueryResult<usize> {
-    diesel::insert_into(runs::table).values(row).execute(conn)
+/// Inserts `rows` in one statement. Per backend: diesel's multi-backend connection has no
+/// multi-row insert.
+fn insert(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
+    match conn {
+        AnyConnection::Sqlite(c) => diesel::insert_into(runs::table).values(rows).execute(c),
+        AnyConnection::Postgres(c) => diesel::insert_into(runs::table).values(rows).execute(c),
+    }
 }
 
 /// Largest number of runs in one `INSERT` (17 columns each: 1,088 bound values, far below
@@ -134,24 +139,13 @@ fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
             return;
         }
     };
-    let together = conn.transaction(|c| {
-        chunks(batch).try_for_each(|rows| {
-            match &mut **c {
-                AnyConnection::Sqlite(c) => {
-                    diesel::insert_into(runs::table).values(rows).execute(c)
-                }
-                AnyConnection::Postgres(c) => {
-                    diesel::insert_into(runs::table).values(rows).execute(c)
-                }
-            }
-            .map(|_| ())
-        })
-    });
+    let together =
+        conn.transaction(|c| chunks(batch).try_for_each(|rows| insert(c, rows).map(|_| ())));
     if together.is_ok() {
         return;
     }
     for row in batch {
-        if let Err(e) = insert(&mut conn, row) {
+        if let Err(e) = insert(&mut conn, std::slice::from_ref(row)) {
             tracing::error!(run = %row.id, error = %e, "run log: run not stored");
         }
     }

@@ -136,6 +136,7 @@ contract_tests!(
     list_runs_filters_paginates_and_orders,
     get_missing_run_is_not_found,
     logged_runs_are_all_stored_by_flush,
+    a_bad_run_in_a_logged_batch_loses_only_itself,
     publish_numbers_versions_from_one,
     version_snapshot_round_trips_exactly,
     bare_snapshot_round_trips,
@@ -1752,6 +1753,38 @@ async fn logged_runs_are_all_stored_by_flush(db: Database) {
         store.get_run("run_after_close").await.unwrap().id,
         "run_after_close",
         "after closing, runs are stored synchronously"
+    );
+}
+
+/// A batch whose multi-row insert fails (here: an id already stored) is retried run by run,
+/// so only the bad run is lost.
+async fn a_bad_run_in_a_logged_batch_loses_only_itself(db: Database) {
+    let store = db.runs();
+    store
+        .insert_run(&run("run_taken", 0, json!({})))
+        .await
+        .unwrap();
+    for i in 1..=40 {
+        let id = if i == 20 {
+            "run_taken".to_owned()
+        } else {
+            format!("run_batch_{i:02}")
+        };
+        store.log_run(&run(&id, i, json!({}))).await.unwrap();
+    }
+    let closing = db.clone();
+    tokio::task::spawn_blocking(move || closing.flush())
+        .await
+        .unwrap();
+    let all = store
+        .list_runs(&RunFilter::default(), page(1, 0))
+        .await
+        .unwrap();
+    assert_eq!(all.total, 40, "the 39 good runs and the one stored before");
+    assert_eq!(
+        store.get_run("run_taken").await.unwrap().created_at,
+        t0(),
+        "the stored run is not overwritten"
     );
 }
 
