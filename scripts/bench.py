@@ -10,7 +10,8 @@ loopback, with oha as the load generator:
   and at fixed rates of 500, 1,000 and 2,000 requests/s, for each fake latency (0 and 50 ms);
   overhead = through - direct at each percentile;
 - streaming time-to-first-token, direct vs through (sequential requests);
-- resident memory: idle, and with 1,000 and 10,000 concurrent open SSE streams;
+- resident memory: idle, and with 1,000 and 10,000 concurrent open SSE streams (through the
+  fake upstream over HTTP/1.1 and over HTTP/2, and on the in-process mock provider);
 - time from process start to `/ready` answering 200;
 - optionally LiteLLM's proxy (single worker) under the same load (BENCH_LITELLM=1).
 
@@ -351,11 +352,14 @@ class Databases:
 
 
 class Agentry:
-    def __init__(self, run: Run, dbs: Databases, what: str = "agentry") -> None:
+    def __init__(self, run: Run, dbs: Databases, what: str = "agentry",
+                 extra_env: dict | None = None) -> None:
         self.port = free_port()
         self.log = run.dir / f"{run.next_name(what)}.log"
         self.started = time.perf_counter()
-        self.proc = spawn([run.agentry, "serve"], server_env(self.port, dbs.fresh()), self.log)
+        env = server_env(self.port, dbs.fresh())
+        env.update(extra_env or {})
+        self.proc = spawn([run.agentry, "serve"], env, self.log)
         wait_ready(self.proc, self.port, "/ready", 60, self.log)
         self.ready_s = time.perf_counter() - self.started
         if not TOKEN:
@@ -739,8 +743,10 @@ async def hold_streams(port: int, path: str, body: dict, n: int, measure) -> dic
 def memory_section(run: Run, dbs: Databases, fake: Fake, results: dict) -> None:
     print("\n== resident memory", flush=True)
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    # Through the fake, Agentry holds two sockets per stream (client and upstream).
-    upstream_cap = max(1, (soft - 256) // 2)
+    # Through the fake over HTTP/1.1, Agentry holds two sockets per stream (client and
+    # upstream); over HTTP/2 one per stream plus one per `provider_streams_per_connection` (100).
+    caps = {"upstream": max(1, (soft - 256) // 2), "upstream-h2": max(1, (soft - 256) * 100 // 101),
+            "mock": soft - 256}
     mem = results["memory"]
     mem["nofile_limit"] = soft
 
@@ -761,9 +767,12 @@ def memory_section(run: Run, dbs: Databases, fake: Fake, results: dict) -> None:
 
     mem["streams"] = []
     for n in STREAMS:
-        for via, model in (("upstream", f"up/fake-slow-{SLOW_MS}"), ("mock", f"mk/slow-{SLOW_MS}")):
-            count = min(n, upstream_cap) if via == "upstream" else n
-            ag = Agentry(run, dbs, f"agentry-streams-{count}-{via}")
+        for via, model, env in (
+                ("upstream", f"up/fake-slow-{SLOW_MS}", {}),
+                ("upstream-h2", f"up/fake-slow-{SLOW_MS}", {"AGENTRY_PROVIDER_HTTP_VERSION": "http2"}),
+                ("mock", f"mk/slow-{SLOW_MS}", {})):
+            count = min(n, caps[via])
+            ag = Agentry(run, dbs, f"agentry-streams-{count}-{via}", env)
             ag.setup(fake, {"slow": model})
             before = ag.rss()["VmRSS"]
             r = asyncio.run(hold_streams(
@@ -777,7 +786,7 @@ def memory_section(run: Run, dbs: Databases, fake: Fake, results: dict) -> None:
                 r["per_stream_kb"] = per
                 r["extrapolated_kb"] = before + per * n
             mem["streams"].append(r)
-            print(f"  {r['open']:>6} streams open via {via:<8} (asked {count}, failed {r['failed']}, "
+            print(f"  {r['open']:>6} streams open via {via:<11} (asked {count}, failed {r['failed']}, "
                   f"{r['open_seconds']} s to open): VmRSS {mb(r['rss_kb'])} MB "
                   f"(before {mb(before)} MB), peak {mb(r['hwm_kb'])} MB, {r['threads']} threads",
                   flush=True)
@@ -985,7 +994,13 @@ def bars(results: dict) -> list[tuple[str, str, str]]:
     mem = results["memory"]
     big = [s for s in mem.get("streams", []) if s["target"] == max(STREAMS)]
     ups = [s for s in big if s["via"] == "upstream" and s.get("open")]
+    h2 = [s for s in big if s["via"] == "upstream-h2" and s.get("open")]
     mock = [s for s in big if s["via"] == "mock" and s.get("open")]
+
+    def at_target(s: dict) -> str:
+        if s["open"] >= target:
+            return f"{mb(s['rss_kb'])} MB"
+        return f"{mb(s['extrapolated_kb'])} MB (extrapolated from {s['open']:,})"
     target = max(STREAMS)
     if ups:
         s = ups[0]
@@ -994,9 +1009,11 @@ def bars(results: dict) -> list[tuple[str, str, str]]:
         else:
             kb = s["extrapolated_kb"]
             val = (f"{mb(kb)} MB extrapolated from {mb(s['rss_kb'])} MB at {s['open']:,} "
-                   "streams through the fake upstream")
-            if mock and mock[0]["open"] >= target:
-                val += f"; {mb(mock[0]['rss_kb'])} MB with {mock[0]['open']:,} streams on `mock`"
+                   "streams through the fake upstream over HTTP/1.1")
+        if h2:
+            val += f"; {at_target(h2[0])} over HTTP/2"
+        if mock:
+            val += f"; {at_target(mock[0])} on `mock`"
         rows.append((f"{target:,} concurrent SSE streams in ≤ 300 MB", val,
                      verdict(kb / 1024 <= 300)))
     else:
@@ -1121,8 +1138,10 @@ def report(results: dict) -> str:
               f"| idle, after 200 chat turns | {mb(mem.get('idle_after_use_kb'))} | | "
               f"{mem.get('idle_after_use_threads', '')} |"]
     for s in mem.get("streams", []):
-        via = ("through the fake upstream (2 sockets per stream)" if s["via"] == "upstream"
-               else "on the in-process `mock` provider")
+        via = {"upstream": "through the fake upstream over HTTP/1.1 (2 sockets per stream)",
+               "upstream-h2": "through the fake upstream over HTTP/2 (h2c, 100 streams per "
+                              "connection)",
+               }.get(s["via"], "on the in-process `mock` provider")
         extra = f", {s['failed']} failed" if s["failed"] else ""
         ext = ""
         if s["open"] and s["open"] < s["target"] and s.get("extrapolated_kb"):
@@ -1134,8 +1153,9 @@ def report(results: dict) -> str:
     if any(s["via"] == "upstream" and s["open"] < s["target"] for s in mem.get("streams", [])):
         lines += [f"The open-files limit here is {mem['nofile_limit']:,} per process and cannot "
                   "be raised without privileges; through an upstream, Agentry needs two sockets per "
-                  "stream, so the largest upstream-backed count is capped and the 10,000 figure is "
-                  "extrapolated linearly, and also measured on the in-process `mock` provider.", ""]
+                  "stream over HTTP/1.1, so the largest count through it is capped and the 10,000 "
+                  "figure is extrapolated linearly; it is also measured over HTTP/2 and on the "
+                  "in-process `mock` provider.", ""]
 
     rd = results.get("ready")
     if rd:

@@ -1,4 +1,5 @@
-//! A small, fast fake LLM upstream for tests and benchmarks, speaking the real wire formats:
+//! A small, fast fake LLM upstream for tests and benchmarks, over HTTP/1.1 and (for clients
+//! that start with its preface) HTTP/2 without TLS, speaking the real wire formats:
 //!
 //! - OpenAI: `POST /v1/chat/completions` (JSON, and SSE with `stream: true`, honouring
 //!   `stream_options.include_usage`), `GET /v1/models`;
@@ -39,7 +40,7 @@ mod wire;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,6 +51,10 @@ use tokio::task::JoinHandle;
 
 use script::Plan;
 pub use script::Scripted;
+
+/// HTTP/2 streams per connection until [`FakeUpstream::with_stream_limit`] says otherwise
+/// (hyper's own default).
+const DEFAULT_STREAM_LIMIT: u32 = 200;
 
 /// A request the fake received.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +67,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// The JSON body; `Null` when there was none or it was not JSON.
     pub body: Value,
+    /// The protocol the request came over: `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl RecordedRequest {
@@ -79,6 +86,7 @@ impl RecordedRequest {
             path: parts.uri.path().to_owned(),
             headers,
             body: body.unwrap_or(Value::Null),
+            version: format!("{:?}", parts.version),
         }
     }
 
@@ -99,6 +107,10 @@ pub(crate) struct State {
     latency_micros: AtomicU64,
     recording: AtomicBool,
     connections: AtomicUsize,
+    /// HTTP/2 streams allowed per connection (`SETTINGS_MAX_CONCURRENT_STREAMS`); 0 = no limit.
+    stream_limit: AtomicU32,
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
 }
 
 impl State {
@@ -131,6 +143,21 @@ impl State {
         self.requests().push(request);
     }
 
+    /// The HTTP/2 stream limit advertised to new connections (`None`: no limit).
+    pub(crate) fn stream_limit(&self) -> Option<u32> {
+        match self.stream_limit.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Counts a request being handled (until its answer starts) and keeps the peak.
+    pub(crate) fn request(self: &Arc<Self>) -> RequestGuard {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        RequestGuard(Arc::clone(self))
+    }
+
     /// Counts a connection until the guard is dropped.
     pub(crate) fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +171,15 @@ pub(crate) struct ConnectionGuard(Arc<State>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request being handled, counted while alive.
+pub(crate) struct RequestGuard(Arc<State>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -179,6 +215,9 @@ impl FakeUpstream {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         state.recording.store(true, Ordering::Relaxed);
+        state
+            .stream_limit
+            .store(DEFAULT_STREAM_LIMIT, Ordering::Relaxed);
         let task = tokio::spawn(server::serve(listener, Arc::clone(&state)));
         Ok(Self { addr, state, task })
     }
@@ -224,6 +263,22 @@ impl FakeUpstream {
     /// stream is dropped).
     pub fn open_connections(&self) -> usize {
         self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// The most requests handled at the same time so far (counted from arrival until the
+    /// answer starts, so it includes the latency): shows whether a client's calls really ran
+    /// concurrently.
+    pub fn peak_concurrent_requests(&self) -> usize {
+        self.state.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Advertises at most `limit` concurrent streams per HTTP/2 connection to connections
+    /// opened from now on (0: no limit; hyper's default of 200 until set). HTTP/2 is served
+    /// to clients that start with its preface (`http2_prior_knowledge`); others get HTTP/1.1.
+    #[must_use]
+    pub fn with_stream_limit(self, limit: u32) -> Self {
+        self.state.stream_limit.store(limit, Ordering::Relaxed);
+        self
     }
 
     /// Adds a fixed latency before every completion answer.

@@ -1,5 +1,7 @@
-//! `agentry-fake-upstream --addr 127.0.0.1:9100 --latency-ms 0`: the fake LLM upstream as a
-//! process, for benchmarks. No request logging, no recording.
+//! `agentry-fake-upstream --addr 127.0.0.1:9100 --latency-ms 0 --stream-limit 200`: the fake LLM
+//! upstream as a process, for benchmarks. HTTP/1.1, and HTTP/2 for clients that start with its
+//! preface (at most `--stream-limit` streams per connection, 0 = no limit). No request logging,
+//! no recording.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -7,17 +9,20 @@ use std::time::Duration;
 
 use agentry_fake_upstream::FakeUpstream;
 
-const USAGE: &str = "usage: agentry-fake-upstream [--addr 127.0.0.1:9100] [--latency-ms 0]";
+const USAGE: &str =
+    "usage: agentry-fake-upstream [--addr 127.0.0.1:9100] [--latency-ms 0] [--stream-limit 200]";
 
 struct Args {
     addr: SocketAddr,
     latency: Duration,
+    stream_limit: Option<u32>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
         latency: Duration::ZERO,
+        stream_limit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -34,6 +39,11 @@ fn parse_args() -> Result<Args, String> {
                 let v = value(&mut it)?;
                 let ms = v.parse().map_err(|e| format!("--latency-ms {v}: {e}"))?;
                 args.latency = Duration::from_millis(ms);
+            }
+            "--stream-limit" => {
+                let v = value(&mut it)?;
+                let limit = v.parse().map_err(|e| format!("--stream-limit {v}: {e}"))?;
+                args.stream_limit = Some(limit);
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
@@ -52,7 +62,13 @@ async fn main() -> ExitCode {
         }
     };
     let fake = match FakeUpstream::bind(args.addr).await {
-        Ok(fake) => fake.with_recording(false).with_latency(args.latency),
+        Ok(fake) => {
+            let fake = fake.with_recording(false).with_latency(args.latency);
+            match args.stream_limit {
+                Some(limit) => fake.with_stream_limit(limit),
+                None => fake,
+            }
+        }
         Err(error) => {
             eprintln!("cannot bind {}: {error}", args.addr);
             return ExitCode::FAILURE;

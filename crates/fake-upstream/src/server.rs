@@ -1,4 +1,5 @@
-//! The HTTP/1.1 server: accept loop, routing, and turning replies into (possibly broken) bodies.
+//! The server (HTTP/1.1, and HTTP/2 without TLS for clients that speak it from the start):
+//! accept loop, routing, and turning replies into (possibly broken) bodies.
 
 use std::convert::Infallible;
 use std::io;
@@ -11,10 +12,10 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -53,9 +54,11 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
     let _open = state.connection();
     // Best effort: Nagle only adds latency to small SSE chunks.
     let _ = stream.set_nodelay(true);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(state.stream_limit());
     let service = service_fn(move |request| handle(request, Arc::clone(&state)));
     // A connection error (client gone, cut on purpose) only ends this connection.
-    let _ = http1::Builder::new()
+    let _ = builder
         .serve_connection(TokioIo::new(stream), service)
         .await;
 }
@@ -64,6 +67,7 @@ async fn handle(
     request: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
+    let _busy = state.request();
     let (parts, body) = request.into_parts();
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),

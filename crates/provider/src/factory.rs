@@ -10,22 +10,23 @@ use agentry_domain::provider::{Provider, ProviderId, ProviderKind};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::anthropic::{AnthropicClient, DEFAULT_ANTHROPIC_BASE_URL};
+use crate::lanes::{Lanes, MakeLane};
 use crate::mock::{MockClient, MockScript};
 use crate::openai::{DEFAULT_OPENAI_BASE_URL, OpenAiClient};
 use crate::resilience::ResilientClient;
-use crate::settings::ProviderSettings;
+use crate::settings::{HttpVersion, ProviderSettings};
 
 /// Builds the adapter for each provider kind, wrapped in [`ResilientClient`]. Clients are
 /// cached per provider id and rebuilt when the definition (kind, base URL or key) changes; the
 /// cache keeps a keyed hash of the key, never the key.
 ///
-/// Each thread gets its own HTTP connection pool (and its own cached clients): a pooled
+/// Each thread gets its own cached clients, hence its own HTTP connections: a pooled
 /// connection's I/O task lives on the runtime that opened it, and every actix worker runs its
 /// own single-threaded runtime, so a connection shared across workers made each call hop to
-/// the other worker's thread and back (two cross-thread wake-ups per call).
+/// the other worker's thread and back (two cross-thread wake-ups per call). An HTTP provider's
+/// calls are spread over [`Lanes`] of `streams_per_connection` calls each.
 pub struct ClientFactory {
     settings: ProviderSettings,
-    http: Mutex<HashMap<ThreadId, reqwest::Client>>,
     mock_script: MockScript,
     hasher: RandomState,
     cache: Mutex<HashMap<(ProviderId, ThreadId), Cached>>,
@@ -50,7 +51,6 @@ impl ClientFactory {
     pub fn new(settings: ProviderSettings, mock_script: Option<MockScript>) -> Self {
         Self {
             settings,
-            http: Mutex::new(HashMap::new()),
             mock_script: mock_script.unwrap_or_default(),
             hasher: RandomState::new(),
             cache: Mutex::new(HashMap::new()),
@@ -93,28 +93,33 @@ impl ClientFactory {
 
     fn build(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
         let key = usable_key(provider.api_key.as_ref());
-        let base = provider.base_url.as_ref().map(|u| u.as_str());
-        let http = self
-            .http
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(std::thread::current().id())
-            .or_insert_with(|| http_client(&self.settings))
-            .clone();
-        let adapter: Arc<dyn LlmClient> = match provider.kind {
-            ProviderKind::Mock => Arc::new(MockClient::new(self.mock_script.clone())),
+        let settings = self.settings;
+        let make: MakeLane = match provider.kind {
+            ProviderKind::Mock => {
+                let adapter = Arc::new(MockClient::new(self.mock_script.clone()));
+                return Ok(Arc::new(ResilientClient::new(adapter, settings)));
+            }
             ProviderKind::OpenAi => {
+                let base = provider.base_url.as_ref().map(|u| u.as_str());
                 require_key(provider, base, key.as_ref())?;
-                let base = base.unwrap_or(DEFAULT_OPENAI_BASE_URL);
-                Arc::new(OpenAiClient::new(http, base, key, self.settings)?)
+                http_lanes(
+                    settings,
+                    base.unwrap_or(DEFAULT_OPENAI_BASE_URL),
+                    key,
+                    OpenAiClient::new,
+                )
             }
             ProviderKind::Anthropic => {
+                let base = provider.base_url.as_ref().map(|u| u.as_str());
                 require_key(provider, base, key.as_ref())?;
                 let base = base.unwrap_or(DEFAULT_ANTHROPIC_BASE_URL);
-                Arc::new(AnthropicClient::new(http, base, key, self.settings)?)
+                http_lanes(settings, base, key, AnthropicClient::new)
             }
         };
-        Ok(Arc::new(ResilientClient::new(adapter, self.settings)))
+        // The first lane is made now, so a definition that cannot be used fails here.
+        let lanes = Lanes::new(settings.streams_per_connection, make);
+        lanes.open_first()?;
+        Ok(Arc::new(ResilientClient::new(Arc::new(lanes), settings)))
     }
 }
 
@@ -136,6 +141,24 @@ impl LlmClientFactory for ClientFactory {
         );
         Ok(client)
     }
+}
+
+/// The constructor shared by the HTTP adapters.
+type NewAdapter<C> =
+    fn(reqwest::Client, &str, Option<SecretString>, ProviderSettings) -> Result<C, ProviderError>;
+
+/// Lanes of an HTTP adapter: each lane gets a new HTTP client.
+fn http_lanes<C: LlmClient + 'static>(
+    settings: ProviderSettings,
+    base: &str,
+    key: Option<SecretString>,
+    new: NewAdapter<C>,
+) -> MakeLane {
+    let base = base.to_owned();
+    Box::new(move || {
+        let adapter = new(http_client(&settings), &base, key.clone(), settings)?;
+        Ok(Arc::new(adapter) as Arc<dyn LlmClient>)
+    })
 }
 
 /// A key worth sending: present and not blank.
@@ -163,20 +186,23 @@ fn require_key(
     Ok(())
 }
 
-/// The shared HTTP client: connection pool, connect timeout, no overall timeout (the
-/// resilience layer times calls, and streams may last long). HTTP/1.1 only (decision 46):
-/// over HTTP/2 hyper's pool keeps one connection per upstream and queues every call beyond
-/// the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS`, which would silently cap concurrent
-/// calls (and streams) to an HTTPS provider; over HTTP/1.1 each call gets a connection.
+/// The HTTP client of one lane: its own connection pool, connect timeout, no overall timeout
+/// (the resilience layer times calls, and streams may last long). HTTP/2 where the upstream
+/// negotiates it (TLS) or is declared to speak it ([`HttpVersion::Http2`]); hyper keeps one
+/// HTTP/2 connection per upstream in a pool and queues calls beyond the upstream's stream
+/// limit, which is why calls are spread over lanes (decision 47).
 fn http_client(settings: &ProviderSettings) -> reqwest::Client {
-    reqwest::Client::builder()
-        .http1_only()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
-        .user_agent(concat!("agentry/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, "the configured HTTP client could not be built; using defaults");
-            reqwest::Client::new()
-        })
+        .user_agent(concat!("agentry/", env!("CARGO_PKG_VERSION")));
+    builder = match settings.http_version {
+        HttpVersion::Auto => builder,
+        HttpVersion::Http1 => builder.http1_only(),
+        HttpVersion::Http2 => builder.http2_prior_knowledge(),
+    };
+    builder.build().unwrap_or_else(|error| {
+        tracing::error!(%error, "the configured HTTP client could not be built; using defaults");
+        reqwest::Client::new()
+    })
 }

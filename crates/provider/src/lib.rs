@@ -10,11 +10,17 @@
 //!
 //! Every upstream failure is translated into [`agentry_domain::llm::ProviderError`]; API keys
 //! never appear in an error, a `Debug` output or a log. Dropping a call's future or stream
-//! closes its upstream connection.
+//! ends its upstream request (closes its HTTP/1.1 connection, or resets its HTTP/2 stream).
+//!
+//! Provider calls go over HTTP/2 where an HTTPS upstream offers it, HTTP/1.1 otherwise
+//! ([`ProviderSettings::http_version`] can force either); a connection carries at
+//! most [`ProviderSettings::streams_per_connection`] calls at a time, further calls open more
+//! connections rather than wait.
 
 mod anthropic;
 mod errors;
 mod factory;
+mod lanes;
 mod mock;
 mod openai;
 mod resilience;
@@ -28,4 +34,4 @@ pub use factory::ClientFactory;
 pub use mock::{MockClient, MockReply, MockScript};
 pub use openai::{DEFAULT_OPENAI_BASE_URL, OpenAiClient};
 pub use resilience::ResilientClient;
-pub use settings::ProviderSettings;
+pub use settings::{HttpVersion, ProviderSettings};

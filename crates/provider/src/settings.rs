@@ -18,6 +18,26 @@ pub struct ProviderSettings {
     /// Largest backoff, and largest `Retry-After` honoured (a longer one is not waited for:
     /// the rate-limit error is returned).
     pub backoff_max: Duration,
+    /// Calls carried by one connection at a time over HTTP/2 (a provider's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` is usually 100 or more); a further call opens another
+    /// connection instead of waiting. See `lanes`.
+    pub streams_per_connection: usize,
+    /// Which HTTP versions provider calls use.
+    pub http_version: HttpVersion,
+}
+
+/// Which HTTP versions provider calls use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpVersion {
+    /// HTTP/2 when an `https://` upstream offers it (TLS ALPN), HTTP/1.1 otherwise (and
+    /// always for `http://`).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only: negotiated over TLS, spoken from the start to `http://` upstreams (h2c
+    /// with prior knowledge), which must support it.
+    Http2,
 }
 
 impl Default for ProviderSettings {
@@ -29,6 +49,8 @@ impl Default for ProviderSettings {
             max_retries: 2,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
+            streams_per_connection: 100,
+            http_version: HttpVersion::Auto,
         }
     }
 }

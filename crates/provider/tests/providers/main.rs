@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod factory;
+mod http2;
 mod mock;
 mod openai;
 mod resilience;

@@ -24,6 +24,7 @@ pub fn settings() -> ProviderSettings {
         max_retries: 2,
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(1_500),
+        ..ProviderSettings::default()
     }
 }
 
