@@ -94,30 +94,30 @@ impl ClientFactory {
     fn build(&self, provider: &Provider) -> Result<Arc<dyn LlmClient>, ProviderError> {
         let key = usable_key(provider.api_key.as_ref());
         let settings = self.settings;
-        let make: MakeLane = match provider.kind {
+        let (base, new_lane): (_, fn(_, _, _) -> MakeLane) = match provider.kind {
             ProviderKind::Mock => {
                 let adapter = Arc::new(MockClient::new(self.mock_script.clone()));
                 return Ok(Arc::new(ResilientClient::new(adapter, settings)));
             }
-            ProviderKind::OpenAi => {
-                let base = provider.base_url.as_ref().map(|u| u.as_str());
-                require_key(provider, base, key.as_ref())?;
-                http_lanes(
-                    settings,
-                    base.unwrap_or(DEFAULT_OPENAI_BASE_URL),
-                    key,
-                    OpenAiClient::new,
-                )
-            }
-            ProviderKind::Anthropic => {
-                let base = provider.base_url.as_ref().map(|u| u.as_str());
-                require_key(provider, base, key.as_ref())?;
-                let base = base.unwrap_or(DEFAULT_ANTHROPIC_BASE_URL);
-                http_lanes(settings, base, key, AnthropicClient::new)
-            }
+            ProviderKind::OpenAi => (DEFAULT_OPENAI_BASE_URL, |s, b, k| {
+                http_lanes(s, b, k, OpenAiClient::new)
+            }),
+            ProviderKind::Anthropic => (DEFAULT_ANTHROPIC_BASE_URL, |s, b, k| {
+                http_lanes(s, b, k, AnthropicClient::new)
+            }),
         };
+        let given = provider.base_url.as_ref().map(|u| u.as_str());
+        require_key(provider, given, key.as_ref())?;
+        let base = given.unwrap_or(base);
+        // Only HTTP/2 shares connections; over HTTP/1.1 one lane opens as many as needed.
+        let per_lane = if may_use_http2(settings.http_version, base) {
+            settings.streams_per_connection
+        } else {
+            usize::MAX
+        };
+        let make = new_lane(settings, base, key);
         // The first lane is made now, so a definition that cannot be used fails here.
-        let lanes = Lanes::new(settings.streams_per_connection, make);
+        let lanes = Lanes::new(per_lane, make);
         lanes.open_first()?;
         Ok(Arc::new(ResilientClient::new(Arc::new(lanes), settings)))
     }
@@ -140,6 +140,17 @@ impl LlmClientFactory for ClientFactory {
             },
         );
         Ok(client)
+    }
+}
+
+/// Whether calls to `base` can go over HTTP/2 (and so share connections).
+fn may_use_http2(version: HttpVersion, base: &str) -> bool {
+    match version {
+        HttpVersion::Http1 => false,
+        HttpVersion::Http2 => true,
+        HttpVersion::Auto => base
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://")),
     }
 }
 
@@ -205,4 +216,30 @@ fn http_client(settings: &ProviderSettings) -> reqwest::Client {
         tracing::error!(%error, "the configured HTTP client could not be built; using defaults");
         reqwest::Client::new()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_upstreams_that_can_speak_http2_share_connections() {
+        assert!(may_use_http2(
+            HttpVersion::Auto,
+            "https://api.openai.com/v1"
+        ));
+        assert!(may_use_http2(HttpVersion::Auto, "HTTPS://example.com"));
+        assert!(!may_use_http2(
+            HttpVersion::Auto,
+            "http://localhost:11434/v1"
+        ));
+        assert!(!may_use_http2(
+            HttpVersion::Http1,
+            "https://api.openai.com/v1"
+        ));
+        assert!(may_use_http2(
+            HttpVersion::Http2,
+            "http://127.0.0.1:9100/v1"
+        ));
+    }
 }
