@@ -152,34 +152,25 @@ impl State {
     }
 
     /// Counts a request being handled (until its answer starts) and keeps the peak.
-    pub(crate) fn request(self: &Arc<Self>) -> RequestGuard {
+    pub(crate) fn request(self: &Arc<Self>) -> Counted {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
-        RequestGuard(Arc::clone(self))
+        Counted(Arc::clone(self), |state| &state.in_flight)
     }
 
     /// Counts a connection until the guard is dropped.
-    pub(crate) fn connection(self: &Arc<Self>) -> ConnectionGuard {
+    pub(crate) fn connection(self: &Arc<Self>) -> Counted {
         self.connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(Arc::clone(self))
+        Counted(Arc::clone(self), |state| &state.connections)
     }
 }
 
-/// An open connection, counted while alive.
-pub(crate) struct ConnectionGuard(Arc<State>);
+/// Something counted (an open connection, a request being handled) while the guard lives.
+pub(crate) struct Counted(Arc<State>, fn(&State) -> &AtomicUsize);
 
-impl Drop for ConnectionGuard {
+impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A request being handled, counted while alive.
-pub(crate) struct RequestGuard(Arc<State>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        (self.1)(&self.0).fetch_sub(1, Ordering::Relaxed);
     }
 }
 

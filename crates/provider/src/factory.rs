@@ -109,17 +109,17 @@ impl ClientFactory {
         let given = provider.base_url.as_ref().map(|u| u.as_str());
         require_key(provider, given, key.as_ref())?;
         let base = given.unwrap_or(base);
-        // Only HTTP/2 shares connections; over HTTP/1.1 one lane opens as many as needed.
-        let per_lane = if may_use_http2(settings.http_version, base) {
-            settings.streams_per_connection
-        } else {
-            usize::MAX
-        };
         let make = new_lane(settings, base, key);
-        // The first lane is made now, so a definition that cannot be used fails here.
-        let lanes = Lanes::new(per_lane, make);
-        lanes.open_first()?;
-        Ok(Arc::new(ResilientClient::new(Arc::new(lanes), settings)))
+        // Only HTTP/2 shares connections; over HTTP/1.1 one client opens as many as needed.
+        let adapter: Arc<dyn LlmClient> = if may_use_http2(settings.http_version, base) {
+            // The first lane is made now, so a definition that cannot be used fails here.
+            let lanes = Lanes::new(settings.streams_per_connection, make);
+            lanes.open_first()?;
+            Arc::new(lanes)
+        } else {
+            make()?
+        };
+        Ok(Arc::new(ResilientClient::new(adapter, settings)))
     }
 }
 
@@ -197,7 +197,7 @@ fn require_key(
     Ok(())
 }
 
-/// The HTTP client of one lane: its own connection pool, connect timeout, no overall timeout
+/// A new HTTP client (one per lane): its own connection pool, connect timeout, no overall timeout
 /// (the resilience layer times calls, and streams may last long). HTTP/2 where the upstream
 /// negotiates it (TLS) or is declared to speak it ([`HttpVersion::Http2`]); hyper keeps one
 /// HTTP/2 connection per upstream in a pool and queues calls beyond the upstream's stream

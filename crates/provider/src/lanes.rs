@@ -6,11 +6,10 @@
 //! every call on it; a call beyond the upstream's `SETTINGS_MAX_CONCURRENT_STREAMS` waits in
 //! the client until another call on that connection ends. Each lane is a client of its own
 //! (its own pool, so its own connection): when every lane carries `limit` calls, the next call
-//! opens a new lane instead of waiting. Over HTTP/1.1 a lane opens one connection per
-//! concurrent call, as a single client would, so lanes change nothing there.
+//! opens a new lane instead of waiting.
 //!
-//! Only an upstream that can speak HTTP/2 gets lanes of `streams_per_connection`; an HTTP/1.1
-//! one gets a single lane without a limit. Making a lane builds a reqwest client, which loads
+//! Only an upstream that can speak HTTP/2 gets lanes; an HTTP/1.1 one gets a single client,
+//! without this layer. Making a lane builds a reqwest client, which loads
 //! the system's root certificates: ~4 ms and ~85 KB per lane, once per 100 concurrent calls
 //! by default (a new HTTP/1.1 call over TLS would pay a handshake instead).
 //!

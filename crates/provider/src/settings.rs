@@ -26,8 +26,9 @@ pub struct ProviderSettings {
     pub http_version: HttpVersion,
 }
 
-/// Which HTTP versions provider calls use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which HTTP versions provider calls use (`auto`, `http1`, `http2` in configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HttpVersion {
     /// HTTP/2 when an `https://` upstream offers it (TLS ALPN), HTTP/1.1 otherwise (and
     /// always for `http://`).

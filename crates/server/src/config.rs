@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use agentry_provider::HttpVersion;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
@@ -81,7 +82,7 @@ pub struct Config {
     /// HTTP versions of provider calls (`AGENTRY_PROVIDER_HTTP_VERSION`): `auto` (HTTP/2 when
     /// an `https://` upstream offers it, else HTTP/1.1), `http1`, or `http2` (also spoken from
     /// the start to `http://` upstreams, h2c).
-    pub provider_http_version: ProviderHttpVersion,
+    pub provider_http_version: HttpVersion,
     /// Earlier messages sent upstream with each chat turn, at most (`AGENTRY_HISTORY_MAX_MESSAGES`).
     pub history_max_messages: u32,
     /// Characters of earlier messages sent upstream, at most; the oldest are dropped first
@@ -139,7 +140,7 @@ struct Defaults {
     provider_stream_idle_secs: u64,
     provider_max_retries: u32,
     provider_streams_per_connection: usize,
-    provider_http_version: ProviderHttpVersion,
+    provider_http_version: HttpVersion,
     history_max_messages: u32,
     history_max_chars: usize,
     admin_username: &'static str,
@@ -168,7 +169,7 @@ const DEFAULTS: Defaults = Defaults {
     provider_stream_idle_secs: 60,
     provider_max_retries: 2,
     provider_streams_per_connection: 100,
-    provider_http_version: ProviderHttpVersion::Auto,
+    provider_http_version: HttpVersion::Auto,
     history_max_messages: 50,
     history_max_chars: 32_000,
     admin_username: "admin",
@@ -183,18 +184,6 @@ const DEFAULTS: Defaults = Defaults {
     cache_sync_ms: 250,
     memory_trim_secs: 5,
 };
-
-/// `provider_http_version`: which HTTP versions provider calls use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderHttpVersion {
-    /// HTTP/2 when an `https://` upstream offers it, HTTP/1.1 otherwise.
-    Auto,
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only (h2c with prior knowledge to `http://` upstreams).
-    Http2,
-}
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
 const NOT_CONFIG_KEYS: [&str; 1] = ["config"];
@@ -323,13 +312,13 @@ mod tests {
     fn provider_http_version_is_one_of_three_words() {
         assert_eq!(
             Config::defaults().unwrap().provider_http_version,
-            ProviderHttpVersion::Auto
+            HttpVersion::Auto
         );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("http.toml");
         std::fs::write(&file, "provider_http_version = \"http2\"\n").unwrap();
         let c = Config::load(Some(&file)).unwrap();
-        assert_eq!(c.provider_http_version, ProviderHttpVersion::Http2);
+        assert_eq!(c.provider_http_version, HttpVersion::Http2);
 
         std::fs::write(&file, "provider_http_version = \"h3\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();

@@ -29,11 +29,11 @@ use agentry_domain::services::{
 };
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
 use agentry_http::{AppState, HttpSettings};
-use agentry_provider::{ClientFactory, HttpVersion, MockScript, ProviderSettings};
+use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
 use agentry_storage::{Backend, Database, PoolOptions};
 use secrecy::SecretString;
 
-pub use config::{Config, ProviderHttpVersion};
+pub use config::Config;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -365,11 +365,7 @@ fn provider_settings(config: &Config) -> ProviderSettings {
         stream_idle_timeout: Duration::from_secs(config.provider_stream_idle_secs.max(1)),
         max_retries: config.provider_max_retries,
         streams_per_connection: config.provider_streams_per_connection.max(1),
-        http_version: match config.provider_http_version {
-            ProviderHttpVersion::Auto => HttpVersion::Auto,
-            ProviderHttpVersion::Http1 => HttpVersion::Http1,
-            ProviderHttpVersion::Http2 => HttpVersion::Http2,
-        },
+        http_version: config.provider_http_version,
         ..ProviderSettings::default()
     }
 }

@@ -86,3 +86,24 @@ async fn without_lanes_sized_to_the_upstream_limit_calls_wait_for_a_free_stream(
     // limit): one connection, and the upstream never sees more than its limit at once.
     assert_eq!(concurrent_streams(6, 2, 100).await, (2, 1));
 }
+
+#[tokio::test]
+async fn http2_asked_of_an_http1_only_upstream_is_a_clean_provider_error() {
+    // A server that answers everything in HTTP/1.1, whatever the client sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0_u8; 1024];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let llm = client(ProviderKind::OpenAi, &base, over(HttpVersion::Http2, 100));
+    let error = llm.complete(request("fake-echo", "hi")).await.unwrap_err();
+    crate::support::assert_no_key(&error);
+    assert!(matches!(error, ProviderError::Unavailable(_)), "{error:?}");
+}
