@@ -418,6 +418,9 @@ impl ToolSpec {
                     ));
                 }
             };
+            if map.get("type").and_then(Value::as_str) == Some("http") {
+                crate::tool::parse_http_tool(i, &map)?;
+            }
             if names.contains(&name) {
                 return Err(Invalid::new(
                     format!("tools[{i}].name"),
@@ -433,6 +436,46 @@ impl ToolSpec {
     /// The description as JSON.
     pub fn as_json(&self) -> &serde_json::Map<String, Value> {
         &self.0
+    }
+
+    /// The tool's type (`http`, `mcp`, …).
+    pub fn kind(&self) -> &str {
+        self.0
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The description as a caller may see it: `headers` values of HTTP tools are secrets and
+    /// read as [`crate::tool::SECRET_MASK`].
+    pub fn public_json(&self) -> serde_json::Map<String, Value> {
+        let mut out = self.0.clone();
+        if let Some(Value::Object(h)) = out.get_mut("headers") {
+            for v in h.values_mut() {
+                *v = Value::String(crate::tool::SECRET_MASK.to_owned());
+            }
+        }
+        out
+    }
+
+    /// Keeps the stored value of every header that `self` sends back masked (a client that
+    /// read the agent and writes it back does not erase its secrets).
+    pub fn keep_secrets_from(mut self, old: &[ToolSpec]) -> Self {
+        let name = self.name().to_owned();
+        let Some(prev) = old.iter().find(|t| t.name() == name) else {
+            return self;
+        };
+        let prev_headers = prev.0.get("headers").and_then(Value::as_object).cloned();
+        if let (Some(Value::Object(h)), Some(prev_h)) = (self.0.get_mut("headers"), prev_headers) {
+            for (k, v) in h.iter_mut() {
+                if v.as_str() == Some(crate::tool::SECRET_MASK)
+                    && let Some(old_v) = prev_h.get(k)
+                {
+                    *v = old_v.clone();
+                }
+            }
+        }
+        self
     }
 
     /// The tool's name.

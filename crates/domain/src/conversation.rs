@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::agent::{AgentId, ModelRef};
 use crate::error::Invalid;
-use crate::llm::{Role, TokenUsage};
+use crate::llm::{Role, TokenUsage, ToolCall};
 
 /// Prefix of conversation ids.
 pub const CONVERSATION_ID_PREFIX: &str = "conv";
@@ -95,8 +95,12 @@ pub struct Message {
     pub agent_id: AgentId,
     /// Who said it.
     pub role: Role,
-    /// What was said.
+    /// What was said (a tool message: the tool's output).
     pub content: String,
+    /// The tool calls an assistant message made.
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
     /// Tokens spent producing it (assistant messages).
     pub usage: Option<TokenUsage>,
     /// Time from request to answer, in milliseconds (assistant messages).

@@ -19,8 +19,10 @@ pub mod llm;
 pub mod page;
 pub mod ports;
 pub mod provider;
+pub mod schema;
 pub mod services;
 pub mod text;
+pub mod tool;
 pub mod version;
 
 pub use error::{Error, Invalid, Result};

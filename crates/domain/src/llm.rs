@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_core::Stream;
+use serde_json::{Map, Value};
 
 use crate::provider::Provider;
 
@@ -24,6 +25,8 @@ pub enum Role {
     User,
     /// The model.
     Assistant,
+    /// The result of a tool call, answering an assistant's call by its id.
+    Tool,
 }
 
 impl Role {
@@ -33,6 +36,7 @@ impl Role {
             Self::System => "system",
             Self::User => "user",
             Self::Assistant => "assistant",
+            Self::Tool => "tool",
         }
     }
 
@@ -42,9 +46,22 @@ impl Role {
             "system" | "developer" => Some(Self::System),
             "user" => Some(Self::User),
             "assistant" => Some(Self::Assistant),
+            "tool" => Some(Self::Tool),
             _ => None,
         }
     }
+}
+
+/// A function call the model asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The call's id, chosen by the model's provider (`call_…`, `toolu_…`); a tool result
+    /// answers it by this id.
+    pub id: String,
+    /// The function's name.
+    pub name: String,
+    /// The arguments as the model wrote them: JSON text, not necessarily valid.
+    pub arguments: String,
 }
 
 /// One message of a prompt.
@@ -52,8 +69,12 @@ impl Role {
 pub struct PromptMessage {
     /// Who said it.
     pub role: Role,
-    /// What was said.
+    /// What was said (for a tool message: the tool's output).
     pub content: String,
+    /// The calls an assistant message made (empty otherwise).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
 }
 
 impl PromptMessage {
@@ -62,12 +83,77 @@ impl PromptMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// An assistant message that calls tools (its text may be empty).
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// A tool's result for the call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
         }
     }
 }
 
-/// What to ask a model.
+/// A function the model may call: offered to it with the request.
 #[derive(Debug, Clone, PartialEq)]
+pub struct ToolDefinition {
+    /// The function's name (`^[a-zA-Z0-9_-]{1,64}$`).
+    pub name: String,
+    /// What it does, for the model.
+    pub description: Option<String>,
+    /// Its arguments as a JSON Schema object.
+    pub parameters: Value,
+    /// OpenAI's strict schema adherence, passed through when set.
+    pub strict: Option<bool>,
+}
+
+/// Whether and which tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool.
+    None,
+    /// At least one tool.
+    Required,
+    /// This function.
+    Function(String),
+}
+
+/// The shape of the answer's text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// Free text (the default).
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching a schema.
+    JsonSchema {
+        /// The schema's name.
+        name: String,
+        /// What the schema is for.
+        description: Option<String>,
+        /// The JSON Schema.
+        schema: Value,
+        /// OpenAI's strict adherence, when set.
+        strict: Option<bool>,
+    },
+}
+
+/// What to ask a model. Optional fields left at their default are not sent; an adapter whose
+/// provider has no equivalent of a set field says so in its documentation (docs/providers.md).
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CompletionRequest {
     /// The model's name at the provider (`gpt-4o`), not `provider/model`.
     pub model: String,
@@ -79,6 +165,26 @@ pub struct CompletionRequest {
     pub top_p: Option<f64>,
     /// Answer length limit.
     pub max_tokens: Option<u32>,
+    /// Functions the model may call.
+    pub tools: Vec<ToolDefinition>,
+    /// Whether and which tool the model must call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools in one answer.
+    pub parallel_tool_calls: Option<bool>,
+    /// The shape of the answer.
+    pub response_format: Option<ResponseFormat>,
+    /// Sequences that end the answer (at most 4).
+    pub stop: Vec<String>,
+    /// Best-effort deterministic sampling.
+    pub seed: Option<i64>,
+    /// Presence penalty (-2 to 2).
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty (-2 to 2).
+    pub frequency_penalty: Option<f64>,
+    /// Token id → bias (-100 to 100).
+    pub logit_bias: Option<Map<String, Value>>,
+    /// The end user, for the provider's abuse monitoring.
+    pub user: Option<String>,
 }
 
 /// Tokens spent by one call.
@@ -108,6 +214,8 @@ impl TokenUsage {
 pub struct Completion {
     /// The answer's text.
     pub content: String,
+    /// The tool calls the model made (then `finish_reason` is usually `tool_calls`).
+    pub tool_calls: Vec<ToolCall>,
     /// Tokens spent; `None` when the provider did not say.
     pub usage: Option<TokenUsage>,
     /// Why the answer ended (`stop`, `length`, `content_filter`…), normalised to OpenAI's words.
@@ -116,12 +224,15 @@ pub struct Completion {
     pub model: String,
 }
 
-/// One event of a streamed answer. A well-formed stream is zero or more `Delta`s then one
-/// `Done`; an error ends it early.
+/// One event of a streamed answer. A well-formed stream is zero or more `Delta`s and
+/// `ToolCall`s then one `Done`; an error ends it early.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamEvent {
     /// More text.
     Delta(String),
+    /// A whole tool call: adapters gather a call's streamed fragments and emit it once its
+    /// arguments are complete (at the latest just before `Done`).
+    ToolCall(ToolCall),
     /// The end, with what the provider reported.
     Done {
         /// Tokens spent, when reported.

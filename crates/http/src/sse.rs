@@ -159,6 +159,9 @@ pub async fn pump(
         let sent = match next {
             Next::Gone => return (text, Ending::Gone),
             Next::KeepAlive => tx.send(Bytes::from_static(b": keep-alive\n\n")).await,
+            // Tool calls reach clients through the domain turn (issue 12); this pump only
+            // carries text.
+            Next::Event(Some(Ok(StreamEvent::ToolCall(_)))) => true,
             Next::Event(Some(Ok(StreamEvent::Delta(delta)))) => {
                 text.push_str(&delta);
                 tx.send(on_delta(&delta)).await

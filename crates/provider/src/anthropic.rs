@@ -218,6 +218,7 @@ impl MessagesResponse {
             .map(|u| TokenUsage::new(u.input_tokens.unwrap_or(0), u.output_tokens.unwrap_or(0)));
         Completion {
             content,
+            tool_calls: Vec::new(),
             usage,
             finish_reason: self.stop_reason.as_deref().map(finish_reason),
             model: if self.model.is_empty() {

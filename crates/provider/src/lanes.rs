@@ -168,6 +168,7 @@ mod tests {
             self.served.lock().unwrap().push(self.lane);
             Ok(Completion {
                 content: String::new(),
+                tool_calls: Vec::new(),
                 usage: None,
                 finish_reason: None,
                 model: "m".to_owned(),
@@ -203,6 +204,7 @@ mod tests {
             temperature: None,
             top_p: None,
             max_tokens: None,
+            ..CompletionRequest::default()
         }
     }
 

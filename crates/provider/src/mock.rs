@@ -207,6 +207,7 @@ impl LlmClient for MockClient {
             ));
         }
         Ok(Completion {
+            tool_calls: Vec::new(),
             usage: Some(usage(&request, &text)),
             content: text,
             finish_reason: Some("stop".to_owned()),

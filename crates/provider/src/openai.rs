@@ -324,6 +324,7 @@ impl ChatResponse {
             .next()
             .ok_or_else(|| malformed("no choices"))?;
         Ok(Completion {
+            tool_calls: Vec::new(),
             content: choice.message.content.unwrap_or_default(),
             usage: self.usage.map(TokenUsage::from),
             finish_reason: choice.finish_reason,

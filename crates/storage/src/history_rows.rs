@@ -180,6 +180,9 @@ impl TryFrom<MessageRow> for Message {
             created_at: row.created_at.and_utc(),
             conversation_id: row.conversation_id,
             content: row.content,
+            // Stored by the tool-message migration (not yet: see issue 12's storage step).
+            tool_calls: Vec::new(),
+            tool_call_id: None,
             id: row.id,
         })
     }
@@ -331,6 +334,8 @@ mod tests {
             agent_id: AgentId::generate(),
             role: Role::Assistant,
             content: "hi".into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
             usage: Some(TokenUsage::new(1, 2)),
             latency_ms: Some(5),
             model: None,

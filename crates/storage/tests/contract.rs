@@ -829,6 +829,8 @@ fn msg(conv: &Conversation, id: &str, micros: i64) -> Message {
         agent_id: conv.agent_id.clone(),
         role: Role::User,
         content: format!("content of {id}"),
+        tool_calls: Vec::new(),
+        tool_call_id: None,
         usage: None,
         latency_ms: None,
         model: None,

@@ -523,6 +523,7 @@ impl Runtime {
             temperature: params.temperature,
             top_p: params.top_p,
             max_tokens: params.max_tokens,
+            ..CompletionRequest::default()
         };
         Ok(PreparedCall {
             runtime: self.clone(),
@@ -626,6 +627,7 @@ impl Runtime {
             temperature: params.temperature,
             top_p: params.top_p,
             max_tokens: params.max_tokens,
+            ..CompletionRequest::default()
         };
         Ok(PreparedTurn {
             runtime: self.clone(),
@@ -836,6 +838,8 @@ impl PreparedTurn {
             agent_id: self.agent.id.clone(),
             role,
             content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
             usage: None,
             latency_ms: None,
             model: None,
@@ -991,6 +995,8 @@ mod tests {
             agent_id: AgentId::generate(),
             role: Role::User,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
             usage: None,
             latency_ms: None,
             model: None,

@@ -74,6 +74,7 @@ pub fn request(model: &str, text: &str) -> CompletionRequest {
         temperature: None,
         top_p: None,
         max_tokens: None,
+        ..CompletionRequest::default()
     }
 }
 
