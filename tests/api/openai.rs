@@ -251,8 +251,8 @@ async fn responses_typed_errors() {
     let (code, param, _) = api_error(client.responses().create(pinned).await.unwrap_err());
     assert_eq!(
         (code.as_deref(), param.as_deref()),
-        (Some("unsupported_parameter"), Some("top_logprobs")),
-        "unsupported parameters are refused, not ignored"
+        (Some("unsupported_value"), Some("top_logprobs")),
+        "unsupported values are refused, not ignored (top_logprobs: 0 is accepted)"
     );
 
     let raw = |body: Value| {

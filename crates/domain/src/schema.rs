@@ -218,6 +218,8 @@ fn validate_at(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use serde_json::json;
 

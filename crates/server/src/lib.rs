@@ -24,8 +24,8 @@ use agentry_domain::provider::{
     parse_models,
 };
 use agentry_domain::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimeSettings,
-    VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimePorts,
+    RuntimeSettings, VersionService,
 };
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
 use agentry_http::{AppState, HttpSettings};
@@ -426,20 +426,25 @@ impl Application {
         let runtime_settings = RuntimeSettings {
             history_max_messages: config.history_max_messages,
             history_max_chars: config.history_max_chars,
+            ..RuntimeSettings::default()
         };
-        let runtime = Runtime::new(
-            stores.agents.clone(),
-            providers.clone(),
-            llm,
-            database.conversations(),
-            database.runs(),
-            clock.clone(),
-            runtime_settings,
-        );
         let versions = VersionService::new(
             stores.agents.clone(),
             stores.versions.clone(),
             clock.clone(),
+        );
+        let runtime = Runtime::new(
+            RuntimePorts {
+                agents: stores.agents.clone(),
+                versions: versions.clone(),
+                providers: providers.clone(),
+                llm,
+                conversations: database.conversations(),
+                runs: database.runs(),
+                http_tools: None,
+                clock: clock.clone(),
+            },
+            runtime_settings,
         );
         let auth = auth_service(&config, &database, &stores, clock.clone()).await?;
         bootstrap_admin(&config, &auth).await?;

@@ -185,7 +185,9 @@ impl AgentService {
             a.agent_type = v;
         }
         if let Some(v) = f.tools {
-            a.tools = v;
+            // Header values read back masked keep their stored secret.
+            let old = std::mem::take(&mut a.tools);
+            a.tools = v.into_iter().map(|t| t.keep_secrets_from(&old)).collect();
         }
         if let Some(v) = f.cluster {
             a.cluster = v;

@@ -16,7 +16,8 @@ pub use auth::{
 pub use login_throttle::LoginThrottle;
 pub use providers::ProviderRegistry;
 pub use runtime::{
-    ChatRequest, ChatTurn, GatewayRequest, GatewayTarget, Params, PreparedCall, PreparedTurn,
-    RunRequest, Runtime, RuntimeSettings,
+    CallOptions, ChatTurn, MESSAGE_MAX_CHARS, Memory, Params, RunRequest, Runtime, RuntimePorts,
+    RuntimeSettings, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
+    may_call_models_directly,
 };
 pub use versions::VersionService;

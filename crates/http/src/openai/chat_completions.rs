@@ -3,29 +3,28 @@
 //! request sets them), or `provider/model` for direct gateway access. Stateless, as in
 //! OpenAI's API: the caller sends the whole conversation. Each call is logged as a run.
 
-use actix_web::http::StatusCode;
+use std::collections::VecDeque;
+
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentry_domain::agent::ModelSpec;
-use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
-use agentry_domain::services::{GatewayRequest, GatewayTarget, Params, PreparedCall};
+use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
+use agentry_domain::services::{Memory, Params, TurnEvent, TurnOutcome, TurnRequest, TurnTarget};
 use serde_json::{Map, Value, json};
-use tracing::Instrument;
 
+use super::options::{Dialect, call_options, chat_tool_call};
 use super::{
-    OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, may_call_models_directly, object_body,
-    only_neutral, param, reject_unknown, required_model, served_agent, token_limit, unix,
-    version_param,
+    OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, object_body, only_neutral, param,
+    reject_unknown, required_model, token_limit, turn_error, unix, version_param,
 };
 use crate::AppState;
-use crate::auth::{Principal, principal};
+use crate::auth::principal;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sse::{self, Ending, frame, pump};
+use crate::sse::{self, Encoder, frame};
 
-/// Parameters understood. `user`, `metadata`, `store`, `service_tier`, `parallel_tool_calls`
-/// and `stream_options` are accepted (`user` and `metadata` are logged); the others in the
-/// neutral list only with neutral values.
+/// Parameters understood. `metadata`, `store`, `service_tier` and `stream_options` are
+/// accepted (`user` and `metadata` are logged); the others in the neutral list only with
+/// neutral values.
 const ACCEPTED: &[&str] = &[
     "model",
     "messages",
@@ -44,16 +43,79 @@ const ACCEPTED: &[&str] = &[
     "tools",
     "tool_choice",
     "response_format",
+    "stop",
+    "seed",
+    "logit_bias",
     "logprobs",
+    "top_logprobs",
     "presence_penalty",
     "frequency_penalty",
     "modalities",
+    "reasoning_effort",
     "version",
 ];
 
 /// Routes of this module (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/chat/completions", web::post().to(create_chat_completion));
+}
+
+fn text_content(at: &str, content: Option<&Value>, role: Role) -> OpenAiResult<String> {
+    match content {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => Ok(parts
+            .iter()
+            .map(|p| {
+                match (
+                    p.get("type").and_then(Value::as_str),
+                    p.get("text").and_then(Value::as_str),
+                ) {
+                    (Some("text"), Some(t)) => Ok(t.to_owned()),
+                    _ => Err(OpenAiError::invalid(
+                        &format!("{at}.content"),
+                        "Only text content parts are supported.",
+                        "unsupported_value",
+                    )),
+                }
+            })
+            .collect::<OpenAiResult<Vec<_>>>()?
+            .concat()),
+        Some(Value::Null) | None if role == Role::Assistant => Ok(String::new()),
+        _ => Err(OpenAiError::invalid(
+            &format!("{at}.content"),
+            "Each message needs string content.",
+            "invalid_type",
+        )),
+    }
+}
+
+fn parse_tool_calls(at: &str, value: Option<&Value>) -> OpenAiResult<Vec<ToolCall>> {
+    let Some(Value::Array(calls)) = value else {
+        return Ok(Vec::new());
+    };
+    calls
+        .iter()
+        .enumerate()
+        .map(|(j, c)| {
+            let field = |path: &str| c.pointer(path).and_then(Value::as_str);
+            match (
+                field("/id"),
+                field("/function/name"),
+                field("/function/arguments"),
+            ) {
+                (Some(id), Some(name), args) => Ok(ToolCall {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    arguments: args.unwrap_or("{}").to_owned(),
+                }),
+                _ => Err(OpenAiError::invalid(
+                    &format!("{at}.tool_calls[{j}]"),
+                    "A tool call needs 'id' and 'function' with 'name' and 'arguments'.",
+                    "invalid_value",
+                )),
+            }
+        })
+        .collect()
 }
 
 fn parse_messages(value: Option<&Value>) -> OpenAiResult<Vec<PromptMessage>> {
@@ -78,83 +140,38 @@ fn parse_messages(value: Option<&Value>) -> OpenAiResult<Vec<PromptMessage>> {
             let at = format!("messages[{i}]");
             let role_name = m.get("role").and_then(Value::as_str).unwrap_or("");
             let role = Role::parse(role_name).ok_or_else(|| {
-                OpenAiError::invalid(&format!("{at}.role"), format!("Unsupported role '{role_name}': Agentry accepts system, developer, user and assistant."), "unsupported_value")
+                OpenAiError::invalid(&format!("{at}.role"), format!("Unsupported role '{role_name}': Agentry accepts system, developer, user, assistant and tool."), "unsupported_value")
             })?;
-            let text = match m.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|p| match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                        (Some("text"), Some(t)) => Ok(t.to_owned()),
-                        _ => Err(OpenAiError::invalid(&format!("{at}.content"), "Only text content parts are supported.", "unsupported_value")),
-                    })
-                    .collect::<OpenAiResult<Vec<_>>>()?
-                    .concat(),
-                Some(Value::Null) | None if role == Role::Assistant => String::new(),
-                _ => return Err(OpenAiError::invalid(&format!("{at}.content"), "Each message needs string content.", "invalid_type")),
-            };
-            Ok(PromptMessage::new(role, text))
+            let content = text_content(&at, m.get("content"), role)?;
+            let mut message = PromptMessage::new(role, content);
+            if role == Role::Assistant {
+                message.tool_calls = parse_tool_calls(&at, m.get("tool_calls"))?;
+            }
+            if role == Role::Tool {
+                let id = m.get("tool_call_id").and_then(Value::as_str).ok_or_else(|| {
+                    OpenAiError::invalid(&format!("{at}.tool_call_id"), "A tool message needs 'tool_call_id'.", "missing_required_parameter")
+                })?;
+                message.tool_call_id = Some(id.to_owned());
+            }
+            Ok(message)
         })
         .collect()
 }
 
-/// Resolves `model`: an agent key first, else `provider/model`.
-async fn target(
-    state: &AppState,
-    caller: Option<&Principal>,
-    model: &str,
-    version: Option<u32>,
-) -> OpenAiResult<(GatewayTarget, Option<String>)> {
-    match served_agent(state, caller, model, version).await {
-        Ok((live, served)) => Ok((
-            GatewayTarget::Agent(Box::new(served)),
-            Some(live.key.to_string()),
-        )),
-        Err(e) if e.status().as_u16() == 404 && model.contains('/') && version.is_none() => {
-            if !may_call_models_directly(caller) {
-                return Err(OpenAiError::new(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "Calling '{model}' directly needs an editor or a key with the 'write' scope and no agent allowlist."
-                    ),
-                    Some("model"),
-                    Some("direct_model_access_denied"),
-                ));
-            }
-            let spec = ModelSpec {
-                provider_id: None,
-                model: model.to_owned(),
-                field: "model".to_owned(),
-            };
-            match state.providers.resolve(&spec).await {
-                Ok(m) => Ok((GatewayTarget::Model(m), None)),
-                Err(_) => Err(OpenAiError::model_not_found(model)),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
 struct Ask {
     model: String,
-    stream: bool,
+    version: Option<u32>,
     include_usage: bool,
+    request: TurnRequest,
 }
 
-async fn prepare(
-    state: &AppState,
-    caller: Option<&Principal>,
-    body: &Map<String, Value>,
-) -> OpenAiResult<(Ask, PreparedCall)> {
+fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
     reject_unknown(body, ACCEPTED)?;
     only_neutral(body, "n", &[json!(1)])?;
-    only_neutral(body, "tools", &[json!([])])?;
-    only_neutral(body, "tool_choice", &[json!("none"), json!("auto")])?;
-    only_neutral(body, "response_format", &[json!({"type": "text"})])?;
     only_neutral(body, "logprobs", &[json!(false)])?;
-    only_neutral(body, "presence_penalty", &[json!(0), json!(0.0)])?;
-    only_neutral(body, "frequency_penalty", &[json!(0), json!(0.0)])?;
+    only_neutral(body, "top_logprobs", &[json!(0)])?;
     only_neutral(body, "modalities", &[json!(["text"])])?;
+    only_neutral(body, "reasoning_effort", &[])?;
     let model = required_model(body)?;
     let messages = parse_messages(body.get("messages"))?;
     let version = version_param(body)?;
@@ -167,15 +184,12 @@ async fn prepare(
         top_p: bounded(body, "top_p", 0.0, 1.0)?,
         max_tokens,
     };
-    let (target, agent_key) = target(state, caller, &model, version).await?;
+    let options = call_options(body, Dialect::ChatCompletions)?;
     let mut log_meta = Map::new();
     log_meta.insert("endpoint".to_owned(), "chat.completions".into());
     log_meta.insert("model".to_owned(), model.clone().into());
-    if let Some(k) = agent_key {
-        log_meta.insert("agent".to_owned(), k.into());
-    }
-    if let Some(user) = param::<String>(body, "user")? {
-        log_meta.insert("user_id".to_owned(), user.into());
+    if let Some(user) = &options.user {
+        log_meta.insert("user_id".to_owned(), user.clone().into());
     }
     if let Some(meta) = param::<Map<String, Value>>(body, "metadata")? {
         log_meta.insert("metadata".to_owned(), Value::Object(meta));
@@ -185,30 +199,26 @@ async fn prepare(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let call = state
-        .runtime
-        .prepare_call(GatewayRequest {
-            target,
+    let request = TurnRequest {
+        input_field: "messages",
+        params,
+        options,
+        stream: param(body, "stream")?.unwrap_or(false),
+        ..TurnRequest::new(
             messages,
-            params,
-            log_meta,
-            run_id: None,
-        })
-        .await
-        .map_err(|e| match e {
-            agentry_domain::Error::Invalid(inv) => {
-                OpenAiError::invalid("messages", inv.reason, "invalid_value")
-            }
-            other => other.into(),
-        })?;
-    Ok((
-        Ask {
-            model,
-            stream: param(body, "stream")?.unwrap_or(false),
-            include_usage,
-        },
-        call,
-    ))
+            Memory::Run {
+                run_id: None,
+                log_meta,
+                log_now: false,
+            },
+        )
+    };
+    Ok(Ask {
+        model,
+        version,
+        include_usage,
+        request,
+    })
 }
 
 fn usage_json(u: Option<TokenUsage>) -> Value {
@@ -238,17 +248,48 @@ pub async fn create_chat_completion(
 ) -> OpenAiResult<HttpResponse> {
     let caller = principal(&req);
     let body = object_body(body)?;
-    // Boxed: see `sse::chat_stream`.
-    let (ask, mut call) = Box::pin(prepare(&state, caller.as_ref(), &body)).await?;
-    let id = completion_id(&call.run_id);
-    let created = unix(chrono::Utc::now());
-    if ask.stream {
-        let upstream = call.stream().await?;
-        let (tx, rx) = sse::channel();
-        tokio::spawn(drive(ask, call, upstream, tx, id, created).in_current_span());
-        return Ok(sse::sse_response(rx));
+    let ask = parse(&body)?;
+    let target = TurnTarget::AgentOrModel {
+        name: ask.model.clone(),
+        version: ask.version,
+    };
+    let stream = ask.request.stream;
+    // Boxed: its future is large and done with before the answer is awaited.
+    let turn = Box::pin(
+        state
+            .runtime
+            .start_turn(caller.as_ref(), target, ask.request),
+    )
+    .await
+    .map_err(|e| turn_error(e, &ask.model))?;
+    let id = completion_id(turn.start().run_id.as_deref().unwrap_or_default());
+    let created = unix(turn.start().created_at);
+    if stream {
+        let encoder = ChunkEncoder {
+            id,
+            created,
+            model: ask.model,
+            include_usage: ask.include_usage,
+            tool_index: 0,
+        };
+        return Ok(sse::sse_response(turn, encoder));
     }
-    let (completion, _) = call.complete().await?;
+    let outcome = turn.finish().await.map_err(OpenAiError::from)?;
+    let content = if outcome.text.is_empty() && !outcome.tool_calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(outcome.text.clone())
+    };
+    let mut message =
+        json!({"role": "assistant", "content": content, "refusal": null, "annotations": []});
+    if !outcome.tool_calls.is_empty()
+        && let Value::Object(m) = &mut message
+    {
+        m.insert(
+            "tool_calls".to_owned(),
+            outcome.tool_calls.iter().map(chat_tool_call).collect(),
+        );
+    }
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "object": "chat.completion",
@@ -256,82 +297,89 @@ pub async fn create_chat_completion(
         "model": ask.model,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": completion.content, "refusal": null, "annotations": []},
+            "message": message,
             "logprobs": null,
-            "finish_reason": completion.finish_reason.unwrap_or_else(|| "stop".to_owned()),
+            "finish_reason": finish_reason(&outcome),
         }],
-        "usage": usage_json(completion.usage),
+        "usage": usage_json(outcome.usage),
         "service_tier": "default",
         "system_fingerprint": null,
     })))
 }
 
-fn chunk(id: &str, created: i64, model: &str, delta: Value, finish_reason: Option<&str>) -> Bytes {
-    frame(&json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
-        "service_tier": "default",
-        "system_fingerprint": null,
-    }))
+/// OpenAI's finish reasons; a turn stopped by its tool-step limit reads as `length`.
+fn finish_reason(outcome: &TurnOutcome) -> &str {
+    match outcome.finish_reason.as_deref() {
+        _ if !outcome.tool_calls.is_empty() => "tool_calls",
+        Some(r @ ("stop" | "length" | "content_filter" | "tool_calls")) => r,
+        Some("max_tool_steps") => "length",
+        _ => "stop",
+    }
 }
 
-async fn drive(
-    ask: Ask,
-    call: PreparedCall,
-    upstream: agentry_domain::llm::CompletionStream,
-    mut tx: sse::SseSender,
+/// Chat Completions chunks of a turn.
+struct ChunkEncoder {
     id: String,
     created: i64,
-) {
-    if !tx
-        .send(chunk(
-            &id,
-            created,
-            &ask.model,
-            json!({"role": "assistant", "content": ""}),
-            None,
-        ))
-        .await
-    {
-        return;
+    model: String,
+    include_usage: bool,
+    tool_index: usize,
+}
+
+impl ChunkEncoder {
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+            "service_tier": "default",
+            "system_fingerprint": null,
+        });
+        if self.include_usage
+            && let Value::Object(m) = &mut c
+        {
+            m.insert("usage".to_owned(), Value::Null);
+        }
+        frame(&c)
     }
-    let (text, ending) = pump(upstream, &mut tx, |delta| {
-        chunk(&id, created, &ask.model, json!({"content": delta}), None)
-    })
-    .await;
-    let (usage, error) = match ending {
-        Ending::Done {
-            usage,
-            finish_reason,
-        } => {
-            let _ = tx
-                .send(chunk(
-                    &id,
-                    created,
-                    &ask.model,
-                    json!({}),
-                    Some(finish_reason.as_deref().unwrap_or("stop")),
-                ))
-                .await;
-            if ask.include_usage {
-                let last = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": ask.model, "choices": [], "usage": usage_json(usage)});
-                let _ = tx.send(frame(&last)).await;
+}
+
+impl Encoder for ChunkEncoder {
+    fn encode(&mut self, event: TurnEvent, out: &mut VecDeque<Bytes>) {
+        match event {
+            TurnEvent::Started => {
+                out.push_back(self.chunk(json!({"role": "assistant", "content": ""}), None));
             }
-            let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-            (usage, None)
+            TurnEvent::TextDelta(delta) => {
+                out.push_back(self.chunk(json!({"content": delta}), None));
+            }
+            // The agent's own tool calls happen inside the turn; only the caller's reach it.
+            TurnEvent::ToolCall {
+                call,
+                server: false,
+            } => {
+                let mut c = chat_tool_call(&call);
+                if let Value::Object(m) = &mut c {
+                    m.insert("index".to_owned(), self.tool_index.into());
+                }
+                self.tool_index += 1;
+                out.push_back(self.chunk(json!({"tool_calls": [c]}), None));
+            }
+            TurnEvent::ToolCall { .. } | TurnEvent::ToolResult { .. } => {}
+            TurnEvent::Finished(outcome) => {
+                out.push_back(self.chunk(json!({}), Some(finish_reason(&outcome))));
+                if self.include_usage {
+                    let last = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(outcome.usage)});
+                    out.push_back(frame(&last));
+                }
+                out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+            }
+            TurnEvent::Failed(e) => {
+                let err = OpenAiError::from(e);
+                out.push_back(frame(&json!({"error": {"message": err.to_string(), "type": "api_error", "param": null, "code": "provider_error"}})));
+            }
         }
-        Ending::Gone => (None, Some("client disconnected".to_owned())),
-        Ending::Failed(e) => {
-            let err = OpenAiError::from(call.stream_error(e.clone()));
-            let _ = tx.send(frame(&json!({"error": {"message": err.to_string(), "type": "api_error", "param": null, "code": "provider_error"}}))).await;
-            (None, Some(e.to_string()))
-        }
-    };
-    // Boxed: see `sse::record_cut`.
-    if let Err(e) = Box::pin(call.finish(text, usage, error)).await {
-        tracing::error!(error = %e, "could not log a streamed chat completion");
     }
 }

@@ -6,19 +6,15 @@
 pub mod agents;
 pub mod chat_completions;
 pub mod models;
+pub mod options;
 pub mod responses;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError, web};
-use agentry_domain::agent::{Agent, AgentKey, AgentRef, AgentStatus};
-use agentry_domain::version::ServedAgent;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
-
-use crate::AppState;
-use agentry_domain::auth::{Principal, Requirement};
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -110,6 +106,49 @@ impl OpenAiError {
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The parameter it names.
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+}
+
+/// A turn's refusal in OpenAI's terms: `model` is what the caller asked for.
+pub fn turn_error(e: agentry_domain::Error, model: &str) -> OpenAiError {
+    use agentry_domain::Error;
+    match e {
+        Error::NotFound {
+            entity: "agent", ..
+        }
+        | Error::ModelNotFound { .. } => OpenAiError::model_not_found(model),
+        Error::NotFound {
+            entity: "version",
+            id,
+        } => OpenAiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Version {id} of agent '{model}' does not exist."),
+            Some("version"),
+            Some("version_not_found"),
+        ),
+        Error::Forbidden(message) => {
+            let code = if message.starts_with("Calling") {
+                "direct_model_access_denied"
+            } else {
+                "agent_not_allowed"
+            };
+            OpenAiError::new(StatusCode::FORBIDDEN, message, Some("model"), Some(code))
+        }
+        Error::Invalid(inv) => {
+            let code = inv
+                .extra
+                .get("code")
+                .and_then(Value::as_str)
+                .unwrap_or("invalid_value")
+                .to_owned();
+            OpenAiError::invalid(&inv.field, inv.reason, &code)
+        }
+        other => other.into(),
     }
 }
 
@@ -343,63 +382,7 @@ pub fn required_model(body: &Map<String, Value>) -> OpenAiResult<String> {
     }
 }
 
-/// The agent named by `model`, and the definition that serves it (the pinned version, else the
-/// latest published, else the live definition). The agent must be active.
-///
-/// # Errors
-/// 404 `model_not_found` (no such agent, or the pinned version does not exist), 400
-/// `agent_not_active`.
-pub async fn served_agent(
-    state: &AppState,
-    caller: Option<&Principal>,
-    model: &str,
-    version: Option<u32>,
-) -> OpenAiResult<(Agent, ServedAgent)> {
-    let key = AgentKey::parse(model).map_err(|_| OpenAiError::model_not_found(model))?;
-    if caller.is_some_and(|p| !p.may_invoke_agent(model)) {
-        return Err(OpenAiError::new(
-            StatusCode::FORBIDDEN,
-            format!("This API key may not call agent '{model}'."),
-            Some("model"),
-            Some("agent_not_allowed"),
-        ));
-    }
-    let (live, served) = match state.versions.serving(&AgentRef::Key(key), version).await {
-        Ok(found) => found,
-        Err(agentry_domain::Error::NotFound {
-            entity: "agent", ..
-        }) => return Err(OpenAiError::model_not_found(model)),
-        Err(agentry_domain::Error::NotFound { .. }) => {
-            return Err(OpenAiError::new(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "Version {} of agent '{model}' does not exist.",
-                    version.unwrap_or_default()
-                ),
-                Some("version"),
-                Some("version_not_found"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if live.status != AgentStatus::Active {
-        return Err(OpenAiError::invalid(
-            "model",
-            format!(
-                "Agent '{model}' is not active (status: {}).",
-                live.status.as_str()
-            ),
-            "agent_not_active",
-        ));
-    }
-    Ok((live, served))
-}
-
-/// Whether `caller` may call models directly as `provider/model` (bypassing agents): editors
-/// and admins, and keys with `write` or `admin` scope and no agent allowlist.
-pub fn may_call_models_directly(caller: Option<&Principal>) -> bool {
-    caller.is_none_or(|p| p.agents.is_none() && p.satisfies(Requirement::Write))
-}
+pub use agentry_domain::services::may_call_models_directly;
 
 /// Unix seconds.
 pub fn unix(t: chrono::DateTime<chrono::Utc>) -> i64 {

@@ -3,31 +3,33 @@
 //! `resp_{conversation}`: the id of a turn names its conversation, so `previous_response_id`
 //! continues it (seed 003), after a restart and on any replica, since it lives in the database.
 
+use std::collections::VecDeque;
+
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::{Message, MessageStatus};
-use agentry_domain::llm::{PromptMessage, Role, TokenUsage};
-use agentry_domain::services::{ChatRequest, ChatTurn, Params, PreparedTurn};
-use futures_util::future::BoxFuture;
+use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
+use agentry_domain::services::{
+    CallOptions, Memory, Params, TurnEvent, TurnOutcome, TurnRequest, TurnTarget,
+};
 use serde_json::{Map, Value, json};
-use tracing::Instrument;
 
+use super::options::{Dialect, call_options, format_json, tool_choice_json, tools_json};
 use super::{
     OpenAiError, OpenAiErrorEnvelope, OpenAiResult, bounded, object_body, param, reject_unknown,
-    required_model, served_agent, token_limit, unix, version_param,
+    required_model, token_limit, turn_error, unix, version_param,
 };
 use crate::AppState;
-use crate::auth::{Principal, principal};
+use crate::auth::principal;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sse::{self, Ending, SseSender, named_frame, pump};
+use crate::sse::{self, Encoder, named_frame};
 
-/// Parameters this endpoint understands. `user`, `safety_identifier`, `prompt_cache_key`,
-/// `service_tier`, `parallel_tool_calls` and `truncation` are accepted and have no effect
-/// (documented); `tools`, `tool_choice`, `include`, `text`, `reasoning` only with neutral
-/// values.
+/// Parameters this endpoint understands. `safety_identifier`, `prompt_cache_key`,
+/// `service_tier` and `truncation` are accepted and have no effect (documented); `include`,
+/// `reasoning`, `background`, `top_logprobs`, `max_tool_calls` only with neutral values.
 const ACCEPTED: &[&str] = &[
     "model",
     "input",
@@ -53,6 +55,11 @@ const ACCEPTED: &[&str] = &[
     "text",
     "reasoning",
     "stream_options",
+    "background",
+    "top_logprobs",
+    "max_tool_calls",
+    "stop",
+    "seed",
 ];
 
 /// Routes of this module (mounted under `/v1` and `/api/client/v1`).
@@ -73,10 +80,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 struct Ask {
     model: String,
     version: Option<u32>,
-    request: ChatRequest,
+    request: TurnRequest,
     previous_response_id: Option<String>,
     metadata: Map<String, Value>,
-    stream: bool,
+    store: bool,
 }
 
 fn conv_of_response(id: &str) -> Option<String> {
@@ -126,7 +133,8 @@ fn text_of(content: &Value, at: &str) -> OpenAiResult<String> {
     }
 }
 
-/// `input` as a string, a message array, or messages with structured content.
+/// `input` as a string, a message array, messages with structured content, and the
+/// caller's function calls and their outputs (`function_call`, `function_call_output`).
 fn parse_input(input: Option<&Value>) -> OpenAiResult<Vec<PromptMessage>> {
     let missing = || {
         OpenAiError::invalid(
@@ -135,28 +143,90 @@ fn parse_input(input: Option<&Value>) -> OpenAiResult<Vec<PromptMessage>> {
             "missing_required_parameter",
         )
     };
-    match input {
-        None | Some(Value::Null) => Err(missing()),
-        Some(Value::String(s)) if s.trim().is_empty() => Err(missing()),
-        Some(Value::String(s)) => Ok(vec![PromptMessage::new(Role::User, s.clone())]),
-        Some(Value::Array(items)) if items.is_empty() => Err(missing()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let at = format!("input[{i}]");
-                if let Some(kind) = item.get("type").and_then(Value::as_str).filter(|k| *k != "message") {
-                    return Err(OpenAiError::invalid(&at, format!("Unsupported input item type '{kind}': Agentry accepts messages."), "unsupported_value"));
-                }
-                let role = item.get("role").and_then(Value::as_str).and_then(Role::parse).ok_or_else(|| {
+    let items = match input {
+        None | Some(Value::Null) => return Err(missing()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Err(missing()),
+        Some(Value::String(s)) => return Ok(vec![PromptMessage::new(Role::User, s.clone())]),
+        Some(Value::Array(items)) if items.is_empty() => return Err(missing()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "input",
+                "'input' must be a string or an array of input items.",
+                "invalid_type",
+            ));
+        }
+    };
+    let mut out: Vec<PromptMessage> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("input[{i}]");
+        let text_field = |name: &str| -> OpenAiResult<String> {
+            match item.get(name) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                _ => Err(OpenAiError::invalid(
+                    &format!("{at}.{name}"),
+                    format!(
+                        "A {} item needs a string '{name}'.",
+                        item.get("type").and_then(Value::as_str).unwrap_or("")
+                    ),
+                    "missing_required_parameter",
+                )),
+            }
+        };
+        match item.get("type").and_then(Value::as_str) {
+            None | Some("message") => {
+                let role = item.get("role").and_then(Value::as_str).and_then(Role::parse).filter(|r| *r != Role::Tool).ok_or_else(|| {
                     OpenAiError::invalid(&format!("{at}.role"), "Each input message needs a role: user, assistant, system or developer.", "invalid_value")
                 })?;
-                let content = item.get("content").ok_or_else(|| OpenAiError::invalid(&format!("{at}.content"), "Each input message needs content.", "missing_required_parameter"))?;
-                Ok(PromptMessage::new(role, text_of(content, &at)?))
-            })
-            .collect(),
-        Some(_) => Err(OpenAiError::invalid("input", "'input' must be a string or an array of input items.", "invalid_type")),
+                let content = item.get("content").ok_or_else(|| {
+                    OpenAiError::invalid(
+                        &format!("{at}.content"),
+                        "Each input message needs content.",
+                        "missing_required_parameter",
+                    )
+                })?;
+                out.push(PromptMessage::new(role, text_of(content, &at)?));
+            }
+            Some("function_call") => {
+                let call = ToolCall {
+                    id: text_field("call_id")?,
+                    name: text_field("name")?,
+                    arguments: text_field("arguments")?,
+                };
+                // Consecutive calls are one assistant message, as the model made them.
+                match out.last_mut() {
+                    Some(last) if last.role == Role::Assistant && !last.tool_calls.is_empty() => {
+                        last.tool_calls.push(call);
+                    }
+                    _ => out.push(PromptMessage::assistant_calls("", vec![call])),
+                }
+            }
+            Some("function_call_output") => {
+                let output = match item.get("output") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(_)) => text_of(&item["output"], &at)?,
+                    _ => {
+                        return Err(OpenAiError::invalid(
+                            &format!("{at}.output"),
+                            "A function_call_output item needs 'output'.",
+                            "missing_required_parameter",
+                        ));
+                    }
+                };
+                out.push(PromptMessage::tool_result(text_field("call_id")?, output));
+            }
+            Some(kind) => {
+                return Err(OpenAiError::invalid(
+                    &at,
+                    format!(
+                        "Unsupported input item type '{kind}': Agentry accepts message, function_call and function_call_output."
+                    ),
+                    "unsupported_value",
+                ));
+            }
+        }
     }
+    Ok(out)
 }
 
 fn parse_conversation(body: &Map<String, Value>) -> OpenAiResult<Option<String>> {
@@ -181,15 +251,31 @@ fn parse_conversation(body: &Map<String, Value>) -> OpenAiResult<Option<String>>
 
 fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
     reject_unknown(body, ACCEPTED)?;
-    super::only_neutral(body, "tools", &[json!([])])?;
-    super::only_neutral(body, "tool_choice", &[json!("auto"), json!("none")])?;
     super::only_neutral(body, "include", &[json!([])])?;
-    super::only_neutral(
-        body,
-        "text",
-        &[json!({"format": {"type": "text"}}), json!({})],
-    )?;
-    super::only_neutral(body, "reasoning", &[json!({})])?;
+    if let Some(Value::Object(text)) = body.get("text") {
+        reject_unknown(text, &["format", "verbosity"]).map_err(|_| {
+            OpenAiError::invalid(
+                "text",
+                "'text' accepts 'format' and 'verbosity'.",
+                "unsupported_parameter",
+            )
+        })?;
+        super::only_neutral(text, "verbosity", &[json!("medium")])?;
+    }
+    if let Some(Value::Object(reasoning)) = body.get("reasoning") {
+        for (k, v) in reasoning {
+            if !v.is_null() {
+                return Err(OpenAiError::invalid(
+                    &format!("reasoning.{k}"),
+                    "Agentry's agents take no reasoning options; send null or leave it out.",
+                    "unsupported_value",
+                ));
+            }
+        }
+    }
+    super::only_neutral(body, "background", &[json!(false)])?;
+    super::only_neutral(body, "top_logprobs", &[json!(0)])?;
+    super::only_neutral(body, "max_tool_calls", &[])?;
     super::only_neutral(body, "truncation", &[json!("disabled"), json!("auto")])?;
     let model = required_model(body)?;
     let input = parse_input(body.get("input"))?;
@@ -216,19 +302,25 @@ fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
             "invalid_value",
         ));
     }
-    let request = ChatRequest {
-        input,
-        input_field: "input",
-        session_key: None,
-        conversation_id,
-        context: metadata.clone(),
+    let store = param(body, "store")?.unwrap_or(true);
+    let request = TurnRequest {
         instructions: param(body, "instructions")?,
         params: Params {
             temperature: bounded(body, "temperature", 0.0, 2.0)?,
             top_p: bounded(body, "top_p", 0.0, 1.0)?,
             max_tokens: token_limit(body, "max_output_tokens")?,
         },
-        store: param(body, "store")?.unwrap_or(true),
+        options: call_options(body, Dialect::Responses)?,
+        stream: param(body, "stream")?.unwrap_or(false),
+        ..TurnRequest::new(
+            input,
+            Memory::Conversation {
+                session_key: None,
+                conversation_id,
+                context: metadata.clone(),
+                store,
+            },
+        )
     };
     Ok(Ask {
         model,
@@ -236,7 +328,7 @@ fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
         request,
         previous_response_id,
         metadata,
-        stream: param(body, "stream")?.unwrap_or(false),
+        store,
     })
 }
 
@@ -255,12 +347,12 @@ struct Shape<'a> {
     model: &'a str,
     created_at: i64,
     status: &'a str,
-    answer_id: &'a str,
-    text: Option<&'a str>,
+    output: Vec<Value>,
     usage: Option<TokenUsage>,
     previous_response_id: Option<&'a str>,
     instructions: Option<&'a str>,
     params: Params,
+    options: Option<&'a CallOptions>,
     metadata: &'a Map<String, Value>,
     store: bool,
     error: Option<Value>,
@@ -275,6 +367,58 @@ fn message_item(id: &str, status: &str, text: Option<&str>) -> Value {
     json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
 }
 
+/// A call the caller runs (its own function tool).
+fn function_call_item(call: &ToolCall, status: &str) -> Value {
+    json!({"id": format!("fc_{}", call.id), "type": "function_call", "status": status, "call_id": call.id, "name": call.name, "arguments": call.arguments})
+}
+
+/// A call Agentry ran (the agent's own tool), reported as OpenAI reports tools run on the
+/// server side (`mcp_call` items), so SDKs do not try to run it themselves.
+fn server_call_item(call: &ToolCall, output: Option<&str>, is_error: bool, status: &str) -> Value {
+    let (output, error) = if is_error {
+        (None, output)
+    } else {
+        (output, None)
+    };
+    json!({"id": format!("mcp_{}", call.id), "type": "mcp_call", "status": status, "server_label": "agentry", "name": call.name, "arguments": call.arguments, "output": output, "error": error})
+}
+
+fn is_error_output(output: &str) -> bool {
+    serde_json::from_str::<Value>(output).ok().is_some_and(|v| {
+        v.as_object()
+            .is_some_and(|o| o.len() == 1 && o.contains_key("error"))
+    })
+}
+
+/// The output items of a turn: the agent's tool calls with their results, the answer's text,
+/// the caller's calls.
+fn output_items(
+    answer_id: &str,
+    status: &str,
+    steps: &[PromptMessage],
+    text: &str,
+    calls: &[ToolCall],
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for call in steps.iter().flat_map(|m| m.tool_calls.iter()) {
+        let result = steps
+            .iter()
+            .find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&call.id))
+            .map(|m| m.content.as_str());
+        out.push(server_call_item(
+            call,
+            result,
+            result.is_some_and(is_error_output),
+            "completed",
+        ));
+    }
+    if !text.is_empty() || calls.is_empty() {
+        out.push(message_item(answer_id, status, Some(text)));
+    }
+    out.extend(calls.iter().map(|c| function_call_item(c, "completed")));
+    out
+}
+
 fn usage_json(u: Option<TokenUsage>) -> Value {
     let u = u.unwrap_or_default();
     json!({
@@ -287,19 +431,11 @@ fn usage_json(u: Option<TokenUsage>) -> Value {
 }
 
 fn response_object(s: &Shape<'_>) -> Value {
-    let output = match s.text {
-        Some(t) => vec![message_item(
-            s.answer_id,
-            if s.status == "completed" {
-                "completed"
-            } else {
-                "incomplete"
-            },
-            Some(t),
-        )],
-        None => Vec::new(),
+    let incomplete = match s.status {
+        "incomplete" => Some(json!({"reason": "interrupted"})),
+        _ => None,
     };
-    let incomplete = (s.status == "incomplete").then(|| json!({"reason": "interrupted"}));
+    let d = Dialect::Responses;
     json!({
         "id": s.id,
         "object": "response",
@@ -312,78 +448,89 @@ fn response_object(s: &Shape<'_>) -> Value {
         "max_output_tokens": s.params.max_tokens,
         "max_tool_calls": null,
         "model": s.model,
-        "output": output,
-        "parallel_tool_calls": true,
+        "output": s.output,
+        "parallel_tool_calls": s.options.and_then(|o| o.parallel_tool_calls).unwrap_or(true),
         "previous_response_id": s.previous_response_id,
         "reasoning": {"effort": null, "summary": null},
         "service_tier": "default",
         "store": s.store,
         "temperature": s.params.temperature.unwrap_or(1.0),
-        "text": {"format": {"type": "text"}, "verbosity": "medium"},
-        "tool_choice": "auto",
-        "tools": [],
+        "text": {"format": format_json(d, s.options.and_then(|o| o.response_format.as_ref())), "verbosity": "medium"},
+        "tool_choice": tool_choice_json(d, s.options.and_then(|o| o.tool_choice.as_ref())),
+        "tools": tools_json(d, s.options.map_or(&[][..], |o| &o.client_tools)),
         "top_logprobs": 0,
         "top_p": s.params.top_p.unwrap_or(1.0),
         "truncation": "disabled",
-        "usage": if s.text.is_some() { usage_json(s.usage) } else { Value::Null },
-        "user": null,
+        "usage": if s.status == "in_progress" { Value::Null } else { usage_json(s.usage) },
+        "user": s.options.and_then(|o| o.user.clone()),
         "metadata": s.metadata,
     })
 }
 
-fn shape_of_turn<'a>(ask: &'a Ask, turn: &'a ChatTurn, created_at: i64) -> Shape<'a> {
-    Shape {
-        id: response_id(&turn.conversation.id),
-        model: &ask.model,
-        created_at,
-        status: if turn.answer.status == MessageStatus::Complete {
-            "completed"
-        } else {
-            "incomplete"
-        },
-        answer_id: &turn.answer.id,
-        text: Some(&turn.answer.content),
-        usage: turn.answer.usage,
-        previous_response_id: ask.previous_response_id.as_deref(),
-        instructions: ask.request.instructions.as_deref(),
-        params: ask.request.params,
-        metadata: &ask.metadata,
-        store: ask.request.store,
-        error: None,
+/// What a response reports from its request.
+struct Reported {
+    model: String,
+    previous_response_id: Option<String>,
+    instructions: Option<String>,
+    options: CallOptions,
+    metadata: Map<String, Value>,
+    store: bool,
+    params: Params,
+    created_at: i64,
+    id: String,
+    answer_id: String,
+}
+
+impl Reported {
+    fn shape(
+        &self,
+        status: &'static str,
+        output: Vec<Value>,
+        usage: Option<TokenUsage>,
+    ) -> Shape<'_> {
+        Shape {
+            id: self.id.clone(),
+            model: &self.model,
+            created_at: self.created_at,
+            status,
+            output,
+            usage,
+            previous_response_id: self.previous_response_id.as_deref(),
+            instructions: self.instructions.as_deref(),
+            params: self.params,
+            options: Some(&self.options),
+            metadata: &self.metadata,
+            store: self.store,
+            error: None,
+        }
+    }
+
+    fn finished(&self, o: &TurnOutcome) -> Value {
+        let status = match o.chat.as_ref().map(|c| c.answer.status) {
+            Some(MessageStatus::Incomplete) => "incomplete",
+            _ if o.finish_reason.as_deref() == Some("max_tool_steps") => "incomplete",
+            _ => "completed",
+        };
+        let output = output_items(
+            &self.answer_id,
+            "completed",
+            &o.steps,
+            &o.text,
+            &o.tool_calls,
+        );
+        let mut v = response_object(&self.shape(status, output, o.usage));
+        if o.finish_reason.as_deref() == Some("max_tool_steps") {
+            v["incomplete_details"] = json!({"reason": "max_tool_calls"});
+        }
+        v
     }
 }
 
-async fn prepare(
-    state: &AppState,
-    caller: Option<&Principal>,
-    ask: &Ask,
-) -> OpenAiResult<PreparedTurn> {
-    let (_, served) = served_agent(state, caller, &ask.model, ask.version).await?;
-    match state
-        .runtime
-        .prepare_served(served, ask.request.clone())
-        .await
-    {
-        Ok(turn) => Ok(turn),
-        Err(agentry_domain::Error::NotFound {
-            entity: "conversation",
-            ..
-        }) => Err(match &ask.previous_response_id {
-            Some(p) => previous_not_found(p),
-            None => OpenAiError::new(
-                StatusCode::NOT_FOUND,
-                "Conversation not found.",
-                Some("conversation"),
-                Some("conversation_not_found"),
-            ),
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Create a response: `model` is an agent key; `input` a string, message array, or messages
-/// with structured content; `previous_response_id` or `conversation` continue a conversation;
-/// `version` pins a published version; `stream: true` answers with Responses streaming events.
+/// Create a response: `model` is an agent key; `input` a string, message array, messages
+/// with structured content, or the caller's function calls and outputs;
+/// `previous_response_id` or `conversation` continue a conversation; `version` pins a
+/// published version; `tools` are the caller's function tools; `stream: true` answers with
+/// Responses streaming events.
 #[utoipa::path(post, path = "/v1/responses", tag = "openai", request_body(content = Object, description = "OpenAI Responses request; `model` is an agent key"),
     responses((status = 200, description = "A response object, or an event stream when `stream` is true"), (status = 400, body = OpenAiErrorEnvelope), (status = 404, body = OpenAiErrorEnvelope), (status = 502, body = OpenAiErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
@@ -395,125 +542,214 @@ pub async fn create_response(
     let caller = principal(&req);
     let body = object_body(body)?;
     let ask = parse(&body)?;
-    // Boxed: see `sse::chat_stream`.
-    let mut turn = Box::pin(prepare(&state, caller.as_ref(), &ask)).await?;
-    let created_at = unix(chrono::Utc::now());
-    if ask.stream {
-        let upstream = turn.stream().await?;
-        let (tx, rx) = sse::channel();
-        tokio::spawn(drive(ask, turn, upstream, tx, created_at).in_current_span());
-        return Ok(sse::sse_response(rx));
-    }
-    let completion = turn.complete().await?;
-    let done = turn
-        .record(
-            completion.content,
-            completion.usage,
-            completion.finish_reason,
-            MessageStatus::Complete,
-        )
-        .await?;
-    Ok(HttpResponse::Ok().json(response_object(&shape_of_turn(&ask, &done, created_at))))
-}
-
-/// Numbers the events of one stream.
-struct Events {
-    tx: SseSender,
-    seq: u64,
-}
-
-/// One Responses event frame: `type` and `sequence_number` added to `body`.
-fn numbered(seq: &mut u64, kind: &str, mut body: Value) -> Bytes {
-    if let Value::Object(o) = &mut body {
-        o.insert("type".to_owned(), kind.into());
-        o.insert("sequence_number".to_owned(), (*seq).into());
-    }
-    *seq += 1;
-    named_frame(kind, &body)
-}
-
-impl Events {
-    async fn send(&mut self, kind: &str, body: Value) -> bool {
-        let f = numbered(&mut self.seq, kind, body);
-        self.tx.send(f).await
-    }
-}
-
-async fn drive(
-    ask: Ask,
-    turn: PreparedTurn,
-    upstream: agentry_domain::llm::CompletionStream,
-    tx: SseSender,
-    created_at: i64,
-) {
-    let mut ev = Events { tx, seq: 0 };
-    let id = response_id(&turn.conversation.id);
-    let item_id = turn.answer_id.clone();
-    let base = Shape {
-        id: id.clone(),
-        model: &ask.model,
-        created_at,
-        status: "in_progress",
-        answer_id: &item_id,
-        text: None,
-        usage: None,
-        previous_response_id: ask.previous_response_id.as_deref(),
-        instructions: ask.request.instructions.as_deref(),
-        params: ask.request.params,
-        metadata: &ask.metadata,
-        store: ask.request.store,
-        error: None,
+    let target = TurnTarget::ServedAgent {
+        key: ask.model.clone(),
+        version: ask.version,
     };
-    if !open(&mut ev, &base, &item_id).await {
-        return;
+    let options = ask.request.options.clone();
+    let instructions = ask.request.instructions.clone();
+    let stream = ask.request.stream;
+    // Boxed: its future is large and done with before the answer is awaited.
+    let turn = match Box::pin(
+        state
+            .runtime
+            .start_turn(caller.as_ref(), target, ask.request),
+    )
+    .await
+    {
+        Ok(turn) => turn,
+        Err(agentry_domain::Error::NotFound {
+            entity: "conversation",
+            ..
+        }) => {
+            return Err(match &ask.previous_response_id {
+                Some(p) => previous_not_found(p),
+                None => OpenAiError::new(
+                    StatusCode::NOT_FOUND,
+                    "Conversation not found.",
+                    Some("conversation"),
+                    Some("conversation_not_found"),
+                ),
+            });
+        }
+        Err(e) => return Err(turn_error(e, &ask.model)),
+    };
+    let start = turn.start();
+    let reported = Reported {
+        model: ask.model,
+        previous_response_id: ask.previous_response_id,
+        instructions,
+        options,
+        metadata: ask.metadata,
+        store: ask.store,
+        params: start.params,
+        created_at: unix(start.created_at),
+        id: response_id(start.conversation.as_ref().map_or("", |c| c.id.as_str())),
+        answer_id: start.answer_id.clone(),
+    };
+    if stream {
+        let encoder = EventEncoder {
+            reported,
+            seq: 0,
+            next_index: 0,
+            message: None,
+            calls: Vec::new(),
+        };
+        return Ok(sse::sse_response(turn, encoder));
     }
-    let Events { tx, seq } = &mut ev;
-    let (text, ending) = pump(upstream, tx, |delta| numbered(seq, "response.output_text.delta", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []}))).await;
-    match ending {
-        Ending::Done {
-            usage,
-            finish_reason,
-        } => {
-            let _ = ev.send("response.output_text.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []})).await;
-            let _ = ev.send("response.content_part.done", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": output_text(&text)})).await;
-            let _ = ev.send("response.output_item.done", json!({"output_index": 0, "item": message_item(&item_id, "completed", Some(&text))})).await;
-            // Boxed: see `sse::record_cut`.
-            match Box::pin(turn.record(text, usage, finish_reason, MessageStatus::Complete)).await {
-                Ok(done) => {
-                    let _ = ev.send("response.completed", json!({"response": response_object(&shape_of_turn(&ask, &done, created_at))})).await;
-                }
-                Err(e) => {
-                    let err = OpenAiError::from(e);
-                    let _ = ev.send("error", json!({"code": "storage_error", "message": err.to_string(), "param": null})).await;
+    let outcome = turn.finish().await.map_err(OpenAiError::from)?;
+    Ok(HttpResponse::Ok().json(reported.finished(&outcome)))
+}
+
+/// The message item being streamed: its id, output index and text so far.
+struct OpenMessage {
+    id: String,
+    index: usize,
+    text: String,
+}
+
+/// Responses streaming events of a turn.
+struct EventEncoder {
+    reported: Reported,
+    seq: u64,
+    next_index: usize,
+    message: Option<OpenMessage>,
+    /// Calls in flight: the call, its output index.
+    calls: Vec<(ToolCall, usize)>,
+}
+
+impl EventEncoder {
+    fn event(&mut self, out: &mut VecDeque<Bytes>, kind: &str, mut body: Value) {
+        if let Value::Object(o) = &mut body {
+            o.insert("type".to_owned(), kind.into());
+            o.insert("sequence_number".to_owned(), self.seq.into());
+        }
+        self.seq += 1;
+        out.push_back(named_frame(kind, &body));
+    }
+
+    fn index(&mut self) -> usize {
+        let i = self.next_index;
+        self.next_index += 1;
+        i
+    }
+
+    fn open_message(&mut self, out: &mut VecDeque<Bytes>) {
+        if self.message.is_some() {
+            return;
+        }
+        // The first message item carries the answer's id; later ones (after tool calls) get
+        // their own.
+        let id = if self.next_index == 0 {
+            self.reported.answer_id.clone()
+        } else {
+            format!("{}_{}", self.reported.answer_id, self.next_index)
+        };
+        let index = self.index();
+        self.event(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": message_item(&id, "in_progress", None)}),
+        );
+        self.event(out, "response.content_part.added", json!({"item_id": id, "output_index": index, "content_index": 0, "part": output_text("")}));
+        self.message = Some(OpenMessage {
+            id,
+            index,
+            text: String::new(),
+        });
+    }
+
+    fn close_message(&mut self, out: &mut VecDeque<Bytes>) {
+        let Some(m) = self.message.take() else {
+            return;
+        };
+        self.event(out, "response.output_text.done", json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "text": m.text, "logprobs": []}));
+        self.event(out, "response.content_part.done", json!({"item_id": m.id, "output_index": m.index, "content_index": 0, "part": output_text(&m.text)}));
+        self.event(out, "response.output_item.done", json!({"output_index": m.index, "item": message_item(&m.id, "completed", Some(&m.text))}));
+    }
+}
+
+impl Encoder for EventEncoder {
+    fn encode(&mut self, event: TurnEvent, out: &mut VecDeque<Bytes>) {
+        match event {
+            TurnEvent::Started => {
+                let pending =
+                    response_object(&self.reported.shape("in_progress", Vec::new(), None));
+                self.event(out, "response.created", json!({"response": pending}));
+                self.event(out, "response.in_progress", json!({"response": pending}));
+            }
+            TurnEvent::TextDelta(delta) => {
+                self.open_message(out);
+                let Some(m) = self.message.as_mut() else {
+                    return;
+                };
+                m.text.push_str(&delta);
+                let (id, index) = (m.id.clone(), m.index);
+                self.event(out, "response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}));
+            }
+            TurnEvent::ToolCall { call, server } => {
+                self.close_message(out);
+                let index = self.index();
+                if server {
+                    self.event(out, "response.output_item.added", json!({"output_index": index, "item": server_call_item(&call, None, false, "in_progress")}));
+                    self.calls.push((call, index));
+                } else {
+                    let item_id = format!("fc_{}", call.id);
+                    let mut added = function_call_item(&call, "in_progress");
+                    added["arguments"] = json!("");
+                    self.event(
+                        out,
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": added}),
+                    );
+                    self.event(
+                        out,
+                        "response.function_call_arguments.delta",
+                        json!({"item_id": item_id, "output_index": index, "delta": call.arguments}),
+                    );
+                    self.event(out, "response.function_call_arguments.done", json!({"item_id": item_id, "output_index": index, "name": call.name, "arguments": call.arguments}));
+                    self.event(out, "response.output_item.done", json!({"output_index": index, "item": function_call_item(&call, "completed")}));
                 }
             }
-        }
-        Ending::Gone => sse::record_cut(turn, text).await,
-        Ending::Failed(error) => {
-            let err = OpenAiError::from(turn.stream_error(error));
-            let failed = Shape {
-                status: "failed",
-                text: Some(&text),
-                error: Some(json!({"code": "server_error", "message": err.to_string()})),
-                ..base
-            };
-            let body = response_object(&failed);
-            sse::record_cut(turn, text.clone()).await;
-            let _ = ev.send("response.failed", json!({"response": body})).await;
+            TurnEvent::ToolResult {
+                call_id,
+                output,
+                is_error,
+                ..
+            } => {
+                if let Some(pos) = self.calls.iter().position(|(c, _)| c.id == call_id) {
+                    let (call, index) = self.calls.remove(pos);
+                    self.event(out, "response.output_item.done", json!({"output_index": index, "item": server_call_item(&call, Some(&output), is_error, "completed")}));
+                }
+            }
+            TurnEvent::Finished(outcome) => {
+                self.close_message(out);
+                let done = self.reported.finished(&outcome);
+                self.event(out, "response.completed", json!({"response": done}));
+            }
+            TurnEvent::Failed(e) => {
+                let err = OpenAiError::from(e);
+                let text = self
+                    .message
+                    .as_ref()
+                    .map(|m| m.text.clone())
+                    .unwrap_or_default();
+                let output = if text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![message_item(
+                        &self.reported.answer_id,
+                        "incomplete",
+                        Some(&text),
+                    )]
+                };
+                let mut failed = self.reported.shape("failed", output, None);
+                failed.error = Some(json!({"code": "server_error", "message": err.to_string()}));
+                let body = response_object(&failed);
+                self.event(out, "response.failed", json!({"response": body}));
+            }
         }
     }
-}
-
-/// The events that open a stream. Boxed, so the pending response object is not kept in the
-/// streaming task for the stream's whole life.
-fn open<'a>(ev: &'a mut Events, base: &'a Shape<'_>, item_id: &'a str) -> BoxFuture<'a, bool> {
-    Box::pin(async move {
-        let pending = response_object(base);
-        ev.send("response.created", json!({"response": pending})).await
-            && ev.send("response.in_progress", json!({"response": pending})).await
-            && ev.send("response.output_item.added", json!({"output_index": 0, "item": message_item(item_id, "in_progress", None)})).await
-            && ev.send("response.content_part.added", json!({"item_id": item_id, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})).await
-    })
 }
 
 /// 404 for a response id that names no stored conversation.
@@ -555,20 +791,39 @@ pub async fn get_response(
 ) -> OpenAiResult<HttpResponse> {
     let (c, messages, key) = stored(&state, &path).await?;
     let answer = messages.iter().rev().find(|m| m.role == Role::Assistant);
+    // The stored steps of the latest turn: the messages after its last user message.
+    let turn_start = messages
+        .iter()
+        .rposition(|m| m.role == Role::User)
+        .map_or(0, |i| i + 1);
+    let steps: Vec<PromptMessage> = messages[turn_start..]
+        .iter()
+        .filter(|m| answer.is_none_or(|a| a.id != m.id))
+        .map(|m| PromptMessage {
+            role: m.role,
+            content: m.content.clone(),
+            tool_calls: m.tool_calls.clone(),
+            tool_call_id: m.tool_call_id.clone(),
+        })
+        .collect();
+    let status = match answer.map(|a| a.status) {
+        Some(MessageStatus::Incomplete) => "incomplete",
+        _ => "completed",
+    };
+    let output = answer.map_or_else(Vec::new, |a| {
+        output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+    });
     let shape = Shape {
         id: path.clone(),
         model: &key,
         created_at: unix(answer.map_or(c.created_at, |a| a.created_at)),
-        status: match answer.map(|a| a.status) {
-            Some(MessageStatus::Incomplete) => "incomplete",
-            _ => "completed",
-        },
-        answer_id: answer.map_or("", |a| a.id.as_str()),
-        text: answer.map(|a| a.content.as_str()),
+        status,
+        output,
         usage: answer.and_then(|a| a.usage),
         previous_response_id: (c.message_count > 2).then_some(path.as_str()),
         instructions: None,
         params: Params::default(),
+        options: None,
         metadata: &c.context,
         store: true,
         error: None,
@@ -611,7 +866,10 @@ pub async fn list_input_items(
     let mut items: Vec<Value> = messages
         .iter()
         .filter(|m| m.role != Role::Assistant)
-        .map(|m| json!({"id": m.id, "type": "message", "role": m.role.as_str(), "status": "completed", "content": [{"type": "input_text", "text": m.content}]}))
+        .map(|m| match &m.tool_call_id {
+            Some(call_id) => json!({"id": m.id, "type": "function_call_output", "call_id": call_id, "output": m.content, "status": "completed"}),
+            None => json!({"id": m.id, "type": "message", "role": m.role.as_str(), "status": "completed", "content": [{"type": "input_text", "text": m.content}]}),
+        })
         .collect();
     if !ascending {
         items.reverse();

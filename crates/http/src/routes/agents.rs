@@ -352,7 +352,7 @@ impl From<&Agent> for AgentView {
             tools: a
                 .tools
                 .iter()
-                .map(|t| Value::Object(t.as_json().clone()))
+                .map(|t| Value::Object(t.public_json()))
                 .collect(),
             cluster: a.cluster.as_ref().map(ToString::to_string),
             fallback_model: a.fallback_model.as_ref().map(ToString::to_string),

@@ -5,7 +5,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::Message;
-use agentry_domain::services::{ChatRequest, ChatTurn};
+use agentry_domain::llm::Role;
+use agentry_domain::services::{ChatTurn, Memory, TurnOutcome, TurnRequest, TurnTarget};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -45,7 +46,7 @@ pub struct ChatInput {
 }
 
 impl ChatInput {
-    fn try_into_domain(self) -> Result<ChatRequest, ApiError> {
+    fn try_into_domain(self) -> Result<TurnRequest, ApiError> {
         let session_key = match (self.session_id, self.conversation_id) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::validation(
@@ -58,9 +59,14 @@ impl ChatInput {
         let message = self
             .message
             .ok_or_else(|| ApiError::validation("message", "is required"))?;
-        let mut request = ChatRequest::user(message);
-        request.session_key = session_key;
-        request.context = self.context.unwrap_or_default();
+        let mut request = TurnRequest::user(message);
+        request.memory = Memory::Conversation {
+            session_key,
+            conversation_id: None,
+            context: self.context.unwrap_or_default(),
+            store: true,
+        };
+        request.stream = self.stream;
         Ok(request)
     }
 }
@@ -105,6 +111,34 @@ pub struct ChatReply {
     pub timestamp: String,
     /// Model and tokens, as seed 002 shows them.
     pub metadata: ChatMetadata,
+    /// The agent's tool calls during this turn, with their results, in order.
+    #[schema(value_type = Vec<Object>)]
+    pub tool_calls: Vec<Value>,
+}
+
+impl ChatReply {
+    /// The reply of a stored turn.
+    pub fn new(t: &ChatTurn, outcome: &TurnOutcome) -> Self {
+        let mut reply = Self::from(t);
+        reply.model = outcome.model.to_string();
+        reply.metadata.model = outcome.model.model_name.clone();
+        reply
+    }
+}
+
+/// The tool calls of a turn's steps, each with its result.
+fn tool_steps(steps: &[Message]) -> Vec<Value> {
+    steps
+        .iter()
+        .flat_map(|m| m.tool_calls.iter())
+        .map(|c| {
+            let result = steps
+                .iter()
+                .find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(&c.id))
+                .map(|m| m.content.as_str());
+            serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments, "output": result})
+        })
+        .collect()
 }
 
 impl From<&ChatTurn> for ChatReply {
@@ -130,31 +164,8 @@ impl From<&ChatTurn> for ChatReply {
                 model: t.agent.model.model_name.clone(),
                 tokens_used,
             },
+            tool_calls: tool_steps(&t.steps),
         }
-    }
-}
-
-/// Refuses a caller limited to some agents (an API key with an agent allowlist) when `target`
-/// is not one of them.
-pub(crate) async fn check_agent_allowed(
-    req: &HttpRequest,
-    state: &AppState,
-    target: &AgentRef,
-) -> ApiResult<()> {
-    let Some(p) = crate::auth::principal(req) else {
-        return Ok(());
-    };
-    if p.agents.is_none() {
-        return Ok(());
-    }
-    let agent = state.agents.get(target).await?;
-    if p.may_invoke_agent(agent.key.as_str()) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "This API key may not call agent '{}'",
-            agent.key
-        )))
     }
 }
 
@@ -172,14 +183,37 @@ pub async fn chat(
     JsonBody(body): JsonBody<ChatInput>,
 ) -> ApiResult<HttpResponse> {
     let target = agent_ref(&path)?;
-    check_agent_allowed(&req, &state, &target).await?;
-    let streamed = body.stream;
     let request = body.try_into_domain()?;
+    run_chat(&req, &state, target, request).await
+}
+
+/// Starts the turn on the agent's live definition; answers JSON, or SSE when asked.
+async fn run_chat(
+    req: &HttpRequest,
+    state: &AppState,
+    target: AgentRef,
+    request: TurnRequest,
+) -> ApiResult<HttpResponse> {
+    let caller = crate::auth::principal(req);
+    let streamed = request.stream;
+    // Boxed: its future is large and done with before the stream is served.
+    let turn = Box::pin(state.runtime.start_turn(
+        caller.as_ref(),
+        TurnTarget::LiveAgent(target),
+        request,
+    ))
+    .await?;
     if streamed {
-        return sse::chat_stream(&state.runtime, &target, request).await;
+        let encoder = sse::ChatEncoder::new(turn.start());
+        return Ok(sse::sse_response(turn, encoder));
     }
-    let turn = state.runtime.chat(&target, request).await?;
-    Ok(HttpResponse::Ok().json(ChatReply::from(&turn)))
+    let outcome = turn.finish().await?;
+    let chat = outcome.chat.as_ref().ok_or_else(|| {
+        ApiError::from(agentry_domain::Error::Internal(
+            "a chat turn finished without a conversation".to_owned(),
+        ))
+    })?;
+    Ok(HttpResponse::Ok().json(ChatReply::new(chat, &outcome)))
 }
 
 /// Send a message and stream the answer as Server-Sent Events: `start`, `token`…, then `end`
@@ -194,9 +228,9 @@ pub async fn stream(
     JsonBody(body): JsonBody<ChatInput>,
 ) -> ApiResult<HttpResponse> {
     let target = agent_ref(&path)?;
-    check_agent_allowed(&req, &state, &target).await?;
-    let request = body.try_into_domain()?;
-    sse::chat_stream(&state.runtime, &target, request).await
+    let mut request = body.try_into_domain()?;
+    request.stream = true;
+    run_chat(&req, &state, target, request).await
 }
 
 /// A stored message.
@@ -206,10 +240,15 @@ pub struct MessageView {
     pub id: String,
     /// `conv_…`.
     pub conversation_id: String,
-    /// `user` or `assistant`.
+    /// `user`, `assistant` or `tool`.
     pub role: &'static str,
-    /// The text.
+    /// The text (a tool message: the tool's output).
     pub content: String,
+    /// The tool calls an assistant message made (`{id, name, arguments}`).
+    #[schema(value_type = Vec<Object>)]
+    pub tool_calls: Vec<Value>,
+    /// The call a tool message answers.
+    pub tool_call_id: Option<String>,
     /// `complete`, or `incomplete` when the stream was cut.
     pub status: &'static str,
     /// `provider/model` (answers).
@@ -231,6 +270,12 @@ impl From<&Message> for MessageView {
             conversation_id: m.conversation_id.clone(),
             role: m.role.as_str(),
             content: m.content.clone(),
+            tool_calls: m
+                .tool_calls
+                .iter()
+                .map(|c| serde_json::json!({"id": c.id, "name": c.name, "arguments": c.arguments}))
+                .collect(),
+            tool_call_id: m.tool_call_id.clone(),
             status: m.status.as_str(),
             model: m.model.as_ref().map(ToString::to_string),
             usage: m.usage.map(|u| Some(u).into()),

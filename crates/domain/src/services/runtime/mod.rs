@@ -1,0 +1,289 @@
+//! The agent runtime: every call to a model is a [`Turn`] (see `turn.rs`), whatever drives
+//! it (agent chat, Responses, Chat Completions, one-shot runs, and later tasks and
+//! WebSockets). This module holds the runtime's ports and the reads around turns: runs,
+//! history, conversations.
+//!
+//! - `prompt.rs`: input checks, parameters, system messages, history trimming;
+//! - `routes.rs`: the model that answers and its fallback;
+//! - `turn.rs`: access rules, the prompt, the model calls, the tool loop, the events;
+//! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
+//! - `tools.rs`: the server-side tools a turn runs.
+
+mod prompt;
+mod record;
+mod routes;
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+mod tools;
+mod turn;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::agent::{Agent, AgentRef, ModelRef, ModelSpec};
+use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
+use crate::error::{Error, Result};
+use crate::llm::{LlmClient, LlmClientFactory};
+use crate::page::{Page, Paged};
+use crate::ports::{AgentStore, Clock, ConversationStore, RunStore};
+use crate::services::{ProviderRegistry, VersionService};
+use crate::tool::{HttpToolClient, ToolLimits};
+
+pub use prompt::{MESSAGE_MAX_CHARS, Params};
+pub use turn::{
+    CallOptions, ChatTurn, Memory, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart,
+    TurnTarget, may_call_models_directly,
+};
+
+use routes::{Route, Routes};
+
+/// How a turn is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// At most this many earlier messages.
+    pub history_max_messages: u32,
+    /// At most this many characters of earlier messages; the oldest go first. The system
+    /// prompt and the new message are always sent.
+    pub history_max_chars: usize,
+    /// At most this many rounds of server-side tool calls in one turn; a model that asks for
+    /// more is stopped with a clear answer.
+    pub max_tool_steps: u32,
+    /// Bounds of one server-side tool call.
+    pub tool_limits: ToolLimits,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            history_max_messages: 50,
+            history_max_chars: 32_000,
+            max_tool_steps: 8,
+            tool_limits: ToolLimits::default(),
+        }
+    }
+}
+
+/// The ports a runtime works with.
+#[derive(Clone)]
+pub struct RuntimePorts {
+    /// Agent definitions.
+    pub agents: Arc<dyn AgentStore>,
+    /// Published versions (serving rules).
+    pub versions: VersionService,
+    /// Providers and model resolution.
+    pub providers: ProviderRegistry,
+    /// Clients of the providers.
+    pub llm: Arc<dyn LlmClientFactory>,
+    /// Conversations and messages.
+    pub conversations: Arc<dyn ConversationStore>,
+    /// The run log.
+    pub runs: Arc<dyn RunStore>,
+    /// Calls agents' HTTP tools; `None`: such tools answer the model with an error.
+    pub http_tools: Option<Arc<dyn HttpToolClient>>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The runtime: its ports and settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    ports: Arc<RuntimePorts>,
+    settings: RuntimeSettings,
+}
+
+/// A one-shot call (seed 000).
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The caller's id for the run; one is made when absent.
+    pub run_id: Option<String>,
+    /// The system prompt.
+    pub preamble: String,
+    /// The user prompt (required, not blank).
+    pub prompt: String,
+    /// The model.
+    pub model: ModelSpec,
+    /// Sampling and length parameters.
+    pub params: Params,
+    /// The caller's log metadata, stored with the run.
+    pub log_meta: Map<String, Value>,
+}
+
+impl Runtime {
+    /// A runtime over its ports.
+    pub fn new(ports: RuntimePorts, settings: RuntimeSettings) -> Self {
+        Self {
+            ports: Arc::new(ports),
+            settings,
+        }
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.settings
+    }
+
+    /// The client serving `model`.
+    async fn client_for(&self, model: &ModelRef) -> Result<Arc<dyn LlmClient>> {
+        let providers = &self.ports.providers;
+        let provider = match providers.get(&model.provider_id).await {
+            Ok(p) => p,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::ModelNotFound {
+                    provider_id: Some(model.provider_id.to_string()),
+                    model: model.model_name.clone(),
+                    available_models: providers.available_models().await?,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        self.ports
+            .llm
+            .client(&provider)
+            .map_err(|error| Error::Provider {
+                provider_id: model.provider_id.to_string(),
+                error,
+            })
+    }
+
+    /// The routes of a model and its optional fallback. A fallback whose provider is gone is
+    /// skipped (and logged) rather than failing the call.
+    async fn routes_for(&self, model: &ModelRef, fallback: Option<&ModelRef>) -> Result<Routes> {
+        let primary = Route {
+            model: model.clone(),
+            client: self.client_for(model).await?,
+        };
+        let fallback = match fallback {
+            Some(fb) => match self.client_for(fb).await {
+                Ok(client) => Some(Route {
+                    model: fb.clone(),
+                    client,
+                }),
+                Err(e) => {
+                    tracing::warn!(fallback = %fb, error = %e, "fallback model unusable; ignored");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Routes { primary, fallback })
+    }
+
+    /// Runs a one-shot call and logs it (also when the provider fails): a turn on a bare
+    /// model whose log is written before the answer is returned.
+    ///
+    /// # Errors
+    /// `Invalid` (blank prompt, bad run id), `ModelNotFound`, `Conflict` (run id taken),
+    /// `Provider`.
+    #[tracing::instrument(skip_all)]
+    pub async fn run(&self, req: RunRequest) -> Result<Run> {
+        prompt::check_text("prompt", &req.prompt)?;
+        let mut input = prompt::system_messages(&req.preamble, None);
+        input.push(crate::llm::PromptMessage::new(
+            crate::llm::Role::User,
+            req.prompt,
+        ));
+        let request = TurnRequest {
+            params: req.params,
+            ..TurnRequest::new(
+                input,
+                Memory::Run {
+                    run_id: req.run_id,
+                    log_meta: req.log_meta,
+                    log_now: true,
+                },
+            )
+        };
+        let outcome = self
+            .start_turn(None, TurnTarget::Model(req.model), request)
+            .await?
+            .finish()
+            .await?;
+        outcome
+            .run
+            .ok_or_else(|| Error::Internal("a run turn returned no run".to_owned()))
+    }
+
+    /// One logged run.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get_run(&self, id: &str) -> Result<Run> {
+        self.ports.runs.get_run(id).await
+    }
+
+    /// Logged runs, newest first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn list_runs(&self, filter: &RunFilter, page: Page) -> Result<Paged<Run>> {
+        self.ports.runs.list_runs(filter, page).await
+    }
+
+    /// Messages of an agent (optionally one conversation), the newest `limit` before
+    /// `before`, oldest first.
+    ///
+    /// # Errors
+    /// `NotFound` (agent).
+    pub async fn history(
+        &self,
+        agent: &AgentRef,
+        session_key: Option<String>,
+        before: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<(Agent, Vec<Message>)> {
+        let agent = self.ports.agents.get_agent(agent).await?;
+        let query = MessageQuery {
+            agent_id: agent.id.clone(),
+            session_key,
+            before,
+            limit,
+        };
+        let messages = self.ports.conversations.query_messages(&query).await?;
+        Ok((agent, messages))
+    }
+
+    /// Conversations, most recent first, optionally of one agent.
+    ///
+    /// # Errors
+    /// `NotFound` (agent).
+    pub async fn list_conversations(
+        &self,
+        agent: Option<&AgentRef>,
+        page: Page,
+    ) -> Result<Paged<Conversation>> {
+        let agent_id = match agent {
+            Some(r) => Some(self.ports.agents.get_agent(r).await?.id),
+            None => None,
+        };
+        self.ports
+            .conversations
+            .list_conversations(agent_id.as_ref(), page)
+            .await
+    }
+
+    /// One conversation with its newest `limit` messages (oldest first).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn get_conversation(
+        &self,
+        id: &str,
+        limit: u32,
+    ) -> Result<(Conversation, Vec<Message>)> {
+        let conversation = self.ports.conversations.get_conversation(id).await?;
+        let messages = self.ports.conversations.last_messages(id, limit).await?;
+        Ok((conversation, messages))
+    }
+
+    /// Deletes a conversation and its messages. Returns whether it existed.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn delete_conversation(&self, id: &str) -> Result<bool> {
+        self.ports.conversations.delete_conversation(id).await
+    }
+}

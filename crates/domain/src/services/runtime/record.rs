@@ -1,0 +1,221 @@
+//! What a turn stores. A turn records itself exactly once, whichever way it ends:
+//!
+//! | how it ended | conversation turn | run-log entry |
+//! |---|---|---|
+//! | finished | input, tool steps and answer, `complete` | `succeeded` with the answer |
+//! | cut (dropped by its consumer) or failed after text or tool steps | the same, answer `incomplete` | `failed` with the text so far and the reason |
+//! | failed before anything was produced | nothing | `failed` with the reason |
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::Runtime;
+use super::turn::ChatTurn;
+use crate::agent::{Agent, ModelRef};
+use crate::conversation::{
+    Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus, Run, RunStatus,
+};
+use crate::error::Result;
+use crate::ids::new_id;
+use crate::llm::{PromptMessage, Role, TokenUsage, ToolCall};
+
+/// Where a turn is remembered.
+pub(super) enum Target {
+    /// A conversation with an agent.
+    Conversation {
+        agent: Box<Agent>,
+        version: Option<u32>,
+        conversation: Box<Conversation>,
+        /// Not stored yet: stored with the turn (one write per turn).
+        new_conversation: bool,
+        /// `false`: answered, then forgotten.
+        store: bool,
+    },
+    /// The run log.
+    Run {
+        run_id: String,
+        preamble: String,
+        prompt: String,
+        log_meta: Map<String, Value>,
+        /// Written before the answer is returned (one-shot runs), else queued.
+        log_now: bool,
+    },
+}
+
+/// What the turn produced, to be recorded.
+pub(super) struct Produced {
+    /// The final answer's text (so far).
+    pub text: String,
+    /// Calls left for the caller to run.
+    pub tool_calls: Vec<ToolCall>,
+    /// Server-side tool calls and their results, in order.
+    pub steps: Vec<PromptMessage>,
+    pub usage: Option<TokenUsage>,
+    pub model: ModelRef,
+    pub status: MessageStatus,
+    pub latency_ms: u64,
+    /// Why it failed, for the run log.
+    pub error: Option<String>,
+}
+
+impl Produced {
+    /// Whether anything reached the consumer that a cut should keep.
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.steps.is_empty() && self.tool_calls.is_empty()
+    }
+}
+
+/// Records a turn once.
+pub(super) struct Recorder {
+    pub runtime: Runtime,
+    pub target: Target,
+    /// The turn's new messages (a conversation's input).
+    pub input: Vec<PromptMessage>,
+    pub answer_id: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// What was recorded.
+pub(super) struct Recorded {
+    pub chat: Option<ChatTurn>,
+    pub run: Option<Run>,
+}
+
+impl Recorder {
+    /// Whether a cut or failure with `produced` leaves anything to record.
+    pub fn keeps(&self, produced: &Produced) -> bool {
+        match &self.target {
+            Target::Conversation { store, .. } => *store && !produced.is_empty(),
+            Target::Run { .. } => true,
+        }
+    }
+
+    /// Stores what the turn produced.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn record(self, p: Produced, finish_reason: Option<String>) -> Result<Recorded> {
+        match self.target {
+            Target::Conversation {
+                agent,
+                version,
+                conversation,
+                new_conversation,
+                store,
+            } => {
+                let runtime = self.runtime;
+                let mut at = self.started_at;
+                let mut next = |role: Role, m: PromptMessage| {
+                    let created_at = at;
+                    at += chrono::Duration::microseconds(1);
+                    Message {
+                        id: new_id(MESSAGE_ID_PREFIX),
+                        conversation_id: conversation.id.clone(),
+                        agent_id: agent.id.clone(),
+                        role,
+                        content: m.content,
+                        tool_calls: m.tool_calls,
+                        tool_call_id: m.tool_call_id,
+                        usage: None,
+                        latency_ms: None,
+                        model: None,
+                        agent_version: None,
+                        status: MessageStatus::Complete,
+                        created_at,
+                    }
+                };
+                let input: Vec<Message> = self.input.into_iter().map(|m| next(m.role, m)).collect();
+                let steps: Vec<Message> = p
+                    .steps
+                    .into_iter()
+                    .map(|m| {
+                        let role = m.role;
+                        Message {
+                            model: (role == Role::Assistant).then(|| p.model.clone()),
+                            agent_version: version,
+                            ..next(role, m)
+                        }
+                    })
+                    .collect();
+                let base = next(
+                    Role::Assistant,
+                    PromptMessage::assistant_calls(p.text, p.tool_calls),
+                );
+                let answered_at = runtime.ports.clock.now().max(base.created_at);
+                let answer = Message {
+                    id: self.answer_id,
+                    usage: p.usage,
+                    latency_ms: Some(p.latency_ms),
+                    model: Some(p.model),
+                    agent_version: version,
+                    status: p.status,
+                    created_at: answered_at,
+                    ..base
+                };
+                let mut conversation = *conversation;
+                if store {
+                    let mut all = Vec::with_capacity(input.len() + steps.len() + 1);
+                    all.extend(input.iter().cloned());
+                    all.extend(steps.iter().cloned());
+                    all.push(answer.clone());
+                    conversation.message_count += all.len() as u64;
+                    conversation.updated_at = answered_at;
+                    let store = &runtime.ports.conversations;
+                    if new_conversation {
+                        store.start_conversation(&conversation, &all).await?;
+                    } else {
+                        store.append_messages(&all).await?;
+                    }
+                }
+                Ok(Recorded {
+                    chat: Some(ChatTurn {
+                        agent: *agent,
+                        version,
+                        conversation,
+                        input,
+                        steps,
+                        answer,
+                        finish_reason,
+                    }),
+                    run: None,
+                })
+            }
+            Target::Run {
+                run_id,
+                preamble,
+                prompt,
+                log_meta,
+                log_now,
+            } => {
+                let produced_text = !p.text.is_empty() || p.error.is_none();
+                let run = Run {
+                    id: run_id,
+                    preamble,
+                    prompt,
+                    model: p.model,
+                    response: produced_text.then_some(p.text),
+                    usage: p.usage,
+                    latency_ms: p.latency_ms,
+                    status: if p.error.is_some() {
+                        RunStatus::Failed
+                    } else {
+                        RunStatus::Succeeded
+                    },
+                    error: p.error,
+                    log_meta,
+                    created_at: self.started_at,
+                };
+                let runs = &self.runtime.ports.runs;
+                if log_now {
+                    runs.insert_run(&run).await?;
+                } else {
+                    runs.log_run(&run).await?;
+                }
+                Ok(Recorded {
+                    chat: None,
+                    run: Some(run),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,1046 @@
+//! The turn: the one use case every transport drives. [`Runtime::start_turn`] applies the
+//! access rules (an API key's agent allowlist, the agent's status, version pinning and
+//! serving), builds the prompt (instructions, trimmed history, input), offers the tools (the
+//! agent's, run here; the caller's, returned to it) and makes the first model call. The
+//! [`Turn`] it returns is a stream of [`TurnEvent`]s: text as it comes, tool calls and their
+//! results, then `Finished` with what was stored, or `Failed`. It records itself (see
+//! `record.rs`): when it finishes, fails, or is dropped by its consumer.
+//!
+//! Errors before the first model call answers (validation, access, an unknown model, a
+//! provider refusing the call) are returned by `start_turn`, so transports can answer them
+//! as ordinary errors.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures_core::Stream;
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+
+use super::prompt::{check_input, check_length, millis, system_messages, trim_history};
+use super::record::{Produced, Recorded, Recorder, Target};
+use super::routes::{Routes, provider_error};
+use super::tools::ServerTools;
+use super::{Params, Runtime};
+use crate::agent::{Agent, AgentKey, AgentRef, AgentStatus, ModelRef, ModelSpec};
+use crate::auth::{Principal, Requirement};
+use crate::conversation::{
+    CONVERSATION_ID_PREFIX, Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus, RUN_ID_PREFIX,
+    Run, parse_external_id,
+};
+use crate::error::{Error, Invalid, Result};
+use crate::ids::new_id;
+use crate::llm::{
+    Completion, CompletionRequest, CompletionStream, PromptMessage, ResponseFormat, Role,
+    StreamEvent, TokenUsage, ToolCall, ToolChoice, ToolDefinition,
+};
+use crate::version::ServedAgent;
+
+/// Most stop sequences.
+pub const STOP_MAX: usize = 4;
+/// Most tools a caller may send.
+pub const CALLER_TOOLS_MAX: usize = 128;
+
+/// What answers a turn.
+#[derive(Debug, Clone)]
+pub enum TurnTarget {
+    /// An agent's live definition (the management API's chat); archived agents are refused.
+    LiveAgent(AgentRef),
+    /// An agent by key as the client API serves it: the pinned version, else the latest
+    /// published one, else the live definition; the agent must be active.
+    ServedAgent {
+        /// The agent's key.
+        key: String,
+        /// A published version to pin.
+        version: Option<u32>,
+    },
+    /// As `ServedAgent`; when no agent has that key and it reads `provider/model` (and no
+    /// version is pinned), that model directly, for callers allowed to call models directly.
+    AgentOrModel {
+        /// The agent key or `provider/model`.
+        name: String,
+        /// A published version to pin.
+        version: Option<u32>,
+    },
+    /// A model directly (one-shot runs).
+    Model(ModelSpec),
+}
+
+/// How a turn is remembered.
+#[derive(Debug, Clone)]
+pub enum Memory {
+    /// In a conversation with the agent: history is read and the turn appended.
+    Conversation {
+        /// The caller's conversation id (`session_id` / `conversation_id`), scoped to the
+        /// agent; opened when new.
+        session_key: Option<String>,
+        /// Continue this stored conversation (by its `conv_…` id) instead.
+        conversation_id: Option<String>,
+        /// Context stored with a new conversation.
+        context: Map<String, Value>,
+        /// `false`: answered, then forgotten.
+        store: bool,
+    },
+    /// Stateless: the input is the whole conversation; the turn is logged as a run.
+    Run {
+        /// The run's id; one is made when absent.
+        run_id: Option<String>,
+        /// Stored with the run.
+        log_meta: Map<String, Value>,
+        /// Write the log before answering (one-shot runs: the caller may read the run at
+        /// once, and a chosen id that is taken is a conflict); else it is queued.
+        log_now: bool,
+    },
+}
+
+/// What the caller may set beyond the messages; `None`/empty leaves the provider's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOptions {
+    /// The caller's own function tools: offered to the model and, when called, returned to
+    /// the caller to run (never run here).
+    pub client_tools: Vec<ToolDefinition>,
+    /// Whether and which tool the model must call.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether the model may call several tools at once.
+    pub parallel_tool_calls: Option<bool>,
+    /// The answer's shape.
+    pub response_format: Option<ResponseFormat>,
+    /// Stop sequences (at most 4).
+    pub stop: Vec<String>,
+    /// Sampling seed.
+    pub seed: Option<i64>,
+    /// Presence penalty.
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty.
+    pub frequency_penalty: Option<f64>,
+    /// Token biases.
+    pub logit_bias: Option<Map<String, Value>>,
+    /// The end user.
+    pub user: Option<String>,
+}
+
+/// One turn's request.
+#[derive(Debug, Clone)]
+pub struct TurnRequest {
+    /// The new messages of this turn (a conversation), or the whole conversation (a run).
+    pub input: Vec<PromptMessage>,
+    /// How the caller named the input, for errors (`message`, `input`, `messages`).
+    pub input_field: &'static str,
+    /// Where the turn is remembered.
+    pub memory: Memory,
+    /// The caller's instructions, sent after the agent's.
+    pub instructions: Option<String>,
+    /// The caller's parameters, over the agent's.
+    pub params: Params,
+    /// Tools, structured output and sampling options.
+    pub options: CallOptions,
+    /// Ask the provider for a streamed answer (text arrives in pieces); otherwise one call
+    /// answers whole and its text is one event.
+    pub stream: bool,
+}
+
+impl TurnRequest {
+    /// A request with defaults around `input` and `memory`.
+    pub fn new(input: Vec<PromptMessage>, memory: Memory) -> Self {
+        Self {
+            input,
+            input_field: "input",
+            memory,
+            instructions: None,
+            params: Params::default(),
+            options: CallOptions::default(),
+            stream: false,
+        }
+    }
+
+    /// One user message in a new, stored conversation.
+    pub fn user(message: impl Into<String>) -> Self {
+        Self {
+            input_field: "message",
+            ..Self::new(
+                vec![PromptMessage::new(Role::User, message)],
+                Memory::Conversation {
+                    session_key: None,
+                    conversation_id: None,
+                    context: Map::new(),
+                    store: true,
+                },
+            )
+        }
+    }
+}
+
+/// What is known when a turn starts.
+#[derive(Debug, Clone)]
+pub struct TurnStart {
+    /// The definition answering (a served version's snapshot), unless a bare model answers.
+    pub agent: Option<Agent>,
+    /// The published version answering, if one does.
+    pub version: Option<u32>,
+    /// The conversation (conversation turns; not stored when `store` is false).
+    pub conversation: Option<Conversation>,
+    /// The run's id (run turns).
+    pub run_id: Option<String>,
+    /// The id the answer is stored under (`msg_…`).
+    pub answer_id: String,
+    /// The model answering the first call (the agent's, or its fallback).
+    pub model: ModelRef,
+    /// The parameters sent.
+    pub params: Params,
+    /// When the turn started.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event of a turn. A turn yields `Started`, then any number of `TextDelta`, `ToolCall`
+/// and `ToolResult`, then exactly one `Finished` or `Failed`.
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    /// The turn started (see [`Turn::start`]).
+    Started,
+    /// More text of the answer.
+    TextDelta(String),
+    /// The model called a tool: run by the runtime (`server`), or returned to the caller.
+    ToolCall {
+        /// The call.
+        call: ToolCall,
+        /// Whether the runtime runs it (an agent's tool).
+        server: bool,
+    },
+    /// A server-side tool's result, fed back to the model.
+    ToolResult {
+        /// The call answered.
+        call_id: String,
+        /// The tool.
+        name: String,
+        /// Its output (or `{"error": …}`).
+        output: String,
+        /// Whether the call failed.
+        is_error: bool,
+    },
+    /// The turn ended and was recorded.
+    Finished(Box<TurnOutcome>),
+    /// The turn failed (what it produced so far was recorded as the table in `record.rs` says).
+    Failed(Error),
+}
+
+/// A recorded conversation turn.
+#[derive(Debug, Clone)]
+pub struct ChatTurn {
+    /// The agent that answered.
+    pub agent: Agent,
+    /// The version that answered, if a published one did.
+    pub version: Option<u32>,
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The stored input messages.
+    pub input: Vec<Message>,
+    /// The stored server-side tool calls and results, in order.
+    pub steps: Vec<Message>,
+    /// The stored answer (its `tool_calls` are those left for the caller).
+    pub answer: Message,
+    /// Why the answer ended.
+    pub finish_reason: Option<String>,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    /// The final answer's text.
+    pub text: String,
+    /// Tool calls left for the caller to run (its own tools).
+    pub tool_calls: Vec<ToolCall>,
+    /// Server-side tool calls and results, in order (assistant and tool messages).
+    pub steps: Vec<PromptMessage>,
+    /// Tokens spent over every model call of the turn.
+    pub usage: Option<TokenUsage>,
+    /// Why the answer ended (`stop`, `length`, `tool_calls`, `max_tool_steps`…).
+    pub finish_reason: Option<String>,
+    /// The model that gave the last answer.
+    pub model: ModelRef,
+    /// Time from start to end, in milliseconds.
+    pub latency_ms: u64,
+    /// The stored conversation turn (conversation turns).
+    pub chat: Option<ChatTurn>,
+    /// The logged run (run turns).
+    pub run: Option<Run>,
+}
+
+/// A running turn: a stream of [`TurnEvent`]s. Dropping it before `Finished` cancels the
+/// model call and records what was produced (see `record.rs`).
+pub struct Turn {
+    start: Arc<TurnStart>,
+    events: Pin<Box<dyn Stream<Item = TurnEvent> + Send>>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn").field("start", &self.start).finish()
+    }
+}
+
+impl Turn {
+    /// What is known at the start.
+    pub fn start(&self) -> &TurnStart {
+        &self.start
+    }
+
+    /// Drives the turn to its end.
+    ///
+    /// # Errors
+    /// The turn's failure.
+    pub async fn finish(mut self) -> Result<TurnOutcome> {
+        while let Some(event) = self.events.next().await {
+            match event {
+                TurnEvent::Finished(outcome) => return Ok(*outcome),
+                TurnEvent::Failed(e) => return Err(e),
+                _ => {}
+            }
+        }
+        Err(Error::Internal(
+            "the turn ended without an outcome".to_owned(),
+        ))
+    }
+}
+
+impl Stream for Turn {
+    type Item = TurnEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TurnEvent>> {
+        self.events.poll_next_unpin(cx)
+    }
+}
+
+/// Whether `caller` may call models directly as `provider/model` (bypassing agents): editors
+/// and admins, and keys with `write` or `admin` scope and no agent allowlist. `None` is a
+/// trusted caller (an embedder, the CLI).
+pub fn may_call_models_directly(caller: Option<&Principal>) -> bool {
+    caller.is_none_or(|p| p.agents.is_none() && p.satisfies(Requirement::Write))
+}
+
+fn check_allowed(caller: Option<&Principal>, key: &str) -> Result<()> {
+    if caller.is_some_and(|p| !p.may_invoke_agent(key)) {
+        return Err(Error::forbidden(format!(
+            "This API key may not call agent '{key}'."
+        )));
+    }
+    Ok(())
+}
+
+fn check_options(o: &CallOptions) -> Result<(), Invalid> {
+    if o.stop.len() > STOP_MAX {
+        return Err(Invalid::new(
+            "stop",
+            format!("at most {STOP_MAX} stop sequences"),
+        ));
+    }
+    o.stop.iter().try_for_each(|s| check_length("stop", s))?;
+    if o.client_tools.len() > CALLER_TOOLS_MAX {
+        return Err(Invalid::new(
+            "tools",
+            format!("at most {CALLER_TOOLS_MAX} tools"),
+        ));
+    }
+    for (i, t) in o.client_tools.iter().enumerate() {
+        let ok_name = !t.name.is_empty()
+            && t.name.len() <= 64
+            && t.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok_name {
+            return Err(Invalid::new(
+                format!("tools[{i}].name"),
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'",
+            ));
+        }
+        crate::schema::check(&t.parameters)
+            .map_err(|e| Invalid::new(format!("tools[{i}].parameters"), e))?;
+    }
+    if let Some(ResponseFormat::JsonSchema { name, schema, .. }) = &o.response_format {
+        if name.is_empty() {
+            return Err(Invalid::new(
+                "response_format.json_schema.name",
+                "is required",
+            ));
+        }
+        crate::schema::check(schema)
+            .map_err(|e| Invalid::new("response_format.json_schema.schema", e))?;
+    }
+    if let Some(u) = &o.user {
+        check_length("user", u)?;
+    }
+    Ok(())
+}
+
+/// The agent (or model) a target resolves to.
+struct Resolved {
+    served: Option<ServedAgent>,
+    model: ModelRef,
+    fallback: Option<ModelRef>,
+}
+
+impl Runtime {
+    /// Starts a turn: checks the request and the caller's right to it, builds the prompt and
+    /// makes the first model call. `caller` is the authenticated principal (`None`: a trusted
+    /// caller such as an embedder).
+    ///
+    /// # Errors
+    /// `Invalid` (blank input, bad ids, bad options; an agent not active: field `model`),
+    /// `Forbidden` (an API key's allowlist, direct model access), `NotFound` (agent, version,
+    /// conversation), `Conflict` (archived agent, run id taken), `ModelNotFound`, `Provider`
+    /// (the first call failed; a run turn logs it).
+    #[tracing::instrument(skip_all)]
+    pub async fn start_turn(
+        &self,
+        caller: Option<&Principal>,
+        target: TurnTarget,
+        req: TurnRequest,
+    ) -> Result<Turn> {
+        check_input(req.input_field, &req.input)?;
+        if let Some(i) = &req.instructions {
+            check_length("instructions", i)?;
+        }
+        check_options(&req.options)?;
+        let resolved = self.resolve(caller, target).await?;
+        let routes = self
+            .routes_for(&resolved.model, resolved.fallback.as_ref())
+            .await?;
+        let agent = resolved.served.as_ref().map(|s| &s.agent);
+        let params = match agent {
+            Some(a) => req.params.or(Params::of(a)),
+            None => req.params,
+        };
+        let server_tools = ServerTools::new(
+            agent.map_or_else(Vec::new, |a| crate::tool::http_tools(&a.tools)),
+            self.ports.http_tools.clone(),
+            self.settings.tool_limits,
+        );
+        let now = self.ports.clock.now();
+        let answer_id = new_id(MESSAGE_ID_PREFIX);
+        let (messages, recorder, conversation, run_id) = match req.memory {
+            Memory::Conversation {
+                session_key,
+                conversation_id,
+                context,
+                store,
+            } => {
+                let Some(served) = resolved.served.clone() else {
+                    return Err(Error::invalid("model", "a conversation needs an agent"));
+                };
+                let session_key = session_key
+                    .as_deref()
+                    .map(|k| parse_external_id("session_id", k))
+                    .transpose()?;
+                let (conversation, history, new_conversation) = self
+                    .conversation_for(
+                        &served.agent,
+                        conversation_id.as_deref(),
+                        session_key,
+                        &context,
+                        store,
+                        now,
+                    )
+                    .await?;
+                let mut messages =
+                    system_messages(&served.agent.instructions, req.instructions.as_deref());
+                messages.extend(trim_history(history, self.settings.history_max_chars));
+                messages.extend(req.input.iter().cloned());
+                let recorder = Recorder {
+                    runtime: self.clone(),
+                    target: Target::Conversation {
+                        agent: Box::new(served.agent),
+                        version: served.version,
+                        conversation: Box::new(conversation.clone()),
+                        new_conversation,
+                        store,
+                    },
+                    input: req.input,
+                    answer_id: answer_id.clone(),
+                    started_at: now,
+                };
+                (messages, recorder, Some(conversation), None)
+            }
+            Memory::Run {
+                run_id,
+                mut log_meta,
+                log_now,
+            } => {
+                if let Some(a) = agent {
+                    log_meta
+                        .entry("agent")
+                        .or_insert_with(|| Value::String(a.key.to_string()));
+                }
+                let run_id = match run_id {
+                    Some(id) => parse_external_id("run_id", &id)?,
+                    None => new_id(RUN_ID_PREFIX),
+                };
+                let mut messages = match agent {
+                    Some(a) => system_messages(&a.instructions, req.instructions.as_deref()),
+                    None => system_messages("", req.instructions.as_deref()),
+                };
+                messages.extend(req.input);
+                let preamble = messages
+                    .iter()
+                    .filter(|m| m.role == Role::System)
+                    .map(|m| m.content.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                let prompt = messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == Role::User)
+                    .map(|m| m.content.clone())
+                    .unwrap_or_default();
+                let recorder = Recorder {
+                    runtime: self.clone(),
+                    target: Target::Run {
+                        run_id: run_id.clone(),
+                        preamble,
+                        prompt,
+                        log_meta,
+                        log_now,
+                    },
+                    input: Vec::new(),
+                    answer_id: answer_id.clone(),
+                    started_at: now,
+                };
+                (messages, recorder, None, Some(run_id))
+            }
+        };
+        let o = req.options;
+        let client_names: Vec<String> = o.client_tools.iter().map(|t| t.name.clone()).collect();
+        let mut tools: Vec<ToolDefinition> = server_tools
+            .tools()
+            .iter()
+            .map(crate::tool::HttpTool::definition)
+            .collect();
+        tools.extend(
+            o.client_tools
+                .into_iter()
+                .filter(|t| !server_tools.runs(&t.name)),
+        );
+        if let Some(ToolChoice::Function(name)) = &o.tool_choice
+            && !tools.iter().any(|t| &t.name == name)
+        {
+            return Err(Error::invalid(
+                "tool_choice",
+                format!("names the function '{name}', which is not among the tools"),
+            ));
+        }
+        let request = CompletionRequest {
+            model: resolved.model.model_name.clone(),
+            messages,
+            temperature: params.temperature,
+            top_p: params.top_p,
+            max_tokens: params.max_tokens,
+            tool_choice: if tools.is_empty() {
+                None
+            } else {
+                o.tool_choice
+            },
+            parallel_tool_calls: if tools.is_empty() {
+                None
+            } else {
+                o.parallel_tool_calls
+            },
+            tools,
+            response_format: o.response_format,
+            stop: o.stop,
+            seed: o.seed,
+            presence_penalty: o.presence_penalty,
+            frequency_penalty: o.frequency_penalty,
+            logit_bias: o.logit_bias,
+            user: o.user,
+        };
+        let started = Instant::now();
+        let (upstream, model) = match Box::pin(open(&routes, &request, req.stream)).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                // A run is logged also when it fails; a conversation keeps nothing.
+                if recorder.keeps(&Produced::failed(&resolved.model, &e, started)) {
+                    let produced = Produced::failed(&resolved.model, &e, started);
+                    if let Err(log) = Box::pin(recorder.record(produced, None)).await {
+                        tracing::error!(error = %log, "could not log a failed run");
+                        if matches!(log, Error::Conflict { .. }) {
+                            return Err(log);
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let start = Arc::new(TurnStart {
+            agent: resolved.served.as_ref().map(|s| s.agent.clone()),
+            version: resolved.served.as_ref().and_then(|s| s.version),
+            conversation,
+            run_id,
+            answer_id,
+            model: model.clone(),
+            params,
+            created_at: now,
+        });
+        let driver = Driver {
+            routes,
+            request,
+            stream: req.stream,
+            upstream: Some(upstream),
+            server_tools,
+            client_names,
+            max_steps: self.settings.max_tool_steps,
+            pending: VecDeque::new(),
+            phase: Phase::Start,
+            text: String::new(),
+            calls: Vec::new(),
+            steps: Vec::new(),
+            usage: None,
+            finish_reason: None,
+            model,
+            step_count: 0,
+            recorder: Some(recorder),
+            started,
+        };
+        let events = futures_util::stream::unfold(driver, |mut d| async move {
+            d.next_event().await.map(|e| (e, d))
+        });
+        Ok(Turn {
+            start,
+            events: Box::pin(events),
+        })
+    }
+
+    async fn serve(
+        &self,
+        caller: Option<&Principal>,
+        key: &str,
+        version: Option<u32>,
+    ) -> Result<ServedAgent> {
+        let parsed = AgentKey::parse(key).map_err(|_| Error::not_found("agent", key))?;
+        check_allowed(caller, key)?;
+        let (live, served) = self
+            .ports
+            .versions
+            .serving(&AgentRef::Key(parsed), version)
+            .await?;
+        if live.status != AgentStatus::Active {
+            return Err(Invalid::new(
+                "model",
+                format!(
+                    "Agent '{key}' is not active (status: {}).",
+                    live.status.as_str()
+                ),
+            )
+            .with("code", "agent_not_active")
+            .into());
+        }
+        Ok(served)
+    }
+
+    async fn resolve(&self, caller: Option<&Principal>, target: TurnTarget) -> Result<Resolved> {
+        let served = match target {
+            TurnTarget::LiveAgent(r) => {
+                let agent = self.ports.agents.get_agent(&r).await?;
+                check_allowed(caller, agent.key.as_str())?;
+                if agent.status == AgentStatus::Archived {
+                    return Err(Error::conflict(
+                        "status",
+                        format!("agent '{}' is archived", agent.key),
+                    ));
+                }
+                ServedAgent {
+                    agent,
+                    version: None,
+                }
+            }
+            TurnTarget::ServedAgent { key, version } => self.serve(caller, &key, version).await?,
+            TurnTarget::AgentOrModel { name, version } => {
+                match self.serve(caller, &name, version).await {
+                    Ok(s) => s,
+                    Err(Error::NotFound {
+                        entity: "agent", ..
+                    }) if name.contains('/') && version.is_none() => {
+                        return self.direct(caller, name).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            TurnTarget::Model(spec) => {
+                let model = self.ports.providers.resolve(&spec).await?;
+                return Ok(Resolved {
+                    served: None,
+                    model,
+                    fallback: None,
+                });
+            }
+        };
+        Ok(Resolved {
+            model: served.agent.model.clone(),
+            fallback: served.agent.fallback_model.clone(),
+            served: Some(served),
+        })
+    }
+
+    async fn direct(&self, caller: Option<&Principal>, name: String) -> Result<Resolved> {
+        if !may_call_models_directly(caller) {
+            return Err(Error::forbidden(format!(
+                "Calling '{name}' directly needs an editor or a key with the 'write' scope and no agent allowlist."
+            )));
+        }
+        let spec = ModelSpec {
+            provider_id: None,
+            model: name,
+            field: "model".to_owned(),
+        };
+        let model = self.ports.providers.resolve(&spec).await?;
+        Ok(Resolved {
+            served: None,
+            model,
+            fallback: None,
+        })
+    }
+
+    /// The conversation of a turn, its history, and whether it is a new conversation not
+    /// stored yet (stored with the turn: one write per turn).
+    async fn conversation_for(
+        &self,
+        agent: &Agent,
+        conversation_id: Option<&str>,
+        session_key: Option<String>,
+        context: &Map<String, Value>,
+        store: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(Conversation, Vec<Message>, bool)> {
+        let conversations = &self.ports.conversations;
+        let max = self.settings.history_max_messages;
+        let fresh = |id: String, key: String| Conversation {
+            id,
+            agent_id: agent.id.clone(),
+            session_key: key,
+            context: context.clone(),
+            message_count: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        if let Some(id) = conversation_id {
+            let c = conversations.get_conversation(id).await?;
+            if c.agent_id != agent.id {
+                return Err(Error::not_found("conversation", id));
+            }
+            let history = conversations.last_messages(&c.id, max).await?;
+            return Ok((c, history, false));
+        }
+        let conv_id = new_id(CONVERSATION_ID_PREFIX);
+        let Some(key) = session_key else {
+            // A generated key: nobody can know this conversation before the turn's answer,
+            // so nothing is read and it is stored with the turn.
+            let key = conv_id.clone();
+            return Ok((fresh(conv_id, key), Vec::new(), store));
+        };
+        if !store {
+            if let Some(c) = conversations.find_conversation(&agent.id, &key).await? {
+                let history = conversations.last_messages(&c.id, max).await?;
+                return Ok((c, history, false));
+            }
+            return Ok((fresh(conv_id, key), Vec::new(), false));
+        }
+        let (c, created) = conversations
+            .open_conversation(&conv_id, &agent.id, &key, context, now)
+            .await?;
+        let history = if created {
+            Vec::new()
+        } else {
+            conversations.last_messages(&c.id, max).await?
+        };
+        Ok((c, history, false))
+    }
+}
+
+/// A whole answer as the events of a stream.
+fn completion_events(c: Completion) -> CompletionStream {
+    let mut events = Vec::with_capacity(c.tool_calls.len() + 2);
+    if !c.content.is_empty() {
+        events.push(Ok(StreamEvent::Delta(c.content)));
+    }
+    events.extend(
+        c.tool_calls
+            .into_iter()
+            .map(|t| Ok(StreamEvent::ToolCall(t))),
+    );
+    events.push(Ok(StreamEvent::Done {
+        usage: c.usage,
+        finish_reason: c.finish_reason,
+        model: c.model,
+    }));
+    Box::pin(futures_util::stream::iter(events))
+}
+
+/// One model call: streamed, or whole and replayed as events.
+async fn open(
+    routes: &Routes,
+    request: &CompletionRequest,
+    stream: bool,
+) -> Result<(CompletionStream, ModelRef)> {
+    if stream {
+        routes.stream(request).await
+    } else {
+        let (c, model) = routes.complete(request).await?;
+        Ok((completion_events(c), model))
+    }
+}
+
+impl Produced {
+    fn failed(model: &ModelRef, error: &Error, started: Instant) -> Self {
+        Self {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            steps: Vec::new(),
+            usage: None,
+            model: model.clone(),
+            status: MessageStatus::Incomplete,
+            latency_ms: millis(started),
+            error: Some(error.to_string()),
+        }
+    }
+}
+
+fn add_usage(total: Option<TokenUsage>, more: Option<TokenUsage>) -> Option<TokenUsage> {
+    match (total, more) {
+        (Some(a), Some(b)) => Some(TokenUsage::new(
+            a.prompt_tokens.saturating_add(b.prompt_tokens),
+            a.completion_tokens.saturating_add(b.completion_tokens),
+        )),
+        (a, b) => a.or(b),
+    }
+}
+
+enum Phase {
+    Start,
+    Streaming,
+    Done,
+}
+
+/// The turn's state between events.
+struct Driver {
+    routes: Routes,
+    /// The prompt; it grows with each tool step.
+    request: CompletionRequest,
+    stream: bool,
+    upstream: Option<CompletionStream>,
+    server_tools: ServerTools,
+    client_names: Vec<String>,
+    max_steps: u32,
+    pending: VecDeque<TurnEvent>,
+    phase: Phase,
+    /// The current answer's text.
+    text: String,
+    /// The current answer's tool calls.
+    calls: Vec<ToolCall>,
+    steps: Vec<PromptMessage>,
+    usage: Option<TokenUsage>,
+    finish_reason: Option<String>,
+    model: ModelRef,
+    step_count: u32,
+    /// Taken when the turn is recorded; still here on drop means "cut".
+    recorder: Option<Recorder>,
+    started: Instant,
+}
+
+impl Driver {
+    async fn next_event(&mut self) -> Option<TurnEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            match self.phase {
+                Phase::Start => {
+                    self.phase = Phase::Streaming;
+                    return Some(TurnEvent::Started);
+                }
+                Phase::Done => return None,
+                Phase::Streaming => {}
+            }
+            let Some(upstream) = self.upstream.as_mut() else {
+                self.fail(Error::Internal("the turn lost its model call".to_owned()))
+                    .await;
+                continue;
+            };
+            match upstream.next().await {
+                Some(Ok(StreamEvent::Delta(delta))) => {
+                    self.text.push_str(&delta);
+                    return Some(TurnEvent::TextDelta(delta));
+                }
+                Some(Ok(StreamEvent::ToolCall(call))) => {
+                    let server = self.server_tools.runs(&call.name)
+                        || !self.client_names.contains(&call.name);
+                    self.calls.push(call.clone());
+                    return Some(TurnEvent::ToolCall { call, server });
+                }
+                Some(Ok(StreamEvent::Done {
+                    usage,
+                    finish_reason,
+                    ..
+                })) => {
+                    self.upstream = None;
+                    self.usage = add_usage(self.usage, usage);
+                    self.finish_reason = finish_reason;
+                    self.answered().await;
+                }
+                None => {
+                    self.upstream = None;
+                    self.answered().await;
+                }
+                Some(Err(e)) => {
+                    self.upstream = None;
+                    let error = provider_error(&self.model, e);
+                    self.fail(error).await;
+                }
+            }
+        }
+    }
+
+    /// A model call ended: finish, or run the server-side calls and ask again.
+    async fn answered(&mut self) {
+        let calls = std::mem::take(&mut self.calls);
+        // Calls of unknown tools are answered here with an error, like the agent's own.
+        let (server, client): (Vec<ToolCall>, Vec<ToolCall>) = calls
+            .iter()
+            .cloned()
+            .partition(|c| self.server_tools.runs(&c.name) || !self.client_names.contains(&c.name));
+        if calls.is_empty() {
+            return self.finish(Vec::new()).await;
+        }
+        if !client.is_empty() {
+            // The caller runs its own calls and continues the turn. Calls of server-side
+            // tools in the same answer are dropped (logged): the stored answer holds only the
+            // calls the caller answers, so the history stays a valid prompt.
+            if !server.is_empty() {
+                tracing::info!(
+                    dropped = server.len(),
+                    "model called server-side and caller tools at once; only the caller's are kept"
+                );
+            }
+            self.finish_reason = Some("tool_calls".to_owned());
+            return self.finish(client).await;
+        }
+        self.step_count += 1;
+        if self.step_count > self.max_steps {
+            self.text = format!(
+                "Stopped: the agent reached its limit of {} tool steps before answering.",
+                self.max_steps
+            );
+            self.finish_reason = Some("max_tool_steps".to_owned());
+            self.pending
+                .push_back(TurnEvent::TextDelta(self.text.clone()));
+            return self.finish(Vec::new()).await;
+        }
+        let assistant = PromptMessage::assistant_calls(std::mem::take(&mut self.text), calls);
+        self.request.messages.push(assistant.clone());
+        self.steps.push(assistant);
+        let outputs = Box::pin(self.server_tools.run_all(&server)).await;
+        for out in outputs {
+            let result = PromptMessage::tool_result(out.call_id.clone(), out.output.clone());
+            self.request.messages.push(result.clone());
+            self.steps.push(result);
+            self.pending.push_back(TurnEvent::ToolResult {
+                call_id: out.call_id,
+                name: out.name,
+                output: out.output,
+                is_error: out.is_error,
+            });
+        }
+        match Box::pin(open(&self.routes, &self.request, self.stream)).await {
+            Ok((upstream, model)) => {
+                self.upstream = Some(upstream);
+                self.model = model;
+            }
+            Err(e) => self.fail(e).await,
+        }
+    }
+
+    fn produced(&mut self, tool_calls: Vec<ToolCall>, status: MessageStatus) -> Produced {
+        Produced {
+            text: std::mem::take(&mut self.text),
+            tool_calls,
+            steps: std::mem::take(&mut self.steps),
+            usage: self.usage,
+            model: self.model.clone(),
+            status,
+            latency_ms: millis(self.started),
+            error: None,
+        }
+    }
+
+    async fn finish(&mut self, tool_calls: Vec<ToolCall>) {
+        self.phase = Phase::Done;
+        let Some(recorder) = self.recorder.take() else {
+            return;
+        };
+        let produced = self.produced(tool_calls, MessageStatus::Complete);
+        let text = produced.text.clone();
+        let calls = produced.tool_calls.clone();
+        let steps = produced.steps.clone();
+        let (usage, model, latency_ms) =
+            (produced.usage, produced.model.clone(), produced.latency_ms);
+        let finish_reason = self.finish_reason.clone();
+        let event = match Box::pin(recorder.record(produced, finish_reason.clone())).await {
+            Ok(Recorded { chat, run }) => TurnEvent::Finished(Box::new(TurnOutcome {
+                text,
+                tool_calls: calls,
+                steps,
+                usage,
+                finish_reason,
+                model,
+                latency_ms,
+                chat,
+                run,
+            })),
+            Err(e) => TurnEvent::Failed(e),
+        };
+        self.pending.push_back(event);
+    }
+
+    async fn fail(&mut self, error: Error) {
+        self.phase = Phase::Done;
+        if let Some(recorder) = self.recorder.take() {
+            let mut produced = self.produced(Vec::new(), MessageStatus::Incomplete);
+            produced.error = Some(error.to_string());
+            if recorder.keeps(&produced)
+                && let Err(e) = Box::pin(recorder.record(produced, None)).await
+            {
+                tracing::error!(error = %e, "could not record a failed turn");
+            }
+        }
+        self.pending.push_back(TurnEvent::Failed(error));
+    }
+}
+
+impl Drop for Driver {
+    /// A turn dropped before its end was cut by its consumer: what it produced is recorded
+    /// in the background.
+    fn drop(&mut self) {
+        let Some(recorder) = self.recorder.take() else {
+            return;
+        };
+        let mut produced = self.produced(Vec::new(), MessageStatus::Incomplete);
+        produced.error = Some("client disconnected".to_owned());
+        if !recorder.keeps(&produced) {
+            return;
+        }
+        tracing::info!(
+            chars = produced.text.len(),
+            "turn cut by its consumer; upstream cancelled"
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(e) = recorder.record(produced, None).await {
+                        tracing::error!(error = %e, "could not record a cut turn");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("a cut turn could not be recorded: no async runtime"),
+        }
+    }
+}
