@@ -209,8 +209,10 @@ fn with_tags(mut a: Agent, list: &[&str]) -> Agent {
 fn full_agent(name: &str) -> Agent {
     let now = Utc::now().trunc_subsecs(6);
     let tools = vec![
-        json!({"type": "http", "name": "customer_db", "url": "https://db.example/q", "headers": {"x": [1, 2.5, null]}}),
-        json!({"type": "mcp", "name": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back"}),
+        // HTTP tools are validated (header values are single-line strings); the MCP tool
+        // carries the odd JSON values.
+        json!({"type": "http", "name": "customer_db", "url": "https://db.example/q", "headers": {"x-key": "s3cr\u{e9}t \"v\""}}),
+        json!({"type": "mcp", "name": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back", "x": [1, 2.5, null]}),
     ];
     Agent {
         description: Some("Answers questions.\nTwo lines, 'quotes' and ünïcode.".into()),
