@@ -5,10 +5,11 @@
 use agentry_domain::Error;
 use agentry_domain::agent::{AgentId, ModelRef};
 use agentry_domain::conversation::{Conversation, Message, MessageStatus, Run, RunStatus};
-use agentry_domain::llm::{Role, TokenUsage};
+use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::provider::ProviderId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::rows::{corrupt, parse_json};
@@ -28,7 +29,8 @@ pub(crate) struct ConversationRow {
 }
 
 /// One row of `messages`. The three token columns are all set or all null, and so are
-/// `provider_id` and `model_name`.
+/// `provider_id` and `model_name`. `tool_calls` is a JSON array of [`StoredToolCall`]s, null
+/// when the message made no calls.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = messages)]
 pub(crate) struct MessageRow {
@@ -46,6 +48,17 @@ pub(crate) struct MessageRow {
     pub agent_version: Option<i32>,
     pub status: String,
     pub created_at: NaiveDateTime,
+    pub tool_calls: Option<String>,
+    pub tool_call_id: Option<String>,
+}
+
+/// One element of `messages.tool_calls`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredToolCall {
+    id: String,
+    name: String,
+    arguments: String,
 }
 
 /// One row of `runs`. `log_meta` is a JSON object; `user_id`, `session_id` and `component`
@@ -137,6 +150,8 @@ impl TryFrom<&Message> for MessageRow {
                 .transpose()?,
             status: m.status.as_str().to_owned(),
             created_at: m.created_at.naive_utc(),
+            tool_calls: tool_calls_column(&m.tool_calls)?,
+            tool_call_id: m.tool_call_id.clone(),
         })
     }
 }
@@ -179,10 +194,14 @@ impl TryFrom<MessageRow> for Message {
                 .ok_or_else(|| bad_value(E, id, "status", &row.status))?,
             created_at: row.created_at.and_utc(),
             conversation_id: row.conversation_id,
+            tool_calls: row
+                .tool_calls
+                .as_deref()
+                .map(|text| tool_calls_from(E, id, text))
+                .transpose()?
+                .unwrap_or_default(),
             content: row.content,
-            // Stored by the tool-message migration (not yet: see issue 12's storage step).
-            tool_calls: Vec::new(),
-            tool_call_id: None,
+            tool_call_id: row.tool_call_id,
             id: row.id,
         })
     }
@@ -246,6 +265,37 @@ impl TryFrom<RunRow> for Run {
             id: row.id,
         })
     }
+}
+
+/// The `tool_calls` column of `calls`: null when there are none.
+fn tool_calls_column(calls: &[ToolCall]) -> Result<Option<String>, Error> {
+    if calls.is_empty() {
+        return Ok(None);
+    }
+    let stored: Vec<StoredToolCall> = calls
+        .iter()
+        .map(|c| StoredToolCall {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            arguments: c.arguments.clone(),
+        })
+        .collect();
+    serde_json::to_string(&stored)
+        .map(Some)
+        .map_err(|e| Error::Internal(format!("tool calls do not encode as JSON: {e}")))
+}
+
+/// The calls a `tool_calls` column holds.
+fn tool_calls_from(entity: &str, id: &str, text: &str) -> Result<Vec<ToolCall>, Error> {
+    let stored: Vec<StoredToolCall> = parse_json(entity, id, "tool_calls", text)?;
+    Ok(stored
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id,
+            name: c.name,
+            arguments: c.arguments,
+        })
+        .collect())
 }
 
 /// `prompt_tokens`, `completion_tokens` and `total_tokens`, all set or all null.
@@ -322,7 +372,7 @@ mod tests {
     use agentry_domain::Error;
     use agentry_domain::agent::AgentId;
     use agentry_domain::conversation::{Conversation, Message, MessageStatus};
-    use agentry_domain::llm::{Role, TokenUsage};
+    use agentry_domain::llm::{Role, TokenUsage, ToolCall};
     use chrono::{NaiveDateTime, Utc};
 
     use super::{ConversationRow, MessageRow};
@@ -405,6 +455,16 @@ mod tests {
             ..row.clone()
         };
         assert!(matches!(Message::try_from(role), Err(Error::Internal(_))));
+        for bad in ["not json", "{}", r#"[{"id":"call_1","name":"f"}]"#, "[1]"] {
+            let calls = MessageRow {
+                tool_calls: Some(bad.into()),
+                ..row.clone()
+            };
+            assert!(
+                matches!(Message::try_from(calls), Err(Error::Internal(_))),
+                "{bad}"
+            );
+        }
         assert_eq!(
             Message::try_from(row).unwrap().usage,
             Some(TokenUsage::new(1, 2))
@@ -432,5 +492,56 @@ mod tests {
             Conversation::try_from(count),
             Err(Error::Internal(_))
         ));
+    }
+
+    #[test]
+    fn tool_calls_round_trip_and_none_is_null() {
+        let plain = MessageRow::try_from(&message()).unwrap();
+        assert_eq!(
+            (plain.tool_calls.as_deref(), plain.tool_call_id.as_deref()),
+            (None, None)
+        );
+        let back = Message::try_from(plain).unwrap();
+        assert!(back.tool_calls.is_empty());
+        assert_eq!(back.tool_call_id, None);
+
+        let calling = Message {
+            tool_calls: vec![
+                ToolCall {
+                    id: "call_1".into(),
+                    name: "get_weather".into(),
+                    arguments: r#"{"city": "Zürich \"old town\"",\n "days": 2}"#.into(),
+                },
+                ToolCall {
+                    id: "call_2".into(),
+                    name: "noop".into(),
+                    arguments: "not json at all\n\u{1F600}".into(),
+                },
+            ],
+            ..message()
+        };
+        let row = MessageRow::try_from(&calling).unwrap();
+        let text = row.tool_calls.clone().unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json[0]["id"], "call_1");
+        assert_eq!(json[1]["name"], "noop");
+        assert_eq!(Message::try_from(row).unwrap(), calling);
+
+        let answer = Message {
+            role: Role::Tool,
+            tool_call_id: Some("call_1".into()),
+            ..message()
+        };
+        let row = MessageRow::try_from(&answer).unwrap();
+        assert_eq!(row.role, "tool");
+        assert_eq!(row.tool_call_id.as_deref(), Some("call_1"));
+        assert_eq!(Message::try_from(row).unwrap(), answer);
+
+        // An empty array (never written) reads as no calls.
+        let empty = MessageRow {
+            tool_calls: Some("[]".into()),
+            ..MessageRow::try_from(&message()).unwrap()
+        };
+        assert!(Message::try_from(empty).unwrap().tool_calls.is_empty());
     }
 }

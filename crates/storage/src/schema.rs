@@ -73,6 +73,8 @@ diesel::table! {
         agent_version -> Nullable<Integer>,
         status -> Text,
         created_at -> Timestamp,
+        tool_calls -> Nullable<Text>,
+        tool_call_id -> Nullable<Text>,
     }
 }
 

@@ -18,7 +18,7 @@ use agentry_domain::auth::{
 use agentry_domain::conversation::{
     Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
 };
-use agentry_domain::llm::{Role, TokenUsage};
+use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_domain::version::AgentVersion;
@@ -33,13 +33,14 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
     "2026-11-23-000004_agent_versions",
     "2026-11-23-000005_agent_fallback_model",
     "2026-11-23-000006_change_counter",
+    "2026-12-03-000007_message_tool_calls",
 ];
 
 fn options() -> PoolOptions {
@@ -126,6 +127,7 @@ contract_tests!(
     start_conversation_stores_it_with_its_messages,
     start_conversation_conflicts_store_nothing,
     message_fields_round_trip_exactly,
+    tool_calls_and_answers_round_trip_exactly,
     message_numbers_out_of_range_are_rejected,
     query_messages_by_agent_session_before_and_limit,
     list_conversations_order_pagination_and_filter,
@@ -209,8 +211,10 @@ fn with_tags(mut a: Agent, list: &[&str]) -> Agent {
 fn full_agent(name: &str) -> Agent {
     let now = Utc::now().trunc_subsecs(6);
     let tools = vec![
-        json!({"type": "http", "name": "customer_db", "url": "https://db.example/q", "headers": {"x": [1, 2.5, null]}}),
-        json!({"type": "mcp", "name": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back"}),
+        // HTTP tools are validated (header values are single-line strings); the MCP tool
+        // carries the odd JSON values.
+        json!({"type": "http", "name": "customer_db", "url": "https://db.example/q", "headers": {"x-key": "s3cr\u{e9}t \"v\""}}),
+        json!({"type": "mcp", "name": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back", "x": [1, 2.5, null]}),
     ];
     Agent {
         description: Some("Answers questions.\nTwo lines, 'quotes' and ünïcode.".into()),
@@ -1304,6 +1308,99 @@ async fn message_fields_round_trip_exactly(db: Database) {
     assert_eq!(store.query_messages(&query).await.unwrap(), sent);
     let conv = store.get_conversation("conv_1").await.unwrap();
     assert_eq!((conv.message_count, conv.updated_at), (3, now));
+}
+
+/// An assistant turn that calls two tools, the tools' answers and a plain final answer.
+fn tool_turn(conv: &Conversation, prefix: &str, from: i64) -> Vec<Message> {
+    let calls = vec![
+        ToolCall {
+            id: format!("call_{prefix}_1"),
+            name: "get_weather".into(),
+            arguments: "{\"city\": \"Zürich \\\"Altstadt\\\"\",\n \"note\": \"it's \u{1F327}\"}"
+                .into(),
+        },
+        ToolCall {
+            id: format!("call_{prefix}_2"),
+            name: "lookup".into(),
+            // The model's text, kept as written even when it is not JSON.
+            arguments: "'single' \"double\" \\ back\r\n\tnot json: {".into(),
+        },
+    ];
+    let assistant = Message {
+        role: Role::Assistant,
+        content: String::new(),
+        tool_calls: calls.clone(),
+        usage: Some(TokenUsage::new(10, 5)),
+        model: Some(ModelRef {
+            provider_id: ProviderId::parse("openai").unwrap(),
+            model_name: "gpt-4o".into(),
+        }),
+        ..msg(conv, &format!("{prefix}_calls"), from)
+    };
+    let answers = calls.iter().enumerate().map(|(i, call)| Message {
+        role: Role::Tool,
+        content: format!("result of {} — \"ok\"\n", call.name),
+        tool_call_id: Some(call.id.clone()),
+        ..msg(
+            conv,
+            &format!("{prefix}_tool_{i}"),
+            from + 1 + i64::try_from(i).unwrap(),
+        )
+    });
+    let done = Message {
+        role: Role::Assistant,
+        content: "It rains.".into(),
+        ..msg(conv, &format!("{prefix}_done"), from + 10)
+    };
+    std::iter::once(assistant)
+        .chain(answers)
+        .chain(std::iter::once(done))
+        .collect()
+}
+
+async fn tool_calls_and_answers_round_trip_exactly(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "Caller").await;
+
+    // Through start_conversation, then append_messages.
+    let question = msg(&unsaved("conv_t", &agent, "t", 0, t0()), "q1", 0);
+    let first: Vec<Message> = std::iter::once(question)
+        .chain(tool_turn(&unsaved("conv_t", &agent, "t", 0, t0()), "a", 1))
+        .collect();
+    let last_at = first.last().unwrap().created_at;
+    let conv = unsaved("conv_t", &agent, "t", 5, last_at);
+    store.start_conversation(&conv, &first).await.unwrap();
+    let second = tool_turn(&conv, "b", 100);
+    store.append_messages(&second).await.unwrap();
+    let sent: Vec<Message> = first.iter().chain(&second).cloned().collect();
+
+    let got = store.last_messages("conv_t", 100).await.unwrap();
+    assert_eq!(got, sent);
+    let calls = &got[1];
+    assert_eq!(calls.tool_calls.len(), 2);
+    assert_eq!(calls.tool_call_id, None);
+    assert_eq!(
+        got.iter()
+            .filter_map(|m| m.tool_call_id.as_deref())
+            .collect::<Vec<_>>(),
+        ["call_a_1", "call_a_2", "call_b_1", "call_b_2"]
+    );
+    // Messages without calls read back with none.
+    assert!(got[0].tool_calls.is_empty() && got[0].tool_call_id.is_none());
+    assert!(got[4].tool_calls.is_empty() && got[4].tool_call_id.is_none());
+
+    let query = MessageQuery {
+        agent_id: agent,
+        session_key: Some("t".into()),
+        before: None,
+        limit: 100,
+    };
+    assert_eq!(store.query_messages(&query).await.unwrap(), sent);
+    // The newest few, still oldest first.
+    assert_eq!(
+        store.last_messages("conv_t", 3).await.unwrap(),
+        sent[sent.len() - 3..].to_vec()
+    );
 }
 
 async fn message_numbers_out_of_range_are_rejected(db: Database) {

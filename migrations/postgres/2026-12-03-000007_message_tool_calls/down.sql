@@ -1,0 +1,2 @@
+ALTER TABLE messages DROP COLUMN tool_call_id;
+ALTER TABLE messages DROP COLUMN tool_calls;
