@@ -45,9 +45,9 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let tail = Ipv4Addr::new(w, x, y, z);
     match s {
         // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible), ::ffff:0:a.b.c.d (translated)
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => {
-            Some(tail)
-        }
+        [0, 0, 0, 0, 0, 0xffff, _, _]
+        | [0, 0, 0, 0, 0, 0, _, _]
+        | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
         // 64:ff9b::a.b.c.d (NAT64 well-known prefix)
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         // 2002:aabb:ccdd::/48 (6to4)

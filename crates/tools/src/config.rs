@@ -115,8 +115,7 @@ fn parse_name(entry: &str) -> Result<String, &'static str> {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l
-                .bytes()
+            && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if name.is_empty() || name.len() > 253 || !labels.iter().all(label_ok) {

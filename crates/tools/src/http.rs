@@ -4,7 +4,9 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentry_domain::tool::{HttpMethod, HttpTool, HttpToolClient, SECRET_MASK, ToolError, ToolLimits};
+use agentry_domain::tool::{
+    HttpMethod, HttpTool, HttpToolClient, SECRET_MASK, ToolError, ToolLimits,
+};
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
@@ -93,9 +95,8 @@ impl HttpTools {
         arguments: &Map<String, Value>,
         limits: ToolLimits,
     ) -> Result<String, ToolError> {
-        let mut url = Url::parse(&tool.url).map_err(|e| {
-            ToolError::Failed(format!("the tool's URL is not a valid URL ({e})"))
-        })?;
+        let mut url = Url::parse(&tool.url)
+            .map_err(|e| ToolError::Failed(format!("the tool's URL is not a valid URL ({e})")))?;
         let headers = tool_headers(tool)?;
         let mut method = wire_method(tool.method);
         let mut body = if tool.method.has_body() {
@@ -198,7 +199,12 @@ fn append_query(url: &mut Url, arguments: &Map<String, Value>) {
     for (key, value) in arguments {
         match value {
             Value::Array(items) => {
-                pairs.extend(items.iter().filter_map(query_text).map(|v| (key.as_str(), v)));
+                pairs.extend(
+                    items
+                        .iter()
+                        .filter_map(query_text)
+                        .map(|v| (key.as_str(), v)),
+                );
             }
             other => pairs.extend(query_text(other).map(|v| (key.as_str(), v))),
         }

@@ -52,9 +52,8 @@ impl Resolve for GuardedResolver {
         let allow = Arc::clone(&self.allow);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if allow.allows_name(&host) {
                 return Ok(Box::new(addrs.into_iter()) as Addrs);
             }
