@@ -11,6 +11,7 @@ mod providers;
 pub mod runtime;
 mod security;
 mod seeds;
+mod tools;
 mod upstream;
 mod versions;
 

@@ -88,6 +88,18 @@ pub struct Config {
     /// Characters of earlier messages sent upstream, at most; the oldest are dropped first
     /// (`AGENTRY_HISTORY_MAX_CHARS`).
     pub history_max_chars: usize,
+    /// Rounds of an agent's own tool calls in one turn, at most; a model asking for more is
+    /// stopped with a clear answer (`AGENTRY_MAX_TOOL_STEPS`).
+    pub max_tool_steps: u32,
+    /// Seconds for one HTTP tool call (`AGENTRY_TOOL_TIMEOUT_SECS`).
+    pub tool_timeout_secs: u64,
+    /// Largest HTTP tool response read, in bytes; longer ones are cut and marked
+    /// (`AGENTRY_TOOL_MAX_RESPONSE_BYTES`).
+    pub tool_max_response_bytes: usize,
+    /// Hosts, addresses and CIDR ranges that HTTP tools may reach although they are loopback,
+    /// private or link-local (the SSRF guard's exceptions; `AGENTRY_TOOL_ALLOWED_HOSTS`, e.g.
+    /// `["127.0.0.1","api.internal"]`). Empty by default.
+    pub tool_allowed_hosts: Vec<String>,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -143,6 +155,10 @@ struct Defaults {
     provider_http_version: HttpVersion,
     history_max_messages: u32,
     history_max_chars: usize,
+    max_tool_steps: u32,
+    tool_timeout_secs: u64,
+    tool_max_response_bytes: usize,
+    tool_allowed_hosts: [&'static str; 0],
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -172,6 +188,10 @@ const DEFAULTS: Defaults = Defaults {
     provider_http_version: HttpVersion::Auto,
     history_max_messages: 50,
     history_max_chars: 32_000,
+    max_tool_steps: 8,
+    tool_timeout_secs: 10,
+    tool_max_response_bytes: 64 * 1024,
+    tool_allowed_hosts: [],
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,
@@ -199,6 +219,13 @@ fn is_config_key(key: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A configuration error with this reason.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Self(reason.into())
+    }
+}
 
 impl Config {
     /// The built-in defaults alone (what `make run` gets with an empty environment).

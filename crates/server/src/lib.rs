@@ -27,6 +27,7 @@ use agentry_domain::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimePorts,
     RuntimeSettings, VersionService,
 };
+use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
 use agentry_http::{AppState, HttpSettings};
 use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
@@ -426,8 +427,16 @@ impl Application {
         let runtime_settings = RuntimeSettings {
             history_max_messages: config.history_max_messages,
             history_max_chars: config.history_max_chars,
-            ..RuntimeSettings::default()
+            max_tool_steps: config.max_tool_steps,
+            tool_limits: ToolLimits {
+                timeout: Duration::from_secs(config.tool_timeout_secs.max(1)),
+                max_response_bytes: config.tool_max_response_bytes.max(1),
+            },
         };
+        let http_tools = agentry_tools::HttpTools::new(agentry_tools::HttpToolsConfig {
+            allowed_hosts: config.tool_allowed_hosts.clone(),
+        })
+        .map_err(|e| StartError::Config(config::ConfigError::invalid(e.to_string())))?;
         let versions = VersionService::new(
             stores.agents.clone(),
             stores.versions.clone(),
@@ -441,7 +450,7 @@ impl Application {
                 llm,
                 conversations: database.conversations(),
                 runs: database.runs(),
-                http_tools: None,
+                http_tools: Some(Arc::new(http_tools)),
                 clock: clock.clone(),
             },
             runtime_settings,
