@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agentry::cli::{KeyCommand, UserCommand};
 use agentry::{Application, config::Config, open_database, telemetry};
-use agentry_memory::Trimmer;
+use agentry_heap_trim::Trimmer;
 use clap::{Parser, Subcommand};
 
 /// Agentry: define LLM agents once; serve, test, watch and improve them.
