@@ -31,7 +31,9 @@ impl ToolServer {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     loop {
-                        let Ok(n) = socket.read(&mut chunk).await else { return };
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -131,7 +133,9 @@ async fn an_agent_answers_through_its_http_tool_on_every_surface() {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen[0].starts_with("GET /weather?city=Paris"), "{seen:?}");
     assert!(
-        seen[0].to_ascii_lowercase().contains("x-api-key: tool-secret-123"),
+        seen[0]
+            .to_ascii_lowercase()
+            .contains("x-api-key: tool-secret-123"),
         "the tool's header is sent: {seen:?}"
     );
     assert!(!reply.to_string().contains("tool-secret-123"));
@@ -158,10 +162,7 @@ async fn an_agent_answers_through_its_http_tool_on_every_surface() {
 
     // Agent SSE: tool_call and tool_result between start and end.
     let res = app
-        .post(
-            "/api/v1/agents/weather/stream",
-            &json!({"message": CALL}),
-        )
+        .post("/api/v1/agents/weather/stream", &json!({"message": CALL}))
         .await;
     let events = sse_events(&res.text().await.unwrap());
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -292,7 +293,10 @@ async fn tools_may_not_reach_private_addresses_by_default() {
             .await,
     )
     .await;
-    assert_eq!(status, 200, "a refused tool call is a tool error, not a failed turn: {reply}");
+    assert_eq!(
+        status, 200,
+        "a refused tool call is a tool error, not a failed turn: {reply}"
+    );
     let answer = reply["response"].as_str().unwrap();
     assert!(answer.contains("refused"), "{answer}");
     assert!(tool.requests().is_empty(), "nothing was sent");
