@@ -98,4 +98,51 @@ try:
 except openai.NotFoundError as e:
     check("unknown version raises NotFoundError", e.param == "version", e)
 
+# Client-side function tools: the model's calls come back to the caller, who runs them and
+# sends the results (the scripted mock calls tools when a message reads "/call NAME {json}").
+WEATHER_CHAT = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+WEATHER_RESP = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+                 "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+ask = [{"role": "user", "content": '/call get_weather {"city": "Paris"}'}]
+c = client.chat.completions.create(model="support-bot", messages=ask, tools=WEATHER_CHAT, tool_choice="auto")
+call = (c.choices[0].message.tool_calls or [None])[0]
+check("chat.completions returns tool_calls", c.choices[0].finish_reason == "tool_calls" and call is not None
+      and call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}, c)
+follow = ask + [c.choices[0].message.model_dump(exclude_none=True),
+                {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
+c2 = client.chat.completions.create(model="support-bot", messages=follow, tools=WEATHER_CHAT)
+check("chat.completions takes tool results", c2.choices[0].message.content == 'tool get_weather said: {"temp_c": 21}', c2)
+
+calls = {}
+for chunk in client.chat.completions.create(model="support-bot", messages=ask, tools=WEATHER_CHAT, stream=True):
+    for d in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+        entry = calls.setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+        entry["id"] = d.id or entry["id"]
+        entry["name"] += (d.function.name or "") if d.function else ""
+        entry["arguments"] += (d.function.arguments or "") if d.function else ""
+check("chat.completions streams tool_call deltas", list(calls.values()) and calls[0]["name"] == "get_weather"
+      and json.loads(calls[0]["arguments"]) == {"city": "Paris"} and calls[0]["id"], calls)
+
+r = client.responses.create(model="support-bot", input='/call get_weather {"city": "Oslo"}', tools=WEATHER_RESP)
+fc = [o for o in r.output if o.type == "function_call"]
+check("responses returns function_call items", len(fc) == 1 and fc[0].name == "get_weather"
+      and json.loads(fc[0].arguments) == {"city": "Oslo"}, r)
+r2 = client.responses.create(model="support-bot", previous_response_id=r.id, tools=WEATHER_RESP,
+                             input=[{"type": "function_call_output", "call_id": fc[0].call_id, "output": '{"temp_c": 3}'}])
+check("responses continue with function_call_output", r2.output_text == 'tool get_weather said: {"temp_c": 3}', r2)
+
+done_args = None
+with client.responses.stream(model="support-bot", input='/call get_weather {"city": "Rome"}', tools=WEATHER_RESP) as stream:
+    for event in stream:
+        if event.type == "response.function_call_arguments.done":
+            done_args = event.arguments
+    final = stream.get_final_response()
+check("responses stream function calls", done_args is not None and json.loads(done_args) == {"city": "Rome"}
+      and any(o.type == "function_call" for o in final.output), (done_args, final))
+
+j = client.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": "plain words"}],
+                                   response_format={"type": "json_object"}, stop=None, seed=1, logit_bias={})
+check("response_format and neutral values accepted", json.loads(j.choices[0].message.content) == {"echo": "plain words"}, j)
+
 print(f"{passed} passed, 0 failed")
