@@ -28,11 +28,10 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
     if ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() {
         return true;
     }
-    if first & 0xfe00 == 0xfc00 // fc00::/7 unique local
-        || first & 0xffc0 == 0xfe80 // fe80::/10 link-local
-        || first & 0xffc0 == 0xfec0
-    // fec0::/10 site-local (deprecated, still private)
-    {
+    let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
+    let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
+    let site_local = first & 0xffc0 == 0xfec0; // fec0::/10, deprecated, still private
+    if unique_local || link_local || site_local {
         return true;
     }
     embedded_v4(ip).is_some_and(v4_forbidden)
