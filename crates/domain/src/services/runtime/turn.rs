@@ -815,6 +815,33 @@ fn add_usage(total: Option<TokenUsage>, more: Option<TokenUsage>) -> Option<Toke
     }
 }
 
+/// Gives every stored tool call a result: a turn cut while its tools ran would otherwise
+/// store calls without results, a history no provider accepts.
+fn answer_pending_calls(steps: &mut Vec<PromptMessage>) {
+    let Some(last_call) = steps
+        .iter()
+        .rposition(|m| m.role == Role::Assistant && !m.tool_calls.is_empty())
+    else {
+        return;
+    };
+    let pending: Vec<String> = steps[last_call]
+        .tool_calls
+        .iter()
+        .filter(|c| {
+            !steps[last_call..]
+                .iter()
+                .any(|m| m.tool_call_id.as_deref() == Some(c.id.as_str()))
+        })
+        .map(|c| c.id.clone())
+        .collect();
+    for id in pending {
+        steps.push(PromptMessage::tool_result(
+            id,
+            r#"{"error":"cancelled: the turn ended before the tool answered"}"#,
+        ));
+    }
+}
+
 enum Phase {
     Start,
     Streaming,
@@ -960,6 +987,7 @@ impl Driver {
     }
 
     fn produced(&mut self, tool_calls: Vec<ToolCall>, status: MessageStatus) -> Produced {
+        answer_pending_calls(&mut self.steps);
         Produced {
             text: std::mem::take(&mut self.text),
             tool_calls,
