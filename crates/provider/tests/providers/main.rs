@@ -6,5 +6,6 @@ mod factory;
 mod http2;
 mod mock;
 mod openai;
+mod openai_tools;
 mod resilience;
 mod support;
