@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod anthropic;
+mod anthropic_tools;
 mod factory;
 mod http2;
 mod mock;
