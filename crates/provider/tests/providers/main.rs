@@ -6,6 +6,7 @@ mod anthropic_tools;
 mod factory;
 mod http2;
 mod mock;
+mod mock_tools;
 mod openai;
 mod openai_tools;
 mod resilience;
