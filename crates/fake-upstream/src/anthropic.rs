@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::text::{last_user_text, prompt_words};
-use crate::wire::{Answer, Asked, Reply, Wire, read_u32};
+use crate::wire::{Answer, Asked, Reply, Wire, fragments, read_u32, tool_call_tokens};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -72,6 +72,59 @@ impl Wire for Anthropic {
         } else {
             Reply::json(200, &body)
         }
+    }
+
+    fn tool_calls(asked: &Asked, calls: &[(String, String)], gap: Duration) -> Reply {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = format!("msg_fake{n}");
+        let call_id = |i: usize| format!("toolu_fake{n}_{i}");
+        let output_tokens = tool_call_tokens(calls);
+        if !asked.stream {
+            let content: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| {
+                    let input: Value = serde_json::from_str(arguments).unwrap_or(json!({}));
+                    json!({"type": "tool_use", "id": call_id(i), "name": name, "input": input})
+                })
+                .collect();
+            let body = json!({
+                "id": id, "type": "message", "role": "assistant", "model": asked.model,
+                "content": content, "stop_reason": "tool_use", "stop_sequence": null,
+                "usage": {"input_tokens": asked.prompt_tokens, "output_tokens": output_tokens},
+            });
+            return Reply::json(200, &body);
+        }
+        let start = json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": asked.model,
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": asked.prompt_tokens, "output_tokens": 1},
+        }});
+        let mut out = vec![event("message_start", &start)];
+        for (i, (name, arguments)) in calls.iter().enumerate() {
+            let block = json!({"type": "content_block_start", "index": i, "content_block":
+                {"type": "tool_use", "id": call_id(i), "name": name, "input": {}}});
+            out.push(event("content_block_start", &block));
+            // As Anthropic does: an empty fragment first, then pieces of the JSON.
+            let pieces = std::iter::once("").chain(fragments(arguments, 3));
+            for piece in pieces {
+                let delta = json!({"type": "content_block_delta", "index": i,
+                    "delta": {"type": "input_json_delta", "partial_json": piece}});
+                out.push(event("content_block_delta", &delta));
+            }
+            out.push(event(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": i}),
+            ));
+        }
+        let delta = json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": null},
+            "usage": {"output_tokens": output_tokens},
+        });
+        out.push(event("message_delta", &delta));
+        out.push(event("message_stop", &json!({"type": "message_stop"})));
+        Reply::sse(out, gap, false)
     }
 }
 

@@ -16,6 +16,11 @@
 //! | `fake-slow-<ms>` | echo after `ms`, and `ms` between SSE chunks |
 //! | `fake-cut` | half the answer, then the connection drops (no `[DONE]` / `message_stop`) |
 //!
+//! [`Scripted::ToolCalls`] answers with tool calls in each format (OpenAI `tool_calls`,
+//! Anthropic `tool_use` blocks), their arguments streamed in several fragments as the real
+//! providers do. Every request is recorded ([`FakeUpstream::requests`]) so tests can check
+//! what a client sent (tools, `tool_choice`, `response_format`…).
+//!
 //! Usage is deterministic: `prompt_tokens` is the word count of the messages (and `system`),
 //! `completion_tokens` the word count of the answer; `max_tokens` cuts the answer in words
 //! (finish reason `length` / `max_tokens`).

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::text::{last_user_text, prompt_words};
-use crate::wire::{Answer, Asked, Reply, Wire, read_u32, unix_now};
+use crate::wire::{Answer, Asked, Reply, Wire, fragments, read_u32, tool_call_tokens, unix_now};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -57,6 +57,81 @@ impl Wire for OpenAi {
         } else {
             Reply::json(200, &body)
         }
+    }
+
+    fn tool_calls(asked: &Asked, calls: &[(String, String)], gap: Duration) -> Reply {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = format!("chatcmpl-fake{n}");
+        let call_id = |i: usize| format!("call_fake{n}_{i}");
+        let completion_tokens = tool_call_tokens(calls);
+        let usage = json!({
+            "prompt_tokens": asked.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": asked.prompt_tokens + completion_tokens,
+        });
+        if !asked.stream {
+            let tool_calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, arguments))| {
+                    json!({"id": call_id(i), "type": "function",
+                           "function": {"name": name, "arguments": arguments}})
+                })
+                .collect();
+            let body = json!({
+                "id": id,
+                "object": "chat.completion",
+                "created": unix_now(),
+                "model": asked.model,
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": null, "refusal": null,
+                                "tool_calls": tool_calls},
+                    "logprobs": null,
+                    "finish_reason": "tool_calls",
+                }],
+                "usage": usage,
+                "system_fingerprint": null,
+            });
+            return Reply::json(200, &body);
+        }
+        let created = unix_now();
+        let chunk = |delta: Value, finish: Value| {
+            let mut body = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": asked.model, "system_fingerprint": null,
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            });
+            if asked.include_usage {
+                body["usage"] = Value::Null;
+            }
+            data(&body)
+        };
+        let mut out = Vec::new();
+        for (i, (name, arguments)) in calls.iter().enumerate() {
+            // As OpenAI does: the id and name with empty arguments, then argument fragments.
+            let first = json!({"index": i, "id": call_id(i), "type": "function",
+                               "function": {"name": name, "arguments": ""}});
+            let mut delta = json!({"tool_calls": [first]});
+            if i == 0 {
+                delta["role"] = json!("assistant");
+                delta["content"] = Value::Null;
+            }
+            out.push(chunk(delta, Value::Null));
+            for piece in fragments(arguments, 3) {
+                let more = json!({"index": i, "function": {"arguments": piece}});
+                out.push(chunk(json!({"tool_calls": [more]}), Value::Null));
+            }
+        }
+        out.push(chunk(json!({}), json!("tool_calls")));
+        if asked.include_usage {
+            out.push(data(&json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": asked.model, "choices": [], "usage": usage,
+            })));
+        }
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        Reply::sse(out, gap, false)
     }
 }
 

@@ -15,8 +15,19 @@ pub enum Scripted {
     ErrorMessage(u16, String),
     /// Start answering (the echo), then drop the connection mid-way.
     Cut,
+    /// Call these tools: `(name, arguments as JSON text)` each, answered as OpenAI
+    /// `tool_calls` (finish reason `tool_calls`) or Anthropic `tool_use` blocks (stop reason
+    /// `tool_use`). Streamed, each call's arguments arrive in several fragments.
+    ToolCalls(Vec<(String, String)>),
     /// Wait this long before answering (and between stream chunks), then reply as the inner.
     Delayed(Duration, Box<Scripted>),
+}
+
+impl Scripted {
+    /// A reply calling the tool `name` with `arguments` (JSON text).
+    pub fn tool_call(name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        Self::ToolCalls(vec![(name.into(), arguments.into())])
+    }
 }
 
 /// What one request gets.
@@ -30,6 +41,8 @@ pub(crate) enum Outcome {
     Error(u16, Option<String>),
     /// A broken answer.
     Cut,
+    /// Tool calls: `(name, arguments)`.
+    ToolCalls(Vec<(String, String)>),
 }
 
 /// An outcome and how slowly to deliver it.
@@ -51,6 +64,7 @@ impl Plan {
                 Self::now(Outcome::Error(status, Some(message)))
             }
             Scripted::Cut => Self::now(Outcome::Cut),
+            Scripted::ToolCalls(calls) => Self::now(Outcome::ToolCalls(calls)),
             Scripted::Delayed(delay, inner) => Self {
                 delay,
                 ..Self::from_scripted(*inner)

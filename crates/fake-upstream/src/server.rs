@@ -104,6 +104,7 @@ async fn respond<W: Wire>(state: &State, json: Option<Value>) -> Reply {
         Outcome::Echo => (asked.last_user.clone(), false),
         Outcome::Text(text) => (text, false),
         Outcome::Cut => (asked.last_user.clone(), true),
+        Outcome::ToolCalls(calls) => return W::tool_calls(&asked, &calls, plan.delay),
     };
     W::answer(&asked, &Answer::new(&text, &asked), plan.delay, cut)
 }

@@ -126,6 +126,33 @@ pub(crate) trait Wire {
     fn error(status: u16, message: Option<&str>) -> Reply;
     /// The format's answer; `cut` breaks it half-way.
     fn answer(asked: &Asked, answer: &Answer, gap: Duration, cut: bool) -> Reply;
+    /// The format's answer calling `calls` (`(name, arguments JSON text)`).
+    fn tool_calls(asked: &Asked, calls: &[(String, String)], gap: Duration) -> Reply;
+}
+
+/// `text` in about `parts` fragments (cut on character boundaries), as providers stream a
+/// tool call's arguments; at least one fragment, even for an empty text.
+pub(crate) fn fragments(text: &str, parts: usize) -> Vec<&str> {
+    let chars = text.chars().count();
+    let size = chars.div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (n, (i, _)) in text.char_indices().enumerate() {
+        if n > 0 && n % size == 0 {
+            out.push(&text[start..i]);
+            start = i;
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+/// Tokens of tool calls: the words of their names and arguments.
+pub(crate) fn tool_call_tokens(calls: &[(String, String)]) -> u32 {
+    calls
+        .iter()
+        .map(|(name, arguments)| word_count(name) + word_count(arguments))
+        .sum()
 }
 
 /// Seconds since the Unix epoch.
@@ -140,4 +167,19 @@ pub(crate) fn read_u32(body: &Value, field: &str) -> Option<u32> {
     body.get(field)
         .and_then(Value::as_u64)
         .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_concatenate_to_the_text() {
+        for text in ["", "{}", r#"{"city":"Paris","unit":"c"}"#, "éüö"] {
+            let pieces = fragments(text, 3);
+            assert_eq!(pieces.concat(), text);
+            assert!(!pieces.is_empty() && pieces.len() <= 3, "{pieces:?}");
+        }
+        assert_eq!(fragments(r#"{"a":1}"#, 3).len(), 3);
+    }
 }

@@ -117,7 +117,8 @@ impl LlmClient for ResilientClient {
     }
 }
 
-/// `first`, then `rest` with at most `idle` between events; ends after `Done` or an error.
+/// `first`, then `rest` with at most `idle` between events; ends after `Done` or an error
+/// (text and tool calls go on).
 fn idle_limited(
     first: StreamEvent,
     rest: Events,
@@ -135,7 +136,7 @@ fn idle_limited(
             )),
             Ok(Some(item)) => item,
         };
-        let ended = !matches!(item, Ok(StreamEvent::Delta(_)));
+        let ended = !matches!(item, Ok(StreamEvent::Delta(_) | StreamEvent::ToolCall(_)));
         Some((item, (rest, ended)))
     });
     stream::once(async move { Ok(first) }).chain(tail)

@@ -2,9 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod anthropic;
+mod anthropic_tools;
 mod factory;
 mod http2;
 mod mock;
+mod mock_tools;
 mod openai;
+mod openai_tools;
 mod resilience;
 mod support;

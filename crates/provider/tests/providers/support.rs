@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use agentry_domain::llm::{
     CompletionRequest, CompletionStream, LlmClient, LlmClientFactory, PromptMessage, ProviderError,
-    Role, StreamEvent,
+    Role, StreamEvent, ToolCall,
 };
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_provider::{ClientFactory, MockScript, ProviderSettings};
@@ -78,10 +78,12 @@ pub fn request(model: &str, text: &str) -> CompletionRequest {
     }
 }
 
-/// What a stream yielded: its deltas, its `Done` (if any) and its error (if any).
+/// What a stream yielded: its deltas, its tool calls, its `Done` (if any) and its error (if
+/// any).
 #[derive(Debug, Default)]
 pub struct Drained {
     pub deltas: Vec<String>,
+    pub tool_calls: Vec<ToolCall>,
     pub done: Option<StreamEvent>,
     pub error: Option<ProviderError>,
 }
@@ -102,6 +104,7 @@ pub async fn drain(mut stream: CompletionStream) -> Drained {
         );
         match item {
             Ok(StreamEvent::Delta(text)) => out.deltas.push(text),
+            Ok(StreamEvent::ToolCall(call)) => out.tool_calls.push(call),
             Ok(done) => out.done = Some(done),
             Err(error) => out.error = Some(error),
         }

@@ -5,6 +5,14 @@
 //! (1) its built-in retry layer is off (the resilience layer retries), and (2) a failed answer
 //! is read here, where its status and `Retry-After` header are still at hand: the service
 //! returns the classified [`ProviderError`] inside `OpenAIError::Boxed`.
+//!
+//! Streams are not read through async-openai: its `create_stream` spawns a task and an
+//! unbounded channel per stream (~4.8 KB each). [`stream`] decodes the SSE body itself, as a
+//! plain stream adapter over the HTTP body: nothing is spawned, and dropping the stream drops
+//! the body, which closes the connection (or resets the HTTP/2 stream).
+
+mod stream;
+mod wire;
 
 use std::fmt;
 use std::future::Future;
@@ -12,21 +20,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use agentry_domain::llm::{
-    Completion, CompletionRequest, CompletionStream, LlmClient, PromptMessage, ProviderError,
-    StreamEvent, TokenUsage,
+    Completion, CompletionRequest, CompletionStream, LlmClient, ProviderError,
 };
 use async_openai::config::Config;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::HttpRequestFactory;
-use async_openai::types::stream::StreamResponse;
 use async_trait::async_trait;
-use futures_util::{StreamExt, stream};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 
 use crate::errors::{self, from_reqwest, malformed, scrub};
 use crate::settings::ProviderSettings;
+use wire::{ChatRequest, ChatResponse};
 
 /// OpenAI's public API, used when a provider has no base URL.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -34,6 +40,8 @@ pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// A client of one OpenAI-compatible server.
 pub struct OpenAiClient {
     client: async_openai::Client<ApiConfig>,
+    /// The same HTTP client async-openai uses, for streams (read here, see the module docs).
+    http: reqwest::Client,
     api_key: Option<SecretString>,
     settings: ProviderSettings,
 }
@@ -64,12 +72,36 @@ impl OpenAiClient {
             http: http.clone(),
             settings,
         };
-        let client = async_openai::Client::build(http, config).with_http_service(service);
+        let client = async_openai::Client::build(http.clone(), config).with_http_service(service);
         Ok(Self {
             client,
+            http,
             api_key,
             settings,
         })
+    }
+
+    /// Posts a streaming request with async-openai's URL and headers; a non-success answer
+    /// becomes its error, as in [`StatusAwareService`].
+    async fn open_stream(
+        &self,
+        body: &ChatRequest<'_>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let config = self.client.config();
+        let response = self
+            .http
+            .post(config.url("/chat/completions"))
+            .headers(config.headers())
+            .header(ACCEPT, "text/event-stream")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| from_reqwest(e, &self.settings))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(errors::from_response(response).await)
+        }
     }
 
     fn error(&self, error: OpenAIError) -> ProviderError {
@@ -94,16 +126,12 @@ impl LlmClient for OpenAiClient {
     }
 
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let body = ChatRequest::new(&request, true);
-        let chunks: StreamResponse<ChatChunk> = self
-            .client
-            .chat()
-            .create_stream_byot(&body)
-            .await
-            .map_err(|e| self.error(e))?;
         let key = self.api_key.clone();
-        let settings = self.settings;
-        let events = translate(chunks, request.model, settings)
+        let response = self
+            .open_stream(&ChatRequest::new(&request, true))
+            .await
+            .map_err(|e| scrub(e, key.as_ref()))?;
+        let events = stream::translate(response, request.model)
             .map(move |item| item.map_err(|e| scrub(e, key.as_ref())));
         Ok(Box::pin(events))
     }
@@ -219,220 +247,5 @@ fn map_openai_error(error: OpenAIError, settings: &ProviderSettings) -> Provider
             message,
         },
         other => ProviderError::Unavailable(errors::chain(&other)),
-    }
-}
-
-/// The chat-completions request body.
-#[derive(Debug, Serialize)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    messages: Vec<WireMessage<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Debug, Serialize)]
-struct WireMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-impl<'a> ChatRequest<'a> {
-    fn new(request: &'a CompletionRequest, stream: bool) -> Self {
-        Self {
-            model: &request.model,
-            messages: request.messages.iter().map(WireMessage::new).collect(),
-            temperature: request.temperature,
-            top_p: request.top_p,
-            max_tokens: request.max_tokens,
-            // Set explicitly: with async-openai's `byot`, `create_stream` does not set it.
-            stream,
-            stream_options: stream.then_some(StreamOptions {
-                include_usage: true,
-            }),
-        }
-    }
-}
-
-impl<'a> WireMessage<'a> {
-    fn new(message: &'a PromptMessage) -> Self {
-        Self {
-            role: message.role.as_str(),
-            content: &message.content,
-        }
-    }
-}
-
-/// The parts of a chat completion we read; lenient, as compatible servers omit fields.
-#[derive(Debug, Deserialize)]
-struct ChatResponse {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<Choice>,
-    usage: Option<WireUsage>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Choice {
-    #[serde(default)]
-    message: ChoiceMessage,
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ChoiceMessage {
-    content: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-struct WireUsage {
-    #[serde(default)]
-    prompt_tokens: u32,
-    #[serde(default)]
-    completion_tokens: u32,
-}
-
-impl From<WireUsage> for TokenUsage {
-    fn from(usage: WireUsage) -> Self {
-        TokenUsage::new(usage.prompt_tokens, usage.completion_tokens)
-    }
-}
-
-impl ChatResponse {
-    fn into_completion(self, asked_model: &str) -> Result<Completion, ProviderError> {
-        let model = if self.model.is_empty() {
-            asked_model.to_owned()
-        } else {
-            self.model
-        };
-        let choice = self
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| malformed("no choices"))?;
-        Ok(Completion {
-            tool_calls: Vec::new(),
-            content: choice.message.content.unwrap_or_default(),
-            usage: self.usage.map(TokenUsage::from),
-            finish_reason: choice.finish_reason,
-            model,
-        })
-    }
-}
-
-/// One `chat.completion.chunk` (or an in-stream `{"error":..}` some servers send).
-#[derive(Debug, Deserialize)]
-struct ChatChunk {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    usage: Option<WireUsage>,
-    error: Option<ChunkError>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    delta: ChoiceMessage,
-    finish_reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChunkError {
-    #[serde(default)]
-    message: String,
-}
-
-/// What a stream has told so far.
-struct StreamState {
-    chunks: StreamResponse<ChatChunk>,
-    settings: ProviderSettings,
-    model: String,
-    finish_reason: Option<String>,
-    usage: Option<TokenUsage>,
-    ended: bool,
-}
-
-/// Chunks as port events: one `Delta` per non-empty content, `Done` at the end with the
-/// finish reason and usage (which arrives in a last chunk after the finish reason); an end
-/// without a finish reason is a broken stream.
-fn translate(
-    chunks: StreamResponse<ChatChunk>,
-    model: String,
-    settings: ProviderSettings,
-) -> impl futures_util::Stream<Item = Result<StreamEvent, ProviderError>> + Send {
-    let state = StreamState {
-        chunks,
-        settings,
-        model,
-        finish_reason: None,
-        usage: None,
-        ended: false,
-    };
-    stream::unfold(state, |mut state| async move {
-        if state.ended {
-            return None;
-        }
-        let item = state.next_event().await;
-        state.ended = !matches!(item, Ok(StreamEvent::Delta(_)));
-        Some((item, state))
-    })
-}
-
-impl StreamState {
-    async fn next_event(&mut self) -> Result<StreamEvent, ProviderError> {
-        while let Some(chunk) = self.chunks.next().await {
-            let chunk = chunk.map_err(|e| map_openai_error(e, &self.settings))?;
-            if let Some(text) = self.absorb(chunk)? {
-                return Ok(StreamEvent::Delta(text));
-            }
-        }
-        match self.finish_reason.take() {
-            Some(reason) => Ok(StreamEvent::Done {
-                usage: self.usage,
-                finish_reason: Some(reason),
-                model: std::mem::take(&mut self.model),
-            }),
-            None => Err(ProviderError::Unavailable(
-                "the stream ended before the answer was complete".to_owned(),
-            )),
-        }
-    }
-
-    /// Notes a chunk's model, usage and finish reason; returns its text, if any.
-    fn absorb(&mut self, chunk: ChatChunk) -> Result<Option<String>, ProviderError> {
-        if let Some(error) = chunk.error {
-            return Err(ProviderError::Upstream {
-                status: 502,
-                message: error.message,
-            });
-        }
-        if !chunk.model.is_empty() {
-            self.model = chunk.model;
-        }
-        if let Some(usage) = chunk.usage {
-            self.usage = Some(usage.into());
-        }
-        let Some(choice) = chunk.choices.into_iter().next() else {
-            return Ok(None);
-        };
-        if choice.finish_reason.is_some() {
-            self.finish_reason = choice.finish_reason;
-        }
-        Ok(choice.delta.content.filter(|text| !text.is_empty()))
     }
 }

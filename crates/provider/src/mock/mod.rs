@@ -1,10 +1,14 @@
 //! The built-in scripted provider (kind `mock`): offline default and test double.
 //!
-//! Model `echo` (and any name not below) answers with the last user message. Names script
-//! other behaviours: `error-<status>` (that status's error; `error-429` asks to retry after
+//! Model `echo` (and any name not below) answers with the last user message, or, as
+//! [`reply::echo`] reads the request, with the tool calls a `/call` or `/loop` message asks
+//! for, with what the tools said after a call, or with `{"echo":…}` when JSON is asked for.
+//! Names script other behaviours: `error-<status>` (that status's error; `error-429` asks to retry after
 //! 1 s), `slow-<ms>` (echo after `ms`, and `ms` between streamed words), `cut` (stream half the
 //! words, then [`ProviderError::Unavailable`]). A [`MockScript`] queue, when not empty, wins
 //! over the model name. Answers report `mock:<model>` as their model.
+
+mod reply;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -12,19 +16,22 @@ use std::time::Duration;
 
 use agentry_domain::llm::{
     Completion, CompletionRequest, CompletionStream, LlmClient, ProviderError, Role, StreamEvent,
-    TokenUsage,
+    TokenUsage, ToolCall,
 };
 use async_trait::async_trait;
 use futures_util::stream;
 
 use crate::errors::from_status;
 use crate::text::{piece, piece_ends, word_count};
+use reply::Reply;
 
 /// One scripted answer of the mock.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MockReply {
     /// Answer this text.
     Text(String),
+    /// Call these tools (finish reason `tool_calls`).
+    ToolCalls(Vec<ToolCall>),
     /// Fail with this error (before the first streamed event).
     Error(ProviderError),
     /// Wait (before answering, and between streamed words), then reply as the inner one.
@@ -107,6 +114,7 @@ impl MockClient {
 enum Outcome {
     Echo,
     Text(String),
+    ToolCalls(Vec<ToolCall>),
     Error(ProviderError),
     Cut,
 }
@@ -121,6 +129,7 @@ impl Plan {
     fn from_reply(reply: MockReply) -> Self {
         match reply {
             MockReply::Text(text) => Self::now(Outcome::Text(text)),
+            MockReply::ToolCalls(calls) => Self::now(Outcome::ToolCalls(calls)),
             MockReply::Error(error) => Self::now(Outcome::Error(error)),
             MockReply::Delay(delay, inner) => Self {
                 delay,
@@ -170,21 +179,48 @@ fn last_user_text(request: &CompletionRequest) -> String {
         .unwrap_or_default()
 }
 
-fn usage(request: &CompletionRequest, answer: &str) -> TokenUsage {
+fn usage(request: &CompletionRequest, answer: &Reply) -> TokenUsage {
     let prompt = request
         .messages
         .iter()
         .map(|m| word_count(&m.content))
         .sum();
-    TokenUsage::new(prompt, word_count(answer))
+    let calls: u32 = answer
+        .calls
+        .iter()
+        .map(|c| word_count(&c.name) + word_count(&c.arguments))
+        .sum();
+    TokenUsage::new(prompt, word_count(&answer.text) + calls)
 }
 
-/// The text to answer, or the error to fail with, once the plan's delay has passed.
-fn answer(outcome: Outcome, request: &CompletionRequest) -> Result<(String, bool), ProviderError> {
+/// `tool_calls` when the answer calls tools, else `stop`.
+fn finish_reason(answer: &Reply) -> String {
+    if answer.calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    }
+    .to_owned()
+}
+
+/// The answer, or the error to fail with, once the plan's delay has passed; `true` when the
+/// answer is to be cut.
+fn answer(outcome: Outcome, request: &CompletionRequest) -> Result<(Reply, bool), ProviderError> {
+    let text = |text| Reply {
+        text,
+        calls: Vec::new(),
+    };
     match outcome {
-        Outcome::Echo => Ok((last_user_text(request), false)),
-        Outcome::Text(text) => Ok((text, false)),
-        Outcome::Cut => Ok((last_user_text(request), true)),
+        Outcome::Echo => Ok((reply::echo(request), false)),
+        Outcome::Text(t) => Ok((text(t), false)),
+        Outcome::ToolCalls(calls) => Ok((
+            Reply {
+                text: String::new(),
+                calls,
+            },
+            false,
+        )),
+        Outcome::Cut => Ok((text(last_user_text(request)), true)),
         Outcome::Error(error) => Err(error),
     }
 }
@@ -200,17 +236,17 @@ impl LlmClient for MockClient {
     async fn complete(&self, request: CompletionRequest) -> Result<Completion, ProviderError> {
         let plan = self.plan(&request.model);
         pause(plan.delay).await;
-        let (text, cut) = answer(plan.outcome, &request)?;
+        let (reply, cut) = answer(plan.outcome, &request)?;
         if cut {
             return Err(ProviderError::Unavailable(
                 "the mock cut the answer".to_owned(),
             ));
         }
         Ok(Completion {
-            tool_calls: Vec::new(),
-            usage: Some(usage(&request, &text)),
-            content: text,
-            finish_reason: Some("stop".to_owned()),
+            usage: Some(usage(&request, &reply)),
+            finish_reason: Some(finish_reason(&reply)),
+            content: reply.text,
+            tool_calls: reply.calls,
             model: format!("mock:{}", request.model),
         })
     }
@@ -218,10 +254,10 @@ impl LlmClient for MockClient {
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let plan = self.plan(&request.model);
         pause(plan.delay).await;
-        let (text, cut) = answer(plan.outcome, &request)?;
+        let (reply, cut) = answer(plan.outcome, &request)?;
         let gap = plan.delay;
         let paced = stream::unfold(
-            Words::new(&request, text, cut),
+            Words::new(&request, reply, cut),
             move |mut words| async move {
                 let event = words.next_event()?;
                 if words.next > 1 {
@@ -235,9 +271,10 @@ impl LlmClient for MockClient {
 }
 
 /// A stream's words, made one at a time (an open stream holds its text and the word
-/// offsets, not a prepared event per word): one `Delta` per word (whitespace kept), then
-/// `Done`; a cut stream stops half-way with an error.
+/// offsets, not a prepared event per word): the tool calls (one `ToolCall` each), one `Delta`
+/// per word (whitespace kept), then `Done`; a cut stream stops half-way with an error.
 struct Words {
+    calls: std::vec::IntoIter<ToolCall>,
     text: String,
     ends: Vec<usize>,
     /// How many words are sent (all, or half when cut).
@@ -248,8 +285,8 @@ struct Words {
 }
 
 impl Words {
-    fn new(request: &CompletionRequest, text: String, cut: bool) -> Self {
-        let ends = piece_ends(&text);
+    fn new(request: &CompletionRequest, reply: Reply, cut: bool) -> Self {
+        let ends = piece_ends(&reply.text);
         let sent = if cut {
             ends.len().div_ceil(2)
         } else {
@@ -261,13 +298,14 @@ impl Words {
             ))
         } else {
             Ok(StreamEvent::Done {
-                usage: Some(usage(request, &text)),
-                finish_reason: Some("stop".to_owned()),
+                usage: Some(usage(request, &reply)),
+                finish_reason: Some(finish_reason(&reply)),
                 model: format!("mock:{}", request.model),
             })
         };
         Self {
-            text,
+            calls: reply.calls.into_iter(),
+            text: reply.text,
             ends,
             sent,
             next: 0,
@@ -276,6 +314,9 @@ impl Words {
     }
 
     fn next_event(&mut self) -> Option<Result<StreamEvent, ProviderError>> {
+        if let Some(call) = self.calls.next() {
+            return Some(Ok(StreamEvent::ToolCall(call)));
+        }
         let i = self.next;
         self.next += 1;
         if i < self.sent {
