@@ -277,7 +277,11 @@ async fn responses_typed_errors() {
     let (status, e) =
         raw(json!({"model": "support-bot", "input": "hi", "tools": [{"type": "web_search"}]}))
             .await;
-    assert_eq!((status, e["error"]["param"].as_str()), (400, Some("tools")));
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("tools[0].type")),
+        "hosted tools are refused, naming the item"
+    );
     let res = app
         .client()
         .post(app.url("/v1/responses"))

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use agentry_test_harness::{TestApp, json};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
