@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The official OpenAI Python SDK against a running Agentry (a debug build on a temporary SQLite
-# database). Installs `openai` into a virtual environment outside the source tree.
+# database). Installs `openai` into a virtual environment outside the source tree. The server
+# gets a generous rate limit: the script makes more calls than the default burst of 20.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${SDK_VENV:-$HOME/.cache/agentry-sdk-venv}
@@ -12,6 +13,7 @@ dir=$(mktemp -d)
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 password=sdk-test-$RANDOM$RANDOM
 DATABASE_URL="sqlite://$dir/sdk.db" AGENTRY_ADDR="127.0.0.1:$port" AGENTRY_LOG=warn \
+  AGENTRY_RATE_LIMIT_PER_MINUTE=6000 AGENTRY_RATE_LIMIT_BURST=1000 \
   AGENTRY_ADMIN_PASSWORD="$password" "${CARGO_TARGET_DIR:-target}/debug/agentry" serve >"$dir/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$dir"' EXIT
