@@ -11,11 +11,11 @@ use crate::schema;
 use crate::tool::{HttpTool, HttpToolClient, ToolLimits};
 
 /// The tools a turn runs itself.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct ServerTools {
     tools: Vec<HttpTool>,
     client: Option<Arc<dyn HttpToolClient>>,
-    limits: Option<ToolLimits>,
+    limits: ToolLimits,
 }
 
 /// A tool's answer to one call.
@@ -40,7 +40,7 @@ impl ServerTools {
         Self {
             tools,
             client,
-            limits: Some(limits),
+            limits,
         }
     }
 
@@ -100,7 +100,7 @@ impl ServerTools {
             .client
             .as_ref()
             .ok_or_else(|| "HTTP tools are not available on this server".to_owned())?;
-        let limits = self.limits.unwrap_or_default();
+        let limits = self.limits;
         // The adapter bounds the call too; this bound holds whatever the adapter does.
         let grace = limits.timeout + std::time::Duration::from_secs(1);
         match tokio::time::timeout(grace, client.call(tool, &args, limits)).await {

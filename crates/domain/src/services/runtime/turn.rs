@@ -560,13 +560,13 @@ impl Runtime {
             Ok(opened) => opened,
             Err(e) => {
                 // A run is logged also when it fails; a conversation keeps nothing.
-                if recorder.keeps(&Produced::failed(&resolved.model, &e, started)) {
-                    let produced = Produced::failed(&resolved.model, &e, started);
-                    if let Err(log) = Box::pin(recorder.record(produced, None)).await {
-                        tracing::error!(error = %log, "could not log a failed run");
-                        if matches!(log, Error::Conflict { .. }) {
-                            return Err(log);
-                        }
+                let produced = Produced::failed(&resolved.model, &e, started);
+                if recorder.keeps(&produced)
+                    && let Err(log) = Box::pin(recorder.record(produced, None)).await
+                {
+                    tracing::error!(error = %log, "could not log a failed run");
+                    if matches!(log, Error::Conflict { .. }) {
+                        return Err(log);
                     }
                 }
                 return Err(e);
