@@ -84,12 +84,7 @@ pub(crate) fn other(error: DieselError, entity: &'static str, id: &str) -> Error
 /// A lost connection or a SQLite file still locked after `busy_timeout` is `Unavailable`;
 /// anything else is `Internal`.
 pub(crate) fn query_error(error: DieselError) -> Error {
-    let unavailable = match &error {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
-        DieselError::DatabaseError(_, info) => is_busy(info.message()),
-        _ => false,
-    };
-    if unavailable {
+    if is_unavailable(&error) {
         Error::Unavailable(format!("database: {error}"))
     } else {
         Error::Internal(format!("database error: {error}"))
@@ -99,6 +94,42 @@ pub(crate) fn query_error(error: DieselError) -> Error {
 /// No connection could be had from the pool in time.
 pub(crate) fn pool_error(error: &diesel::r2d2::PoolError) -> Error {
     Error::Unavailable(format!("database: {error}"))
+}
+
+/// Whether `error` says the database could not be reached rather than that the query was
+/// wrong. Pooled connections are not tested on check-out, so a connection the server (or the
+/// network) dropped shows up in the first query on it, and libpq reports that in several ways:
+/// `ClosedConnection` when it noticed the socket is gone, `UnableToSendCommand` when the write
+/// failed, or `Unknown` with libpq's own words when the read did. A transaction whose commit
+/// failed for one of those reasons is the same outage.
+fn is_unavailable(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        DieselError::DatabaseError(_, info) => {
+            is_busy(info.message()) || is_connection_lost(info.message())
+        }
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => is_unavailable(commit_error),
+        DieselError::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+/// libpq's messages for a connection that is gone (they carry no SQLSTATE).
+fn is_connection_lost(message: &str) -> bool {
+    const LOST: [&str; 8] = [
+        "server closed the connection",
+        "no connection to the server",
+        "could not receive data from server",
+        "could not send data to server",
+        "connection not open",
+        "terminating connection",
+        "SSL SYSCALL error",
+        "SSL connection has been closed",
+    ];
+    LOST.iter().any(|words| message.contains(words))
 }
 
 /// SQLite's "database is locked" / "database table is locked" once `busy_timeout` ran out.
@@ -215,6 +246,36 @@ mod tests {
             "server closed the connection",
         );
         assert!(matches!(query_error(closed), Error::Unavailable(_)));
+        for lost in [
+            db(
+                DatabaseErrorKind::UnableToSendCommand,
+                "no connection to the server",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "server closed the connection unexpectedly\n\tThis probably means…",
+            ),
+            db(
+                DatabaseErrorKind::Unknown,
+                "could not receive data from server: Connection reset by peer",
+            ),
+            DieselError::BrokenTransactionManager,
+            DieselError::RollbackErrorOnCommit {
+                commit_error: Box::new(db(
+                    DatabaseErrorKind::Unknown,
+                    "SSL SYSCALL error: EOF detected",
+                )),
+                rollback_error: Box::new(DieselError::BrokenTransactionManager),
+            },
+        ] {
+            let shown = lost.to_string();
+            assert!(
+                matches!(query_error(lost), Error::Unavailable(_)),
+                "{shown}"
+            );
+        }
+        let syntax = db(DatabaseErrorKind::Unknown, "syntax error at or near \"x\"");
+        assert!(matches!(query_error(syntax), Error::Internal(_)));
         let busy = db(DatabaseErrorKind::Unknown, "database is locked");
         assert!(matches!(query_error(busy), Error::Unavailable(_)));
         let unknown_unique = db(
