@@ -43,6 +43,14 @@ impl Invalid {
     }
 }
 
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 /// Every failure the domain and its ports report.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {

@@ -183,6 +183,21 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// The built-in `mock` provider (scripted, offline; it says in its answers that it is
+    /// one), which every deployment has.
+    pub fn builtin_mock(now: DateTime<Utc>) -> Self {
+        Self {
+            id: ProviderId(MOCK_PROVIDER_ID.to_owned()),
+            kind: ProviderKind::Mock,
+            base_url: None,
+            api_key: None,
+            models: vec![MOCK_ECHO_MODEL.to_owned()],
+            source: ProviderSource::Builtin,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Whether this provider serves `model`.
     pub fn serves(&self, model: &str) -> bool {
         self.models.is_empty() || self.models.iter().any(|m| m == model)

@@ -2,20 +2,19 @@
 //! on the database (no running server needed). Each command returns the text to print.
 
 use std::io::BufRead;
-use std::sync::Arc;
 
 use agentry_domain::auth::{
     ApiKeyId, Email, NewApiKey, NewUser, Principal, Role, Scope, UserPatch, Username,
 };
 use agentry_domain::page::Page;
-use agentry_domain::ports::{Clock, SecretGenerator, SystemClock};
+use agentry_domain::ports::SecretGenerator;
 use agentry_domain::services::AuthService;
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
-use crate::{StartError, auth_service, cacheable_stores, open_database};
+use crate::{StartError, open_database, services};
 
 /// Characters of a generated password.
 const GENERATED_PASSWORD_CHARS: usize = 20;
@@ -105,10 +104,9 @@ impl From<agentry_domain::Invalid> for CliError {
 
 async fn service(config: &Config) -> Result<AuthService, CliError> {
     let (db, _) = open_database(config).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    // Through the caches' decorators, so that a revocation here reaches running servers.
-    let (stores, _) = cacheable_stores(config, &db);
-    Ok(auth_service(config, &db, &stores, clock).await?)
+    // The same wiring as a server's (through the caches' decorators), so that a revocation
+    // here moves the change counter that running servers follow.
+    Ok(services(config, &db, None).await?.auth)
 }
 
 fn time(t: DateTime<Utc>) -> String {

@@ -16,16 +16,15 @@ use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use agentry_auth::{Argon2Hasher, JwtCodec, RandomSecrets};
 use agentry_domain::agent::ModelSpec;
-use agentry_domain::cache::{CacheableStores, Coherence};
+use agentry_domain::cache::CacheableStores;
 use agentry_domain::ports::SecretGenerator;
 use agentry_domain::ports::{Clock, SystemClock};
 use agentry_domain::provider::{
-    BaseUrl, MOCK_ECHO_MODEL, MOCK_PROVIDER_ID, Provider, ProviderId, ProviderKind, ProviderSource,
+    BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource,
     parse_models,
 };
 use agentry_domain::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimePorts,
-    RuntimeSettings, VersionService,
+    AuthService, AuthSettings, RuntimeSettings, ServicePorts, ServiceSettings, Services,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -102,18 +101,7 @@ fn provider_error(id: &str, reason: impl Into<String>) -> StartError {
 /// [`StartError::Provider`] for an invalid or duplicate definition.
 pub fn fixed_providers(config: &Config, clock: &dyn Clock) -> Result<Vec<Provider>, StartError> {
     let now = clock.now();
-    let mock_id = ProviderId::parse(MOCK_PROVIDER_ID)
-        .map_err(|e| provider_error(MOCK_PROVIDER_ID, e.reason))?;
-    let mut out = vec![Provider {
-        id: mock_id,
-        kind: ProviderKind::Mock,
-        base_url: None,
-        api_key: None,
-        models: vec![MOCK_ECHO_MODEL.to_owned()],
-        source: ProviderSource::Builtin,
-        created_at: now,
-        updated_at: now,
-    }];
+    let mut out = vec![Provider::builtin_mock(now)];
     for p in &config.providers {
         let id = ProviderId::parse(&p.id)
             .map_err(|e| provider_error(&p.id, format!("id {}", e.reason)))?;
@@ -192,91 +180,96 @@ fn auth_error(e: impl std::fmt::Display) -> StartError {
     StartError::Auth(e.to_string())
 }
 
-/// The auth service over `database`: argon2id, HS256 tokens signed with `jwt_secret` or with
-/// a key generated once and stored in the database (so every replica shares it).
+/// The token codec: HS256 tokens signed with `jwt_secret`, or with a key generated once and
+/// stored in the database (so every replica shares it).
 ///
 /// # Errors
 /// [`StartError::Auth`] for a short `jwt_secret`, or when the stored key cannot be read.
-pub async fn auth_service(
-    config: &Config,
-    database: &Database,
-    stores: &CacheableStores,
-    clock: Arc<dyn Clock>,
-) -> Result<AuthService, StartError> {
-    let secrets = RandomSecrets;
+async fn token_codec(config: &Config, database: &Database) -> Result<JwtCodec, StartError> {
     let signing_key = match &config.jwt_secret {
         Some(k) => k.clone(),
         None => database
             .server_secrets()
-            .get_or_insert_secret(JWT_SECRET_NAME, secrets.random_alphanumeric(64))
+            .get_or_insert_secret(JWT_SECRET_NAME, RandomSecrets.random_alphanumeric(64))
             .await
             .map_err(auth_error)?,
     };
-    let codec = JwtCodec::new(&signing_key, JWT_ISSUER, JWT_AUDIENCE).map_err(auth_error)?;
-    let settings = AuthSettings {
-        access_token_ttl: Duration::from_secs(config.access_token_ttl_secs.max(1)),
-        refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_secs.max(1)),
-        login_max_failures: config.login_max_failures.max(1),
-        login_max_failures_per_address: config.login_max_failures.max(1).saturating_mul(4),
-        ..AuthSettings::default()
-    };
-    let ports = AuthPorts {
-        users: stores.users.clone(),
-        sessions: stores.sessions.clone(),
-        keys: stores.api_keys.clone(),
-        hasher: Arc::new(Argon2Hasher),
-        tokens: Arc::new(codec),
-        secrets: Arc::new(secrets),
-        clock,
-    };
-    Ok(AuthService::new(ports, settings))
+    JwtCodec::new(&signing_key, JWT_ISSUER, JWT_AUDIENCE).map_err(auth_error)
 }
 
-/// The stores the services use, behind the in-process caches. Every process that writes
-/// (servers and the CLI) must use these, so that its writes move the change counter the
-/// servers' caches follow; with `cache_ttl_secs` = 0 nothing is served from memory, but writes
-/// still move the counter. The [`Coherence`] is returned for [`sync_caches`] when caching is on.
-pub fn cacheable_stores(
+/// The model of an agent saved without one.
+fn default_model(config: &Config) -> ModelSpec {
+    ModelSpec {
+        provider_id: None,
+        model: config.default_model.clone(),
+        field: "default_model".to_owned(),
+    }
+}
+
+/// The services over `database`, as the configuration asks: every concrete adapter named
+/// here, the wiring itself done by [`Services::build`]. Servers and the CLI both use it, so
+/// that every write goes through the caches' decorators and moves the change counter the
+/// servers' caches follow.
+///
+/// # Errors
+/// [`StartError`] for an invalid provider, default model, tool setting or signing key.
+pub async fn services(
     config: &Config,
     database: &Database,
-) -> (CacheableStores, Option<Arc<Coherence>>) {
-    let plain = CacheableStores {
-        agents: database.agents(),
-        versions: database.versions(),
-        providers: database.providers(),
-        users: database.users(),
-        sessions: database.sessions(),
-        api_keys: database.api_keys(),
+    mock_script: Option<MockScript>,
+) -> Result<Services, StartError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fixed = fixed_providers(config, clock.as_ref())?;
+    let http_tools = agentry_tools::HttpTools::new(agentry_tools::HttpToolsConfig {
+        allowed_hosts: config.tool_allowed_hosts.clone(),
+    })
+    .map_err(|e| StartError::Config(config::ConfigError::invalid(e.to_string())))?;
+    let ports = ServicePorts {
+        stores: CacheableStores {
+            agents: database.agents(),
+            versions: database.versions(),
+            providers: database.providers(),
+            users: database.users(),
+            sessions: database.sessions(),
+            api_keys: database.api_keys(),
+        },
+        changes: database.changes(),
+        conversations: database.conversations(),
+        runs: database.runs(),
+        llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
+        http_tools: Some(Arc::new(http_tools)),
+        hasher: Arc::new(Argon2Hasher),
+        tokens: Arc::new(token_codec(config, database).await?),
+        secrets: Arc::new(RandomSecrets),
+        clock,
     };
-    let coherence = Coherence::new(
-        database.changes(),
-        Duration::from_secs(config.cache_ttl_secs),
-    );
-    let stores = plain.cached(&coherence);
-    (stores, (config.cache_ttl_secs > 0).then_some(coherence))
-}
-
-/// Follows the change counter every `interval` (until the runtime stops), so that changes
-/// made by other replicas empty this one's caches.
-async fn sync_caches(coherence: Arc<Coherence>, interval: Duration) {
-    let mut every = tokio::time::interval(interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        every.tick().await;
-        match coherence.sync().await {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("the change counter is readable again; caches in use");
-            }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "cannot read the change counter; caches emptied until it can be read");
-            }
-            Err(_) => {}
+    let settings = ServiceSettings {
+        cache_max_age: Duration::from_secs(config.cache_ttl_secs),
+        cache_sync_interval: Duration::from_millis(config.cache_sync_ms.max(1)),
+        runtime: RuntimeSettings {
+            history_max_messages: config.history_max_messages,
+            history_max_chars: config.history_max_chars,
+            max_tool_steps: config.max_tool_steps,
+            tool_limits: ToolLimits {
+                timeout: Duration::from_secs(config.tool_timeout_secs.max(1)),
+                max_response_bytes: config.tool_max_response_bytes.max(1),
+            },
+        },
+        auth: AuthSettings {
+            access_token_ttl: Duration::from_secs(config.access_token_ttl_secs.max(1)),
+            refresh_token_ttl: Duration::from_secs(config.refresh_token_ttl_secs.max(1)),
+            login_max_failures: config.login_max_failures.max(1),
+            login_max_failures_per_address: config.login_max_failures.max(1).saturating_mul(4),
+            ..AuthSettings::default()
+        },
+        ..ServiceSettings::new(fixed, default_model(config))
+    };
+    Services::build(ports, settings).await.map_err(|e| match e {
+        agentry_domain::Error::Unavailable(_) | agentry_domain::Error::Internal(_) => {
+            StartError::Database(e.to_string())
         }
-    }
+        e => provider_error("default_model", e.to_string()),
+    })
 }
 
 /// Refuses `auth_disabled` unless the server listens on a loopback address only.
@@ -337,19 +330,6 @@ pub async fn bootstrap_admin(config: &Config, auth: &AuthService) -> Result<(), 
     Ok(())
 }
 
-/// Deletes dead sessions now and every hour (until the runtime stops).
-async fn purge_sessions_hourly(auth: AuthService) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        every.tick().await;
-        match auth.purge_sessions().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(sessions = n, "purged dead sessions"),
-            Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
-        }
-    }
-}
-
 /// Options of an embedded server (tests, embedders) that the config file does not carry.
 #[derive(Clone, Default)]
 pub struct BuildOptions {
@@ -398,66 +378,9 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let fixed = fixed_providers(&config, clock.as_ref())?;
-        let (stores, coherence) = cacheable_stores(&config, &database);
-        if let Some(coherence) = coherence {
-            let interval = Duration::from_millis(config.cache_sync_ms.max(1));
-            tokio::spawn(sync_caches(coherence, interval));
-        }
-        let providers = ProviderRegistry::new(
-            fixed,
-            stores.providers.clone(),
-            stores.agents.clone(),
-            clock.clone(),
-        );
-        let default_model = ModelSpec {
-            provider_id: None,
-            model: config.default_model.clone(),
-            field: "default_model".to_owned(),
-        };
-        providers
-            .resolve(&default_model)
-            .await
-            .map_err(|e| provider_error("default_model", e.to_string()))?;
-        let llm = Arc::new(ClientFactory::new(
-            provider_settings(&config),
-            options.mock_script.clone(),
-        ));
-        let runtime_settings = RuntimeSettings {
-            history_max_messages: config.history_max_messages,
-            history_max_chars: config.history_max_chars,
-            max_tool_steps: config.max_tool_steps,
-            tool_limits: ToolLimits {
-                timeout: Duration::from_secs(config.tool_timeout_secs.max(1)),
-                max_response_bytes: config.tool_max_response_bytes.max(1),
-            },
-        };
-        let http_tools = agentry_tools::HttpTools::new(agentry_tools::HttpToolsConfig {
-            allowed_hosts: config.tool_allowed_hosts.clone(),
-        })
-        .map_err(|e| StartError::Config(config::ConfigError::invalid(e.to_string())))?;
-        let versions = VersionService::new(
-            stores.agents.clone(),
-            stores.versions.clone(),
-            clock.clone(),
-        );
-        let runtime = Runtime::new(
-            RuntimePorts {
-                agents: stores.agents.clone(),
-                versions: versions.clone(),
-                providers: providers.clone(),
-                llm,
-                conversations: database.conversations(),
-                runs: database.runs(),
-                http_tools: Some(Arc::new(http_tools)),
-                clock: clock.clone(),
-            },
-            runtime_settings,
-        );
-        let auth = auth_service(&config, &database, &stores, clock.clone()).await?;
-        bootstrap_admin(&config, &auth).await?;
-        tokio::spawn(purge_sessions_hourly(auth.clone()));
+        let services = services(&config, &database, options.mock_script.clone()).await?;
+        bootstrap_admin(&config, &services.auth).await?;
+        tokio::spawn(services.background());
         if config.auth_disabled {
             tracing::warn!(
                 addr = %config.addr,
@@ -470,18 +393,13 @@ impl Application {
             concurrency: config.rate_limit_concurrency.max(1),
         }));
         let state = AppState {
-            agents: AgentService::new(
-                stores.agents.clone(),
-                providers.clone(),
-                clock,
-                default_model,
-            ),
-            providers,
-            runtime,
-            versions,
+            agents: services.agents,
+            providers: services.providers,
+            runtime: services.runtime,
+            versions: services.versions,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            auth,
+            auth: services.auth,
             auth_disabled: config.auth_disabled,
             rate_limits,
         };

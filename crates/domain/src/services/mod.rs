@@ -3,6 +3,7 @@
 
 mod agents;
 mod auth;
+mod build;
 mod login_throttle;
 mod providers;
 mod runtime;
@@ -13,6 +14,7 @@ pub use auth::{
     AuthPorts, AuthService, AuthSettings, BootstrapAdmin, CreatedApiKey, IssuedTokens,
     KEY_AGENTS_MAX, KEY_TOUCH_INTERVAL_SECS,
 };
+pub use build::{ServicePorts, ServiceSettings, Services};
 pub use login_throttle::LoginThrottle;
 pub use providers::ProviderRegistry;
 pub use runtime::{

@@ -1,0 +1,229 @@
+//! The services wired from their ports: the one place that decides which service gets which
+//! store, behind which cache. The server, its CLI, the test harness and any program that
+//! embeds the domain call [`Services::build`]; none of them assembles a service by hand.
+//!
+//! Framework-free: the ports are traits of this crate, the background work is a plain future
+//! that the caller runs on its own runtime ([`Services::background`]).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::ModelSpec;
+use crate::cache::{CacheableStores, Coherence};
+use crate::error::Result;
+use crate::llm::LlmClientFactory;
+use crate::ports::{
+    ChangeLog, Clock, ConversationStore, PasswordHasher, RunStore, SecretGenerator, TokenCodec,
+};
+use crate::provider::Provider;
+use crate::services::{
+    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimePorts,
+    RuntimeSettings, VersionService,
+};
+use crate::tool::HttpToolClient;
+
+/// Every port the services need, uncached: [`Services::build`] puts the caches in front.
+#[derive(Clone)]
+pub struct ServicePorts {
+    /// Agents, versions, providers, users, sessions and API keys, as the storage gives them.
+    pub stores: CacheableStores,
+    /// The change counter shared by every process on the same database: writes move it, the
+    /// caches follow it.
+    pub changes: Arc<dyn ChangeLog>,
+    /// Conversations and their messages.
+    pub conversations: Arc<dyn ConversationStore>,
+    /// The one-shot run log.
+    pub runs: Arc<dyn RunStore>,
+    /// Clients of the providers.
+    pub llm: Arc<dyn LlmClientFactory>,
+    /// Outbound HTTP for agents' `http` tools; `None` makes every such call a tool error.
+    pub http_tools: Option<Arc<dyn HttpToolClient>>,
+    /// Password hashing.
+    pub hasher: Arc<dyn PasswordHasher>,
+    /// Access tokens.
+    pub tokens: Arc<dyn TokenCodec>,
+    /// Random secrets and digests.
+    pub secrets: Arc<dyn SecretGenerator>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// How the services behave.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// Providers that are not in the database: the built-in `mock` and those from the
+    /// configuration (read-only through the API).
+    pub fixed_providers: Vec<Provider>,
+    /// The model of an agent saved without one; it must resolve when the services are built.
+    pub default_model: ModelSpec,
+    /// How long a cached record may be served; zero keeps nothing in memory (writes still move
+    /// the shared change counter, so other processes' caches follow them).
+    pub cache_max_age: Duration,
+    /// How often [`Services::background`] reads the shared change counter.
+    pub cache_sync_interval: Duration,
+    /// How often [`Services::background`] deletes dead sessions.
+    pub session_purge_interval: Duration,
+    /// Bounds of a turn.
+    pub runtime: RuntimeSettings,
+    /// Token lifetimes and login throttling.
+    pub auth: AuthSettings,
+}
+
+impl ServiceSettings {
+    /// Defaults around the given providers and default model: caches on (60 s, synced every
+    /// 250 ms), sessions purged hourly, the runtime's and auth's own defaults.
+    pub fn new(fixed_providers: Vec<Provider>, default_model: ModelSpec) -> Self {
+        Self {
+            fixed_providers,
+            default_model,
+            cache_max_age: Duration::from_secs(60),
+            cache_sync_interval: Duration::from_millis(250),
+            session_purge_interval: Duration::from_secs(3600),
+            runtime: RuntimeSettings::default(),
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
+/// The use-case services, wired. Cheap to clone (every service is a handle).
+#[derive(Clone)]
+pub struct Services {
+    /// Agent definitions.
+    pub agents: AgentService,
+    /// Providers and model resolution.
+    pub providers: ProviderRegistry,
+    /// Turns, runs, history and conversations.
+    pub runtime: Runtime,
+    /// Published agent versions.
+    pub versions: VersionService,
+    /// Users, sessions, API keys.
+    pub auth: AuthService,
+    coherence: Option<Arc<Coherence>>,
+    cache_sync_interval: Duration,
+    session_purge_interval: Duration,
+}
+
+impl Services {
+    /// Wires the services over `ports`: the cacheable stores behind one shared cache, the
+    /// provider registry, versions, agents, the runtime and auth.
+    ///
+    /// # Errors
+    /// The model resolution's error when `default_model` names no known provider or model
+    /// (the store is read for providers created by API, so a store error is returned as such).
+    pub async fn build(ports: ServicePorts, settings: ServiceSettings) -> Result<Self> {
+        let coherence = Coherence::new(ports.changes, settings.cache_max_age);
+        let stores = ports.stores.cached(&coherence);
+        let providers = ProviderRegistry::new(
+            settings.fixed_providers,
+            stores.providers.clone(),
+            stores.agents.clone(),
+            ports.clock.clone(),
+        );
+        providers.resolve(&settings.default_model).await?;
+        let versions = VersionService::new(
+            stores.agents.clone(),
+            stores.versions.clone(),
+            ports.clock.clone(),
+        );
+        let runtime = Runtime::new(
+            RuntimePorts {
+                agents: stores.agents.clone(),
+                versions: versions.clone(),
+                providers: providers.clone(),
+                llm: ports.llm,
+                conversations: ports.conversations,
+                runs: ports.runs,
+                http_tools: ports.http_tools,
+                clock: ports.clock.clone(),
+            },
+            settings.runtime,
+        );
+        let auth = AuthService::new(
+            AuthPorts {
+                users: stores.users.clone(),
+                sessions: stores.sessions.clone(),
+                keys: stores.api_keys.clone(),
+                hasher: ports.hasher,
+                tokens: ports.tokens,
+                secrets: ports.secrets,
+                clock: ports.clock.clone(),
+            },
+            settings.auth,
+        );
+        let agents = AgentService::new(
+            stores.agents,
+            providers.clone(),
+            ports.clock,
+            settings.default_model,
+        );
+        let caching = !settings.cache_max_age.is_zero();
+        Ok(Self {
+            agents,
+            providers,
+            runtime,
+            versions,
+            auth,
+            coherence: caching.then_some(coherence),
+            cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
+            session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
+        })
+    }
+
+    /// The work a long-running process does beside its requests, as one future that never
+    /// ends: following the shared change counter (so a change made by another process empties
+    /// this one's caches within one sync interval) when caching is on, and deleting dead
+    /// sessions. Run it on the process's runtime (`tokio::spawn(services.background())`); a
+    /// one-shot program (a CLI command) need not.
+    pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
+        let caches = self
+            .coherence
+            .clone()
+            .map(|c| sync_caches(c, self.cache_sync_interval));
+        let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
+        async move {
+            match caches {
+                Some(caches) => {
+                    tokio::join!(caches, sessions);
+                }
+                None => sessions.await,
+            }
+        }
+    }
+}
+
+/// Follows the change counter every `interval`, forever.
+async fn sync_caches(coherence: Arc<Coherence>, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        match coherence.sync().await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the change counter is readable again; caches in use");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot read the change counter; caches emptied until it can be read");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Deletes dead sessions now and every `interval`, forever.
+async fn purge_sessions(auth: AuthService, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match auth.purge_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "purged dead sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not purge dead sessions"),
+        }
+    }
+}
