@@ -291,3 +291,201 @@ async fn anthropic_chat_stream_and_run() {
         529
     );
 }
+
+/// The place schema the structured-output tests ask for.
+fn place_schema() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": false
+    })
+}
+
+/// The text of a streamed Chat Completions answer.
+fn streamed_content(body: &str) -> String {
+    body.split("\n\n")
+        .filter_map(|frame| frame.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str::<serde_json::Value>(d).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn structured_output_is_passed_to_openai_compatible_upstreams() {
+    let fake = FakeUpstream::start().await;
+    let app = app_with(&fake, "openai").await;
+    let answer = r#"{"city":"Paris"}"#;
+
+    fake.push(Scripted::Text(answer.into()));
+    let (status, r) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "bot",
+                "messages": [{"role": "user", "content": "Where is the Louvre?"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": place_schema(), "strict": true}},
+                "seed": 7,
+                "stop": ["\n\n"]
+            }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["choices"][0]["message"]["content"], answer);
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(sent["response_format"]["json_schema"]["name"], "place");
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"],
+        place_schema()
+    );
+    assert_eq!(sent["response_format"]["json_schema"]["strict"], true);
+    assert_eq!(
+        (sent["seed"].clone(), sent["stop"].clone()),
+        (json!(7), json!(["\n\n"]))
+    );
+    assert_eq!(
+        sent["messages"][0]["content"], "Be kind.",
+        "the agent's instructions still lead"
+    );
+
+    fake.push(Scripted::Text(answer.into()));
+    let (status, r) = json(
+        app.post(
+            "/v1/responses",
+            &json!({
+                "model": "bot",
+                "input": "Where is the Louvre?",
+                "text": {"format": {"type": "json_schema", "name": "place", "schema": place_schema(), "strict": true}}
+            }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["output"][0]["content"][0]["text"], answer, "{r}");
+    assert_eq!(
+        r["text"]["format"]["type"], "json_schema",
+        "the format used is reported: {r}"
+    );
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!(
+        sent["response_format"]["json_schema"]["schema"],
+        place_schema(),
+        "{sent}"
+    );
+
+    fake.push(Scripted::Text(answer.into()));
+    let (status, _) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "bot",
+                "messages": [{"role": "user", "content": "Any JSON"}],
+                "response_format": {"type": "json_object"}
+            }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!(sent["response_format"], json!({"type": "json_object"}));
+}
+
+#[tokio::test]
+async fn structured_output_reaches_anthropic_as_a_forced_tool() {
+    let fake = FakeUpstream::start().await;
+    let app = app_with(&fake, "anthropic").await;
+    let answer = json!({"city": "Paris"});
+    let format =
+        json!({"type": "json_schema", "json_schema": {"name": "place", "schema": place_schema()}});
+
+    fake.push(Scripted::tool_call("place", answer.to_string()));
+    let (status, r) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "bot",
+                "messages": [{"role": "user", "content": "Where is the Louvre?"}],
+                "response_format": format
+            }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let content = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(content).unwrap(),
+        answer,
+        "the forced tool's input is the answer's text: {r}"
+    );
+    assert_eq!(
+        r["choices"][0]["finish_reason"], "stop",
+        "not a tool call: {r}"
+    );
+    assert!(r["choices"][0]["message"]["tool_calls"].is_null(), "{r}");
+    let sent = fake.requests().last().unwrap().body.clone();
+    assert_eq!(fake.requests().last().unwrap().path, "/v1/messages");
+    let tool = sent["tools"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (tool["name"].clone(), tool["input_schema"].clone()),
+        (json!("place"), place_schema()),
+        "{sent}"
+    );
+    assert_eq!(
+        sent["tool_choice"],
+        json!({"type": "tool", "name": "place"}),
+        "{sent}"
+    );
+
+    // Streamed: the tool input arrives in fragments and is streamed as text.
+    fake.push(Scripted::tool_call("place", answer.to_string()));
+    let res = app
+        .post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "bot",
+                "stream": true,
+                "messages": [{"role": "user", "content": "Where is the Louvre?"}],
+                "response_format": format
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    let streamed = streamed_content(&body);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&streamed).unwrap(),
+        answer,
+        "{body}"
+    );
+    assert!(!body.contains("\"tool_calls\""), "{body}");
+
+    // JSON mode: asked for in the system prompt (Anthropic has no such switch).
+    let (status, _) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({
+                "model": "bot",
+                "messages": [{"role": "user", "content": "{\"ok\": true}"}],
+                "response_format": {"type": "json_object"}
+            }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let sent = fake.requests().last().unwrap().body.clone();
+    let system = sent["system"].as_str().unwrap();
+    assert!(system.starts_with("Be kind."), "{system}");
+    assert!(system.contains("single JSON object"), "{system}");
+}

@@ -20,8 +20,7 @@ use agentry_domain::cache::CacheableStores;
 use agentry_domain::ports::SecretGenerator;
 use agentry_domain::ports::{Clock, SystemClock};
 use agentry_domain::provider::{
-    BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource,
-    parse_models,
+    BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
     AuthService, AuthSettings, RuntimeSettings, ServicePorts, ServiceSettings, Services,

@@ -47,5 +47,9 @@ fn the_embedded_example_runs_turns_without_a_web_server() {
             .map(str::to_owned)
             .unwrap()
     };
-    assert_eq!(id(&first), id(&again), "the second run finds the same agent");
+    assert_eq!(
+        id(&first),
+        id(&again),
+        "the second run finds the same agent"
+    );
 }
