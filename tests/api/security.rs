@@ -1204,3 +1204,124 @@ async fn logs_never_contain_secrets() {
         assert!(!text.contains(secret), "the {what} appears in the logs");
     }
 }
+
+#[tokio::test]
+async fn allowlists_and_owners_hold_on_reads_continuations_and_deletes() {
+    let app = TestApp::spawn().await;
+    for name in ["Agent A", "Agent B"] {
+        let (status, body) = json(app.post("/api/v1/agents", &json!({"name": name})).await).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let key_a = app.create_api_key(&["invoke"], Some(&["agent-a"])).await;
+    let key_a2 = app.create_api_key(&["invoke"], Some(&["agent-a"])).await;
+    let key_b = app.create_api_key(&["invoke"], Some(&["agent-b"])).await;
+    let key_b2 = app.create_api_key(&["invoke"], Some(&["agent-b"])).await;
+    let reader_a = app.create_api_key(&["read"], Some(&["agent-a"])).await;
+    let (status, r) = post(
+        &app,
+        Some(&key_b),
+        "/v1/responses",
+        &json!({"model": "agent-b", "input": "the secret of b"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    let id_b = r["id"].as_str().unwrap().to_owned();
+    let (status, r) = post(
+        &app,
+        Some(&key_a),
+        "/api/v1/agents/agent-a/chat",
+        &json!({"message": "hello a", "session_id": "shared"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+
+    // Another agent's key, and another key of the same agent, see nothing of b's response.
+    for key in [&key_a, &key_b2] {
+        for path in [
+            format!("/v1/responses/{id_b}"),
+            format!("/v1/responses/{id_b}/input_items"),
+        ] {
+            let (status, body) = get(&app, Some(key), &path).await;
+            assert_openai_error(status, &body, 404, "not_found");
+        }
+        let (status, body) = call(
+            &app,
+            Some(key),
+            Method::DELETE,
+            &format!("/v1/responses/{id_b}"),
+            None,
+        )
+        .await;
+        assert_openai_error(status, &body, 404, "not_found");
+    }
+    let (status, body) = post(
+        &app,
+        Some(&key_b2),
+        "/v1/responses",
+        &json!({"model": "agent-b", "input": "and?", "previous_response_id": id_b}),
+    )
+    .await;
+    assert_eq!(status, 404, "not continued by another key: {body}");
+    // Its owner and an admin still read it: nothing was deleted.
+    let (status, body) = get(&app, Some(&key_b), &format!("/v1/responses/{id_b}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("the secret of b"), "{body}");
+    let (status, _) = json(app.get(&format!("/v1/responses/{id_b}")).await).await;
+    assert_eq!(status, 200);
+
+    // The allowlist holds on the management API's reads too.
+    let (status, list) = get(&app, Some(&reader_a), "/api/v1/agents").await;
+    assert_eq!(status, 200, "{list}");
+    let keys: Vec<&str> = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!((keys, list["total"].as_u64()), (vec!["agent-a"], Some(1)));
+    let (_, convs) = json(app.get("/api/v1/conversations?agent_id=agent-b").await).await;
+    let conv_b = convs["conversations"][0]["id"].as_str().unwrap().to_owned();
+    for path in [
+        "/api/v1/agents/agent-b".to_owned(),
+        "/api/v1/agents/agent-b/chat/history".to_owned(),
+        format!("/api/v1/conversations/{conv_b}"),
+        "/api/v1/conversations?agent_id=agent-b".to_owned(),
+    ] {
+        let (status, body) = get(&app, Some(&reader_a), &path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            body["error"]["code"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("NOT_FOUND")),
+            "{path}: {body}"
+        );
+    }
+    let (status, convs) = get(&app, Some(&reader_a), "/api/v1/conversations").await;
+    assert_eq!(status, 200, "{convs}");
+    assert_eq!(convs["total"], 1, "only agent-a's conversation: {convs}");
+    // …and on the client API's agents.
+    let (status, agents) = get(&app, Some(&key_a), "/api/client/v1/agents").await;
+    assert_eq!(status, 200, "{agents}");
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 1, "{agents}");
+    assert_eq!(agents["agents"][0]["key"], "agent-a", "{agents}");
+    let (status, body) = get(&app, Some(&key_a), "/api/client/v1/agents/agent-b").await;
+    assert_openai_error(status, &body, 404, "agent_not_found");
+
+    // A session id in use by another invoke-only key is not joined.
+    let (status, body) = post(
+        &app,
+        Some(&key_a2),
+        "/api/v1/agents/agent-a/chat",
+        &json!({"message": "let me in", "session_id": "shared"}),
+    )
+    .await;
+    assert_error(status, &body, 409, "CONFLICT");
+    let (status, _) = post(
+        &app,
+        Some(&key_a),
+        "/api/v1/agents/agent-a/chat",
+        &json!({"message": "still mine", "session_id": "shared"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -574,6 +574,22 @@ pub struct AgentFilter {
     pub agent_type: Option<AgentType>,
     /// Agents in this cluster.
     pub cluster: Option<ClusterName>,
+    /// Only agents with one of these keys (an API key's agent allowlist); `None` for all.
+    pub keys: Option<Vec<String>>,
+}
+
+impl AgentFilter {
+    /// The same filter, narrowed to the agents `caller` may see (its allowlist, if any).
+    #[must_use]
+    pub fn visible_to(mut self, caller: Option<&crate::auth::Principal>) -> Self {
+        if let Some(allowed) = caller.and_then(|p| p.agents.as_ref()) {
+            self.keys = Some(match self.keys.take() {
+                Some(keys) => keys.into_iter().filter(|k| allowed.contains(k)).collect(),
+                None => allowed.clone(),
+            });
+        }
+        self
+    }
 }
 
 /// How a caller names an agent in a path: by id or by key.

@@ -620,6 +620,14 @@ impl Principal {
             .is_none_or(|list| list.iter().any(|a| a == agent_key))
     }
 
+    /// Whether this caller may read, continue or delete a conversation opened by
+    /// `created_by` (its agent being one this caller may call): anyone who may read the
+    /// management API may (users, keys with `read`, `write` or `admin`); a key that may only
+    /// invoke agents sees the conversations it opened itself.
+    pub fn may_use_conversation(&self, created_by: Option<&str>) -> bool {
+        self.satisfies(Requirement::Read) || created_by == Some(self.created_by().as_str())
+    }
+
     /// The key under which this caller's requests are counted by the rate limiter.
     pub fn rate_key(&self) -> String {
         match self.kind {

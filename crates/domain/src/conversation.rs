@@ -54,6 +54,11 @@ pub struct Conversation {
     pub created_at: DateTime<Utc>,
     /// When its last message was stored.
     pub updated_at: DateTime<Utc>,
+    /// Who opened it ([`crate::auth::Principal::created_by`]): a user's id, `key:<id>`, or
+    /// `anonymous-dev`; `None` for a trusted caller (an embedder) and for conversations stored
+    /// before owners were recorded. Callers that may only invoke agents see their own
+    /// conversations only.
+    pub created_by: Option<String>,
 }
 
 /// How a stored message ended.

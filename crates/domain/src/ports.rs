@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::Result;
-use serde_json::{Map, Value};
 
 use secrecy::SecretString;
 
@@ -117,21 +116,15 @@ pub trait ProviderStore: Send + Sync {
 /// Durable storage of conversations and their messages.
 #[async_trait]
 pub trait ConversationStore: Send + Sync {
-    /// The conversation of `agent` with `session_key`, created (with `id`, `context` and
-    /// `now`) when there is none. Returns it and whether it was created. Two concurrent calls
-    /// with the same agent and key MUST return the same conversation.
+    /// The conversation of `fresh.agent_id` with `fresh.session_key`; `fresh` itself (empty:
+    /// its `message_count` is ignored and stored as 0) is stored when there is none. Returns
+    /// it and whether it was created. Two concurrent calls with the same agent and key MUST
+    /// return the same conversation.
     ///
     /// # Errors
     /// MUST return `NotFound` (entity `agent`) when the agent does not exist, `Conflict`
-    /// (field `id`) when `id` belongs to another conversation.
-    async fn open_conversation(
-        &self,
-        id: &str,
-        agent: &AgentId,
-        session_key: &str,
-        context: &Map<String, Value>,
-        now: DateTime<Utc>,
-    ) -> Result<(Conversation, bool)>;
+    /// (field `id`) when `fresh.id` belongs to another conversation.
+    async fn open_conversation(&self, fresh: &Conversation) -> Result<(Conversation, bool)>;
 
     /// The conversation of `agent` with `session_key`, if any.
     async fn find_conversation(
@@ -146,11 +139,12 @@ pub trait ConversationStore: Send + Sync {
     /// MUST return `NotFound` (entity `conversation`) when the id does not exist.
     async fn get_conversation(&self, id: &str) -> Result<Conversation>;
 
-    /// Conversations, most recently updated first (then by id, descending), optionally of one
-    /// agent, with the total number of matches.
+    /// Conversations, most recently updated first (then by id, descending), of the given
+    /// agents (`None`: of every agent; an empty list matches nothing), with the total number
+    /// of matches.
     async fn list_conversations(
         &self,
-        agent: Option<&AgentId>,
+        agents: Option<&[AgentId]>,
         page: Page,
     ) -> Result<Paged<Conversation>>;
 

@@ -162,6 +162,9 @@ fn matching(filter: &AgentFilter) -> agents::BoxedQuery<'_, MultiBackend> {
     if let Some(cluster) = &filter.cluster {
         query = query.filter(agents::cluster.eq(cluster.as_str()));
     }
+    if let Some(keys) = &filter.keys {
+        query = query.filter(agents::key.eq_any(keys));
+    }
     for tag in &filter.tags {
         let tagged = agent_tags::table
             .filter(agent_tags::tag.eq(tag.as_str()))

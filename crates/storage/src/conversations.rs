@@ -8,10 +8,9 @@ use agentry_domain::page::{Page, Paged};
 use agentry_domain::ports::ConversationStore;
 use agentry_domain::{Error, Result};
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use serde_json::{Map, Value};
 
 use crate::connection::{AnyConnection, MultiBackend};
 use crate::history_rows::{ConversationRow, MessageRow};
@@ -25,15 +24,9 @@ const OPEN_ATTEMPTS: usize = 3;
 
 #[async_trait]
 impl ConversationStore for DieselStore {
-    async fn open_conversation(
-        &self,
-        id: &str,
-        agent: &AgentId,
-        session_key: &str,
-        context: &Map<String, Value>,
-        now: DateTime<Utc>,
-    ) -> Result<(Conversation, bool)> {
-        let row = ConversationRow::new(id, agent, session_key, context, now.naive_utc());
+    async fn open_conversation(&self, fresh: &Conversation) -> Result<(Conversation, bool)> {
+        let mut row = ConversationRow::of(fresh)?;
+        row.message_count = 0;
         self.run(move |conn| open(conn, &row)).await
     }
 
@@ -64,13 +57,14 @@ impl ConversationStore for DieselStore {
 
     async fn list_conversations(
         &self,
-        agent: Option<&AgentId>,
+        agents: Option<&[AgentId]>,
         page: Page,
     ) -> Result<Paged<Conversation>> {
-        let agent = agent.map(ToString::to_string);
+        let agents: Option<Vec<String>> =
+            agents.map(|ids| ids.iter().map(ToString::to_string).collect());
         self.run(move |conn| {
             let (total, rows) = conn
-                .transaction(|c| list_rows(c, agent.as_deref(), page))
+                .transaction(|c| list_rows(c, agents.as_deref(), page))
                 .map_err(query_error)?;
             let items = rows
                 .into_iter()
@@ -139,16 +133,7 @@ impl ConversationStore for DieselStore {
         messages: &[Message],
     ) -> Result<()> {
         all_of(messages, &conversation.id, &conversation.agent_id)?;
-        let mut row = ConversationRow::new(
-            &conversation.id,
-            &conversation.agent_id,
-            &conversation.session_key,
-            &conversation.context,
-            conversation.created_at.naive_utc(),
-        );
-        row.message_count = i64::try_from(conversation.message_count)
-            .map_err(|_| Error::Internal("message count out of range".into()))?;
-        row.updated_at = conversation.updated_at.naive_utc();
+        let row = ConversationRow::of(conversation)?;
         let rows = messages
             .iter()
             .map(MessageRow::try_from)
@@ -353,11 +338,11 @@ fn find(
 /// The number of matches and one page of them, most recently updated first.
 fn list_rows(
     conn: &mut AnyConnection,
-    agent: Option<&str>,
+    agents: Option<&[String]>,
     page: Page,
 ) -> QueryResult<(i64, Vec<ConversationRow>)> {
-    let total = of_agent(agent).count().get_result(conn)?;
-    let rows = of_agent(agent)
+    let total = of_agents(agents).count().get_result(conn)?;
+    let rows = of_agents(agents)
         .select(ConversationRow::as_select())
         .order((conversations::updated_at.desc(), conversations::id.desc()))
         .limit(i64::from(page.limit()))
@@ -366,10 +351,12 @@ fn list_rows(
     Ok((total, rows))
 }
 
-fn of_agent(agent: Option<&str>) -> conversations::BoxedQuery<'_, MultiBackend> {
+fn of_agents(agents: Option<&[String]>) -> conversations::BoxedQuery<'_, MultiBackend> {
     let mut query = conversations::table.into_boxed();
-    if let Some(agent) = agent {
-        query = query.filter(conversations::agent_id.eq(agent));
+    match agents {
+        Some([agent]) => query = query.filter(conversations::agent_id.eq(agent)),
+        Some(agents) => query = query.filter(conversations::agent_id.eq_any(agents)),
+        None => {}
     }
     query
 }

@@ -10,7 +10,7 @@ use agentry_domain::provider::ProviderId;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::rows::{corrupt, parse_json};
 use crate::schema::{conversations, messages, runs};
@@ -26,6 +26,7 @@ pub(crate) struct ConversationRow {
     pub message_count: i64,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub created_by: Option<String>,
 }
 
 /// One row of `messages`. The three token columns are all set or all null, and so are
@@ -90,23 +91,22 @@ pub(crate) struct RunRow {
 }
 
 impl ConversationRow {
-    /// A new, empty conversation.
-    pub(crate) fn new(
-        id: &str,
-        agent: &AgentId,
-        session_key: &str,
-        context: &Map<String, Value>,
-        now: NaiveDateTime,
-    ) -> Self {
-        Self {
-            id: id.to_owned(),
-            agent_id: agent.to_string(),
-            session_key: session_key.to_owned(),
-            context: Value::Object(context.clone()).to_string(),
-            message_count: 0,
-            created_at: now,
-            updated_at: now,
-        }
+    /// The row of `c`.
+    ///
+    /// # Errors
+    /// `Internal` for a message count beyond the column's range.
+    pub(crate) fn of(c: &Conversation) -> Result<Self, Error> {
+        Ok(Self {
+            id: c.id.clone(),
+            agent_id: c.agent_id.to_string(),
+            session_key: c.session_key.clone(),
+            context: Value::Object(c.context.clone()).to_string(),
+            message_count: i64::try_from(c.message_count)
+                .map_err(|_| Error::Internal("message count out of range".into()))?,
+            created_at: c.created_at.naive_utc(),
+            updated_at: c.updated_at.naive_utc(),
+            created_by: c.created_by.clone(),
+        })
     }
 }
 
@@ -122,6 +122,7 @@ impl TryFrom<ConversationRow> for Conversation {
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
             session_key: row.session_key,
+            created_by: row.created_by,
             id: row.id,
         })
     }
@@ -478,6 +479,7 @@ mod tests {
             message_count: 0,
             created_at: NaiveDateTime::default(),
             updated_at: NaiveDateTime::default(),
+            created_by: None,
         };
         let count = ConversationRow {
             context: "{}".into(),

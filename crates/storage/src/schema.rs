@@ -54,6 +54,7 @@ diesel::table! {
         message_count -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        created_by -> Nullable<Text>,
     }
 }
 

@@ -33,7 +33,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -41,6 +41,7 @@ const MIGRATIONS: [&str; 7] = [
     "2026-11-23-000005_agent_fallback_model",
     "2026-11-23-000006_change_counter",
     "2026-12-03-000007_message_tool_calls",
+    "2026-12-03-000008_conversation_owner",
 ];
 
 fn options() -> PoolOptions {
@@ -590,6 +591,26 @@ async fn list_filters_by_status_type_and_cluster(db: Database) {
         ..AgentFilter::default()
     };
     assert_eq!(names(&db, &cluster).await, ["A", "C"]);
+    let keys = |keys: &[&str]| Some(keys.iter().map(|k| (*k).to_owned()).collect());
+    let allowed = AgentFilter {
+        keys: keys(&["c", "a", "zz"]),
+        ..AgentFilter::default()
+    };
+    assert_eq!(
+        names(&db, &allowed).await,
+        ["A", "C"],
+        "an allowlist of keys"
+    );
+    let allowed_active = AgentFilter {
+        status: Some(AgentStatus::Active),
+        ..allowed
+    };
+    assert_eq!(names(&db, &allowed_active).await, ["A"]);
+    let nothing_allowed = AgentFilter {
+        keys: keys(&[]),
+        ..AgentFilter::default()
+    };
+    assert!(names(&db, &nothing_allowed).await.is_empty());
     let none = AgentFilter {
         cluster: Some(ClusterName::parse("mars").unwrap()),
         ..AgentFilter::default()
@@ -623,6 +644,7 @@ async fn list_combines_filters(db: Database) {
         status: Some(AgentStatus::Active),
         agent_type: Some(AgentType::chat()),
         cluster: Some(ClusterName::parse("eu").unwrap()),
+        keys: None,
     };
     assert_eq!(names(&db, &f).await, ["A"]);
     let f = AgentFilter {
@@ -818,11 +840,31 @@ fn context() -> Map<String, Value> {
 async fn open_new(db: &Database, id: &str, agent: &AgentId, key: &str) -> Conversation {
     let (conv, created) = db
         .conversations()
-        .open_conversation(id, agent, key, &Map::new(), t0())
+        .open_conversation(&fresh(id, agent, key, &Map::new(), t0()))
         .await
         .unwrap();
     assert!(created, "{id} should be new");
     conv
+}
+
+/// A conversation to open: empty, opened by nobody in particular.
+fn fresh(
+    id: &str,
+    agent: &AgentId,
+    key: &str,
+    context: &Map<String, Value>,
+    at: DateTime<Utc>,
+) -> Conversation {
+    Conversation {
+        id: id.to_owned(),
+        agent_id: agent.clone(),
+        session_key: key.to_owned(),
+        context: context.clone(),
+        message_count: 0,
+        created_at: at,
+        updated_at: at,
+        created_by: None,
+    }
 }
 
 /// A minimal user message of `conv`, `micros` after `t0`.
@@ -858,6 +900,7 @@ fn unsaved(id: &str, agent: &AgentId, key: &str, n: u64, last: DateTime<Utc>) ->
         message_count: n,
         created_at: t0(),
         updated_at: last,
+        created_by: Some("user_1".into()),
     }
 }
 
@@ -951,7 +994,10 @@ async fn conversation_open_creates_then_finds(db: Database) {
     let agent = seed_agent(&db, "Talker").await;
     let at = t0() + TimeDelta::microseconds(654_321);
     let (conv, created) = store
-        .open_conversation("conv_1", &agent, "session-1", &context(), at)
+        .open_conversation(&Conversation {
+            created_by: Some("key:key_1".into()),
+            ..fresh("conv_1", &agent, "session-1", &context(), at)
+        })
         .await
         .unwrap();
     assert!(created);
@@ -963,11 +1009,12 @@ async fn conversation_open_creates_then_finds(db: Database) {
         message_count: 0,
         created_at: at,
         updated_at: at,
+        created_by: Some("key:key_1".into()),
     };
     assert_eq!(conv, expected);
     // Opening again (another id, context and time) finds the stored one, unchanged.
     let (again, created) = store
-        .open_conversation("conv_2", &agent, "session-1", &Map::new(), t0())
+        .open_conversation(&fresh("conv_2", &agent, "session-1", &Map::new(), t0()))
         .await
         .unwrap();
     assert!(!created);
@@ -1019,7 +1066,7 @@ async fn concurrent_open_yields_one_conversation(db: Database) {
                 };
                 tokio::spawn(async move {
                     store
-                        .open_conversation(&id, &agent, key, &Map::new(), t0())
+                        .open_conversation(&fresh(&id, &agent, key, &Map::new(), t0()))
                         .await
                 })
             })
@@ -1035,7 +1082,7 @@ async fn concurrent_open_yields_one_conversation(db: Database) {
     }
     let listed = db
         .conversations()
-        .list_conversations(Some(&agent), page(100, 0))
+        .list_conversations(Some(std::slice::from_ref(&agent)), page(100, 0))
         .await
         .unwrap();
     assert_eq!(listed.total, 2);
@@ -1045,7 +1092,7 @@ async fn open_for_missing_agent_is_not_found(db: Database) {
     let ghost = AgentId::generate();
     let err = db
         .conversations()
-        .open_conversation("conv_x", &ghost, "k", &Map::new(), t0())
+        .open_conversation(&fresh("conv_x", &ghost, "k", &Map::new(), t0()))
         .await
         .unwrap_err();
     assert!(
@@ -1060,7 +1107,7 @@ async fn open_with_a_taken_id_is_a_conflict_on_id(db: Database) {
     let first = open_new(&db, "conv_taken", &agent, "first").await;
     let err = db
         .conversations()
-        .open_conversation("conv_taken", &agent, "second", &Map::new(), t0())
+        .open_conversation(&fresh("conv_taken", &agent, "second", &Map::new(), t0()))
         .await
         .unwrap_err();
     assert_eq!(conflict_field(&err), Some("id"));
@@ -1233,6 +1280,7 @@ async fn append_to_missing_conversation_is_not_found(db: Database) {
         message_count: 0,
         created_at: t0(),
         updated_at: t0(),
+        created_by: None,
     };
     let err = store
         .append_messages(&[msg(&ghost, "m1", 1)])
@@ -1518,7 +1566,7 @@ async fn list_conversations_order_pagination_and_filter(db: Database) {
     assert_eq!(all.total, 5);
     assert_eq!(all.items[1].message_count, 1);
     let of_a = store
-        .list_conversations(Some(&a), page(2, 0))
+        .list_conversations(Some(std::slice::from_ref(&a)), page(2, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -1530,17 +1578,17 @@ async fn list_conversations_order_pagination_and_filter(db: Database) {
         )
     );
     let rest = store
-        .list_conversations(Some(&a), page(2, 2))
+        .list_conversations(Some(std::slice::from_ref(&a)), page(2, 2))
         .await
         .unwrap();
     assert_eq!(listed_ids(&rest), ["conv_c2", "conv_c4"]);
     let beyond = store
-        .list_conversations(Some(&a), page(2, 9))
+        .list_conversations(Some(std::slice::from_ref(&a)), page(2, 9))
         .await
         .unwrap();
     assert_eq!((beyond.items.len(), beyond.total), (0, 4));
     let of_b = store
-        .list_conversations(Some(&b), page(10, 0))
+        .list_conversations(Some(std::slice::from_ref(&b)), page(10, 0))
         .await
         .unwrap();
     assert_eq!(
@@ -1548,10 +1596,20 @@ async fn list_conversations_order_pagination_and_filter(db: Database) {
         (vec!["conv_c5".to_owned()], 1)
     );
     let nobody = store
-        .list_conversations(Some(&AgentId::generate()), page(10, 0))
+        .list_conversations(Some(&[AgentId::generate()]), page(10, 0))
         .await
         .unwrap();
     assert_eq!((nobody.items.len(), nobody.total), (0, 0));
+    let both = store
+        .list_conversations(Some(&[b.clone(), a.clone()]), page(100, 0))
+        .await
+        .unwrap();
+    assert_eq!(both.total, 5, "several agents: the conversations of each");
+    let none = store
+        .list_conversations(Some(&[]), page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!((none.items.len(), none.total), (0, 0), "no agents: nothing");
 }
 
 async fn delete_conversation_cascades_messages(db: Database) {

@@ -154,17 +154,13 @@ async fn run() -> Result<(), Box<dyn Error>> {
         .await?;
     println!("second answer: {}", outcome.text);
 
-    // What was stored.
-    let (_, messages) = services
+    // What was stored (`None`: a trusted caller, no access rules).
+    let (_, _, messages) = services
         .runtime
-        .history(&AgentRef::parse(key)?, None, None, 100)
+        .get_conversation(None, &conversation, 100)
         .await?;
-    let mine: Vec<_> = messages
-        .iter()
-        .filter(|m| m.conversation_id == conversation)
-        .collect();
-    println!("history of {conversation}: {} messages", mine.len());
-    for m in mine {
+    println!("history of {conversation}: {} messages", messages.len());
+    for m in &messages {
         println!("  {}: {}", m.role, m.content);
     }
 

@@ -111,6 +111,22 @@ impl AgentService {
         })
     }
 
+    /// One agent, if `caller` may see it (an API key's allowlist hides the others).
+    ///
+    /// # Errors
+    /// `NotFound`, also for an agent outside the allowlist.
+    pub async fn get_for(
+        &self,
+        caller: Option<&crate::auth::Principal>,
+        agent: &AgentRef,
+    ) -> Result<Agent> {
+        let found = self.get(agent).await?;
+        if caller.is_some_and(|p| !p.may_invoke_agent(found.key.as_str())) {
+            return Err(Error::not_found("agent", found.key.to_string()));
+        }
+        Ok(found)
+    }
+
     /// Reads an agent by id or key.
     ///
     /// # Errors

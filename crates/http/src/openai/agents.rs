@@ -3,13 +3,14 @@
 //! is the definition that serves calls (the latest published version, else the live one).
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::{Agent, AgentFilter, AgentKey, AgentRef, AgentStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult};
 use crate::AppState;
+use crate::auth::principal;
 use crate::routes::rfc3339;
 
 /// Routes of this module (under `/api/client/v1`).
@@ -46,6 +47,7 @@ pub struct StatusQuery {
     responses((status = 200, description = "`{agents: [...]}`"), (status = 400, body = OpenAiErrorEnvelope)))]
 pub async fn list_client_agents(
     state: web::Data<AppState>,
+    req: HttpRequest,
     q: web::Query<StatusQuery>,
 ) -> OpenAiResult<HttpResponse> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
@@ -58,7 +60,8 @@ pub async fn list_client_agents(
     let filter = AgentFilter {
         status,
         ..AgentFilter::default()
-    };
+    }
+    .visible_to(principal(&req).as_ref());
     let mut agents = Vec::new();
     for a in state.agents.list_all(&filter).await? {
         let served = state.versions.served(&a).await?;
@@ -72,6 +75,7 @@ pub async fn list_client_agents(
     responses((status = 200, description = "`{agent: {...}}`"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn get_client_agent(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
     let not_found = || {
@@ -83,6 +87,9 @@ pub async fn get_client_agent(
         )
     };
     let key = AgentKey::parse(&path).map_err(|_| not_found())?;
+    if principal(&req).is_some_and(|p| !p.may_invoke_agent(key.as_str())) {
+        return Err(not_found());
+    }
     match state.versions.serving(&AgentRef::Key(key), None).await {
         Ok((live, served)) => {
             Ok(HttpResponse::Ok().json(json!({"agent": view(&live, &served.agent)})))

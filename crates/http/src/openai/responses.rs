@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::{Message, MessageStatus};
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
 use agentry_domain::services::{
@@ -22,7 +21,7 @@ use super::{
     required_model, token_limit, turn_error, unix, version_param,
 };
 use crate::AppState;
-use crate::auth::principal;
+use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::sse::{self, Encoder, named_frame};
@@ -762,9 +761,11 @@ fn response_not_found(id: &str) -> OpenAiError {
     )
 }
 
-/// The conversation a response id names, with its agent's key.
+/// The conversation a response id names, with its agent's key, if `caller` may see it (an
+/// API key's allowlist; a key that may only invoke agents sees its own conversations).
 async fn stored(
     state: &AppState,
+    caller: Option<&Principal>,
     id: &str,
 ) -> OpenAiResult<(
     agentry_domain::conversation::Conversation,
@@ -773,13 +774,11 @@ async fn stored(
 )> {
     let not_found = || response_not_found(id);
     let conv = conv_of_response(id).ok_or_else(not_found)?;
-    let (c, messages) = match state.runtime.get_conversation(&conv, 200).await {
-        Ok(found) => found,
-        Err(agentry_domain::Error::NotFound { .. }) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    };
-    let agent = state.agents.get(&AgentRef::Id(c.agent_id.clone())).await?;
-    Ok((c, messages, agent.key.to_string()))
+    match state.runtime.get_conversation(caller, &conv, 200).await {
+        Ok((c, agent, messages)) => Ok((c, messages, agent.key.to_string())),
+        Err(agentry_domain::Error::NotFound { .. }) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Get a stored response (the latest turn of its conversation).
@@ -787,9 +786,10 @@ async fn stored(
     responses((status = 200, description = "The response object"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn get_response(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
-    let (c, messages, key) = stored(&state, &path).await?;
+    let (c, messages, key) = stored(&state, principal(&req).as_ref(), &path).await?;
     let answer = messages.iter().rev().find(|m| m.role == Role::Assistant);
     // The stored steps of the latest turn: the messages after its last user message.
     let turn_start = messages
@@ -836,10 +836,16 @@ pub async fn get_response(
     responses((status = 200, description = "`{id, object: \"response.deleted\", deleted: true}`"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn delete_response(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
     let conv = conv_of_response(&path).ok_or_else(|| response_not_found(&path))?;
-    if !state.runtime.delete_conversation(&conv).await? {
+    let caller = principal(&req);
+    if !state
+        .runtime
+        .delete_conversation(caller.as_ref(), &conv)
+        .await?
+    {
         return Err(response_not_found(&path));
     }
     Ok(HttpResponse::Ok()
@@ -852,10 +858,11 @@ pub async fn delete_response(
     responses((status = 200, description = "A list of input items"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn list_input_items(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     q: web::Query<Map<String, Value>>,
 ) -> OpenAiResult<HttpResponse> {
-    let (_, messages, _) = stored(&state, &path).await?;
+    let (_, messages, _) = stored(&state, principal(&req).as_ref(), &path).await?;
     let limit = q
         .get("limit")
         .and_then(Value::as_str)

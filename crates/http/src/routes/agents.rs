@@ -4,7 +4,7 @@
 //! `llmModel`/`model`/`config.model`/`model_ref`/`provider`+`model`, `maxTokens`/`max_tokens`…);
 //! output is canonical snake_case.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Invalid;
 use agentry_domain::agent::{
     Agent, AgentFields, AgentFilter, AgentKey, AgentName, AgentRef, AgentStatus, AgentType,
@@ -432,6 +432,7 @@ impl ListAgentsQuery {
                 .filter(|s| !s.is_empty())
                 .map(ClusterName::parse)
                 .transpose()?,
+            keys: None,
         };
         Ok((filter, page))
     }
@@ -469,9 +470,11 @@ pub async fn create_agent(
 #[tracing::instrument(skip_all)]
 pub async fn list_agents(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<ListAgentsQuery>,
 ) -> ApiResult<HttpResponse> {
     let (filter, page) = query.parse()?;
+    let filter = filter.visible_to(crate::auth::principal(&req).as_ref());
     let paged = state.agents.list(&filter, page).await?;
     Ok(HttpResponse::Ok().json(AgentList {
         agents: paged.items.iter().map(AgentView::from).collect(),
@@ -487,9 +490,14 @@ pub async fn list_agents(
 #[tracing::instrument(skip_all)]
 pub async fn get_agent(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let agent = state.agents.get(&agent_ref(&path)?).await?;
+    let caller = crate::auth::principal(&req);
+    let agent = state
+        .agents
+        .get_for(caller.as_ref(), &agent_ref(&path)?)
+        .await?;
     Ok(HttpResponse::Ok().json(AgentView::from(&agent)))
 }
 

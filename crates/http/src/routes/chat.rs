@@ -319,6 +319,7 @@ pub struct History {
     responses((status = 200, body = History), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn history(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     q: web::Query<HistoryQuery>,
 ) -> ApiResult<HttpResponse> {
@@ -344,7 +345,13 @@ pub async fn history(
         .filter(|s| !s.is_empty());
     let (agent, mut messages) = state
         .runtime
-        .history(&target, session, before, limit + 1)
+        .history(
+            crate::auth::principal(&req).as_ref(),
+            &target,
+            session,
+            before,
+            limit + 1,
+        )
         .await?;
     let has_more = messages.len() > limit as usize;
     if has_more {

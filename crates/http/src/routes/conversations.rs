@@ -1,6 +1,6 @@
 //! `/api/v1/conversations`: stored conversations and their messages.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::conversation::Conversation;
 use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::auth::principal;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::query_number;
 use crate::routes::agents::agent_ref;
@@ -101,6 +102,7 @@ pub struct ConversationQuery {
     responses((status = 200, body = ConversationList), (status = 404, body = ErrorEnvelope)))]
 pub async fn list_conversations(
     state: web::Data<AppState>,
+    req: HttpRequest,
     q: web::Query<ConversationQuery>,
 ) -> ApiResult<HttpResponse> {
     let page = Page::new(
@@ -115,7 +117,7 @@ pub async fn list_conversations(
         .transpose()?;
     let paged = state
         .runtime
-        .list_conversations(agent.as_ref(), page)
+        .list_conversations(principal(&req).as_ref(), agent.as_ref(), page)
         .await?;
     Ok(HttpResponse::Ok().json(ConversationList {
         conversations: paged.items.iter().map(ConversationView::from).collect(),
@@ -130,9 +132,13 @@ pub async fn list_conversations(
     responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_conversation(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let (c, messages) = state.runtime.get_conversation(&path, MESSAGES_MAX).await?;
+    let (c, _, messages) = state
+        .runtime
+        .get_conversation(principal(&req).as_ref(), &path, MESSAGES_MAX)
+        .await?;
     Ok(HttpResponse::Ok().json(ConversationDetail {
         conversation: ConversationView::from(&c),
         messages: messages.iter().map(MessageView::from).collect(),
@@ -143,8 +149,12 @@ pub async fn get_conversation(
 #[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "chat", params(("id" = String, Path)), responses((status = 200, body = DeleteResult)))]
 pub async fn delete_conversation(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let deleted = state.runtime.delete_conversation(&path).await?;
+    let deleted = state
+        .runtime
+        .delete_conversation(principal(&req).as_ref(), &path)
+        .await?;
     Ok(HttpResponse::Ok().json(DeleteResult::new("Conversation", deleted)))
 }

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::agent::{Agent, AgentRef, ModelRef, ModelSpec};
+use crate::agent::{Agent, AgentId, AgentRef, ModelRef, ModelSpec};
+use crate::auth::Principal;
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::error::{Error, Result};
 use crate::llm::{LlmClient, LlmClientFactory};
@@ -227,15 +228,16 @@ impl Runtime {
     /// `before`, oldest first.
     ///
     /// # Errors
-    /// `NotFound` (agent).
+    /// `NotFound` (agent, also one outside `caller`'s allowlist).
     pub async fn history(
         &self,
+        caller: Option<&Principal>,
         agent: &AgentRef,
         session_key: Option<String>,
         before: Option<DateTime<Utc>>,
         limit: u32,
     ) -> Result<(Agent, Vec<Message>)> {
-        let agent = self.ports.agents.get_agent(agent).await?;
+        let agent = visible_agent(caller, self.ports.agents.get_agent(agent).await?)?;
         let query = MessageQuery {
             agent_id: agent.id.clone(),
             session_key,
@@ -246,44 +248,105 @@ impl Runtime {
         Ok((agent, messages))
     }
 
-    /// Conversations, most recent first, optionally of one agent.
+    /// Conversations, most recent first, optionally of one agent; only of the agents
+    /// `caller` may call, and only its own when it may only invoke agents.
     ///
     /// # Errors
-    /// `NotFound` (agent).
+    /// `NotFound` (agent, also one outside `caller`'s allowlist).
     pub async fn list_conversations(
         &self,
+        caller: Option<&Principal>,
         agent: Option<&AgentRef>,
         page: Page,
     ) -> Result<Paged<Conversation>> {
-        let agent_id = match agent {
-            Some(r) => Some(self.ports.agents.get_agent(r).await?.id),
-            None => None,
+        let agents: Option<Vec<AgentId>> = match (agent, caller.and_then(|p| p.agents.as_ref())) {
+            (Some(r), _) => {
+                let agent = visible_agent(caller, self.ports.agents.get_agent(r).await?)?;
+                Some(vec![agent.id])
+            }
+            (None, Some(allowed)) => {
+                let mut ids = Vec::with_capacity(allowed.len());
+                for key in allowed {
+                    let Ok(r) = AgentRef::parse(key) else {
+                        continue;
+                    };
+                    match self.ports.agents.get_agent(&r).await {
+                        Ok(a) => ids.push(a.id),
+                        Err(Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(ids)
+            }
+            (None, None) => None,
         };
         self.ports
             .conversations
-            .list_conversations(agent_id.as_ref(), page)
+            .list_conversations(agents.as_deref(), page)
             .await
     }
 
-    /// One conversation with its newest `limit` messages (oldest first).
+    /// One conversation with its newest `limit` messages (oldest first), if `caller` may see
+    /// it (its agent in the allowlist; its own conversation when it may only invoke agents).
     ///
     /// # Errors
-    /// `NotFound`.
+    /// `NotFound`, also for a conversation `caller` may not see.
     pub async fn get_conversation(
         &self,
+        caller: Option<&Principal>,
         id: &str,
         limit: u32,
-    ) -> Result<(Conversation, Vec<Message>)> {
-        let conversation = self.ports.conversations.get_conversation(id).await?;
+    ) -> Result<(Conversation, Agent, Vec<Message>)> {
+        let (conversation, agent) = self.usable_conversation(caller, id).await?;
         let messages = self.ports.conversations.last_messages(id, limit).await?;
-        Ok((conversation, messages))
+        Ok((conversation, agent, messages))
     }
 
-    /// Deletes a conversation and its messages. Returns whether it existed.
+    /// Deletes a conversation and its messages, if `caller` may see it. Returns whether it
+    /// existed (for `caller`).
     ///
     /// # Errors
     /// Storage failures.
-    pub async fn delete_conversation(&self, id: &str) -> Result<bool> {
-        self.ports.conversations.delete_conversation(id).await
+    pub async fn delete_conversation(&self, caller: Option<&Principal>, id: &str) -> Result<bool> {
+        match self.usable_conversation(caller, id).await {
+            Ok(_) => self.ports.conversations.delete_conversation(id).await,
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
+
+    /// A conversation and its agent, when `caller` may use them.
+    async fn usable_conversation(
+        &self,
+        caller: Option<&Principal>,
+        id: &str,
+    ) -> Result<(Conversation, Agent)> {
+        let conversation = self.ports.conversations.get_conversation(id).await?;
+        let agent = match self
+            .ports
+            .agents
+            .get_agent(&AgentRef::Id(conversation.agent_id.clone()))
+            .await
+        {
+            Ok(agent) => agent,
+            Err(Error::NotFound { .. }) => return Err(Error::not_found("conversation", id)),
+            Err(e) => return Err(e),
+        };
+        let usable = caller.is_none_or(|p| {
+            p.may_invoke_agent(agent.key.as_str())
+                && p.may_use_conversation(conversation.created_by.as_deref())
+        });
+        if !usable {
+            return Err(Error::not_found("conversation", id));
+        }
+        Ok((conversation, agent))
+    }
+}
+
+/// `agent`, unless `caller`'s allowlist leaves it out: then it is not found.
+fn visible_agent(caller: Option<&Principal>, agent: Agent) -> Result<Agent> {
+    if caller.is_some_and(|p| !p.may_invoke_agent(agent.key.as_str())) {
+        return Err(Error::not_found("agent", agent.key.to_string()));
+    }
+    Ok(agent)
 }

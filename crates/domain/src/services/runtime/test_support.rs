@@ -234,34 +234,22 @@ fn bump(conversations: &mut HashMap<String, Conversation>, messages: &[Message])
 
 #[async_trait]
 impl ConversationStore for Mem {
-    async fn open_conversation(
-        &self,
-        id: &str,
-        agent: &AgentId,
-        session_key: &str,
-        context: &Map<String, Value>,
-        now: DateTime<Utc>,
-    ) -> Result<(Conversation, bool)> {
+    async fn open_conversation(&self, fresh: &Conversation) -> Result<(Conversation, bool)> {
         let mut all = lock(&self.conversations);
         if let Some(c) = all
             .values()
-            .find(|c| &c.agent_id == agent && c.session_key == session_key)
+            .find(|c| c.agent_id == fresh.agent_id && c.session_key == fresh.session_key)
         {
             return Ok((c.clone(), false));
         }
-        if all.contains_key(id) {
+        if all.contains_key(&fresh.id) {
             return Err(Error::conflict("id", "taken"));
         }
         let c = Conversation {
-            id: id.to_owned(),
-            agent_id: agent.clone(),
-            session_key: session_key.to_owned(),
-            context: context.clone(),
             message_count: 0,
-            created_at: now,
-            updated_at: now,
+            ..fresh.clone()
         };
-        all.insert(id.to_owned(), c.clone());
+        all.insert(fresh.id.clone(), c.clone());
         Ok((c, true))
     }
     async fn find_conversation(
@@ -282,12 +270,12 @@ impl ConversationStore for Mem {
     }
     async fn list_conversations(
         &self,
-        agent: Option<&AgentId>,
+        agents: Option<&[AgentId]>,
         page: Page,
     ) -> Result<Paged<Conversation>> {
         let mut items: Vec<Conversation> = lock(&self.conversations)
             .values()
-            .filter(|c| agent.is_none_or(|a| &c.agent_id == a))
+            .filter(|c| agents.is_none_or(|a| a.contains(&c.agent_id)))
             .cloned()
             .collect();
         items.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(b.id.cmp(&a.id)));

@@ -436,6 +436,7 @@ impl Runtime {
                     .transpose()?;
                 let (conversation, history, new_conversation) = self
                     .conversation_for(
+                        caller,
                         &served.agent,
                         conversation_id.as_deref(),
                         session_key,
@@ -705,6 +706,7 @@ impl Runtime {
     /// stored yet (stored with the turn: one write per turn).
     async fn conversation_for(
         &self,
+        caller: Option<&Principal>,
         agent: &Agent,
         conversation_id: Option<&str>,
         session_key: Option<String>,
@@ -722,10 +724,15 @@ impl Runtime {
             message_count: 0,
             created_at: now,
             updated_at: now,
+            created_by: caller.map(Principal::created_by),
+        };
+        // Another caller's conversation is not found, whichever way it is named.
+        let usable = |c: &Conversation| {
+            caller.is_none_or(|p| p.may_use_conversation(c.created_by.as_deref()))
         };
         if let Some(id) = conversation_id {
             let c = conversations.get_conversation(id).await?;
-            if c.agent_id != agent.id {
+            if c.agent_id != agent.id || !usable(&c) {
                 return Err(Error::not_found("conversation", id));
             }
             let history = conversations.last_messages(&c.id, max).await?;
@@ -740,14 +747,20 @@ impl Runtime {
         };
         if !store {
             if let Some(c) = conversations.find_conversation(&agent.id, &key).await? {
+                if !usable(&c) {
+                    return Err(session_taken(&key));
+                }
                 let history = conversations.last_messages(&c.id, max).await?;
                 return Ok((c, history, false));
             }
             return Ok((fresh(conv_id, key), Vec::new(), false));
         }
         let (c, created) = conversations
-            .open_conversation(&conv_id, &agent.id, &key, context, now)
+            .open_conversation(&fresh(conv_id, key.clone()))
             .await?;
+        if !usable(&c) {
+            return Err(session_taken(&key));
+        }
         let history = if created {
             Vec::new()
         } else {
@@ -755,6 +768,14 @@ impl Runtime {
         };
         Ok((c, history, false))
     }
+}
+
+/// A session key another caller's conversation uses (with this agent).
+fn session_taken(key: &str) -> Error {
+    Error::conflict(
+        "session_id",
+        format!("the session id '{key}' is in use by another caller; choose another"),
+    )
 }
 
 /// A whole answer as the events of a stream.
