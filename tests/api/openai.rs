@@ -728,3 +728,79 @@ async fn responses_store_conversation_metadata_and_limits() {
         "the two ways to continue are exclusive"
     );
 }
+
+#[tokio::test]
+async fn input_items_page_with_after_and_before() {
+    let app = TestApp::spawn().await;
+    create(&app, json!({"name": "Support Bot", "model": "mock/echo"})).await;
+    let mut id = None::<String>;
+    for n in 1..=5 {
+        let mut body = json!({"model": "support-bot", "input": format!("m{n}")});
+        if let Some(prev) = &id {
+            body["previous_response_id"] = json!(prev);
+        }
+        let (status, r) = json(app.post("/v1/responses", &body).await).await;
+        assert_eq!(status, 200, "{r}");
+        id = Some(r["id"].as_str().unwrap().to_owned());
+    }
+    let id = id.unwrap();
+    let page = |query: String| {
+        let app = &app;
+        let id = &id;
+        async move {
+            let (status, list) = json(
+                app.get(&format!("/v1/responses/{id}/input_items?{query}"))
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{query}: {list}");
+            let texts: Vec<String> = list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["content"][0]["text"].as_str().unwrap().to_owned())
+                .collect();
+            (texts, list)
+        }
+    };
+    // Forward through every page, as the SDKs' auto-pagination does.
+    let mut seen = Vec::new();
+    let mut query = "order=asc&limit=2".to_owned();
+    for _ in 0..5 {
+        let (texts, list) = page(query.clone()).await;
+        seen.extend(texts);
+        if list["has_more"] == false {
+            break;
+        }
+        query = format!(
+            "order=asc&limit=2&after={}",
+            list["last_id"].as_str().unwrap()
+        );
+    }
+    assert_eq!(seen, ["m1", "m2", "m3", "m4", "m5"]);
+    // Newest first by default; `before` gives the page just before an item.
+    let (texts, newest) = page("limit=2".into()).await;
+    assert_eq!(
+        (texts, newest["has_more"].clone()),
+        (vec!["m5".to_owned(), "m4".to_owned()], json!(true))
+    );
+    let (_, all) = page("order=asc".into()).await;
+    let m4 = all["data"][3]["id"].as_str().unwrap();
+    let (texts, _) = page(format!("order=asc&limit=2&before={m4}")).await;
+    assert_eq!(texts, ["m2", "m3"]);
+    let (texts, _) = page(format!(
+        "order=asc&after={}&before={m4}",
+        all["data"][0]["id"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(texts, ["m2", "m3"]);
+    for bad in ["after=msg_nope", "limit=0", "limit=101", "order=sideways"] {
+        let (status, e) = json(
+            app.get(&format!("/v1/responses/{id}/input_items?{bad}"))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 400, "{bad}: {e}");
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+    }
+}

@@ -145,4 +145,11 @@ j = client.chat.completions.create(model="support-bot", messages=[{"role": "user
                                    response_format={"type": "json_object"}, stop=None, seed=1, logit_bias={})
 check("response_format and neutral values accepted", json.loads(j.choices[0].message.content) == {"echo": "plain words"}, j)
 
+turn = client.responses.create(model="support-bot", input="page 1")
+for n in range(2, 6):
+    turn = client.responses.create(model="support-bot", input=f"page {n}", previous_response_id=turn.id)
+pages = client.responses.input_items.list(turn.id, limit=2, order="asc")
+texts = [item.content[0].text for item in pages]  # auto-pagination: follows `after` until has_more is false
+check("input_items auto-pagination walks every page once", texts == [f"page {n}" for n in range(1, 6)], texts)
+
 print(f"{passed} passed, 0 failed")

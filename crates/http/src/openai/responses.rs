@@ -767,6 +767,7 @@ async fn stored(
     state: &AppState,
     caller: Option<&Principal>,
     id: &str,
+    limit: u32,
 ) -> OpenAiResult<(
     agentry_domain::conversation::Conversation,
     Vec<Message>,
@@ -774,7 +775,7 @@ async fn stored(
 )> {
     let not_found = || response_not_found(id);
     let conv = conv_of_response(id).ok_or_else(not_found)?;
-    match state.runtime.get_conversation(caller, &conv, 200).await {
+    match state.runtime.get_conversation(caller, &conv, limit).await {
         Ok((c, agent, messages)) => Ok((c, messages, agent.key.to_string())),
         Err(agentry_domain::Error::NotFound { .. }) => Err(not_found()),
         Err(e) => Err(e.into()),
@@ -789,7 +790,7 @@ pub async fn get_response(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
-    let (c, messages, key) = stored(&state, principal(&req).as_ref(), &path).await?;
+    let (c, messages, key) = stored(&state, principal(&req).as_ref(), &path, 200).await?;
     let answer = messages.iter().rev().find(|m| m.role == Role::Assistant);
     // The stored steps of the latest turn: the messages after its last user message.
     let turn_start = messages
@@ -852,37 +853,102 @@ pub async fn delete_response(
         .json(json!({"id": path.as_str(), "object": "response.deleted", "deleted": true})))
 }
 
+/// The most messages of one conversation that `input_items` pages through (documented in
+/// docs/openai-compatibility.md).
+const INPUT_ITEMS_MAX_MESSAGES: u32 = 10_000;
+
 /// The input items of a stored response's conversation (every non-assistant message), newest
-/// first unless `order=asc`.
-#[utoipa::path(get, path = "/v1/responses/{id}/input_items", tag = "openai", params(("id" = String, Path), ("order" = Option<String>, Query), ("limit" = Option<u32>, Query)),
-    responses((status = 200, description = "A list of input items"), (status = 404, body = OpenAiErrorEnvelope)))]
+/// first unless `order=asc`, paged by item id with `after` and `before` as OpenAI's lists are.
+#[utoipa::path(get, path = "/v1/responses/{id}/input_items", tag = "openai", params(("id" = String, Path),
+        ("order" = Option<String>, Query, description = "`desc` (default) or `asc`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("after" = Option<String>, Query, description = "An item id: the items after it in this order"),
+        ("before" = Option<String>, Query, description = "An item id: the items before it in this order")),
+    responses((status = 200, description = "A list of input items"), (status = 400, body = OpenAiErrorEnvelope), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn list_input_items(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
     q: web::Query<Map<String, Value>>,
 ) -> OpenAiResult<HttpResponse> {
-    let (_, messages, _) = stored(&state, principal(&req).as_ref(), &path).await?;
-    let limit = q
-        .get("limit")
-        .and_then(Value::as_str)
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(20)
-        .clamp(1, 100);
-    let ascending = q.get("order").and_then(Value::as_str) == Some("asc");
-    let mut items: Vec<Value> = messages
+    let text = |name: &str| {
+        q.get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let limit = match text("limit") {
+        None => 20,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or_else(|| {
+                OpenAiError::invalid(
+                    "limit",
+                    "limit must be an integer from 1 to 100",
+                    "invalid_value",
+                )
+            })?,
+    };
+    let ascending = match text("order") {
+        None | Some("desc") => false,
+        Some("asc") => true,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "order",
+                "order must be 'asc' or 'desc'",
+                "invalid_value",
+            ));
+        }
+    };
+    let (_, messages, _) = stored(
+        &state,
+        principal(&req).as_ref(),
+        &path,
+        INPUT_ITEMS_MAX_MESSAGES,
+    )
+    .await?;
+    let mut inputs: Vec<&Message> = messages
         .iter()
         .filter(|m| m.role != Role::Assistant)
+        .collect();
+    if !ascending {
+        inputs.reverse();
+    }
+    let position = |param: &str, id: &str| {
+        inputs.iter().position(|m| m.id == id).ok_or_else(|| {
+            OpenAiError::invalid(
+                param,
+                format!("No input item with id '{id}' in this response."),
+                "invalid_value",
+            )
+        })
+    };
+    let end = match text("before") {
+        Some(id) => position("before", id)?,
+        None => inputs.len(),
+    };
+    let start = match text("after") {
+        Some(id) => position("after", id)? + 1,
+        None => 0,
+    };
+    let window = inputs.get(start..end).unwrap_or_default();
+    let has_more = window.len() > limit;
+    // `before` alone asks for the page just before that item: the last `limit` of the window.
+    let skip = if text("before").is_some() && text("after").is_none() {
+        window.len().saturating_sub(limit)
+    } else {
+        0
+    };
+    let items: Vec<Value> = window
+        .iter()
+        .skip(skip)
+        .take(limit)
         .map(|m| match &m.tool_call_id {
             Some(call_id) => json!({"id": m.id, "type": "function_call_output", "call_id": call_id, "output": m.content, "status": "completed"}),
             None => json!({"id": m.id, "type": "message", "role": m.role.as_str(), "status": "completed", "content": [{"type": "input_text", "text": m.content}]}),
         })
         .collect();
-    if !ascending {
-        items.reverse();
-    }
-    let has_more = items.len() > limit;
-    items.truncate(limit);
     let first = items.first().and_then(|i| i.get("id")).cloned();
     let last = items.last().and_then(|i| i.get("id")).cloned();
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more})))
