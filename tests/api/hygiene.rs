@@ -144,3 +144,80 @@ async fn trailing_slashes_and_odd_paths_are_handled() {
         assert!(body["error"]["code"].is_string());
     }
 }
+
+/// PostgreSQL cannot store NUL in text: it is refused at the boundary, on every backend alike,
+/// with a 400 in the surface's format, and nothing is stored.
+#[tokio::test]
+async fn nul_characters_are_refused_at_the_boundary() {
+    let app = TestApp::spawn().await;
+    let (status, _) = json(
+        app.post("/api/v1/agents", &json!({"name": "Support Bot"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    for path in [
+        "/api/v1/runs/a%00b",
+        "/api/v1/conversations/a%00b",
+        "/api/v1/runs?user_id=a%00b",
+        "/api/v1/runs?session_id=x%00",
+        "/api/v1/runs?component=%00",
+        "/api/v1/agents/support-bot/chat/history?session_id=a%00",
+        "/api/v1/agents/support-bot/chat/history?conversation_id=%00x",
+    ] {
+        let (status, body) = json(app.get(path).await).await;
+        assert_error(status, &body, 400, "INVALID_REQUEST");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("NUL"),
+            "{path}: {body}"
+        );
+    }
+    let (status, body) = json(app.get("/v1/responses/resp_a%00b").await).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["error"]["type"], "invalid_request_error",
+        "OpenAI's format: {body}"
+    );
+    for (path, body) in [
+        (
+            "/api/v1/runs",
+            json!({"prompt": "hi", "model": "mock/echo", "log_meta": {"k": "a\u{0}b"}}),
+        ),
+        (
+            "/api/v1/agents/support-bot/chat",
+            json!({"message": "hi", "session_id": "s\u{0}"}),
+        ),
+        ("/api/v1/agents", json!({"name": "Nul\u{0}Bot"})),
+    ] {
+        let (status, e) = json(app.post(path, &body).await).await;
+        assert_error(status, &e, 400, "INVALID_REQUEST");
+    }
+    let (status, e) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "support-bot", "input": "hi", "conversation": "conv_\u{0}"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["type"].as_str()),
+        (400, Some("invalid_request_error")),
+        "{e}"
+    );
+    // Nothing was stored.
+    let (_, agents) = json(app.get("/api/v1/agents").await).await;
+    assert_eq!(agents["total"], 1, "{agents}");
+    let (_, convs) = json(app.get("/api/v1/conversations").await).await;
+    assert_eq!(convs["total"], 0, "{convs}");
+    // A backslash followed by the letters u0000 is ordinary text.
+    let (status, r) = json(
+        app.post(
+            "/api/v1/agents/support-bot/chat",
+            &json!({"message": "C:\\u0000 is a path"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+}

@@ -84,6 +84,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "Request body is empty; a JSON object is expected",
         ));
     }
+    if let Some(at) = escaped_nul(bytes) {
+        return Err(ApiError::invalid_request(
+            "Text in the request body contains a NUL character (\\u0000), which is not accepted",
+        )
+        .with_details(json!({ "offset": at })));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -101,6 +107,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 .with_details(json!({ "line": inner.line(), "column": inner.column() })),
         }
     })
+}
+
+/// The byte offset of a `\u0000` escape in JSON text, if any: the only way a JSON string
+/// holds NUL (raw control characters are invalid JSON). `\\u0000` is a backslash followed by
+/// the letters `u0000`, not NUL: the escape counts only after an even run of backslashes.
+fn escaped_nul(bytes: &[u8]) -> Option<usize> {
+    let mut backslashes = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if backslashes % 2 == 1 && b == b'u' && bytes.get(i + 1..i + 5) == Some(&b"0000"[..]) {
+            return Some(i - 1);
+        }
+        backslashes = 0;
+    }
+    None
 }
 
 /// serde names a missing or unknown field only in its message: "missing field `name`".
@@ -237,6 +261,25 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         n: u32,
+    }
+
+    #[test]
+    fn finds_escaped_nul_only() {
+        assert_eq!(escaped_nul(br#"{"a": "x\u0000y"}"#), Some(8));
+        assert_eq!(escaped_nul(br#"{"a\u0000": 1}"#), Some(3), "keys too");
+        assert_eq!(escaped_nul(br#"{"a": "\\\u0000"}"#), Some(9));
+        assert_eq!(
+            escaped_nul(br#"{"a": "\\u0000"}"#),
+            None,
+            "an escaped backslash, then text"
+        );
+        assert_eq!(escaped_nul(br#"{"a": "\u0001 u0000"}"#), None);
+        assert_eq!(
+            parse_json::<Probe>(br#"{"name": "a\u0000b"}"#)
+                .err()
+                .map(|e| e.code()),
+            Some("INVALID_REQUEST")
+        );
     }
 
     #[test]

@@ -88,18 +88,28 @@ pub async fn request_context(
     let started = std::time::Instant::now();
     let result: Result<ServiceResponse<BoxBody>, Error> = REQUEST_ID
         .scope(id, async move {
-            let res = match next.call(req).await {
-                Ok(res) => res.map_into_boxed_body(),
-                Err(err) => {
-                    let status = err.as_response_error().status_code();
-                    let api = framework_error(status, &method, &path).unwrap_or_else(|| {
-                        ApiError::new(status, "INVALID_REQUEST", err.to_string())
-                    });
-                    return Err(actix_web::error::InternalError::from_response(
-                        err,
-                        with_id(render(api, &path), header),
-                    )
-                    .into());
+            let res = if has_nul(req.uri()) {
+                // Refused once, here, for every route: no stored text may hold NUL (PostgreSQL
+                // cannot store it in `text`), and nothing else needs it.
+                let api = ApiError::invalid_request(
+                    "The path or query contains a NUL character (%00), which no identifier or \
+                     filter may contain",
+                );
+                req.into_response(render(api, &path))
+            } else {
+                match next.call(req).await {
+                    Ok(res) => res.map_into_boxed_body(),
+                    Err(err) => {
+                        let status = err.as_response_error().status_code();
+                        let api = framework_error(status, &method, &path).unwrap_or_else(|| {
+                            ApiError::new(status, "INVALID_REQUEST", err.to_string())
+                        });
+                        return Err(actix_web::error::InternalError::from_response(
+                            err,
+                            with_id(render(api, &path), header),
+                        )
+                        .into());
+                    }
                 }
             };
             let status = res.status();
@@ -139,6 +149,13 @@ pub async fn request_context(
 }
 
 /// The error in the format of the surface it happened on: OpenAI's on the client API.
+/// Whether the request's path or query carries a percent-encoded NUL.
+fn has_nul(uri: &actix_web::http::Uri) -> bool {
+    let raw = uri.path_and_query().map_or("", |pq| pq.as_str()).as_bytes();
+    raw.windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
 fn render(api: ApiError, path: &str) -> actix_web::HttpResponse {
     if crate::permissions::is_openai_surface(path) {
         crate::openai::OpenAiError::from(api).error_response()
