@@ -804,3 +804,99 @@ async fn input_items_page_with_after_and_before() {
         assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
     }
 }
+
+#[tokio::test]
+async fn every_listed_model_is_served_by_both_endpoints() {
+    let app = TestApp::spawn().await;
+    create(&app, json!({"name": "Support Bot", "model": "mock/echo"})).await;
+    let limited = app
+        .create_api_key(&["invoke"], Some(&["support-bot"]))
+        .await;
+    let writer = app.create_api_key(&["write"], None).await;
+    let admin = app.admin_token();
+    for token in [Some(admin.as_str()), Some(limited.as_str()), Some(writer.as_str())] {
+        let (status, models) = json(
+            app.request_as(token, reqwest::Method::GET, "/v1/models", None)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{models}");
+        let ids: Vec<String> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(ids.contains(&"support-bot".to_owned()), "{ids:?}");
+        assert_eq!(
+            ids.contains(&"mock/echo".to_owned()),
+            token != Some(limited.as_str()),
+            "direct models are listed for callers who may call them: {ids:?}"
+        );
+        for id in &ids {
+            let (status, r) = json(
+                app.request_as(
+                    token,
+                    reqwest::Method::POST,
+                    "/v1/responses",
+                    Some(&json!({"model": id, "input": "hi"})),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "responses refused listed {id}: {r}");
+            let (status, c) = json(
+                app.request_as(
+                    token,
+                    reqwest::Method::POST,
+                    "/v1/chat/completions",
+                    Some(&json!({"model": id, "messages": [{"role": "user", "content": "hi"}]})),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "chat completions refused listed {id}: {c}");
+        }
+    }
+    // A model's response is stateless: reported as not stored, not retrievable, not continued.
+    let (status, r) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "mock/echo", "input": "hi"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["store"], false, "{r}");
+    let id = r["id"].as_str().unwrap();
+    let (status, _) = json(app.get(&format!("/v1/responses/{id}")).await).await;
+    assert_eq!(status, 404);
+    let (status, e) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "mock/echo", "input": "and?", "previous_response_id": id}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["param"].as_str()),
+        (400, Some("previous_response_id")),
+        "{e}"
+    );
+    let (status, _) = json(
+        app.request_as(
+            Some(&limited),
+            reqwest::Method::POST,
+            "/v1/responses",
+            Some(&json!({"model": "mock/echo", "input": "hi"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a key limited to agents may not call models directly"
+    );
+}

@@ -90,13 +90,14 @@ fn conv_of_response(id: &str) -> Option<String> {
     (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("conv_{hex}"))
 }
 
-fn response_id(conversation_id: &str) -> String {
-    format!(
-        "resp_{}",
-        conversation_id
-            .strip_prefix("conv_")
-            .unwrap_or(conversation_id)
-    )
+/// The response id of a conversation (`conv_…`) or, for a stateless turn, of its run
+/// (`run_…`, never found by `GET`: nothing is stored under it).
+fn response_id(conversation_or_run: &str) -> String {
+    let hex = conversation_or_run
+        .strip_prefix("conv_")
+        .or_else(|| conversation_or_run.strip_prefix("run_"))
+        .unwrap_or(conversation_or_run);
+    format!("resp_{hex}")
 }
 
 fn text_of(content: &Value, at: &str) -> OpenAiResult<String> {
@@ -540,10 +541,45 @@ pub async fn create_response(
 ) -> OpenAiResult<HttpResponse> {
     let caller = principal(&req);
     let body = object_body(body)?;
-    let ask = parse(&body)?;
-    let target = TurnTarget::ServedAgent {
-        key: ask.model.clone(),
-        version: ask.version,
+    let mut ask = parse(&body)?;
+    let target = if ask.model.contains('/') {
+        // `provider/model`, as `/v1/models` lists it for callers allowed to call models
+        // directly: a stateless turn (conversations belong to agents), logged as a run.
+        if let Memory::Conversation {
+            conversation_id: Some(_),
+            ..
+        } = &ask.request.memory
+        {
+            let param = if ask.previous_response_id.is_some() {
+                "previous_response_id"
+            } else {
+                "conversation"
+            };
+            return Err(OpenAiError::invalid(
+                param,
+                format!(
+                    "'{}' is a model, not an agent: its responses are not stored, so they \
+                     cannot be continued. Call an agent to keep a conversation.",
+                    ask.model
+                ),
+                "invalid_value",
+            ));
+        }
+        ask.request.memory = Memory::Run {
+            run_id: None,
+            log_meta: ask.metadata.clone(),
+            log_now: false,
+        };
+        ask.store = false;
+        TurnTarget::AgentOrModel {
+            name: ask.model.clone(),
+            version: ask.version,
+        }
+    } else {
+        TurnTarget::ServedAgent {
+            key: ask.model.clone(),
+            version: ask.version,
+        }
     };
     let options = ask.request.options.clone();
     let instructions = ask.request.instructions.clone();
@@ -583,7 +619,14 @@ pub async fn create_response(
         store: ask.store,
         params: start.params,
         created_at: unix(start.created_at),
-        id: response_id(start.conversation.as_ref().map_or("", |c| c.id.as_str())),
+        id: response_id(
+            start
+                .conversation
+                .as_ref()
+                .map(|c| c.id.as_str())
+                .or(start.run_id.as_deref())
+                .unwrap_or_default(),
+        ),
         answer_id: start.answer_id.clone(),
     };
     if stream {
