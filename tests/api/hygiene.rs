@@ -221,3 +221,52 @@ async fn nul_characters_are_refused_at_the_boundary() {
     .await;
     assert_eq!(status, 200, "{r}");
 }
+
+/// A client that trickles a body holds its connection no longer than the body deadline: it
+/// gets 408 in the error envelope and the connection is closed.
+#[tokio::test]
+async fn slow_request_bodies_are_cut_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .configure(|c| c.request_body_timeout_secs = 1)
+        .spawn()
+        .await;
+    let mut conn = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    conn.write_all(
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            // Keep trickling (one byte every 300 ms) while the server has not answered.
+            let mut buf = [0u8; 4096];
+            tokio::select! {
+                n = conn.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                },
+                () = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
+                    if conn.write_all(b" ").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(900),
+        "{elapsed:?}"
+    );
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"REQUEST_TIMEOUT\""), "{text}");
+    // The server still answers others.
+    assert_eq!(app.get("/health").await.status(), 200);
+}

@@ -814,7 +814,11 @@ async fn every_listed_model_is_served_by_both_endpoints() {
         .await;
     let writer = app.create_api_key(&["write"], None).await;
     let admin = app.admin_token();
-    for token in [Some(admin.as_str()), Some(limited.as_str()), Some(writer.as_str())] {
+    for token in [
+        Some(admin.as_str()),
+        Some(limited.as_str()),
+        Some(writer.as_str()),
+    ] {
         let (status, models) = json(
             app.request_as(token, reqwest::Method::GET, "/v1/models", None)
                 .await,

@@ -16,9 +16,24 @@ use serde_json::json;
 
 use crate::error::ApiError;
 
-/// The largest JSON body accepted, in bytes (set per app through `web::Data`).
+/// How request bodies are read (set per app through `web::Data`).
 #[derive(Debug, Clone, Copy)]
-pub struct JsonLimit(pub usize);
+pub struct BodyLimits {
+    /// The largest JSON body accepted, in bytes.
+    pub max_bytes: usize,
+    /// The longest a whole body may take to arrive once its handler reads it: a client that
+    /// trickles a body holds a connection (and a file descriptor) no longer than this.
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024,
+            read_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
 
 /// A JSON request body parsed into `T`.
 #[derive(Debug)]
@@ -49,8 +64,30 @@ fn too_large(limit: usize) -> ApiError {
     .with_details(json!({ "limit_bytes": limit }))
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
+/// Reads the whole body, refusing more than `limits.max_bytes` bytes, or a body that has not
+/// arrived whole within `limits.read_timeout` (408; the connection is closed).
 async fn read_body(
+    req: &HttpRequest,
+    payload: Payload,
+    limits: BodyLimits,
+) -> Result<web::BytesMut, ApiError> {
+    let timeout = limits.read_timeout;
+    match tokio::time::timeout(timeout, read_all(req, payload, limits.max_bytes)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "The request body did not arrive within {} s",
+                timeout.as_secs_f64()
+            ),
+        )
+        .with_details(json!({ "timeout_secs": timeout.as_secs_f64() }))),
+    }
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+async fn read_all(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
@@ -153,10 +190,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "Content-Type must be application/json",
                 ));
             }
-            let limit = req
-                .app_data::<web::Data<JsonLimit>>()
-                .map_or(1024 * 1024, |l| l.0);
-            let bytes = read_body(&req, payload, limit).await?;
+            let limits = req
+                .app_data::<web::Data<BodyLimits>>()
+                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let bytes = read_body(&req, payload, limits).await?;
             parse_json(&bytes).map(JsonBody)
         })
     }
@@ -175,10 +212,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let limit = req
-                .app_data::<web::Data<JsonLimit>>()
-                .map_or(1024 * 1024, |l| l.0);
-            let bytes = read_body(&req, payload, limit).await?;
+            let limits = req
+                .app_data::<web::Data<BodyLimits>>()
+                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let bytes = read_body(&req, payload, limits).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Self(None));
             }

@@ -27,7 +27,7 @@ use agentry_domain::services::{
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
-use crate::extract::{JsonLimit, path_error, query_error};
+use crate::extract::{BodyLimits, path_error, query_error};
 
 /// What the handlers need: the use-case services and a few facts about the server.
 #[derive(Clone)]
@@ -57,12 +57,15 @@ pub struct AppState {
 pub struct HttpSettings {
     /// Largest JSON body accepted, in bytes.
     pub json_limit: usize,
+    /// Longest a request body may take to arrive.
+    pub body_read_timeout: std::time::Duration,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             json_limit: 1024 * 1024,
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -93,7 +96,10 @@ pub fn app(
 > {
     App::new()
         .app_data(web::Data::new(state))
-        .app_data(web::Data::new(JsonLimit(settings.json_limit)))
+        .app_data(web::Data::new(BodyLimits {
+            max_bytes: settings.json_limit,
+            read_timeout: settings.body_read_timeout,
+        }))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::health::configure)

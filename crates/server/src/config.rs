@@ -60,6 +60,8 @@ pub struct Config {
     pub log: String,
     /// Largest JSON body in bytes (`AGENTRY_JSON_LIMIT_BYTES`).
     pub json_limit_bytes: usize,
+    /// Seconds a request body may take to arrive whole (`AGENTRY_REQUEST_BODY_TIMEOUT_SECS`).
+    pub request_body_timeout_secs: u64,
     /// The model of agents saved without one (`AGENTRY_DEFAULT_MODEL`).
     pub default_model: String,
     /// HTTP worker threads; one per core when absent (`AGENTRY_WORKERS`).
@@ -145,6 +147,7 @@ struct Defaults {
     log_format: LogFormat,
     log: &'static str,
     json_limit_bytes: usize,
+    request_body_timeout_secs: u64,
     default_model: &'static str,
     shutdown_timeout_secs: u64,
     provider_connect_timeout_secs: u64,
@@ -178,6 +181,7 @@ const DEFAULTS: Defaults = Defaults {
     log_format: LogFormat::Text,
     log: "info",
     json_limit_bytes: 1024 * 1024,
+    request_body_timeout_secs: 30,
     default_model: "mock/echo",
     shutdown_timeout_secs: 30,
     provider_connect_timeout_secs: 10,

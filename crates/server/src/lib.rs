@@ -404,6 +404,7 @@ impl Application {
         };
         let settings = HttpSettings {
             json_limit: config.json_limit_bytes,
+            body_read_timeout: Duration::from_secs(config.request_body_timeout_secs.max(1)),
         };
         let listener = TcpListener::bind(config.addr).map_err(|source| StartError::Bind {
             addr: config.addr,
