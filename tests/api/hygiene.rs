@@ -270,3 +270,50 @@ async fn slow_request_bodies_are_cut_at_the_deadline() {
     // The server still answers others.
     assert_eq!(app.get("/health").await.status(), 200);
 }
+
+/// Past `max_connections` the server stops accepting rather than running out of file
+/// descriptors; the next connection is served once one closes.
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_free_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.workers = Some(1);
+            c.max_connections = Some(1);
+        })
+        .spawn()
+        .await;
+    // The harness's own client may hold an idle keep-alive connection: let it close first.
+    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    let mut holder = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    holder
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut waiting = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    waiting
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(700),
+        waiting.read_to_end(&mut buf),
+    )
+    .await;
+    assert!(
+        early.is_err(),
+        "answered past the cap: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(holder);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        waiting.read_to_end(&mut buf),
+    )
+    .await
+    .expect("served once the first connection closed")
+    .unwrap();
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+}

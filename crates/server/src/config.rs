@@ -66,6 +66,10 @@ pub struct Config {
     pub default_model: String,
     /// HTTP worker threads; one per core when absent (`AGENTRY_WORKERS`).
     pub workers: Option<usize>,
+    /// Most client connections held at once, over all workers (`AGENTRY_MAX_CONNECTIONS`);
+    /// when absent, the process's open-files limit less [`FD_RESERVE`] for the database,
+    /// providers, tools and logs.
+    pub max_connections: Option<usize>,
     /// Seconds to finish in-flight requests on SIGTERM (`AGENTRY_SHUTDOWN_TIMEOUT_SECS`).
     pub shutdown_timeout_secs: u64,
     /// Seconds to connect to a provider (`AGENTRY_PROVIDER_CONNECT_TIMEOUT_SECS`).
@@ -138,6 +142,25 @@ pub struct Config {
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+}
+
+/// File descriptors kept out of the default connection cap: database connections, provider
+/// and tool sockets, log and database files.
+pub const FD_RESERVE: u64 = 512;
+
+/// The default cap on client connections: the soft open-files limit (read from
+/// `/proc/self/limits`) less [`FD_RESERVE`], at least 64; `None` where the limit is unknown
+/// or unlimited.
+pub fn default_max_connections() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse::<u64>()
+        .ok()?;
+    usize::try_from(soft.saturating_sub(FD_RESERVE).max(64)).ok()
 }
 
 #[derive(Serialize)]
@@ -269,6 +292,15 @@ impl Config {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn the_default_connection_cap_leaves_room_below_the_open_files_limit() {
+        let cap = super::default_max_connections();
+        if cfg!(target_os = "linux") {
+            let cap = cap.expect("Linux reports an open-files limit");
+            assert!(cap >= 64, "{cap}");
+        }
+    }
 
     #[test]
     fn test_variables_are_not_config_keys() {

@@ -429,8 +429,19 @@ impl Application {
                     .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
                     .max(2) as usize,
             );
-        if let Some(n) = config.workers {
-            server = server.workers(n.max(1));
+        let workers = config
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+            .max(1);
+        server = server.workers(workers);
+        // Past the cap a worker stops accepting (connections wait in the listen backlog)
+        // instead of running out of file descriptors that the database pool and provider
+        // sockets need; slow clients are cut by the header and body deadlines.
+        if let Some(total) = config
+            .max_connections
+            .or_else(config::default_max_connections)
+        {
+            server = server.max_connections(total.div_ceil(workers).max(1));
         }
         if options.disable_signals {
             server = server.disable_signals();
