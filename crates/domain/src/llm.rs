@@ -280,6 +280,15 @@ pub enum ProviderError {
     /// The upstream could not be reached, or the connection broke.
     #[error("the provider is unreachable: {0}")]
     Unavailable(String),
+    /// The upstream answered with a success status, but its answer could not be read (not
+    /// the wire format, no choices…). Not retried: the same request would get the same answer.
+    #[error("the provider answered {status} but its answer could not be read: {message}")]
+    Malformed {
+        /// Upstream status (a success).
+        status: u16,
+        /// What could not be read.
+        message: String,
+    },
     /// The upstream rejected the request as invalid (400/404/422).
     #[error("the provider rejected the request (status {status}): {message}")]
     InvalidRequest {
@@ -297,7 +306,9 @@ impl ProviderError {
         match self {
             Self::RateLimited { .. } | Self::Timeout(_) | Self::Unavailable(_) => true,
             Self::Upstream { status, .. } => *status >= 500,
-            Self::Unauthorized { .. } | Self::InvalidRequest { .. } => false,
+            Self::Unauthorized { .. } | Self::InvalidRequest { .. } | Self::Malformed { .. } => {
+                false
+            }
         }
     }
 
@@ -306,7 +317,8 @@ impl ProviderError {
         match self {
             Self::Unauthorized { status, .. }
             | Self::Upstream { status, .. }
-            | Self::InvalidRequest { status, .. } => Some(*status),
+            | Self::InvalidRequest { status, .. }
+            | Self::Malformed { status, .. } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             Self::Timeout(_) | Self::Unavailable(_) => None,
         }

@@ -19,6 +19,9 @@ pub enum Scripted {
     /// `tool_calls` (finish reason `tool_calls`) or Anthropic `tool_use` blocks (stop reason
     /// `tool_use`). Streamed, each call's arguments arrive in several fragments.
     ToolCalls(Vec<(String, String)>),
+    /// Answer 200 with a body that is not the wire format (an HTML page where JSON or SSE
+    /// should be), as a misconfigured proxy in front of a provider does.
+    Unreadable,
     /// Wait this long before answering (and between stream chunks), then reply as the inner.
     Delayed(Duration, Box<Scripted>),
 }
@@ -43,6 +46,8 @@ pub(crate) enum Outcome {
     Cut,
     /// Tool calls: `(name, arguments)`.
     ToolCalls(Vec<(String, String)>),
+    /// 200 with a body that is not the wire format.
+    Unreadable,
 }
 
 /// An outcome and how slowly to deliver it.
@@ -65,6 +70,7 @@ impl Plan {
             }
             Scripted::Cut => Self::now(Outcome::Cut),
             Scripted::ToolCalls(calls) => Self::now(Outcome::ToolCalls(calls)),
+            Scripted::Unreadable => Self::now(Outcome::Unreadable),
             Scripted::Delayed(delay, inner) => Self {
                 delay,
                 ..Self::from_scripted(*inner)

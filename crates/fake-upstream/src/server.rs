@@ -105,6 +105,18 @@ async fn respond<W: Wire>(state: &State, json: Option<Value>) -> Reply {
         Outcome::Text(text) => (text, false),
         Outcome::Cut => (asked.last_user.clone(), true),
         Outcome::ToolCalls(calls) => return W::tool_calls(&asked, &calls, plan.delay),
+        Outcome::Unreadable => {
+            return Reply {
+                status: 200,
+                content_type: "application/json",
+                retry_after: None,
+                chunks: vec![Bytes::from_static(
+                    b"<html><body>Welcome to nginx!</body></html>",
+                )],
+                gap: Duration::ZERO,
+                cut: false,
+            };
+        }
     };
     W::answer(&asked, &Answer::new(&text, &asked), plan.delay, cut)
 }

@@ -121,11 +121,38 @@ pub(crate) fn chain(error: &dyn StdError) -> String {
     truncate(text)
 }
 
-/// The error for an answer the adapter could not read.
+/// A successful answer to a streaming request, when it is an event stream; a JSON document
+/// or an HTML page (a proxy's page, a server that ignored `stream`) is [`malformed`] with its
+/// real status, so it is reported as such and not retried. Other or missing content types
+/// are read as a stream (some compatible servers label their streams loosely).
+pub(crate) async fn event_stream(
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ProviderError> {
+    let kind = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !(kind.starts_with("application/json") || kind.starts_with("text/html")) {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let body = response.bytes().await.unwrap_or_default();
+    let said = error_message(&body).unwrap_or_default();
+    Err(ProviderError::Malformed {
+        status,
+        message: truncate(format!(
+            "a stream was asked for, the answer is {kind}: {said}"
+        )),
+    })
+}
+
+/// The error for a success answer (200) the adapter could not read.
 pub(crate) fn malformed(detail: impl std::fmt::Display) -> ProviderError {
-    ProviderError::Upstream {
-        status: 502,
-        message: truncate(format!("the provider's answer could not be read: {detail}")),
+    ProviderError::Malformed {
+        status: 200,
+        message: truncate(detail.to_string()),
     }
 }
 
@@ -163,6 +190,10 @@ pub(crate) fn scrub(error: ProviderError, secret: Option<&SecretString>) -> Prov
             message: clean(message),
         },
         ProviderError::InvalidRequest { status, message } => ProviderError::InvalidRequest {
+            status,
+            message: clean(message),
+        },
+        ProviderError::Malformed { status, message } => ProviderError::Malformed {
             status,
             message: clean(message),
         },

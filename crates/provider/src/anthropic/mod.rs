@@ -126,10 +126,12 @@ impl LlmClient for AnthropicClient {
 
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let key = self.api_key.clone();
-        let response = self
-            .post(&MessagesRequest::new(&request, true))
-            .await
-            .map_err(|e| scrub(e, key.as_ref()))?;
+        let response = self.post(&MessagesRequest::new(&request, true)).await;
+        let response = match response {
+            Ok(response) => errors::event_stream(response).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| scrub(e, key.as_ref()))?;
         let structured = structured_tool(&request).map(str::to_owned);
         let events = stream::translate(response, request.model, structured)
             .map(move |item| item.map_err(|e| scrub(e, key.as_ref())));

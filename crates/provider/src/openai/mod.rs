@@ -98,7 +98,7 @@ impl OpenAiClient {
             .await
             .map_err(|e| from_reqwest(e, &self.settings))?;
         if response.status().is_success() {
-            Ok(response)
+            errors::event_stream(response).await
         } else {
             Err(errors::from_response(response).await)
         }

@@ -212,3 +212,32 @@ async fn dropping_a_stream_closes_the_upstream_connection() {
         "the upstream connection outlived the stream"
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_success_is_reported_with_its_status_and_not_retried() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Scripted::Unreadable);
+    let error = anthropic(&fake, settings())
+        .complete(request("claude-test", "hi"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Malformed { status: 200, .. }),
+        "{error:?}"
+    );
+    assert_eq!(fake.request_count(), 1, "not retried");
+    fake.push(Scripted::Unreadable);
+    let outcome = match anthropic(&fake, settings())
+        .stream(request("claude-test", "hi"))
+        .await
+    {
+        Err(e) => Err(e),
+        Ok(stream) => drain(stream).await.error.map_or(Ok(()), Err),
+    };
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Malformed { status: 200, .. }),
+        "{error:?}"
+    );
+    assert_eq!(fake.request_count(), 2);
+}

@@ -361,3 +361,40 @@ async fn dropping_a_call_closes_the_upstream_connection() {
         "the upstream connection outlived the call"
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_success_is_reported_with_its_status_and_not_retried() {
+    let fake = FakeUpstream::start().await;
+    fake.push(Scripted::Unreadable);
+    let error = openai(&fake, settings())
+        .complete(request("gpt-test", "hi"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Malformed { status: 200, .. }),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(error.status(), Some(200));
+    assert_eq!(
+        fake.request_count(),
+        1,
+        "the same request would get the same answer"
+    );
+
+    fake.push(Scripted::Unreadable);
+    let before = fake.request_count();
+    let outcome = match openai(&fake, settings())
+        .stream(request("gpt-test", "hi"))
+        .await
+    {
+        Err(e) => Err(e),
+        Ok(stream) => drain(stream).await.error.map_or(Ok(()), Err),
+    };
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Malformed { status: 200, .. }),
+        "{error:?}"
+    );
+    assert_eq!(fake.request_count(), before + 1);
+}
