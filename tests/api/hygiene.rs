@@ -144,3 +144,49 @@ async fn trailing_slashes_and_odd_paths_are_handled() {
         assert!(body["error"]["code"].is_string());
     }
 }
+
+#[tokio::test]
+async fn trailing_data_after_a_json_body_is_refused() {
+    let app = TestApp::spawn().await;
+    let raw = |path: &'static str, body: &'static str| {
+        app.client()
+            .post(app.url(path))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+    };
+    for body in [
+        r#"{"name":"x"} xyz"#,
+        r#"{"name":"x"}{"name":"y"}"#,
+        r#"{"name":"x"},"#,
+    ] {
+        let (s, b) = json(raw("/api/v1/agents", body).await.unwrap()).await;
+        let err = assert_error(s, &b, 400, "INVALID_REQUEST");
+        assert!(
+            err["message"].as_str().unwrap().contains("trailing"),
+            "{body}: {b}"
+        );
+    }
+    let (_, list) = json(app.get("/api/v1/agents").await).await;
+    assert_eq!(list["total"], 0, "nothing was created");
+    // Trailing whitespace is fine.
+    let (s, b) = json(
+        raw("/api/v1/agents", "{\"name\":\"x\"} \r\n\t")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    // The OpenAI surface refuses it in OpenAI's format.
+    let (s, b) = json(
+        raw(
+            "/v1/chat/completions",
+            r#"{"model":"x","messages":[{"role":"user","content":"hi"}]} xyz"#,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+}
