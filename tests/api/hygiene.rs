@@ -190,3 +190,33 @@ async fn trailing_data_after_a_json_body_is_refused() {
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
 }
+
+#[tokio::test]
+async fn refresh_without_a_body_names_refresh_token() {
+    let app = TestApp::spawn().await;
+    let refresh = |content_type: Option<&'static str>, body: &'static str| {
+        let mut req = app
+            .anonymous_client()
+            .post(app.url("/api/v1/auth/refresh"))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        req.send()
+    };
+    for (ct, body) in [
+        (None, ""),
+        (Some("application/json"), ""),
+        (Some("application/json"), "{}"),
+    ] {
+        let (s, b) = json(refresh(ct, body).await.unwrap()).await;
+        let err = assert_error(s, &b, 400, "VALIDATION_ERROR");
+        assert_eq!(
+            err["details"]["field"], "refresh_token",
+            "{ct:?} {body:?}: {b}"
+        );
+    }
+    // A body that is not JSON is still refused for its content type.
+    let (s, b) = json(refresh(Some("text/plain"), "x").await.unwrap()).await;
+    assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
+}

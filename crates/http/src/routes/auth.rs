@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, parse_json};
+use crate::extract::{JsonBody, OptionalJsonBody, parse_json};
 use crate::routes::rfc3339;
 use crate::routes::users::UserView;
 
@@ -157,8 +157,11 @@ pub async fn login(
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<RefreshInput>,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshInput>,
 ) -> ApiResult<HttpResponse> {
+    // No body at all (often sent without a content type) lacks the one required field: say
+    // which, rather than refusing the absent content type.
+    let body = body.ok_or_else(|| ApiError::validation("refresh_token", "is required"))?;
     let token = SecretString::from(body.refresh_token);
     let tokens = state.auth.refresh(&token).await?;
     Ok(HttpResponse::Ok()
