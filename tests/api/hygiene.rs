@@ -1,6 +1,7 @@
 //! The ugly cases: malformed bodies, wrong methods and content types, request ids.
 
 use agentry_test_harness::{TestApp, json};
+use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 
@@ -189,6 +190,63 @@ async fn trailing_data_after_a_json_body_is_refused() {
     .await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+}
+
+#[tokio::test]
+async fn unsupported_methods_on_existing_routes_are_405_with_allow() {
+    let app = TestApp::spawn().await;
+    create_agent(&app).await;
+    for (method, path, allow) in [
+        (Method::TRACE, "/api/v1/agents/bot/chat", "POST"),
+        (Method::GET, "/api/v1/agents/bot/chat", "POST"),
+        (Method::DELETE, "/v1/agents/bot/stream", "POST"),
+        (Method::TRACE, "/api/v1/auth/me", "GET"),
+        (Method::PUT, "/api/v1/auth/login", "POST"),
+        (Method::TRACE, "/api/v1/conversations", "GET"),
+        (Method::TRACE, "/health", "GET"),
+        (Method::DELETE, "/api/v1/agents", "GET, POST"),
+        (
+            Method::TRACE,
+            "/api/v1/agents/bot",
+            "GET, PATCH, PUT, DELETE",
+        ),
+    ] {
+        let res = app.request(method.clone(), path, None).await;
+        let allowed = header_set(&res, "allow");
+        let (s, b) = json(res).await;
+        assert_error(s, &b, 405, "METHOD_NOT_ALLOWED");
+        assert_eq!(allowed, set(allow), "{method} {path}");
+    }
+    // On the OpenAI surface, in OpenAI's format.
+    let res = app
+        .request(Method::TRACE, "/v1/chat/completions", None)
+        .await;
+    let allowed = header_set(&res, "allow");
+    let (s, b) = json(res).await;
+    assert_eq!(s, 405, "{b}");
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+    assert_eq!(b["error"]["code"], "method_not_allowed", "{b}");
+    assert_eq!(allowed, set("POST"));
+}
+
+async fn create_agent(app: &TestApp) {
+    let (s, b) = json(app.post("/api/v1/agents", &json!({"name": "Bot"})).await).await;
+    assert_eq!(s, 201, "{b}");
+}
+
+fn set(list: &str) -> std::collections::BTreeSet<String> {
+    list.split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn header_set(res: &reqwest::Response, name: &str) -> std::collections::BTreeSet<String> {
+    set(res
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default())
 }
 
 #[tokio::test]

@@ -28,7 +28,8 @@ pub fn configure_v1(cfg: &mut web::ServiceConfig) {
 
 /// Routes under `/api/client/v1` (seed 003).
 pub fn configure_client(cfg: &mut web::ServiceConfig) {
-    // Before `/agents/{key}`, whose GET-only resource would otherwise answer 405.
+    // Before `/agents/{key}`, whose GET-only resource would otherwise answer 405; a guarded
+    // route (not a resource), so that a GET still reaches `/agents/{key}`.
     cfg.route(
         "/agents/responses",
         web::post().to(responses::create_response),

@@ -19,10 +19,12 @@ use crate::routes::users::UserView;
 
 /// Routes of this module.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/login", web::post().to(login))
-        .route("/auth/refresh", web::post().to(refresh))
-        .route("/auth/logout", web::post().to(logout))
-        .route("/auth/me", web::get().to(me));
+    // Resources, not `cfg.route`: a resource answers another method with 405 and `Allow`;
+    // a guarded route lets it fall through to 404.
+    cfg.service(web::resource("/auth/login").post(login))
+        .service(web::resource("/auth/refresh").post(refresh))
+        .service(web::resource("/auth/logout").post(logout))
+        .service(web::resource("/auth/me").get(me));
 }
 
 /// Credentials.

@@ -22,9 +22,9 @@ use crate::sse;
 
 /// Routes of this module.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agents/{agent}/chat", web::post().to(chat))
-        .route("/agents/{agent}/stream", web::post().to(stream))
-        .route("/agents/{agent}/chat/history", web::get().to(history));
+    cfg.service(web::resource("/agents/{agent}/chat").post(chat))
+        .service(web::resource("/agents/{agent}/stream").post(stream))
+        .service(web::resource("/agents/{agent}/chat/history").get(history));
 }
 
 /// A message to an agent.
