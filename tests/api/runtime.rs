@@ -457,15 +457,26 @@ async fn chat_input_errors() {
             json!({"message": "x", "session_id": "a", "conversation_id": "b"}),
             "conversation_id",
         ),
+        // A bad key is reported under the spelling the caller used (seed 004's here).
+        (
+            json!({"message": "x", "conversation_id": "bad id"}),
+            "conversation_id",
+        ),
+        (
+            json!({"message": "x", "session_id": "bad id", "conversation_id": "bad id"}),
+            "session_id",
+        ),
         (json!({"message": "x", "extra": 1}), "extra"),
         (json!({"message": "nul \u{0} inside"}), "message"),
     ] {
-        let (status, res) = json(app.post("/api/v1/agents/a/chat", &body).await).await;
-        assert_eq!(
-            assert_error(status, &res, 400, "VALIDATION_ERROR")["details"]["field"],
-            field,
-            "{body}"
-        );
+        for path in ["/api/v1/agents/a/chat", "/api/v1/agents/a/stream"] {
+            let (status, res) = json(app.post(path, &body).await).await;
+            assert_eq!(
+                assert_error(status, &res, 400, "VALIDATION_ERROR")["details"]["field"],
+                field,
+                "{path} {body}"
+            );
+        }
     }
     let (status, res) = json(
         app.post("/api/v1/agents/old/chat", &json!({"message":"hi"}))
