@@ -104,6 +104,21 @@ impl OpenAiError {
         )
     }
 
+    /// 404 for a path of the OpenAI surface that Agentry does not serve (an OpenAI endpoint
+    /// it lacks, or a typo), as OpenAI answers one: type `invalid_request_error`, code
+    /// `unknown_url`.
+    pub fn unknown_url(method: &str, path: &str) -> Self {
+        Self {
+            kind: "invalid_request_error",
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                format!("Invalid URL ({method} {path}): Agentry does not serve this endpoint."),
+                None,
+                Some("unknown_url"),
+            )
+        }
+    }
+
     /// The status.
     pub fn status(&self) -> StatusCode {
         self.status
