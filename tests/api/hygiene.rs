@@ -1,6 +1,7 @@
 //! The ugly cases: malformed bodies, wrong methods and content types, request ids.
 
 use agentry_test_harness::{TestApp, json};
+use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 
@@ -316,4 +317,137 @@ async fn connections_past_the_cap_wait_for_a_free_one() {
     .expect("served once the first connection closed")
     .unwrap();
     assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn trailing_data_after_a_json_body_is_refused() {
+    let app = TestApp::spawn().await;
+    let raw = |path: &'static str, body: &'static str| {
+        app.client()
+            .post(app.url(path))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+    };
+    for body in [
+        r#"{"name":"x"} xyz"#,
+        r#"{"name":"x"}{"name":"y"}"#,
+        r#"{"name":"x"},"#,
+    ] {
+        let (s, b) = json(raw("/api/v1/agents", body).await.unwrap()).await;
+        let err = assert_error(s, &b, 400, "INVALID_REQUEST");
+        assert!(
+            err["message"].as_str().unwrap().contains("trailing"),
+            "{body}: {b}"
+        );
+    }
+    let (_, list) = json(app.get("/api/v1/agents").await).await;
+    assert_eq!(list["total"], 0, "nothing was created");
+    // Trailing whitespace is fine.
+    let (s, b) = json(
+        raw("/api/v1/agents", "{\"name\":\"x\"} \r\n\t")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    // The OpenAI surface refuses it in OpenAI's format.
+    let (s, b) = json(
+        raw(
+            "/v1/chat/completions",
+            r#"{"model":"x","messages":[{"role":"user","content":"hi"}]} xyz"#,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+}
+
+#[tokio::test]
+async fn unsupported_methods_on_existing_routes_are_405_with_allow() {
+    let app = TestApp::spawn().await;
+    create_agent(&app).await;
+    for (method, path, allow) in [
+        (Method::TRACE, "/api/v1/agents/bot/chat", "POST"),
+        (Method::GET, "/api/v1/agents/bot/chat", "POST"),
+        (Method::DELETE, "/v1/agents/bot/stream", "POST"),
+        (Method::TRACE, "/api/v1/auth/me", "GET"),
+        (Method::PUT, "/api/v1/auth/login", "POST"),
+        (Method::TRACE, "/api/v1/conversations", "GET"),
+        (Method::TRACE, "/health", "GET"),
+        (Method::DELETE, "/api/v1/agents", "GET, POST"),
+        (
+            Method::TRACE,
+            "/api/v1/agents/bot",
+            "GET, PATCH, PUT, DELETE",
+        ),
+    ] {
+        let res = app.request(method.clone(), path, None).await;
+        let allowed = header_set(&res, "allow");
+        let (s, b) = json(res).await;
+        assert_error(s, &b, 405, "METHOD_NOT_ALLOWED");
+        assert_eq!(allowed, set(allow), "{method} {path}");
+    }
+    // On the OpenAI surface, in OpenAI's format.
+    let res = app
+        .request(Method::TRACE, "/v1/chat/completions", None)
+        .await;
+    let allowed = header_set(&res, "allow");
+    let (s, b) = json(res).await;
+    assert_eq!(s, 405, "{b}");
+    assert_eq!(b["error"]["type"], "invalid_request_error", "{b}");
+    assert_eq!(b["error"]["code"], "method_not_allowed", "{b}");
+    assert_eq!(allowed, set("POST"));
+}
+
+async fn create_agent(app: &TestApp) {
+    let (s, b) = json(app.post("/api/v1/agents", &json!({"name": "Bot"})).await).await;
+    assert_eq!(s, 201, "{b}");
+}
+
+fn set(list: &str) -> std::collections::BTreeSet<String> {
+    list.split(',')
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn header_set(res: &reqwest::Response, name: &str) -> std::collections::BTreeSet<String> {
+    set(res
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn refresh_without_a_body_names_refresh_token() {
+    let app = TestApp::spawn().await;
+    let refresh = |content_type: Option<&'static str>, body: &'static str| {
+        let mut req = app
+            .anonymous_client()
+            .post(app.url("/api/v1/auth/refresh"))
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        req.send()
+    };
+    for (ct, body) in [
+        (None, ""),
+        (Some("application/json"), ""),
+        (Some("application/json"), "{}"),
+    ] {
+        let (s, b) = json(refresh(ct, body).await.unwrap()).await;
+        let err = assert_error(s, &b, 400, "VALIDATION_ERROR");
+        assert_eq!(
+            err["details"]["field"], "refresh_token",
+            "{ct:?} {body:?}: {b}"
+        );
+    }
+    // A body that is not JSON is still refused for its content type.
+    let (s, b) = json(refresh(Some("text/plain"), "x").await.unwrap()).await;
+    assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
 }

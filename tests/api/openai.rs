@@ -904,3 +904,73 @@ async fn every_listed_model_is_served_by_both_endpoints() {
         "a key limited to agents may not call models directly"
     );
 }
+
+#[tokio::test]
+async fn openai_endpoints_agentry_lacks_are_404_unknown_url() {
+    use reqwest::Method;
+    let app = TestApp::spawn().await;
+    let invoke = app.create_api_key(&["invoke"], None).await;
+    let admin = app.admin_token();
+    let body = json!({"model": "text-embedding-3-small", "input": "hi"});
+    for (method, path) in [
+        (Method::POST, "/v1/embeddings"),
+        (Method::POST, "/v1/completions"),
+        (Method::POST, "/v1/images/generations"),
+        (Method::POST, "/v1/audio/transcriptions"),
+        (Method::POST, "/v1/moderations"),
+        (Method::GET, "/v1/fine_tuning/jobs"),
+        (Method::POST, "/v1/batches"),
+        (Method::POST, "/v1/assistants"),
+        (Method::POST, "/v1/threads/thread_1/runs"),
+        (Method::GET, "/v1/vector_stores"),
+        (Method::GET, "/v1/chat/completions/chatcmpl_1"),
+        (Method::POST, "/api/client/v1/embeddings"),
+    ] {
+        for token in [invoke.as_str(), admin.as_str()] {
+            let (status, got) = json(
+                app.request_as(Some(token), method.clone(), path, Some(&body))
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 404, "{method} {path}: {got}");
+            let message = got["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(path), "{got}");
+            assert_eq!(
+                got,
+                json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "unknown_url"}}),
+                "{method} {path}"
+            );
+        }
+    }
+    // Whoever may not call the client API is refused as there, in OpenAI's format.
+    let read_only = app.create_api_key(&["read"], None).await;
+    let (status, got) = json(
+        app.request_as(
+            Some(&read_only),
+            Method::POST,
+            "/v1/embeddings",
+            Some(&body),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 403, "{got}");
+    assert_eq!(got["error"]["type"], "permission_error", "{got}");
+    assert_eq!(got["error"]["code"], "permission_denied", "{got}");
+    let (status, got) = json(
+        app.request_as(None, Method::POST, "/v1/embeddings", Some(&body))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 401, "{got}");
+    assert_eq!(got["error"]["code"], "invalid_api_key", "{got}");
+    // The management aliases under `/v1` are not shadowed.
+    let (status, got) = json(app.get("/v1/conversations").await).await;
+    assert_eq!(status, 200, "{got}");
+    let (status, got) = json(app.get("/v1/files").await).await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "a management 404: {got}"
+    );
+}

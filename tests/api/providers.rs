@@ -147,3 +147,49 @@ async fn an_empty_model_list_accepts_any_qualified_model() {
     .await;
     assert_error(status, &res, 400, "VALIDATION_ERROR");
 }
+
+#[tokio::test]
+async fn the_builtin_mock_serves_its_documented_model_families() {
+    let app = TestApp::spawn().await;
+    let run = |model: &'static str| {
+        let app = &app;
+        async move {
+            json(
+                app.post(
+                    "/api/v1/runs",
+                    &json!({"prompt": "a b", "model": format!("mock/{model}")}),
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let started = std::time::Instant::now();
+    let (status, res) = run("slow-300").await;
+    assert_eq!(status, 200, "{res}");
+    assert_eq!(res["response"], "a b");
+    assert!(started.elapsed().as_millis() >= 300, "it waited");
+    let (status, res) = run("error-429").await;
+    assert_eq!(
+        assert_error(status, &res, 502, "PROVIDER_ERROR")["details"]["upstream_status"],
+        429
+    );
+    let (status, res) = run("error-503").await;
+    assert_eq!(
+        assert_error(status, &res, 502, "PROVIDER_ERROR")["details"]["upstream_status"],
+        503
+    );
+    let (status, res) = run("cut").await;
+    assert_error(status, &res, 502, "PROVIDER_ERROR");
+    // Agents may use them too.
+    let agent = create(&app, json!({"name": "slow", "model": "mock/slow-10"})).await;
+    assert_eq!(agent["model"], "mock/slow-10");
+    // Other names are still unknown, and the list shown stays `echo`.
+    for model in ["nope", "slow-x", "error-200", "cutting"] {
+        let (status, res) = run(model).await;
+        let err = assert_error(status, &res, 404, "MODEL_NOT_FOUND");
+        assert_eq!(err["details"]["available_models"][0], "echo", "{err}");
+    }
+    let (_, mock) = json(app.get("/api/v1/providers/mock").await).await;
+    assert_eq!(mock["models"], json!(["echo"]), "{mock}");
+}

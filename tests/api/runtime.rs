@@ -177,11 +177,34 @@ async fn seed_000_run_errors() {
     assert_eq!(err["message"], "The specified model was not found");
     assert_eq!(err["details"]["provider_id"], "openai-prod");
     assert_eq!(err["details"]["model_name"], "gpt-5");
+    // As seed 000's example: the named provider's models first, by their bare names; then
+    // the others, qualified.
+    let available = err["details"]["available_models"].as_array().unwrap();
+    assert_eq!(
+        available[..3],
+        [json!("gpt-4"), json!("gpt-4o"), json!("gpt-3.5-turbo")],
+        "{err}"
+    );
     assert!(
-        err["details"]["available_models"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("openai-prod/gpt-4"))
+        available[3..].contains(&json!("mock/echo"))
+            && available[3..].contains(&json!("anthropic/claude-sonnet-4"))
+            && !available.contains(&json!("openai-prod/gpt-4")),
+        "{err}"
+    );
+    // An unknown provider: every model, qualified.
+    let (status, res) = json(
+        app.post(
+            "/api/v1/runs",
+            &json!({"prompt":"x","model_ref":{"provider_id":"nope","model_name":"gpt-4"}}),
+        )
+        .await,
+    )
+    .await;
+    let err = assert_error(status, &res, 404, "MODEL_NOT_FOUND");
+    let available = err["details"]["available_models"].as_array().unwrap();
+    assert!(
+        available.contains(&json!("openai-prod/gpt-4")) && available.contains(&json!("mock/echo")),
+        "{err}"
     );
 
     let (_, runs) = json(app.get("/api/v1/runs").await).await;
@@ -457,15 +480,26 @@ async fn chat_input_errors() {
             json!({"message": "x", "session_id": "a", "conversation_id": "b"}),
             "conversation_id",
         ),
+        // A bad key is reported under the spelling the caller used (seed 004's here).
+        (
+            json!({"message": "x", "conversation_id": "bad id"}),
+            "conversation_id",
+        ),
+        (
+            json!({"message": "x", "session_id": "bad id", "conversation_id": "bad id"}),
+            "session_id",
+        ),
         (json!({"message": "x", "extra": 1}), "extra"),
         (json!({"message": "nul \u{0} inside"}), "message"),
     ] {
-        let (status, res) = json(app.post("/api/v1/agents/a/chat", &body).await).await;
-        assert_eq!(
-            assert_error(status, &res, 400, "VALIDATION_ERROR")["details"]["field"],
-            field,
-            "{body}"
-        );
+        for path in ["/api/v1/agents/a/chat", "/api/v1/agents/a/stream"] {
+            let (status, res) = json(app.post(path, &body).await).await;
+            assert_eq!(
+                assert_error(status, &res, 400, "VALIDATION_ERROR")["details"]["field"],
+                field,
+                "{path} {body}"
+            );
+        }
     }
     let (status, res) = json(
         app.post("/api/v1/agents/old/chat", &json!({"message":"hi"}))

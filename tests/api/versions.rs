@@ -48,7 +48,10 @@ async fn publish_twice_and_list_newest_first() {
     assert_eq!(v1["version"], 1);
     assert_eq!(v1["agent_id"], a["id"]);
     assert_eq!(v1["note"], Value::Null);
-    assert_eq!(v1["created_by"], Value::Null);
+    assert_eq!(
+        v1["created_by"], a["created_by"],
+        "the publisher is recorded, as the agent's creator is"
+    );
     assert!(v1["created_at"].as_str().unwrap().ends_with('Z'), "{v1}");
     assert_eq!(v1["agent"], a, "the snapshot is the agent as it was");
     let res = app
@@ -447,4 +450,42 @@ async fn the_openapi_document_describes_versions() {
         );
     }
     assert!(doc["components"]["schemas"]["VersionView"].is_object());
+}
+
+#[tokio::test]
+async fn the_publisher_is_recorded() {
+    let app = TestApp::spawn().await;
+    create(&app, json!({"name": "Bot"})).await;
+    let (_, me) = json(app.get("/api/v1/auth/me").await).await;
+    let by_user = publish(&app, "bot", None).await;
+    assert_eq!(by_user["created_by"], me["id"], "{by_user}");
+    assert!(me["id"].as_str().unwrap().starts_with("user_"), "{me}");
+
+    let key = app.create_api_key(&["write"], None).await;
+    let (_, key_me) = json(
+        app.request_as(Some(&key), reqwest::Method::GET, "/api/v1/auth/me", None)
+            .await,
+    )
+    .await;
+    let (status, by_key) = json(
+        app.request_as(
+            Some(&key),
+            reqwest::Method::POST,
+            "/api/v1/agents/bot/versions",
+            Some(&json!({"note": "from CI"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{by_key}");
+    assert_eq!(
+        by_key["created_by"],
+        format!("key:{}", key_me["id"].as_str().unwrap()),
+        "{by_key}"
+    );
+    let (_, v1) = json(app.get("/api/v1/agents/bot/versions/1").await).await;
+    assert_eq!(
+        v1["created_by"], me["id"],
+        "stored, not only answered: {v1}"
+    );
 }

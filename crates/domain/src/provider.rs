@@ -12,6 +12,26 @@ use crate::text::{check_slug, check_text};
 pub const MOCK_PROVIDER_ID: &str = "mock";
 /// The mock provider's model that answers with the last user message.
 pub const MOCK_ECHO_MODEL: &str = "echo";
+/// The longest wait a `slow-<ms>` mock model may ask for (ten minutes).
+pub const MOCK_SLOW_MAX_MS: u64 = 600_000;
+
+/// Whether `model` names one of the scripted behaviours of the mock (`docs/providers.md`),
+/// which every provider of kind `mock` serves whatever its model list says: `slow-<ms>`
+/// (0 to [`MOCK_SLOW_MAX_MS`]), `error-<status>` (an HTTP error status, 400 to 599) and `cut`.
+pub fn is_mock_behaviour(model: &str) -> bool {
+    let number = |digits: &str| {
+        (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse::<u64>().ok())
+            .flatten()
+    };
+    if let Some(ms) = model.strip_prefix("slow-") {
+        return number(ms).is_some_and(|ms| ms <= MOCK_SLOW_MAX_MS);
+    }
+    if let Some(status) = model.strip_prefix("error-") {
+        return number(status).is_some_and(|s| (400..=599).contains(&s));
+    }
+    model == "cut"
+}
 
 /// A provider's identifier, such as `openai-prod`: a slug of at most 64 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -198,9 +218,13 @@ impl Provider {
         }
     }
 
-    /// Whether this provider serves `model`.
+    /// Whether this provider serves `model`: a listed model, any model when the list is
+    /// empty, and for kind `mock` also the scripted behaviours ([`is_mock_behaviour`]), so
+    /// `mock/slow-200` works although the built-in mock lists only `echo`.
     pub fn serves(&self, model: &str) -> bool {
-        self.models.is_empty() || self.models.iter().any(|m| m == model)
+        self.models.is_empty()
+            || self.models.iter().any(|m| m == model)
+            || (self.kind == ProviderKind::Mock && is_mock_behaviour(model))
     }
 }
 
@@ -255,6 +279,43 @@ mod tests {
         );
         assert!(parse_models(vec!["a b".into()]).is_err());
         assert!(parse_models(vec![String::new()]).is_err());
+    }
+
+    #[test]
+    fn the_mock_serves_its_scripted_behaviours() {
+        let mock = Provider::builtin_mock(Utc::now());
+        for served in [
+            "echo",
+            "slow-0",
+            "slow-250",
+            "slow-600000",
+            "error-429",
+            "error-500",
+            "cut",
+        ] {
+            assert!(mock.serves(served), "{served}");
+        }
+        for refused in [
+            "gpt-4",
+            "slow-",
+            "slow-x",
+            "slow--1",
+            "slow-+1",
+            "slow-600001",
+            "error-200",
+            "error-600",
+            "error-",
+            "error-4xx",
+            "cut2",
+            "Cut",
+        ] {
+            assert!(!mock.serves(refused), "{refused}");
+        }
+        let listed = Provider {
+            kind: ProviderKind::OpenAi,
+            ..mock.clone()
+        };
+        assert!(!listed.serves("cut"), "only kind mock has the behaviours");
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .with_details(json!({ "offset": at })));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -140,10 +140,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 };
                 ApiError::validation(&field, strip_position(&inner.to_string()))
             }
-            _ => ApiError::invalid_request(format!("Malformed JSON: {inner}"))
-                .with_details(json!({ "line": inner.line(), "column": inner.column() })),
+            _ => malformed(&inner),
         }
-    })
+    })?;
+    // One JSON value and nothing after it but whitespace: `{"name":"x"} xyz` is not JSON.
+    de.end().map_err(|e| malformed(&e))?;
+    Ok(value)
+}
+
+fn malformed(e: &serde_json::Error) -> ApiError {
+    ApiError::invalid_request(format!("Malformed JSON: {e}"))
+        .with_details(json!({ "line": e.line(), "column": e.column() }))
 }
 
 /// The byte offset of a `\u0000` escape in JSON text, if any: the only way a JSON string
@@ -342,5 +349,18 @@ mod tests {
             parse_json::<Probe>(b"  ").err().map(|e| e.code()),
             Some("INVALID_REQUEST")
         );
+        for trailing in [
+            &br#"{"name":"a"} xyz"#[..],
+            br#"{"name":"a"}{"name":"b"}"#,
+            br#"{"name":"a"},"#,
+        ] {
+            assert_eq!(
+                parse_json::<Probe>(trailing).err().map(|e| e.code()),
+                Some("INVALID_REQUEST"),
+                "{}",
+                String::from_utf8_lossy(trailing)
+            );
+        }
+        assert!(parse_json::<Probe>(b"{\"name\":\"a\"} \r\n\t").is_ok());
     }
 }

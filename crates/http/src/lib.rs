@@ -77,8 +77,15 @@ async fn docs_redirect() -> actix_web::HttpResponse {
         .finish()
 }
 
-async fn route_not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::route_not_found(req.method().as_str(), req.path()))
+/// No route: `404 NOT_FOUND`, or on the OpenAI surface (which includes the OpenAI endpoints
+/// Agentry lacks, such as `/v1/embeddings`) OpenAI's `404 unknown_url`.
+async fn route_not_found(req: HttpRequest) -> actix_web::HttpResponse {
+    let (method, path) = (req.method().as_str(), req.path());
+    if is_openai_surface(path) {
+        actix_web::ResponseError::error_response(&openai::OpenAiError::unknown_url(method, path))
+    } else {
+        actix_web::ResponseError::error_response(&ApiError::route_not_found(method, path))
+    }
 }
 
 /// The application: every route, the middleware and the JSON error handling.

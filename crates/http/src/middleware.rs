@@ -3,7 +3,7 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::http::{StatusCode, Uri};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError};
@@ -119,7 +119,15 @@ pub async fn request_context(
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
             let res = if (status.is_client_error() || status.is_server_error()) && !has_json {
                 match framework_error(status, &method, &path) {
-                    Some(api) => res.into_response(render(api, &path)),
+                    Some(api) => {
+                        // A 405 keeps the `Allow` header the router put on it.
+                        let allow = res.headers().get(ALLOW).cloned();
+                        let mut json = render(api, &path);
+                        if let Some(allow) = allow {
+                            json.headers_mut().insert(ALLOW, allow);
+                        }
+                        res.into_response(json)
+                    }
                     None => res,
                 }
             } else {

@@ -65,23 +65,90 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     (Any, "/v1/chat/completions", Invoke),
     (Any, "/v1/models/*", Invoke),
     (Any, "/api/client/v1/*", Invoke),
+    // OpenAI endpoints Agentry does not serve (`UNSERVED_OPENAI_RESOURCES`): whoever could
+    // call the client API learns `404 unknown_url` in OpenAI's format, not a scope refusal.
+    (Any, "/v1/assistants/*", Invoke),
+    (Any, "/v1/audio/*", Invoke),
+    (Any, "/v1/batches/*", Invoke),
+    (Any, "/v1/chat/*", Invoke),
+    (Any, "/v1/chatkit/*", Invoke),
+    (Any, "/v1/completions/*", Invoke),
+    (Any, "/v1/containers/*", Invoke),
+    (Any, "/v1/edits/*", Invoke),
+    (Any, "/v1/embeddings/*", Invoke),
+    (Any, "/v1/engines/*", Invoke),
+    (Any, "/v1/evals/*", Invoke),
+    (Any, "/v1/fine-tunes/*", Invoke),
+    (Any, "/v1/fine_tuning/*", Invoke),
+    (Any, "/v1/images/*", Invoke),
+    (Any, "/v1/moderations/*", Invoke),
+    (Any, "/v1/organization/*", Invoke),
+    (Any, "/v1/realtime/*", Invoke),
+    (Any, "/v1/threads/*", Invoke),
+    (Any, "/v1/uploads/*", Invoke),
+    (Any, "/v1/vector_stores/*", Invoke),
+    (Any, "/v1/videos/*", Invoke),
     // Everything else: reads and writes of the management API.
     (Get, "/*", Read),
     (Any, "/*", Write),
 ];
 
+/// OpenAI API resources (the first segment after `/v1`) that Agentry does not serve. They
+/// belong to the OpenAI surface so that an SDK pointed at Agentry gets `404 unknown_url` in
+/// OpenAI's format instead of a management-API answer. Left out on purpose: `files` (seed
+/// 002's management files API lives at `/v1/files`) and `conversations` (Agentry's
+/// management conversations at `/v1/conversations`); the `/v1` management aliases are never
+/// shadowed. `chat` covers what lies beside the served `/v1/chat/completions`. Documented
+/// in `docs/openai-compatibility.md`.
+pub const UNSERVED_OPENAI_RESOURCES: &[&str] = &[
+    "assistants",
+    "audio",
+    "batches",
+    "chat",
+    "chatkit",
+    "completions",
+    "containers",
+    "edits",
+    "embeddings",
+    "engines",
+    "evals",
+    "fine-tunes",
+    "fine_tuning",
+    "images",
+    "moderations",
+    "organization",
+    "realtime",
+    "threads",
+    "uploads",
+    "vector_stores",
+    "videos",
+];
+
+/// Whether `path` is under `prefix` (the prefix itself included).
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Whether `path` names an OpenAI endpoint Agentry does not serve (see
+/// [`UNSERVED_OPENAI_RESOURCES`]).
+pub fn is_unserved_openai(path: &str) -> bool {
+    path.strip_prefix("/v1/").is_some_and(|rest| {
+        let first = rest.split('/').next().unwrap_or_default();
+        UNSERVED_OPENAI_RESOURCES.contains(&first) && path != "/v1/chat/completions"
+    })
+}
+
 /// Whether `path` belongs to the OpenAI-compatible client API (`/v1/responses…`,
-/// `/v1/chat/completions`, `/v1/models…`, `/api/client/v1/…`), whose errors use OpenAI's
-/// format `{"error": {"message", "type", "param", "code"}}`.
+/// `/v1/chat/completions`, `/v1/models…`, `/api/client/v1/…`, and the OpenAI endpoints
+/// Agentry does not serve), whose errors use OpenAI's format
+/// `{"error": {"message", "type", "param", "code"}}`.
 pub fn is_openai_surface(path: &str) -> bool {
-    let under = |prefix: &str| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    };
-    under("/v1/responses")
+    under(path, "/v1/responses")
         || path == "/v1/chat/completions"
-        || under("/v1/models")
-        || under("/api/client/v1")
+        || under(path, "/v1/models")
+        || under(path, "/api/client/v1")
+        || is_unserved_openai(path)
 }
 
 fn matches(pattern: &str, path: &str) -> bool {
@@ -172,10 +239,50 @@ mod tests {
             (Method::GET, "/nope", Read),
             (Method::POST, "/api/v1/nope", Write),
             (Method::POST, "/api/v1/usersx", Write),
+            (Method::POST, "/v1/embeddings", Invoke),
+            (Method::GET, "/v1/images/generations", Invoke),
+            (Method::DELETE, "/v1/fine_tuning/jobs/x", Invoke),
+            (Method::GET, "/v1/chat/completions/c1", Invoke),
+            (Method::POST, "/api/v1/embeddings", Write),
+            (Method::GET, "/v1/files", Read),
+            (Method::DELETE, "/v1/conversations/c", Write),
         ];
         for (method, path, want) in cases {
             assert_eq!(requirement(method, path), *want, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn unserved_openai_resources_are_invoke_rows_and_shadow_no_management_alias() {
+        // Every management resource the seeds put under `/v1`, served or not yet.
+        let management = [
+            "agents",
+            "api-keys",
+            "auth",
+            "clusters",
+            "conversations",
+            "files",
+            "mcp-servers",
+            "metrics",
+            "providers",
+            "runs",
+            "tasks",
+            "testsets",
+            "users",
+            "ws",
+        ];
+        for name in UNSERVED_OPENAI_RESOURCES {
+            assert!(!management.contains(name), "{name}");
+            let path = format!("/v1/{name}");
+            assert!(is_unserved_openai(&path), "{path}");
+            assert_eq!(requirement(&Method::POST, &path), Invoke, "{path}");
+            assert_eq!(
+                requirement(&Method::GET, &format!("{path}/x/y")),
+                Invoke,
+                "{path}"
+            );
+        }
+        assert!(!is_unserved_openai("/v1/chat/completions"));
     }
 
     #[test]
@@ -188,6 +295,10 @@ mod tests {
             "/v1/models/support",
             "/api/client/v1/agents",
             "/api/client/v1/responses",
+            "/v1/embeddings",
+            "/v1/audio/speech",
+            "/v1/chat",
+            "/v1/chat/completions/c1",
         ] {
             assert!(is_openai_surface(p), "{p}");
         }
@@ -195,7 +306,10 @@ mod tests {
             "/v1/agents",
             "/api/v1/agents",
             "/v1/responsesx",
-            "/v1/chat",
+            "/v1/embeddingsx",
+            "/api/v1/embeddings",
+            "/v1/files",
+            "/v1/conversations",
             "/health",
         ] {
             assert!(!is_openai_surface(p), "{p}");

@@ -183,12 +183,29 @@ impl ProviderRegistry {
             .collect()
     }
 
+    /// The models to suggest when `provider_id` does not serve a model: that provider's
+    /// models first, by their bare names (as seed 000's `MODEL_NOT_FOUND` example lists
+    /// them), then every other provider's as `provider/model`. Without a known provider,
+    /// every model as `provider/model`.
+    fn suggestions(providers: &[Provider], provider_id: Option<&str>) -> Vec<String> {
+        let Some(named) = provider_id.and_then(|id| providers.iter().find(|p| p.id.as_str() == id))
+        else {
+            return Self::model_names(providers);
+        };
+        let others = providers
+            .iter()
+            .filter(|p| p.id != named.id)
+            .flat_map(|p| p.models.iter().map(move |m| format!("{}/{m}", p.id)));
+        named.models.iter().cloned().chain(others).collect()
+    }
+
     /// Resolves a model as a caller named it: `provider/model`, `{provider_id, model_name}`
     /// or a bare model name served by exactly one provider.
     ///
     /// # Errors
-    /// `ModelNotFound` (with every available model) when nothing serves it; `Invalid` when a
-    /// bare name is served by several providers (the candidates are in the details).
+    /// `ModelNotFound` (with the models to suggest: the named provider's first, by bare
+    /// name) when nothing serves it; `Invalid` when a bare name is served by several providers
+    /// (the candidates are in the details).
     pub async fn resolve(&self, spec: &ModelSpec) -> Result<ModelRef> {
         let providers = self.list().await?;
         let find = |id: &str| providers.iter().find(|p| p.id.as_str() == id);
@@ -197,9 +214,9 @@ impl ProviderRegistry {
             return Err(Invalid::new(&spec.field, "must name a model").into());
         }
         let not_found = |provider_id: Option<String>, model: &str| Error::ModelNotFound {
+            available_models: Self::suggestions(&providers, provider_id.as_deref()),
             provider_id,
             model: model.to_owned(),
-            available_models: Self::model_names(&providers),
         };
         let qualified = match &spec.provider_id {
             Some(pid) => Some((pid.as_str(), model)),

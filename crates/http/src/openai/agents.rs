@@ -15,8 +15,8 @@ use crate::routes::rfc3339;
 
 /// Routes of this module (under `/api/client/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agents", web::get().to(list_client_agents))
-        .route("/agents/{key}", web::get().to(get_client_agent));
+    cfg.service(web::resource("/agents").get(list_client_agents))
+        .service(web::resource("/agents/{key}").get(get_client_agent));
 }
 
 fn view(live: &Agent, served: &Agent) -> Value {

@@ -57,7 +57,7 @@ const ACCEPTED: &[&str] = &[
 
 /// Routes of this module (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat/completions", web::post().to(create_chat_completion));
+    cfg.service(web::resource("/chat/completions").post(create_chat_completion));
 }
 
 fn text_content(at: &str, content: Option<&Value>, role: Role) -> OpenAiResult<String> {

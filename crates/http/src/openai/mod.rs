@@ -28,7 +28,8 @@ pub fn configure_v1(cfg: &mut web::ServiceConfig) {
 
 /// Routes under `/api/client/v1` (seed 003).
 pub fn configure_client(cfg: &mut web::ServiceConfig) {
-    // Before `/agents/{key}`, whose GET-only resource would otherwise answer 405.
+    // Before `/agents/{key}`, whose GET-only resource would otherwise answer 405; a guarded
+    // route (not a resource), so that a GET still reaches `/agents/{key}`.
     cfg.route(
         "/agents/responses",
         web::post().to(responses::create_response),
@@ -101,6 +102,21 @@ impl OpenAiError {
             Some("model"),
             Some("model_not_found"),
         )
+    }
+
+    /// 404 for a path of the OpenAI surface that Agentry does not serve (an OpenAI endpoint
+    /// it lacks, or a typo), as OpenAI answers one: type `invalid_request_error`, code
+    /// `unknown_url`.
+    pub fn unknown_url(method: &str, path: &str) -> Self {
+        Self {
+            kind: "invalid_request_error",
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                format!("Invalid URL ({method} {path}): Agentry does not serve this endpoint."),
+                None,
+                Some("unknown_url"),
+            )
+        }
     }
 
     /// The status.

@@ -12,8 +12,8 @@ use crate::auth::{Principal, principal};
 
 /// Routes of this module (under `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/models", web::get().to(list_models))
-        .route("/models/{id:.*}", web::get().to(get_model));
+    cfg.service(web::resource("/models").get(list_models))
+        .service(web::resource("/models/{id:.*}").get(get_model));
 }
 
 async fn all_models(state: &AppState, caller: Option<&Principal>) -> OpenAiResult<Vec<Value>> {

@@ -63,16 +63,13 @@ const ACCEPTED: &[&str] = &[
 
 /// Routes of this module (mounted under `/v1` and `/api/client/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/responses", web::post().to(create_response))
+    cfg.service(web::resource("/responses").post(create_response))
         .service(
             web::resource("/responses/{id}")
                 .route(web::get().to(get_response))
                 .route(web::delete().to(delete_response)),
         )
-        .route(
-            "/responses/{id}/input_items",
-            web::get().to(list_input_items),
-        );
+        .service(web::resource("/responses/{id}/input_items").get(list_input_items));
 }
 
 /// What a Responses request asks for, validated.

@@ -13,16 +13,18 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, parse_json};
+use crate::extract::{JsonBody, OptionalJsonBody, parse_json};
 use crate::routes::rfc3339;
 use crate::routes::users::UserView;
 
 /// Routes of this module.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/login", web::post().to(login))
-        .route("/auth/refresh", web::post().to(refresh))
-        .route("/auth/logout", web::post().to(logout))
-        .route("/auth/me", web::get().to(me));
+    // Resources, not `cfg.route`: a resource answers another method with 405 and `Allow`;
+    // a guarded route lets it fall through to 404.
+    cfg.service(web::resource("/auth/login").post(login))
+        .service(web::resource("/auth/refresh").post(refresh))
+        .service(web::resource("/auth/logout").post(logout))
+        .service(web::resource("/auth/me").get(me));
 }
 
 /// Credentials.
@@ -157,8 +159,11 @@ pub async fn login(
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<RefreshInput>,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshInput>,
 ) -> ApiResult<HttpResponse> {
+    // No body at all (often sent without a content type) lacks the one required field: say
+    // which, rather than refusing the absent content type.
+    let body = body.ok_or_else(|| ApiError::validation("refresh_token", "is required"))?;
     let token = SecretString::from(body.refresh_token);
     let tokens = state.auth.refresh(&token).await?;
     Ok(HttpResponse::Ok()

@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::AgentRef;
-use agentry_domain::conversation::Message;
+use agentry_domain::conversation::{Message, parse_external_id};
 use agentry_domain::llm::Role;
 use agentry_domain::services::{ChatTurn, Memory, TurnOutcome, TurnRequest, TurnTarget};
 use chrono::{DateTime, Utc};
@@ -22,9 +22,9 @@ use crate::sse;
 
 /// Routes of this module.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/agents/{agent}/chat", web::post().to(chat))
-        .route("/agents/{agent}/stream", web::post().to(stream))
-        .route("/agents/{agent}/chat/history", web::get().to(history));
+    cfg.service(web::resource("/agents/{agent}/chat").post(chat))
+        .service(web::resource("/agents/{agent}/stream").post(stream))
+        .service(web::resource("/agents/{agent}/chat/history").get(history));
 }
 
 /// A message to an agent.
@@ -47,15 +47,21 @@ pub struct ChatInput {
 
 impl ChatInput {
     fn try_into_domain(self) -> Result<TurnRequest, ApiError> {
-        let session_key = match (self.session_id, self.conversation_id) {
+        let (field, session_key) = match (self.session_id, self.conversation_id) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::validation(
                     "conversation_id",
                     "differs from session_id; give one",
                 ));
             }
-            (a, b) => a.or(b),
+            (Some(a), _) => ("session_id", Some(a)),
+            (None, b) => ("conversation_id", b),
         };
+        // Checked here, where the caller's spelling is known, so that a bad key is reported
+        // under the field the caller sent.
+        if let Some(key) = &session_key {
+            parse_external_id(field, key).map_err(agentry_domain::Error::from)?;
+        }
         let message = self
             .message
             .ok_or_else(|| ApiError::validation("message", "is required"))?;

@@ -20,7 +20,7 @@ const MESSAGES_MAX: u32 = 200;
 
 /// Routes of this resource.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/conversations", web::get().to(list_conversations))
+    cfg.service(web::resource("/conversations").get(list_conversations))
         .service(
             web::resource("/conversations/{id}")
                 .route(web::get().to(get_conversation))

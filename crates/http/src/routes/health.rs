@@ -10,8 +10,8 @@ use crate::routes::rfc3339;
 
 /// Routes of this module, at the root.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready));
+    cfg.service(web::resource("/health").get(health))
+        .service(web::resource("/ready").get(ready));
 }
 
 /// Liveness.

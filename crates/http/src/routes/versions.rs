@@ -3,7 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Error;
 use agentry_domain::page::Page;
 use agentry_domain::version::AgentVersion;
@@ -49,7 +49,8 @@ pub struct VersionView {
     pub version: u32,
     /// Why it was published.
     pub note: Option<String>,
-    /// Who published it.
+    /// Who published it: a user's id (`user_…`), `key:<key id>` for an API key, or
+    /// `anonymous-dev`; `null` for versions published before publishers were recorded.
     pub created_by: Option<String>,
     /// When it was published, RFC 3339 UTC.
     pub created_at: String,
@@ -159,13 +160,16 @@ impl VersionPath {
     responses((status = 201, body = VersionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn publish_version(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<PublishInput>,
 ) -> ApiResult<HttpResponse> {
     let target = agent_ref(&path)?;
     let note = body.unwrap_or_default().note;
-    let version = state.versions.publish(&target, note, None).await?;
+    // The publisher, recorded as agents record their creator.
+    let created_by = crate::auth::principal(&req).map(|p| p.created_by());
+    let version = state.versions.publish(&target, note, created_by).await?;
     let location = format!(
         "/api/v1/agents/{}/versions/{}",
         version.agent_id, version.version
