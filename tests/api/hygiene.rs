@@ -179,19 +179,23 @@ async fn nul_characters_are_refused_at_the_boundary() {
         body["error"]["type"], "invalid_request_error",
         "OpenAI's format: {body}"
     );
-    for (path, body) in [
+    for (path, body, field) in [
         (
             "/api/v1/runs",
             json!({"prompt": "hi", "model": "mock/echo", "log_meta": {"k": "a\u{0}b"}}),
+            "log_meta.k",
         ),
         (
             "/api/v1/agents/support-bot/chat",
             json!({"message": "hi", "session_id": "s\u{0}"}),
+            "session_id",
         ),
-        ("/api/v1/agents", json!({"name": "Nul\u{0}Bot"})),
+        ("/api/v1/agents", json!({"name": "Nul\u{0}Bot"}), "name"),
     ] {
         let (status, e) = json(app.post(path, &body).await).await;
-        assert_error(status, &e, 400, "INVALID_REQUEST");
+        assert_eq!(status, 400, "{path}: {e}");
+        assert_eq!(e["error"]["details"]["field"], field, "{path}: {e}");
+        assert!(e.to_string().contains("NUL"), "{path}: {e}");
     }
     let (status, e) = json(
         app.post(

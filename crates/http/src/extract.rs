@@ -12,7 +12,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::error::ApiError;
 
@@ -122,10 +122,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     if let Some(at) = escaped_nul(bytes) {
-        return Err(ApiError::invalid_request(
-            "Text in the request body contains a NUL character (\\u0000), which is not accepted",
-        )
-        .with_details(json!({ "offset": at })));
+        // Named by the field that holds it when the body is otherwise valid JSON.
+        let field = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| nul_field(&v, ""));
+        return Err(match field {
+            Some(field) => ApiError::validation(&field, "must not contain NUL characters (\\u0000)"),
+            None => ApiError::invalid_request(
+                "Text in the request body contains a NUL character (\\u0000), which is not accepted",
+            )
+            .with_details(json!({ "offset": at })),
+        });
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
@@ -169,6 +176,36 @@ fn escaped_nul(bytes: &[u8]) -> Option<usize> {
         backslashes = 0;
     }
     None
+}
+
+/// The path (`a.b[2].c`) of the first string or key holding NUL in `v`.
+fn nul_field(v: &Value, at: &str) -> Option<String> {
+    let join = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match v {
+        Value::String(s) if s.contains('\0') => Some(if at.is_empty() {
+            ".".to_owned()
+        } else {
+            at.to_owned()
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, &format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, item)| {
+            if k.contains('\0') {
+                Some(join(&k.replace('\0', "\\u0000")))
+            } else {
+                nul_field(item, &join(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde names a missing or unknown field only in its message: "missing field `name`".
@@ -318,12 +355,21 @@ mod tests {
             "an escaped backslash, then text"
         );
         assert_eq!(escaped_nul(br#"{"a": "\u0001 u0000"}"#), None);
-        assert_eq!(
-            parse_json::<Probe>(br#"{"name": "a\u0000b"}"#)
-                .err()
-                .map(|e| e.code()),
-            Some("INVALID_REQUEST")
+        let named = parse_json::<Probe>(br#"{"name": "a\u0000b"}"#)
+            .err()
+            .map(|e| (e.code(), format!("{e}")));
+        assert!(
+            matches!(&named, Some(("VALIDATION_ERROR", m)) if m.contains("name")),
+            "{named:?}"
         );
+        let broken = parse_json::<Probe>(br#"{"name": "a\u0000b""#)
+            .err()
+            .map(|e| e.code());
+        assert_eq!(broken, Some("INVALID_REQUEST"), "not JSON: named by offset");
+        let nested = serde_json::json!({"a": [1, {"b\u{0}": 2}], "c": {"d": "x\u{0}"}});
+        assert_eq!(nul_field(&nested, "").as_deref(), Some("a[1].b\\u0000"));
+        let deep = serde_json::json!({"c": {"d": ["ok", "x\u{0}"]}});
+        assert_eq!(nul_field(&deep, "").as_deref(), Some("c.d[1]"));
     }
 
     #[test]
