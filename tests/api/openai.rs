@@ -130,7 +130,7 @@ async fn responses_basic_system_prompt_and_multi_turn() {
     let app = app.restart().await.unwrap();
     let client = sdk(&app, "/v1");
     let mut third = ask("support-bot", "And after a restart?");
-    third.previous_response_id = Some(first.id.clone());
+    third.previous_response_id = Some(second.id.clone());
     client.responses().create(third).await.unwrap();
     assert_eq!(
         fake.requests().last().unwrap().body["messages"]
@@ -144,8 +144,8 @@ async fn responses_basic_system_prompt_and_multi_turn() {
     let got = client.responses().retrieve(&first.id).await.unwrap();
     assert_eq!(
         got.output_text().as_deref(),
-        Some("And after a restart?"),
-        "a response id names its conversation; retrieval shows its latest turn"
+        Some("How do I reset my password?"),
+        "a response id names its turn, after a restart too"
     );
     let items = client.responses().list_input_items(&first.id).await;
     assert!(items.is_ok(), "{items:?}");
@@ -680,9 +680,8 @@ async fn responses_store_conversation_metadata_and_limits() {
         "metadata is stored with a new conversation"
     );
     assert_eq!(
-        first["id"].as_str().unwrap(),
-        conv.replace("conv_", "resp_"),
-        "the response id names its conversation"
+        first["conversation"]["id"], conv,
+        "the response names its conversation"
     );
 
     let (status, second) = json(app.post("/v1/responses", &json!({"model": "support-bot", "input": "by conversation", "conversation": {"id": conv}})).await).await;
@@ -701,7 +700,7 @@ async fn responses_store_conversation_metadata_and_limits() {
     let (status, items) = json(
         app.get(&format!(
             "/v1/responses/{}/input_items?order=asc",
-            first["id"].as_str().unwrap()
+            second["id"].as_str().unwrap()
         ))
         .await,
     )
@@ -973,4 +972,82 @@ async fn openai_endpoints_agentry_lacks_are_404_unknown_url() {
         (404, Some("NOT_FOUND")),
         "a management 404: {got}"
     );
+}
+
+#[tokio::test]
+async fn each_turn_has_its_own_response_id_and_earlier_ones_branch() {
+    let app = TestApp::spawn().await;
+    create(&app, json!({"name": "Support Bot", "model": "mock/echo"})).await;
+    let ask = |input: &'static str, previous: Option<String>| {
+        let app = &app;
+        async move {
+            let mut body = json!({"model": "support-bot", "input": input});
+            if let Some(p) = previous {
+                body["previous_response_id"] = json!(p);
+            }
+            let (status, r) = json(app.post("/v1/responses", &body).await).await;
+            assert_eq!(status, 200, "{r}");
+            r
+        }
+    };
+    let id = |r: &Value| r["id"].as_str().unwrap().to_owned();
+    let conv = |r: &Value| r["conversation"]["id"].as_str().unwrap().to_owned();
+    let t1 = ask("one", None).await;
+    let t2 = ask("two", Some(id(&t1))).await;
+    let t3 = ask("three", Some(id(&t2))).await;
+    assert!(id(&t1) != id(&t2) && id(&t2) != id(&t3), "ids are per turn");
+    assert_eq!(
+        (conv(&t1), conv(&t2)),
+        (conv(&t3), conv(&t3)),
+        "one conversation"
+    );
+    assert_eq!(t2["previous_response_id"], t1["id"]);
+    // GET returns that turn, with the turn it continued.
+    for (t, text, previous) in [(&t1, "one", Value::Null), (&t2, "two", t1["id"].clone())] {
+        let (status, got) = json(app.get(&format!("/v1/responses/{}", id(t))).await).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(got["id"], t["id"]);
+        assert_eq!(got["output"][0]["content"][0]["text"], text, "{got}");
+        assert_eq!(got["previous_response_id"], previous, "{got}");
+        assert_eq!(got["conversation"]["id"], conv(&t1).as_str());
+    }
+    // An earlier turn continued: a new conversation sharing the turns up to it.
+    let branch = ask("two again", Some(id(&t1))).await;
+    assert_ne!(
+        conv(&branch),
+        conv(&t1),
+        "a branch is a conversation of its own"
+    );
+    let (_, items) = json(
+        app.get(&format!(
+            "/v1/responses/{}/input_items?order=asc",
+            id(&branch)
+        ))
+        .await,
+    )
+    .await;
+    let texts: Vec<&str> = items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"][0]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two again"]);
+    // The original line is untouched and still continues from its latest turn.
+    let t4 = ask("four", Some(id(&t3))).await;
+    assert_eq!(conv(&t4), conv(&t1));
+    let (_, items) = json(
+        app.get(&format!("/v1/responses/{}/input_items?order=asc", id(&t4)))
+            .await,
+    )
+    .await;
+    assert_eq!(items["data"].as_array().unwrap().len(), 4, "{items}");
+    // Two continuations of one id do not merge: the second one branches.
+    let p1 = ask("left", Some(id(&t4))).await;
+    let p2 = ask("right", Some(id(&t4))).await;
+    assert_eq!(conv(&p1), conv(&t1));
+    assert_ne!(conv(&p2), conv(&t1));
+    // A turn's id continues its own line only.
+    let (_, got) = json(app.get(&format!("/v1/responses/{}", id(&p2))).await).await;
+    assert_eq!(got["output"][0]["content"][0]["text"], "right");
 }

@@ -55,7 +55,14 @@ check("usage", r.usage.total_tokens == r.usage.input_tokens + r.usage.output_tok
 
 r2 = client.responses.create(model="support-bot", input=[{"role": "user", "content": [{"type": "input_text", "text": "And then?"}]}], previous_response_id=r.id)
 check("multi-turn with previous_response_id", r2.previous_response_id == r.id and r2.output_text == "And then?", r2)
-check("responses.retrieve", client.responses.retrieve(r.id).output_text == "And then?")
+check("every turn has its own response id", r2.id != r.id and r2.conversation is not None and r2.conversation.id == r.conversation.id, (r.id, r2.id))
+check("responses.retrieve returns that turn", client.responses.retrieve(r.id).output_text == "How do I reset my password?"
+      and client.responses.retrieve(r2.id).output_text == "And then?", r.id)
+branch = client.responses.create(model="support-bot", input="Another way?", previous_response_id=r.id)
+check("previous_response_id of an earlier turn branches", branch.conversation.id != r.conversation.id
+      and client.responses.retrieve(r2.id).output_text == "And then?"
+      and [i.content[0].text for i in client.responses.input_items.list(branch.id, order="asc")]
+      == ["How do I reset my password?", "Another way?"], branch)
 
 with client.responses.stream(model="support-bot", input="stream with the sdk helper", instructions="Be brief.") as stream:
     deltas = "".join(e.delta for e in stream if e.type == "response.output_text.delta")

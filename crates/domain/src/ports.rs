@@ -160,6 +160,14 @@ pub trait ConversationStore: Send + Sync {
     /// `Internal` for a batch spanning several conversations.
     async fn append_messages(&self, messages: &[Message]) -> Result<()>;
 
+    /// As [`ConversationStore::append_messages`], but only while the conversation still
+    /// holds `expected` messages; otherwise stores nothing and returns `false` (another turn
+    /// was stored since the caller read it). The check and the write are one transaction.
+    ///
+    /// # Errors
+    /// As [`ConversationStore::append_messages`].
+    async fn append_messages_if(&self, messages: &[Message], expected: u64) -> Result<bool>;
+
     /// Stores a new conversation together with its first messages, atomically (all or
     /// nothing, one transaction): the conversation as given (its `message_count` and
     /// `updated_at` should already count the messages), then the messages, which must all
@@ -175,6 +183,9 @@ pub trait ConversationStore: Send + Sync {
         conversation: &Conversation,
         messages: &[Message],
     ) -> Result<()>;
+
+    /// One message by id, if it exists.
+    async fn get_message(&self, id: &str) -> Result<Option<Message>>;
 
     /// The newest `limit` messages of a conversation, returned oldest first (empty for an
     /// unknown conversation).

@@ -18,6 +18,49 @@ use crate::schema::{conversations, messages};
 use crate::store::DieselStore;
 use crate::translate::{conflict_on, is_missing_reference, other, query_error};
 
+impl DieselStore {
+    /// Appends `messages` (all of one conversation); with `expected`, only while the
+    /// conversation holds that many messages (`false`, nothing stored, otherwise).
+    async fn append_batch(&self, messages: &[Message], expected: Option<i64>) -> Result<bool> {
+        let Some(last) = messages.last() else {
+            return Ok(true);
+        };
+        all_of(messages, &last.conversation_id, &last.agent_id)?;
+        let rows = messages
+            .iter()
+            .map(MessageRow::try_from)
+            .collect::<Result<Vec<_>>>()?;
+        let added = i64::try_from(rows.len())
+            .map_err(|_| Error::Internal("too many messages in one batch".into()))?;
+        let batch = Batch {
+            conversation: last.conversation_id.clone(),
+            agent: last.agent_id.to_string(),
+            added,
+            expected,
+            updated_at: last.created_at.naive_utc(),
+            rows,
+        };
+        self.run(move |conn| {
+            let appended = conn.transaction(|c| append(c, &batch));
+            appended.map_err(|e| match e {
+                AppendError::Port(e) => e,
+                AppendError::Db(e) if is_missing_reference(&e) => {
+                    Error::not_found("conversation", &batch.conversation)
+                }
+                AppendError::Db(e) if conflict_on(&e).is_some() => Error::conflict(
+                    "id",
+                    format!(
+                        "a message appended to conversation '{}' has an id that is taken",
+                        batch.conversation
+                    ),
+                ),
+                AppendError::Db(e) => query_error(e),
+            })
+        })
+        .await
+    }
+}
+
 /// How many times [`open`] looks up, then inserts, before giving up (each retry means the
 /// conversation that won a race was deleted before it could be read).
 const OPEN_ATTEMPTS: usize = 3;
@@ -90,41 +133,13 @@ impl ConversationStore for DieselStore {
     }
 
     async fn append_messages(&self, messages: &[Message]) -> Result<()> {
-        let Some(last) = messages.last() else {
-            return Ok(());
-        };
-        all_of(messages, &last.conversation_id, &last.agent_id)?;
-        let rows = messages
-            .iter()
-            .map(MessageRow::try_from)
-            .collect::<Result<Vec<_>>>()?;
-        let added = i64::try_from(rows.len())
-            .map_err(|_| Error::Internal("too many messages in one batch".into()))?;
-        let batch = Batch {
-            conversation: last.conversation_id.clone(),
-            agent: last.agent_id.to_string(),
-            added,
-            updated_at: last.created_at.naive_utc(),
-            rows,
-        };
-        self.run(move |conn| {
-            let appended = conn.transaction(|c| append(c, &batch));
-            appended.map_err(|e| match e {
-                AppendError::Port(e) => e,
-                AppendError::Db(e) if is_missing_reference(&e) => {
-                    Error::not_found("conversation", &batch.conversation)
-                }
-                AppendError::Db(e) if conflict_on(&e).is_some() => Error::conflict(
-                    "id",
-                    format!(
-                        "a message appended to conversation '{}' has an id that is taken",
-                        batch.conversation
-                    ),
-                ),
-                AppendError::Db(e) => query_error(e),
-            })
-        })
-        .await
+        self.append_batch(messages, None).await.map(|_| ())
+    }
+
+    async fn append_messages_if(&self, messages: &[Message], expected: u64) -> Result<bool> {
+        let expected = i64::try_from(expected)
+            .map_err(|_| Error::Internal("message count out of range".into()))?;
+        self.append_batch(messages, Some(expected)).await
     }
 
     async fn start_conversation(
@@ -173,6 +188,20 @@ impl ConversationStore for DieselStore {
                     None => query_error(e),
                 }
             })
+        })
+        .await
+    }
+
+    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let row = messages::table
+                .find(&id)
+                .select(MessageRow::as_select())
+                .first(conn)
+                .optional()
+                .map_err(query_error)?;
+            row.map(Message::try_from).transpose()
         })
         .await
     }
@@ -229,23 +258,39 @@ struct Batch {
     agent: String,
     /// How many.
     added: i64,
+    /// Store only while the conversation holds this many messages.
+    expected: Option<i64>,
     /// The time of the last one.
     updated_at: NaiveDateTime,
     rows: Vec<MessageRow>,
 }
 
-/// Raises the conversation's count, then stores the messages; run in a transaction.
-fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<(), AppendError> {
+/// Raises the conversation's count (only from `expected` when set), then stores the
+/// messages; run in a transaction. `Ok(false)`: the count was not `expected`, nothing changed.
+fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> {
     // The first statement writes, so SQLite takes the write lock up front.
-    let owner: Option<String> = diesel::update(conversations::table.find(&batch.conversation))
-        .set((
-            conversations::message_count.eq(conversations::message_count + batch.added),
-            conversations::updated_at.eq(batch.updated_at),
-        ))
+    let set = (
+        conversations::message_count.eq(conversations::message_count + batch.added),
+        conversations::updated_at.eq(batch.updated_at),
+    );
+    let owner: Option<String> = match batch.expected {
+        Some(expected) => diesel::update(
+            conversations::table
+                .filter(conversations::id.eq(&batch.conversation))
+                .filter(conversations::message_count.eq(expected)),
+        )
+        .set(set)
         .returning(conversations::agent_id)
         .get_result(conn)
-        .optional()?;
+        .optional()?,
+        None => diesel::update(conversations::table.find(&batch.conversation))
+            .set(set)
+            .returning(conversations::agent_id)
+            .get_result(conn)
+            .optional()?,
+    };
     match owner {
+        None if batch.expected.is_some() && exists(conn, &batch.conversation)? => Ok(false),
         None => Err(AppendError::Port(Error::not_found(
             "conversation",
             &batch.conversation,
@@ -262,9 +307,18 @@ fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<(), AppendError> {
                     .values(row)
                     .execute(conn)?;
             }
-            Ok(())
+            Ok(true)
         }
     }
+}
+
+/// Whether the conversation exists.
+fn exists(conn: &mut AnyConnection, id: &str) -> QueryResult<bool> {
+    let n: i64 = conversations::table
+        .filter(conversations::id.eq(id))
+        .count()
+        .get_result(conn)?;
+    Ok(n > 0)
 }
 
 /// Why [`ConversationStore::append_messages`] rolled back.

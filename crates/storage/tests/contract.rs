@@ -133,6 +133,8 @@ contract_tests!(
     query_messages_by_agent_session_before_and_limit,
     list_conversations_order_pagination_and_filter,
     delete_conversation_cascades_messages,
+    get_message_finds_one_by_id,
+    append_if_stores_only_at_the_expected_count,
     deleting_the_agent_cascades_conversations_and_messages,
     run_fields_round_trip_exactly,
     duplicate_run_id_is_a_conflict_on_run_id,
@@ -2945,4 +2947,65 @@ async fn server_secret_is_inserted_once(db: Database) {
         .await
         .unwrap();
     assert_eq!(other.expose_secret(), "x");
+}
+
+async fn get_message_finds_one_by_id(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "A").await;
+    let conv = open_new(&db, "conv_m", &agent, "k").await;
+    let stored = msg(&conv, "msg_1", 5);
+    store.append_messages(&[stored.clone()]).await.unwrap();
+    assert_eq!(store.get_message("msg_1").await.unwrap(), Some(stored));
+    assert_eq!(store.get_message("msg_nope").await.unwrap(), None);
+}
+
+async fn append_if_stores_only_at_the_expected_count(db: Database) {
+    let store = db.conversations();
+    let agent = seed_agent(&db, "A").await;
+    let conv = open_new(&db, "conv_if", &agent, "k").await;
+    assert!(
+        store
+            .append_messages_if(&[msg(&conv, "m1", 1)], 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .append_messages_if(&[msg(&conv, "m2", 2)], 0)
+            .await
+            .unwrap(),
+        "another turn was stored since: nothing is"
+    );
+    assert_eq!(store.get_message("m2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_conversation("conv_if")
+            .await
+            .unwrap()
+            .message_count,
+        1
+    );
+    assert!(
+        store
+            .append_messages_if(&[msg(&conv, "m2", 2)], 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_conversation("conv_if")
+            .await
+            .unwrap()
+            .message_count,
+        2
+    );
+    let ghost = Conversation {
+        id: "conv_ghost".into(),
+        ..conv.clone()
+    };
+    let err = store
+        .append_messages_if(&[msg(&ghost, "m3", 3)], 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
 }

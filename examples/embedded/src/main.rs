@@ -141,6 +141,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         memory: Memory::Conversation {
             session_key: None,
             conversation_id: Some(conversation.clone()),
+            from_answer: None,
             context: Default::default(),
             store: true,
         },

@@ -83,17 +83,27 @@ struct Ask {
 }
 
 fn conv_of_response(id: &str) -> Option<String> {
-    let hex = id.strip_prefix("resp_")?;
-    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("conv_{hex}"))
+    hex_of_response(id).map(|hex| format!("conv_{hex}"))
 }
 
-/// The response id of a conversation (`conv_…`) or, for a stateless turn, of its run
-/// (`run_…`, never found by `GET`: nothing is stored under it).
-fn response_id(conversation_or_run: &str) -> String {
-    let hex = conversation_or_run
-        .strip_prefix("conv_")
-        .or_else(|| conversation_or_run.strip_prefix("run_"))
-        .unwrap_or(conversation_or_run);
+/// The answer a response id names (`resp_<hex>` → `msg_<hex>`).
+fn answer_of_response(id: &str) -> Option<String> {
+    hex_of_response(id).map(|hex| format!("msg_{hex}"))
+}
+
+fn hex_of_response(id: &str) -> Option<&str> {
+    let hex = id.strip_prefix("resp_")?;
+    (hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+}
+
+/// The response id of a turn's answer (`msg_…`) or, for a stateless turn, of its run
+/// (`run_…`, never found by `GET`: nothing is stored under it). Older ids named the
+/// conversation (`conv_…`) and still resolve to its latest turn.
+fn response_id(answer_or_run: &str) -> String {
+    let hex = answer_or_run
+        .strip_prefix("msg_")
+        .or_else(|| answer_or_run.strip_prefix("run_"))
+        .unwrap_or(answer_or_run);
     format!("resp_{hex}")
 }
 
@@ -285,10 +295,15 @@ fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
             "invalid_value",
         ));
     }
-    let conversation_id = match (&previous_response_id, conversation) {
-        (Some(p), _) => Some(conv_of_response(p).ok_or_else(|| previous_not_found(p))?),
-        (None, Some(c)) => Some(c),
-        (None, None) => None,
+    // A response id names its turn's answer (`resp_<hex>` ↔ `msg_<hex>`); ids issued before
+    // ids were per turn named the conversation (`conv_<hex>`), the fallback.
+    let (from_answer, conversation_id) = match (&previous_response_id, conversation) {
+        (Some(p), _) => (
+            Some(answer_of_response(p).ok_or_else(|| previous_not_found(p))?),
+            conv_of_response(p),
+        ),
+        (None, Some(c)) => (None, Some(c)),
+        (None, None) => (None, None),
     };
     let version = version_param(body)?;
     let metadata: Map<String, Value> = param(body, "metadata")?.unwrap_or_default();
@@ -314,6 +329,7 @@ fn parse(body: &Map<String, Value>) -> OpenAiResult<Ask> {
             Memory::Conversation {
                 session_key: None,
                 conversation_id,
+                from_answer,
                 context: metadata.clone(),
                 store,
             },
@@ -353,6 +369,8 @@ struct Shape<'a> {
     metadata: &'a Map<String, Value>,
     store: bool,
     error: Option<Value>,
+    /// The stored conversation the turn belongs to.
+    conversation: Option<&'a str>,
 }
 
 fn output_text(text: &str) -> Value {
@@ -461,6 +479,7 @@ fn response_object(s: &Shape<'_>) -> Value {
         "usage": if s.status == "in_progress" { Value::Null } else { usage_json(s.usage) },
         "user": s.options.and_then(|o| o.user.clone()),
         "metadata": s.metadata,
+        "conversation": s.conversation.map(|id| json!({"id": id})),
     })
 }
 
@@ -476,6 +495,7 @@ struct Reported {
     created_at: i64,
     id: String,
     answer_id: String,
+    conversation: Option<String>,
 }
 
 impl Reported {
@@ -499,6 +519,7 @@ impl Reported {
             metadata: &self.metadata,
             store: self.store,
             error: None,
+            conversation: self.conversation.as_deref(),
         }
     }
 
@@ -616,15 +637,16 @@ pub async fn create_response(
         store: ask.store,
         params: start.params,
         created_at: unix(start.created_at),
-        id: response_id(
-            start
-                .conversation
-                .as_ref()
-                .map(|c| c.id.as_str())
-                .or(start.run_id.as_deref())
-                .unwrap_or_default(),
-        ),
+        id: response_id(match &start.run_id {
+            Some(run) => run,
+            None => &start.answer_id,
+        }),
         answer_id: start.answer_id.clone(),
+        conversation: start
+            .conversation
+            .as_ref()
+            .filter(|_| ask.store)
+            .map(|c| c.id.clone()),
     };
     if stream {
         let encoder = EventEncoder {
@@ -801,8 +823,10 @@ fn response_not_found(id: &str) -> OpenAiError {
     )
 }
 
-/// The conversation a response id names, with its agent's key, if `caller` may see it (an
-/// API key's allowlist; a key that may only invoke agents sees its own conversations).
+/// The turn a response id names: its conversation, the conversation's messages up to and
+/// including the turn's answer (oldest first, at most `limit`), and its agent's key, if
+/// `caller` may see it (an API key's allowlist; a key that may only invoke agents sees its own
+/// conversations). Ids issued before ids were per turn name a conversation: its latest turn.
 async fn stored(
     state: &AppState,
     caller: Option<&Principal>,
@@ -814,12 +838,26 @@ async fn stored(
     String,
 )> {
     let not_found = || response_not_found(id);
-    let conv = conv_of_response(id).ok_or_else(not_found)?;
-    match state.runtime.get_conversation(caller, &conv, limit).await {
-        Ok((c, agent, messages)) => Ok((c, messages, agent.key.to_string())),
-        Err(agentry_domain::Error::NotFound { .. }) => Err(not_found()),
-        Err(e) => Err(e.into()),
+    let hidden = |e: agentry_domain::Error| match e {
+        agentry_domain::Error::NotFound { .. } => not_found(),
+        e => e.into(),
+    };
+    let answer = answer_of_response(id).ok_or_else(not_found)?;
+    if let Some((c, agent, messages)) = state
+        .runtime
+        .get_answer(caller, &answer, limit)
+        .await
+        .map_err(hidden)?
+    {
+        return Ok((c, messages, agent.key.to_string()));
     }
+    let conv = conv_of_response(id).ok_or_else(not_found)?;
+    let (c, agent, messages) = state
+        .runtime
+        .get_conversation(caller, &conv, limit)
+        .await
+        .map_err(hidden)?;
+    Ok((c, messages, agent.key.to_string()))
 }
 
 /// Get a stored response (the latest turn of its conversation).
@@ -832,11 +870,15 @@ pub async fn get_response(
 ) -> OpenAiResult<HttpResponse> {
     let (c, messages, key) = stored(&state, principal(&req).as_ref(), &path, 200).await?;
     let answer = messages.iter().rev().find(|m| m.role == Role::Assistant);
-    // The stored steps of the latest turn: the messages after its last user message.
-    let turn_start = messages
+    // The stored steps of the turn: the messages after its last user message.
+    let input_at = messages.iter().rposition(|m| m.role == Role::User);
+    let turn_start = input_at.map_or(0, |i| i + 1);
+    // The turn it continued: the answer before its input.
+    let previous = messages[..input_at.unwrap_or(0)]
         .iter()
-        .rposition(|m| m.role == Role::User)
-        .map_or(0, |i| i + 1);
+        .rev()
+        .find(|m| m.role == Role::Assistant)
+        .map(|m| response_id(&m.id));
     let steps: Vec<PromptMessage> = messages[turn_start..]
         .iter()
         .filter(|m| answer.is_none_or(|a| a.id != m.id))
@@ -861,18 +903,19 @@ pub async fn get_response(
         status,
         output,
         usage: answer.and_then(|a| a.usage),
-        previous_response_id: (c.message_count > 2).then_some(path.as_str()),
+        previous_response_id: previous.as_deref(),
         instructions: None,
         params: Params::default(),
         options: None,
         metadata: &c.context,
         store: true,
         error: None,
+        conversation: Some(&c.id),
     };
     Ok(HttpResponse::Ok().json(response_object(&shape)))
 }
 
-/// Delete a stored response: its whole conversation.
+/// Delete a stored response: its whole conversation (every turn of it).
 #[utoipa::path(delete, path = "/v1/responses/{id}", tag = "openai", params(("id" = String, Path)),
     responses((status = 200, description = "`{id, object: \"response.deleted\", deleted: true}`"), (status = 404, body = OpenAiErrorEnvelope)))]
 pub async fn delete_response(
@@ -880,11 +923,13 @@ pub async fn delete_response(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> OpenAiResult<HttpResponse> {
-    let conv = conv_of_response(&path).ok_or_else(|| response_not_found(&path))?;
     let caller = principal(&req);
+    // The response's conversation goes with it: a turn cut out of the middle would leave the
+    // later turns answering a question nobody asked.
+    let (conv, _, _) = stored(&state, caller.as_ref(), &path, 1).await?;
     if !state
         .runtime
-        .delete_conversation(caller.as_ref(), &conv)
+        .delete_conversation(caller.as_ref(), &conv.id)
         .await?
     {
         return Err(response_not_found(&path));

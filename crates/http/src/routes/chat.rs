@@ -69,6 +69,7 @@ impl ChatInput {
         request.memory = Memory::Conversation {
             session_key,
             conversation_id: None,
+            from_answer: None,
             context: self.context.unwrap_or_default(),
             store: true,
         };

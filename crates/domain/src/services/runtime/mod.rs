@@ -302,6 +302,39 @@ impl Runtime {
         Ok((conversation, agent, messages))
     }
 
+    /// A stored answer (`msg_…`), its conversation and agent, and the conversation's
+    /// messages up to and including it (the newest `limit` of them, oldest first), if `caller`
+    /// may see it; `None` when no answer has that id.
+    ///
+    /// # Errors
+    /// `NotFound` for a conversation `caller` may not see; storage failures.
+    pub async fn get_answer(
+        &self,
+        caller: Option<&Principal>,
+        answer_id: &str,
+        limit: u32,
+    ) -> Result<Option<(Conversation, Agent, Vec<Message>)>> {
+        let Some(answer) = self.ports.conversations.get_message(answer_id).await? else {
+            return Ok(None);
+        };
+        if answer.role != crate::llm::Role::Assistant {
+            return Ok(None);
+        }
+        let (conversation, agent) = self
+            .usable_conversation(caller, &answer.conversation_id)
+            .await?;
+        let mut messages = self
+            .ports
+            .conversations
+            .last_messages(&conversation.id, limit)
+            .await?;
+        match messages.iter().position(|m| m.id == answer.id) {
+            Some(at) => messages.truncate(at + 1),
+            None => messages = vec![answer],
+        }
+        Ok(Some((conversation, agent, messages)))
+    }
+
     /// Deletes a conversation and its messages, if `caller` may see it. Returns whether it
     /// existed (for `caller`).
     ///

@@ -28,6 +28,11 @@ pub(super) enum Target {
         conversation: Box<Conversation>,
         /// Not stored yet: stored with the turn (one write per turn).
         new_conversation: bool,
+        /// A branch's copy of the earlier messages, stored before the turn's own.
+        copied: Vec<Message>,
+        /// The answer this turn continues right after: if another turn was stored after it
+        /// meanwhile, this one becomes a branch instead of merging into that line.
+        continued_from: Option<String>,
         /// `false`: answered, then forgotten.
         store: bool,
     },
@@ -101,6 +106,8 @@ impl Recorder {
                 version,
                 conversation,
                 new_conversation,
+                copied,
+                continued_from,
                 store,
             } => {
                 let runtime = self.runtime;
@@ -153,16 +160,31 @@ impl Recorder {
                     ..base
                 };
                 let mut conversation = *conversation;
+                let (mut input, mut steps, mut answer) = (input, steps, answer);
                 if store {
-                    let mut all = Vec::with_capacity(input.len() + steps.len() + 1);
+                    let mut all = Vec::with_capacity(copied.len() + input.len() + steps.len() + 1);
+                    all.extend(copied);
                     all.extend(input.iter().cloned());
                     all.extend(steps.iter().cloned());
                     all.push(answer.clone());
+                    let read_count = conversation.message_count;
                     conversation.message_count += all.len() as u64;
                     conversation.updated_at = answered_at;
                     let store = &runtime.ports.conversations;
                     if new_conversation {
                         store.start_conversation(&conversation, &all).await?;
+                    } else if let Some(from) = continued_from {
+                        if !store.append_messages_if(&all, read_count).await? {
+                            // Another turn continued the same answer first: branch.
+                            conversation = runtime
+                                .branch_with(&conversation, &from, &mut all, answered_at)
+                                .await?;
+                            let moved =
+                                |m: &mut Message| m.conversation_id.clone_from(&conversation.id);
+                            input.iter_mut().for_each(moved);
+                            steps.iter_mut().for_each(moved);
+                            moved(&mut answer);
+                        }
                     } else {
                         store.append_messages(&all).await?;
                     }
@@ -217,5 +239,51 @@ impl Recorder {
                 })
             }
         }
+    }
+}
+
+impl Runtime {
+    /// Stores `turn` (the messages of a turn that continued answer `from` of `line`) as a
+    /// new conversation holding a copy of `line` up to `from`, then the turn; `turn`'s
+    /// messages are moved into it. Returns the new conversation.
+    async fn branch_with(
+        &self,
+        line: &Conversation,
+        from: &str,
+        turn: &mut [Message],
+        answered_at: DateTime<Utc>,
+    ) -> Result<Conversation> {
+        let store = &self.ports.conversations;
+        let mut earlier = store
+            .last_messages(&line.id, super::turn::BRANCH_MAX_MESSAGES)
+            .await?;
+        let at = earlier
+            .iter()
+            .position(|m| m.id == from)
+            .ok_or_else(|| crate::error::Error::not_found("conversation", from))?;
+        earlier.truncate(at + 1);
+        let id = new_id(crate::conversation::CONVERSATION_ID_PREFIX);
+        let branch = Conversation {
+            id: id.clone(),
+            session_key: id.clone(),
+            message_count: (earlier.len() + turn.len()) as u64,
+            created_at: answered_at,
+            updated_at: answered_at,
+            ..line.clone()
+        };
+        let mut all: Vec<Message> = earlier
+            .into_iter()
+            .map(|m| Message {
+                id: new_id(MESSAGE_ID_PREFIX),
+                conversation_id: id.clone(),
+                ..m
+            })
+            .collect();
+        for m in turn.iter_mut() {
+            m.conversation_id.clone_from(&id);
+        }
+        all.extend(turn.iter().cloned());
+        store.start_conversation(&branch, &all).await?;
+        Ok(branch)
     }
 }

@@ -285,6 +285,9 @@ impl ConversationStore for Mem {
             page,
         })
     }
+    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        Ok(lock(&self.messages).iter().find(|m| m.id == id).cloned())
+    }
     async fn delete_conversation(&self, id: &str) -> Result<bool> {
         lock(&self.messages).retain(|m| m.conversation_id != id);
         Ok(lock(&self.conversations).remove(id).is_some())
@@ -298,6 +301,17 @@ impl ConversationStore for Mem {
         bump(&mut conversations, messages)?;
         stored.extend(messages.iter().cloned());
         Ok(())
+    }
+    async fn append_messages_if(&self, messages: &[Message], expected: u64) -> Result<bool> {
+        let held = messages.first().and_then(|m| {
+            lock(&self.conversations)
+                .get(&m.conversation_id)
+                .map(|c| c.message_count)
+        });
+        if held.is_some_and(|n| n != expected) {
+            return Ok(false);
+        }
+        self.append_messages(messages).await.map(|()| true)
     }
     async fn start_conversation(
         &self,

@@ -216,6 +216,7 @@ async fn a_conversation_continues_with_its_history() {
         memory: Memory::Conversation {
             session_key: Some("s-1".to_owned()),
             conversation_id: None,
+            from_answer: None,
             context: Map::new(),
             store: true,
         },
@@ -1247,6 +1248,7 @@ async fn a_turn_cut_while_its_tool_runs_leaves_a_valid_history() {
         memory: Memory::Conversation {
             session_key: None,
             conversation_id: Some(conversation_id),
+            from_answer: None,
             context: Map::new(),
             store: true,
         },
@@ -1325,6 +1327,7 @@ async fn a_call_of_a_callers_tool_ends_the_turn_and_the_next_turn_continues_it()
         memory: Memory::Conversation {
             session_key: None,
             conversation_id: Some(conversation_id.clone()),
+            from_answer: None,
             context: Map::new(),
             store: true,
         },
@@ -1376,6 +1379,7 @@ async fn a_conversation_of_another_agent_is_not_found() {
         memory: Memory::Conversation {
             session_key: None,
             conversation_id: Some(id),
+            from_answer: None,
             context: Map::new(),
             store: true,
         },
@@ -1558,4 +1562,85 @@ async fn bad_options_are_invalid_before_the_model_is_called() {
     });
     assert!(h.runtime.start_turn(None, live("a"), four).await.is_ok());
     assert_eq!(h.llm.requests().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Continuing from an answer
+
+fn from(answer: &str) -> TurnRequest {
+    TurnRequest {
+        memory: Memory::Conversation {
+            session_key: None,
+            conversation_id: None,
+            from_answer: Some(answer.to_owned()),
+            context: Map::new(),
+            store: true,
+        },
+        ..TurnRequest::user("next")
+    }
+}
+
+#[tokio::test]
+async fn two_turns_continuing_one_answer_do_not_merge() {
+    let h = Harness::new();
+    h.agent("a", AgentStatus::Active, "Help.", vec![]).await;
+    for _ in 0..3 {
+        h.llm.answer(vec![delta("ok"), done("stop", 1, 1)]);
+    }
+    let first = h
+        .runtime
+        .start_turn(None, live("a"), TurnRequest::user("first"))
+        .await
+        .unwrap()
+        .finish()
+        .await
+        .unwrap();
+    let line = first.chat.unwrap();
+    // Both start while the first answer is the latest of its conversation…
+    let left = h
+        .runtime
+        .start_turn(None, live("a"), from(&line.answer.id))
+        .await
+        .unwrap();
+    let right = h
+        .runtime
+        .start_turn(None, live("a"), from(&line.answer.id))
+        .await
+        .unwrap();
+    // …the first one stored continues the line, the other becomes a branch.
+    let left = left.finish().await.unwrap().chat.unwrap();
+    let right = right.finish().await.unwrap().chat.unwrap();
+    assert_eq!(left.conversation.id, line.conversation.id);
+    assert_ne!(right.conversation.id, line.conversation.id);
+    assert_eq!(
+        h.mem.messages_of(&line.conversation.id).len(),
+        4,
+        "first, ok, next, ok"
+    );
+    let branch = h.mem.messages_of(&right.conversation.id);
+    let texts: Vec<&str> = branch.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["first", "ok", "next", "ok"],
+        "a copy of the line, then the turn"
+    );
+    assert!(
+        branch
+            .iter()
+            .all(|m| m.conversation_id == right.conversation.id),
+        "every message moved into the branch"
+    );
+    assert_eq!(right.answer.conversation_id, right.conversation.id);
+    // An earlier answer branches at once.
+    h.llm.answer(vec![delta("ok"), done("stop", 1, 1)]);
+    let again = h
+        .runtime
+        .start_turn(None, live("a"), from(&line.answer.id))
+        .await
+        .unwrap();
+    assert_ne!(
+        again.start().conversation.as_ref().unwrap().id,
+        line.conversation.id
+    );
+    again.finish().await.unwrap();
 }

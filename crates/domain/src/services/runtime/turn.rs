@@ -80,6 +80,10 @@ pub enum Memory {
         session_key: Option<String>,
         /// Continue this stored conversation (by its `conv_…` id) instead.
         conversation_id: Option<String>,
+        /// Continue from this answer (`msg_…`): its conversation when it is the latest
+        /// message there, else a new conversation holding a copy of everything up to it (a
+        /// branch). An id that names no message falls back to `conversation_id`.
+        from_answer: Option<String>,
         /// Context stored with a new conversation.
         context: Map<String, Value>,
         /// `false`: answered, then forgotten.
@@ -166,6 +170,7 @@ impl TurnRequest {
                 Memory::Conversation {
                     session_key: None,
                     conversation_id: None,
+                    from_answer: None,
                     context: Map::new(),
                     store: true,
                 },
@@ -424,6 +429,7 @@ impl Runtime {
             Memory::Conversation {
                 session_key,
                 conversation_id,
+                from_answer,
                 context,
                 store,
             } => {
@@ -434,11 +440,17 @@ impl Runtime {
                     .as_deref()
                     .map(|k| parse_external_id("session_id", k))
                     .transpose()?;
-                let (conversation, history, new_conversation) = self
+                let Opened {
+                    conversation,
+                    history,
+                    new: new_conversation,
+                    copied,
+                    continued_from,
+                } = self
                     .conversation_for(
                         caller,
                         &served.agent,
-                        conversation_id.as_deref(),
+                        (from_answer.as_deref(), conversation_id.as_deref()),
                         session_key,
                         &context,
                         store,
@@ -456,6 +468,8 @@ impl Runtime {
                         version: served.version,
                         conversation: Box::new(conversation.clone()),
                         new_conversation,
+                        copied,
+                        continued_from,
                         store,
                     },
                     input: req.input,
@@ -702,18 +716,20 @@ impl Runtime {
         })
     }
 
-    /// The conversation of a turn, its history, and whether it is a new conversation not
-    /// stored yet (stored with the turn: one write per turn).
+    /// The conversation of a turn and its history (see [`Opened`]). `named` is
+    /// (`from_answer`, `conversation_id`).
+    #[allow(clippy::too_many_arguments)]
     async fn conversation_for(
         &self,
         caller: Option<&Principal>,
         agent: &Agent,
-        conversation_id: Option<&str>,
+        named: (Option<&str>, Option<&str>),
         session_key: Option<String>,
         context: &Map<String, Value>,
         store: bool,
         now: DateTime<Utc>,
-    ) -> Result<(Conversation, Vec<Message>, bool)> {
+    ) -> Result<Opened> {
+        let (from_answer, conversation_id) = named;
         let conversations = &self.ports.conversations;
         let max = self.settings.history_max_messages;
         let fresh = |id: String, key: String| Conversation {
@@ -730,20 +746,73 @@ impl Runtime {
         let usable = |c: &Conversation| {
             caller.is_none_or(|p| p.may_use_conversation(c.created_by.as_deref()))
         };
+        let tail = |mut all: Vec<Message>| {
+            let keep = usize::try_from(max).unwrap_or(usize::MAX);
+            let cut = all.len().saturating_sub(keep);
+            all.drain(..cut);
+            all
+        };
+        if let Some(answer) = from_answer {
+            if let Some(found) = conversations.get_message(answer).await? {
+                let c = conversations
+                    .get_conversation(&found.conversation_id)
+                    .await?;
+                if c.agent_id != agent.id || !usable(&c) || found.role != Role::Assistant {
+                    return Err(Error::not_found("conversation", answer));
+                }
+                let mut all = conversations
+                    .last_messages(&c.id, BRANCH_MAX_MESSAGES)
+                    .await?;
+                let Some(at) = all.iter().position(|m| m.id == found.id) else {
+                    return Err(Error::invalid(
+                        "previous_response_id",
+                        format!(
+                            "this response is older than the newest {BRANCH_MAX_MESSAGES} \
+                             messages of its conversation and cannot be continued"
+                        ),
+                    ));
+                };
+                if at + 1 == all.len() {
+                    return Ok(Opened::continued(c, tail(all), Some(found.id)));
+                }
+                // A branch: a new conversation holding a copy of everything up to the answer.
+                all.truncate(at + 1);
+                let conv_id = new_id(CONVERSATION_ID_PREFIX);
+                let branch = Conversation {
+                    context: c.context.clone(),
+                    ..fresh(conv_id.clone(), conv_id.clone())
+                };
+                let copied: Vec<Message> = all
+                    .iter()
+                    .map(|m| Message {
+                        id: new_id(MESSAGE_ID_PREFIX),
+                        conversation_id: conv_id.clone(),
+                        ..m.clone()
+                    })
+                    .collect();
+                return Ok(Opened {
+                    conversation: branch,
+                    history: tail(all),
+                    new: store,
+                    copied,
+                    continued_from: None,
+                });
+            }
+        }
         if let Some(id) = conversation_id {
             let c = conversations.get_conversation(id).await?;
             if c.agent_id != agent.id || !usable(&c) {
                 return Err(Error::not_found("conversation", id));
             }
             let history = conversations.last_messages(&c.id, max).await?;
-            return Ok((c, history, false));
+            return Ok(Opened::continued(c, history, None));
         }
         let conv_id = new_id(CONVERSATION_ID_PREFIX);
         let Some(key) = session_key else {
             // A generated key: nobody can know this conversation before the turn's answer,
             // so nothing is read and it is stored with the turn.
             let key = conv_id.clone();
-            return Ok((fresh(conv_id, key), Vec::new(), store));
+            return Ok(Opened::fresh(fresh(conv_id, key), store));
         };
         if !store {
             if let Some(c) = conversations.find_conversation(&agent.id, &key).await? {
@@ -751,9 +820,9 @@ impl Runtime {
                     return Err(session_taken(&key));
                 }
                 let history = conversations.last_messages(&c.id, max).await?;
-                return Ok((c, history, false));
+                return Ok(Opened::continued(c, history, None));
             }
-            return Ok((fresh(conv_id, key), Vec::new(), false));
+            return Ok(Opened::fresh(fresh(conv_id, key), false));
         }
         let (c, created) = conversations
             .open_conversation(&fresh(conv_id, key.clone()))
@@ -766,9 +835,48 @@ impl Runtime {
         } else {
             conversations.last_messages(&c.id, max).await?
         };
-        Ok((c, history, false))
+        Ok(Opened::continued(c, history, None))
     }
 }
+
+/// The conversation a turn goes into.
+struct Opened {
+    conversation: Conversation,
+    /// Its earlier messages sent to the model (the newest ones).
+    history: Vec<Message>,
+    /// Not stored yet: stored with the turn (one write per turn).
+    new: bool,
+    /// A branch's copy of the messages up to the answer it continues.
+    copied: Vec<Message>,
+    /// The answer continued, when the turn must append right after it (no other turn in
+    /// between; otherwise it branches when recorded).
+    continued_from: Option<String>,
+}
+
+impl Opened {
+    fn continued(conversation: Conversation, history: Vec<Message>, from: Option<String>) -> Self {
+        Self {
+            conversation,
+            history,
+            new: false,
+            copied: Vec::new(),
+            continued_from: from,
+        }
+    }
+
+    fn fresh(conversation: Conversation, new: bool) -> Self {
+        Self {
+            conversation,
+            history: Vec::new(),
+            new,
+            copied: Vec::new(),
+            continued_from: None,
+        }
+    }
+}
+
+/// The most messages of a conversation read to continue from (or branch at) an earlier answer.
+pub(super) const BRANCH_MAX_MESSAGES: u32 = 10_000;
 
 /// A session key another caller's conversation uses (with this agent).
 fn session_taken(key: &str) -> Error {
