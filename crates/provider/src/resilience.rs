@@ -14,6 +14,8 @@ use crate::settings::ProviderSettings;
 
 /// Wraps a client with [`ProviderSettings`]' timeouts and retries.
 ///
+/// - The whole call, every attempt and wait included, is limited by `total_timeout`: a retry
+///   starts only while time remains and gets only what remains.
 /// - `complete`: each attempt is limited by `request_timeout`.
 /// - `stream`: each attempt is limited by `request_timeout` up to its first event; the first
 ///   event is read before the stream is returned, so retries only happen while nothing has
@@ -65,12 +67,19 @@ impl ResilientClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let limit = self.settings.request_timeout;
+        let total = self.settings.total_timeout;
+        let deadline = tokio::time::Instant::now() + total;
         let mut retry = 0;
         loop {
-            let result = tokio::time::timeout(limit, attempt())
-                .await
-                .unwrap_or(Err(ProviderError::Timeout(limit)));
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let limit = self.settings.request_timeout.min(remaining);
+            let result = tokio::time::timeout(limit, attempt()).await.unwrap_or(Err(
+                ProviderError::Timeout(if limit < self.settings.request_timeout {
+                    total
+                } else {
+                    limit
+                }),
+            ));
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
@@ -78,6 +87,11 @@ impl ResilientClient {
             let Some(delay) = self.retry_delay(&error, retry) else {
                 return Err(error);
             };
+            // A retry needs time left after its wait.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if delay >= left {
+                return Err(error);
+            }
             tracing::warn!(retry = retry + 1, delay_ms = delay.as_millis() as u64, error = %error, "provider call failed; retrying");
             tokio::time::sleep(delay).await;
             retry += 1;

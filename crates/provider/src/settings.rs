@@ -7,8 +7,11 @@ use std::time::Duration;
 pub struct ProviderSettings {
     /// Limit for opening a TCP (and TLS) connection.
     pub connect_timeout: Duration,
-    /// Limit for a whole non-streaming call, and for a stream's first event.
+    /// Limit for a whole non-streaming call, and for a stream's first event, per attempt.
     pub request_timeout: Duration,
+    /// Limit for a whole call over every attempt (up to its answer, or a stream's first
+    /// event): a retry starts only while time remains, and gets only what remains.
+    pub total_timeout: Duration,
     /// Limit between two events of a stream.
     pub stream_idle_timeout: Duration,
     /// Retries after the first attempt, for retryable errors only.
@@ -46,6 +49,7 @@ impl Default for ProviderSettings {
         Self {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(150),
             stream_idle_timeout: Duration::from_secs(60),
             max_retries: 2,
             backoff_base: Duration::from_millis(200),

@@ -77,6 +77,9 @@ pub struct Config {
     /// Seconds for a whole provider answer, or to the first streamed token
     /// (`AGENTRY_PROVIDER_TIMEOUT_SECS`).
     pub provider_timeout_secs: u64,
+    /// Seconds for a whole provider call over every retry, up to its answer or first streamed
+    /// token (`AGENTRY_PROVIDER_TOTAL_TIMEOUT_SECS`).
+    pub provider_total_timeout_secs: u64,
     /// Seconds of silence tolerated between streamed tokens (`AGENTRY_PROVIDER_STREAM_IDLE_SECS`).
     pub provider_stream_idle_secs: u64,
     /// Retries on 429, 5xx and connection failures before the first streamed token
@@ -175,6 +178,7 @@ struct Defaults {
     shutdown_timeout_secs: u64,
     provider_connect_timeout_secs: u64,
     provider_timeout_secs: u64,
+    provider_total_timeout_secs: u64,
     provider_stream_idle_secs: u64,
     provider_max_retries: u32,
     provider_streams_per_connection: usize,
@@ -209,6 +213,7 @@ const DEFAULTS: Defaults = Defaults {
     shutdown_timeout_secs: 30,
     provider_connect_timeout_secs: 10,
     provider_timeout_secs: 120,
+    provider_total_timeout_secs: 150,
     provider_stream_idle_secs: 60,
     provider_max_retries: 2,
     provider_streams_per_connection: 100,

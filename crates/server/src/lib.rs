@@ -342,6 +342,7 @@ fn provider_settings(config: &Config) -> ProviderSettings {
     ProviderSettings {
         connect_timeout: Duration::from_secs(config.provider_connect_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.provider_timeout_secs.max(1)),
+        total_timeout: Duration::from_secs(config.provider_total_timeout_secs.max(1)),
         stream_idle_timeout: Duration::from_secs(config.provider_stream_idle_secs.max(1)),
         max_retries: config.provider_max_retries,
         streams_per_connection: config.provider_streams_per_connection.max(1),

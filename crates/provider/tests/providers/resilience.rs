@@ -171,3 +171,35 @@ async fn idle_streams_time_out() {
         Some(ProviderError::Timeout(Duration::from_millis(30)))
     );
 }
+
+#[tokio::test]
+async fn a_total_deadline_bounds_every_attempt_together() {
+    let script = MockScript::new();
+    for _ in 0..3 {
+        script.push(MockReply::Delay(
+            Duration::from_secs(5),
+            Box::new(MockReply::Text("late".into())),
+        ));
+    }
+    let bounded = ProviderSettings {
+        request_timeout: Duration::from_millis(200),
+        total_timeout: Duration::from_millis(300),
+        max_retries: 2,
+        ..settings()
+    };
+    let started = std::time::Instant::now();
+    let error = resilient(&script, bounded)
+        .complete(request("echo", "x"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(
+        error,
+        ProviderError::Timeout(Duration::from_millis(300)),
+        "the second attempt only had what remained of the total"
+    );
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_secs(5),
+        "cut at the deadline, not when the upstream answered: {took:?}"
+    );
+}
