@@ -146,3 +146,57 @@ async fn ready_is_503_while_the_database_is_unreachable() {
         "a database outage is not a bad credential: {body}"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_answer_and_alias() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = json(app.get("/openapi.json").await).await;
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/api/client/v1/responses", "post"),
+        ("/api/client/v1/agents/responses", "post"),
+        ("/api/client/v1/responses/{id}", "get"),
+        ("/api/client/v1/responses/{id}", "delete"),
+        ("/api/client/v1/responses/{id}/input_items", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let mut ids = std::collections::HashSet::new();
+    let public = [
+        "/health",
+        "/ready",
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+    ];
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            }
+            let responses = op["responses"].as_object().unwrap();
+            if !public.contains(&path.as_str()) {
+                for code in ["401", "403", "429"] {
+                    assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+            }
+            if op.get("requestBody").is_some() {
+                assert!(responses.contains_key("415"), "{method} {path} lacks 415");
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["name"] == "limit" || p["name"] == "offset" {
+                    assert_eq!(p["schema"]["type"], "integer", "{method} {path} {p}");
+                }
+            }
+        }
+    }
+    // The real answers match: a management 401 and an OpenAI-surface 401 in their formats.
+    let anonymous = app
+        .request_as(None, reqwest::Method::GET, "/api/v1/agents", None)
+        .await;
+    assert_eq!(anonymous.status(), 401);
+    let (_, body) = json(anonymous).await;
+    assert!(body["error"]["code"].is_string() && body["error"]["request_id"].is_string());
+}

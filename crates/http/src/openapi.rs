@@ -73,7 +73,7 @@ use crate::routes::{
         api_keys::revoke_api_key,
     ),
     components(schemas(crate::error::ErrorEnvelope)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ClientAliases, &CommonResponses),
     security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
@@ -108,6 +108,144 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The `/api/client/v1` spellings of the Responses routes (seed 003), described like their
+/// `/v1` originals, with operation ids of their own.
+struct ClientAliases;
+
+impl Modify for ClientAliases {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let paths = &mut openapi.paths.paths;
+        for (original, aliases) in [
+            (
+                "/v1/responses",
+                &[
+                    "/api/client/v1/responses",
+                    "/api/client/v1/agents/responses",
+                ][..],
+            ),
+            ("/v1/responses/{id}", &["/api/client/v1/responses/{id}"][..]),
+            (
+                "/v1/responses/{id}/input_items",
+                &["/api/client/v1/responses/{id}/input_items"][..],
+            ),
+        ] {
+            let Some(item) = paths.get(original).cloned() else {
+                continue;
+            };
+            for (n, alias) in aliases.iter().enumerate() {
+                let mut copy = item.clone();
+                for op in operations(&mut copy) {
+                    op.operation_id = op.operation_id.as_ref().map(|id| {
+                        format!(
+                            "{id}_client{}",
+                            if n == 0 { String::new() } else { n.to_string() }
+                        )
+                    });
+                }
+                paths.insert((*alias).to_owned(), copy);
+            }
+        }
+    }
+}
+
+/// The answers every route can give that the handlers do not list one by one: 401, 403 and
+/// 429 on every route that needs a credential, 413 and 415 on every route with a body, in the
+/// error format of its surface; and `limit`/`offset` typed as the integers they are (the
+/// handlers read them as text to name them in errors).
+struct CommonResponses;
+
+/// The operations of a path item.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let public = [
+            "/health",
+            "/ready",
+            "/api/v1/auth/login",
+            "/api/v1/auth/refresh",
+        ];
+        for (path, item) in &mut openapi.paths.paths {
+            let openai = crate::permissions::is_openai_surface(path);
+            let envelope = if openai {
+                "OpenAiErrorEnvelope"
+            } else {
+                "ErrorEnvelope"
+            };
+            let error = |description: &str| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name(envelope)))
+                                .build(),
+                        )
+                        .build(),
+                )
+            };
+            let needs_credential = !public.contains(&path.as_str());
+            for op in operations(item) {
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error(description));
+                };
+                if needs_credential {
+                    add(
+                        "401",
+                        "No credential, or an invalid, expired or revoked one",
+                    );
+                    add(
+                        "403",
+                        "The caller's role, scopes or agent allowlist do not allow this",
+                    );
+                    add(
+                        "429",
+                        "Too many requests (`Retry-After` says when to come back)",
+                    );
+                }
+                if op.request_body.is_some() {
+                    add("413", "The body is larger than `json_limit_bytes`");
+                    add("415", "The body is not `application/json`");
+                }
+                for parameter in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    let minimum = match parameter.name.as_str() {
+                        "limit" => 1,
+                        "offset" => 0,
+                        _ => continue,
+                    };
+                    parameter.schema = Some(RefOr::T(
+                        ObjectBuilder::new()
+                            .schema_type(Type::Integer)
+                            .minimum(Some(minimum))
+                            .into(),
+                    ));
+                }
+            }
+        }
     }
 }
 
