@@ -489,3 +489,86 @@ async fn structured_output_reaches_anthropic_as_a_forced_tool() {
     assert!(system.starts_with("Be kind."), "{system}");
     assert!(system.contains("single JSON object"), "{system}");
 }
+
+/// An app on the fake whose provider calls wait long enough for a slow upstream.
+async fn patient_app(fake: &FakeUpstream) -> TestApp {
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.provider_timeout_secs = 20;
+            c.provider_max_retries = 0;
+        })
+        .spawn()
+        .await;
+    let (status, p) = json(
+        app.post(
+            "/api/v1/providers",
+            &json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": KEY, "models": []}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{p}");
+    create(&app, json!({"name": "bot", "model": "up/fake-echo"})).await;
+    app
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gets_sse_headers_and_keep_alives_before_its_answer() {
+    let fake = FakeUpstream::start().await;
+    let app = patient_app(&fake).await;
+    let wait = Duration::from_millis(2_600);
+    for (path, body) in [
+        ("/api/v1/agents/bot/stream", json!({"message": "x"})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "bot", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "bot", "stream": true, "input": "x"}),
+        ),
+    ] {
+        fake.push(Scripted::Stalled(
+            wait,
+            Box::new(Scripted::Text("late".into())),
+        ));
+        let started = std::time::Instant::now();
+        let res = app.post(path, &body).await;
+        let headers_after = started.elapsed();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(
+            headers_after < wait,
+            "{path}: the headers waited for the upstream ({headers_after:?})"
+        );
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        let text = res.text().await.unwrap();
+        assert!(
+            text.starts_with(": waiting for the model"),
+            "{path}: {text}"
+        );
+        assert!(text.contains("late"), "{path}: the answer follows: {text}");
+    }
+    // A failure after the headers is the surface's in-stream error.
+    fake.push(Scripted::Stalled(wait, Box::new(Scripted::Error(500))));
+    let res = app
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "bot", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // A fast failure is still an HTTP error, as for a call that is not streamed.
+    fake.push(Scripted::Error(500));
+    let (status, body) = json(
+        app.post(
+            "/v1/chat/completions",
+            &json!({"model": "bot", "stream": true, "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+}

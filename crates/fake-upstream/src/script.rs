@@ -22,6 +22,9 @@ pub enum Scripted {
     /// Answer 200 with a body that is not the wire format (an HTML page where JSON or SSE
     /// should be), as a misconfigured proxy in front of a provider does.
     Unreadable,
+    /// Wait this long before answering (headers included), then reply as the inner, at its
+    /// own pace: a hung upstream that comes back.
+    Stalled(Duration, Box<Scripted>),
     /// Wait this long before answering (and between stream chunks), then reply as the inner.
     Delayed(Duration, Box<Scripted>),
 }
@@ -57,6 +60,8 @@ pub(crate) struct Plan {
     pub outcome: Outcome,
     /// Pause before answering and between stream chunks.
     pub delay: Duration,
+    /// Extra pause before answering only.
+    pub stall: Duration,
 }
 
 impl Plan {
@@ -71,6 +76,10 @@ impl Plan {
             Scripted::Cut => Self::now(Outcome::Cut),
             Scripted::ToolCalls(calls) => Self::now(Outcome::ToolCalls(calls)),
             Scripted::Unreadable => Self::now(Outcome::Unreadable),
+            Scripted::Stalled(stall, inner) => Self {
+                stall,
+                ..Self::from_scripted(*inner)
+            },
             Scripted::Delayed(delay, inner) => Self {
                 delay,
                 ..Self::from_scripted(*inner)
@@ -93,6 +102,7 @@ impl Plan {
             return Self {
                 outcome: Outcome::Echo,
                 delay: Duration::from_millis(ms),
+                stall: Duration::ZERO,
             };
         }
         if model == "fake-cut" {
@@ -105,6 +115,7 @@ impl Plan {
         Self {
             outcome,
             delay: Duration::ZERO,
+            stall: Duration::ZERO,
         }
     }
 }

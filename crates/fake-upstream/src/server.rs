@@ -95,7 +95,7 @@ async fn respond<W: Wire>(state: &State, json: Option<Value>) -> Reply {
         Err(message) => return W::error(400, Some(&message)),
     };
     let plan = state.next_plan(&asked.model);
-    let wait = state.latency() + plan.delay;
+    let wait = state.latency() + plan.delay + plan.stall;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -104,11 +105,113 @@ impl<E: Encoder> Stream for TurnBody<E> {
 
 /// The SSE response of a turn.
 pub fn sse_response<E: Encoder>(turn: Turn, encoder: E) -> HttpResponse {
-    HttpResponse::Ok()
+    sse_headers().streaming(TurnBody::new(turn, encoder))
+}
+
+fn sse_headers() -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
         .insert_header((CONTENT_TYPE, "text/event-stream"))
         .insert_header((CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(TurnBody::new(turn, encoder))
+        .insert_header(("X-Accel-Buffering", "no"));
+    response
+}
+
+/// How long a streamed turn may take to start (its model to answer) before the SSE headers
+/// go out anyway: a proxy with a read timeout then sees keep-alive comments instead of silence.
+pub const HEADERS_WITHIN: Duration = Duration::from_secs(2);
+
+/// A turn being started ([`agentry_domain::services::Runtime::start_turn`], owned).
+pub type Starting = Pin<Box<dyn Future<Output = agentry_domain::Result<Turn>> + Send>>;
+
+/// The answer to a streamed request whose turn is `starting`. When it starts within
+/// [`HEADERS_WITHIN`], as [`sse_response`] (made by `make`), and a failure to start is the HTTP
+/// error `refuse` gives, as for a request that is not streamed. When it takes longer (a slow or
+/// hung upstream), the SSE headers go out at once and a keep-alive comment every
+/// [`KEEP_ALIVE`] while it starts; then its events as usual, or `late`'s frames when it fails.
+///
+/// # Errors
+/// `refuse`'s error, when the turn fails to start within [`HEADERS_WITHIN`].
+pub async fn stream_when_started<E, M, X>(
+    mut starting: Starting,
+    make: M,
+    refuse: impl FnOnce(agentry_domain::Error) -> X,
+    late: fn(agentry_domain::Error) -> Vec<Bytes>,
+) -> Result<HttpResponse, X>
+where
+    E: Encoder,
+    M: FnOnce(&Turn) -> E + Send + Unpin + 'static,
+{
+    match tokio::time::timeout(HEADERS_WITHIN, &mut starting).await {
+        Ok(Ok(turn)) => {
+            let encoder = make(&turn);
+            Ok(sse_response(turn, encoder))
+        }
+        Ok(Err(e)) => Err(refuse(e)),
+        Err(_) => Ok(sse_headers().streaming(LateStart {
+            starting: Some(starting),
+            make: Some(make),
+            late,
+            waiting: Some(Bytes::from_static(b": waiting for the model\n\n")),
+            keep_alive: tokio::time::interval_at(
+                tokio::time::Instant::now() + KEEP_ALIVE,
+                KEEP_ALIVE,
+            ),
+            running: None,
+            failed: VecDeque::new(),
+        })),
+    }
+}
+
+/// A stream whose turn is still starting: keep-alive comments, then the turn's body.
+struct LateStart<E, M> {
+    starting: Option<Starting>,
+    make: Option<M>,
+    late: fn(agentry_domain::Error) -> Vec<Bytes>,
+    waiting: Option<Bytes>,
+    keep_alive: tokio::time::Interval,
+    running: Option<TurnBody<E>>,
+    failed: VecDeque<Bytes>,
+}
+
+impl<E: Encoder, M: FnOnce(&Turn) -> E + Unpin> Stream for LateStart<E, M> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(body) = this.running.as_mut() {
+            return Pin::new(body).poll_next(cx);
+        }
+        if let Some(first) = this.waiting.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if let Some(frame) = this.failed.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let Some(starting) = this.starting.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match starting.as_mut().poll(cx) {
+            Poll::Ready(Ok(turn)) => {
+                this.starting = None;
+                let Some(make) = this.make.take() else {
+                    return Poll::Ready(None);
+                };
+                let encoder = make(&turn);
+                let body = this.running.insert(TurnBody::new(turn, encoder));
+                Pin::new(body).poll_next(cx)
+            }
+            Poll::Ready(Err(e)) => {
+                this.starting = None;
+                this.failed.extend((this.late)(e));
+                Poll::Ready(this.failed.pop_front().map(Ok))
+            }
+            Poll::Pending => match this.keep_alive.poll_tick(cx) {
+                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n\n")))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// The agent chat stream's encoder.
@@ -184,6 +287,14 @@ fn token_frame(delta: &str) -> Bytes {
     let _ = serde_json::to_writer(&mut out, delta);
     out.extend_from_slice(b"}\n\n");
     Bytes::from(out)
+}
+
+/// The agent chat stream's frames for a turn that failed to start after the headers went out.
+pub fn chat_late_error(e: agentry_domain::Error) -> Vec<Bytes> {
+    vec![frame(&error_event(
+        &ApiError::from(e),
+        current_request_id(),
+    ))]
 }
 
 fn error_event(err: &ApiError, request_id: Option<String>) -> Value {

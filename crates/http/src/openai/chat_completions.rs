@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
-use agentry_domain::services::{Memory, Params, TurnEvent, TurnOutcome, TurnRequest, TurnTarget};
+use agentry_domain::services::{
+    Memory, Params, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnTarget,
+};
 use serde_json::{Map, Value, json};
 
 use super::options::{Dialect, call_options, chat_tool_call};
@@ -232,6 +234,18 @@ fn usage_json(u: Option<TokenUsage>) -> Value {
     })
 }
 
+/// A streamed completion whose turn failed to start after the headers went out: OpenAI's
+/// in-stream error, then the end of the stream.
+fn late_error(e: agentry_domain::Error) -> Vec<Bytes> {
+    let err = OpenAiError::from(e);
+    vec![
+        frame(
+            &json!({"error": {"message": err.message, "type": err.kind, "param": err.param, "code": err.code}}),
+        ),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ]
+}
+
 fn completion_id(run_id: &str) -> String {
     format!("chatcmpl-{}", run_id.strip_prefix("run_").unwrap_or(run_id))
 }
@@ -254,26 +268,29 @@ pub async fn create_chat_completion(
         version: ask.version,
     };
     let stream = ask.request.stream;
+    let runtime = state.runtime.clone();
     // Boxed: its future is large and done with before the answer is awaited.
-    let turn = Box::pin(
-        state
-            .runtime
-            .start_turn(caller.as_ref(), target, ask.request),
-    )
-    .await
-    .map_err(|e| turn_error(e, &ask.model))?;
-    let id = completion_id(turn.start().run_id.as_deref().unwrap_or_default());
-    let created = unix(turn.start().created_at);
+    let starting: sse::Starting = Box::pin(async move {
+        runtime
+            .start_turn(caller.as_ref(), target, ask.request)
+            .await
+    });
+    let model = ask.model.clone();
+    let refuse = move |e| turn_error(e, &model);
     if stream {
-        let encoder = ChunkEncoder {
-            id,
-            created,
-            model: ask.model,
-            include_usage: ask.include_usage,
+        let (model, include_usage) = (ask.model, ask.include_usage);
+        let make = move |turn: &Turn| ChunkEncoder {
+            id: completion_id(turn.start().run_id.as_deref().unwrap_or_default()),
+            created: unix(turn.start().created_at),
+            model,
+            include_usage,
             tool_index: 0,
         };
-        return Ok(sse::sse_response(turn, encoder));
+        return sse::stream_when_started(starting, make, refuse, late_error).await;
     }
+    let turn = starting.await.map_err(refuse)?;
+    let id = completion_id(turn.start().run_id.as_deref().unwrap_or_default());
+    let created = unix(turn.start().created_at);
     let outcome = turn.finish().await.map_err(OpenAiError::from)?;
     let content = if outcome.text.is_empty() && !outcome.tool_calls.is_empty() {
         Value::Null

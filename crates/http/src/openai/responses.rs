@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::conversation::{Message, MessageStatus};
 use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
 use agentry_domain::services::{
-    CallOptions, Memory, Params, TurnEvent, TurnOutcome, TurnRequest, TurnTarget,
+    CallOptions, Memory, Params, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
 };
 use serde_json::{Map, Value, json};
 
@@ -599,67 +599,105 @@ pub async fn create_response(
             version: ask.version,
         }
     };
-    let options = ask.request.options.clone();
-    let instructions = ask.request.instructions.clone();
-    let stream = ask.request.stream;
-    // Boxed: its future is large and done with before the answer is awaited.
-    let turn = match Box::pin(
-        state
-            .runtime
-            .start_turn(caller.as_ref(), target, ask.request),
-    )
-    .await
-    {
-        Ok(turn) => turn,
-        Err(agentry_domain::Error::NotFound {
-            entity: "conversation",
-            ..
-        }) => {
-            return Err(match &ask.previous_response_id {
-                Some(p) => previous_not_found(p),
-                None => OpenAiError::new(
-                    StatusCode::NOT_FOUND,
-                    "Conversation not found.",
-                    Some("conversation"),
-                    Some("conversation_not_found"),
-                ),
-            });
-        }
-        Err(e) => return Err(turn_error(e, &ask.model)),
-    };
-    let start = turn.start();
-    let reported = Reported {
+    let facts = Asked {
         model: ask.model,
         previous_response_id: ask.previous_response_id,
-        instructions,
-        options,
+        instructions: ask.request.instructions.clone(),
+        options: ask.request.options.clone(),
         metadata: ask.metadata,
         store: ask.store,
-        params: start.params,
-        created_at: unix(start.created_at),
-        id: response_id(match &start.run_id {
-            Some(run) => run,
-            None => &start.answer_id,
-        }),
-        answer_id: start.answer_id.clone(),
-        conversation: start
-            .conversation
-            .as_ref()
-            .filter(|_| ask.store)
-            .map(|c| c.id.clone()),
+    };
+    let stream = ask.request.stream;
+    let runtime = state.runtime.clone();
+    // Boxed: its future is large and done with before the answer is awaited.
+    let starting: sse::Starting = Box::pin(async move {
+        runtime
+            .start_turn(caller.as_ref(), target, ask.request)
+            .await
+    });
+    let refuse = {
+        let (model, previous) = (facts.model.clone(), facts.previous_response_id.clone());
+        move |e| start_error(e, &model, previous.as_deref())
     };
     if stream {
-        let encoder = EventEncoder {
-            reported,
+        let make = move |turn: &Turn| EventEncoder {
+            reported: facts.reported(turn.start()),
             seq: 0,
             next_index: 0,
             message: None,
             calls: Vec::new(),
         };
-        return Ok(sse::sse_response(turn, encoder));
+        return sse::stream_when_started(starting, make, refuse, late_error).await;
     }
+    let turn = starting.await.map_err(refuse)?;
+    let reported = facts.reported(turn.start());
     let outcome = turn.finish().await.map_err(OpenAiError::from)?;
     Ok(HttpResponse::Ok().json(reported.finished(&outcome)))
+}
+
+/// What a response reports from its request, before the turn starts.
+struct Asked {
+    model: String,
+    previous_response_id: Option<String>,
+    instructions: Option<String>,
+    options: CallOptions,
+    metadata: Map<String, Value>,
+    store: bool,
+}
+
+impl Asked {
+    /// The response's facts once its turn started.
+    fn reported(self, start: &TurnStart) -> Reported {
+        Reported {
+            params: start.params,
+            created_at: unix(start.created_at),
+            id: response_id(match &start.run_id {
+                Some(run) => run,
+                None => &start.answer_id,
+            }),
+            answer_id: start.answer_id.clone(),
+            conversation: start
+                .conversation
+                .as_ref()
+                .filter(|_| self.store)
+                .map(|c| c.id.clone()),
+            model: self.model,
+            previous_response_id: self.previous_response_id,
+            instructions: self.instructions,
+            options: self.options,
+            metadata: self.metadata,
+            store: self.store,
+        }
+    }
+}
+
+/// A turn that could not start, as the OpenAI error for `model`.
+fn start_error(e: agentry_domain::Error, model: &str, previous: Option<&str>) -> OpenAiError {
+    match e {
+        agentry_domain::Error::NotFound {
+            entity: "conversation",
+            ..
+        } => match previous {
+            Some(p) => previous_not_found(p),
+            None => OpenAiError::new(
+                StatusCode::NOT_FOUND,
+                "Conversation not found.",
+                Some("conversation"),
+                Some("conversation_not_found"),
+            ),
+        },
+        e => turn_error(e, model),
+    }
+}
+
+/// A streamed response whose turn failed to start after the headers went out: OpenAI's
+/// `error` event.
+fn late_error(e: agentry_domain::Error) -> Vec<Bytes> {
+    let err = OpenAiError::from(e);
+    vec![named_frame(
+        "error",
+        &json!({"type": "error", "code": err.code, "message": err.message, "param": err.param, "sequence_number": 0}),
+    )]
 }
 
 /// The message item being streamed: its id, output index and text so far.

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::AgentRef;
 use agentry_domain::conversation::{Message, parse_external_id};
 use agentry_domain::llm::Role;
-use agentry_domain::services::{ChatTurn, Memory, TurnOutcome, TurnRequest, TurnTarget};
+use agentry_domain::services::{ChatTurn, Memory, Turn, TurnOutcome, TurnRequest, TurnTarget};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -203,17 +203,19 @@ async fn run_chat(
 ) -> ApiResult<HttpResponse> {
     let caller = crate::auth::principal(req);
     let streamed = request.stream;
+    let runtime = state.runtime.clone();
     // Boxed: its future is large and done with before the stream is served.
-    let turn = Box::pin(state.runtime.start_turn(
-        caller.as_ref(),
-        TurnTarget::LiveAgent(target),
-        request,
-    ))
-    .await?;
+    let starting: sse::Starting = Box::pin(async move {
+        runtime
+            .start_turn(caller.as_ref(), TurnTarget::LiveAgent(target), request)
+            .await
+    });
     if streamed {
-        let encoder = sse::ChatEncoder::new(turn.start());
-        return Ok(sse::sse_response(turn, encoder));
+        let make = |turn: &Turn| sse::ChatEncoder::new(turn.start());
+        return sse::stream_when_started(starting, make, ApiError::from, sse::chat_late_error)
+            .await;
     }
+    let turn = starting.await?;
     let outcome = turn.finish().await?;
     let chat = outcome.chat.as_ref().ok_or_else(|| {
         ApiError::from(agentry_domain::Error::Internal(
