@@ -2954,7 +2954,10 @@ async fn get_message_finds_one_by_id(db: Database) {
     let agent = seed_agent(&db, "A").await;
     let conv = open_new(&db, "conv_m", &agent, "k").await;
     let stored = msg(&conv, "msg_1", 5);
-    store.append_messages(&[stored.clone()]).await.unwrap();
+    store
+        .append_messages(std::slice::from_ref(&stored))
+        .await
+        .unwrap();
     assert_eq!(store.get_message("msg_1").await.unwrap(), Some(stored));
     assert_eq!(store.get_message("msg_nope").await.unwrap(), None);
 }

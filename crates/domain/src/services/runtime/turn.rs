@@ -752,52 +752,52 @@ impl Runtime {
             all.drain(..cut);
             all
         };
-        if let Some(answer) = from_answer {
-            if let Some(found) = conversations.get_message(answer).await? {
-                let c = conversations
-                    .get_conversation(&found.conversation_id)
-                    .await?;
-                if c.agent_id != agent.id || !usable(&c) || found.role != Role::Assistant {
-                    return Err(Error::not_found("conversation", answer));
-                }
-                let mut all = conversations
-                    .last_messages(&c.id, BRANCH_MAX_MESSAGES)
-                    .await?;
-                let Some(at) = all.iter().position(|m| m.id == found.id) else {
-                    return Err(Error::invalid(
-                        "previous_response_id",
-                        format!(
-                            "this response is older than the newest {BRANCH_MAX_MESSAGES} \
-                             messages of its conversation and cannot be continued"
-                        ),
-                    ));
-                };
-                if at + 1 == all.len() {
-                    return Ok(Opened::continued(c, tail(all), Some(found.id)));
-                }
-                // A branch: a new conversation holding a copy of everything up to the answer.
-                all.truncate(at + 1);
-                let conv_id = new_id(CONVERSATION_ID_PREFIX);
-                let branch = Conversation {
-                    context: c.context.clone(),
-                    ..fresh(conv_id.clone(), conv_id.clone())
-                };
-                let copied: Vec<Message> = all
-                    .iter()
-                    .map(|m| Message {
-                        id: new_id(MESSAGE_ID_PREFIX),
-                        conversation_id: conv_id.clone(),
-                        ..m.clone()
-                    })
-                    .collect();
-                return Ok(Opened {
-                    conversation: branch,
-                    history: tail(all),
-                    new: store,
-                    copied,
-                    continued_from: None,
-                });
+        if let Some(answer) = from_answer
+            && let Some(found) = conversations.get_message(answer).await?
+        {
+            let c = conversations
+                .get_conversation(&found.conversation_id)
+                .await?;
+            if c.agent_id != agent.id || !usable(&c) || found.role != Role::Assistant {
+                return Err(Error::not_found("conversation", answer));
             }
+            let mut all = conversations
+                .last_messages(&c.id, BRANCH_MAX_MESSAGES)
+                .await?;
+            let Some(at) = all.iter().position(|m| m.id == found.id) else {
+                return Err(Error::invalid(
+                    "previous_response_id",
+                    format!(
+                        "this response is older than the newest {BRANCH_MAX_MESSAGES} \
+                             messages of its conversation and cannot be continued"
+                    ),
+                ));
+            };
+            if at + 1 == all.len() {
+                return Ok(Opened::continued(c, tail(all), Some(found.id)));
+            }
+            // A branch: a new conversation holding a copy of everything up to the answer.
+            all.truncate(at + 1);
+            let conv_id = new_id(CONVERSATION_ID_PREFIX);
+            let branch = Conversation {
+                context: c.context.clone(),
+                ..fresh(conv_id.clone(), conv_id.clone())
+            };
+            let copied: Vec<Message> = all
+                .iter()
+                .map(|m| Message {
+                    id: new_id(MESSAGE_ID_PREFIX),
+                    conversation_id: conv_id.clone(),
+                    ..m.clone()
+                })
+                .collect();
+            return Ok(Opened {
+                conversation: branch,
+                history: tail(all),
+                new: store,
+                copied,
+                continued_from: None,
+            });
         }
         if let Some(id) = conversation_id {
             let c = conversations.get_conversation(id).await?;
