@@ -744,3 +744,47 @@ async fn a_fallback_model_answers_when_the_main_one_fails() {
     .await;
     assert_eq!(status, 502, "without its fallback the agent fails again");
 }
+
+#[tokio::test]
+async fn parallel_turns_in_one_session_keep_each_answer_after_its_question() {
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.rate_limit_burst = 1000;
+            c.rate_limit_concurrency = 100;
+        })
+        .spawn()
+        .await;
+    create(&app, json!({"name": "Para", "model": "mock/slow-50"})).await;
+    let turns = (0..10).map(|n| {
+        let app = &app;
+        async move {
+            let (status, r) = json(
+                app.post(
+                    "/api/v1/agents/para/chat",
+                    &json!({"message": format!("question {n}"), "session_id": "shared"}),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{r}");
+        }
+    });
+    futures_util::future::join_all(turns).await;
+    let (status, history) = json(
+        app.get("/api/v1/agents/para/chat/history?session_id=shared&limit=50")
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{history}");
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 20, "{history}");
+    for pair in messages.chunks(2) {
+        assert_eq!(pair[0]["role"], "user", "{history}");
+        assert_eq!(pair[1]["role"], "assistant", "{history}");
+        let question = pair[0]["content"].as_str().unwrap();
+        assert!(
+            pair[1]["content"].as_str().unwrap().contains(question),
+            "each answer right after its own question: {history}"
+        );
+    }
+}

@@ -111,7 +111,18 @@ impl Recorder {
                 store,
             } => {
                 let runtime = self.runtime;
-                let mut at = self.started_at;
+                // The turn's messages are dated when they are stored, just before its answer,
+                // so that turns answered in parallel in one conversation stay whole (question,
+                // steps, answer) in the order they finished, and a history read sends each
+                // answer right after its own question.
+                let before_answer =
+                    i64::try_from(self.input.len() + p.steps.len()).unwrap_or(i64::MAX / 2);
+                let answered_at = runtime
+                    .ports
+                    .clock
+                    .now()
+                    .max(self.started_at + chrono::Duration::microseconds(before_answer));
+                let mut at = answered_at - chrono::Duration::microseconds(before_answer);
                 let mut next = |role: Role, m: PromptMessage| {
                     let created_at = at;
                     at += chrono::Duration::microseconds(1);
@@ -148,7 +159,6 @@ impl Recorder {
                     Role::Assistant,
                     PromptMessage::assistant_calls(p.text, p.tool_calls),
                 );
-                let answered_at = runtime.ports.clock.now().max(base.created_at);
                 let answer = Message {
                     id: self.answer_id,
                     usage: p.usage,
