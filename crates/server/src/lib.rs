@@ -235,6 +235,7 @@ pub async fn services(
         changes: database.changes(),
         conversations: database.conversations(),
         runs: database.runs(),
+        mcp_servers: database.mcp_servers(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
         http_tools: Some(Arc::new(http_tools)),
         hasher: Arc::new(Argon2Hasher),
