@@ -227,9 +227,9 @@ fn is_env_name(name: &str) -> bool {
 fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 256
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl McpTransport {
@@ -297,7 +297,10 @@ impl McpTransport {
                 return Err(Invalid::new(field, "is not a valid HTTP header name"));
             }
             if secrets.keys().any(|k| k.eq_ignore_ascii_case(&name)) {
-                return Err(Invalid::new(field, "is given twice (header names ignore case)"));
+                return Err(Invalid::new(
+                    field,
+                    "is given twice (header names ignore case)",
+                ));
             }
             if value.contains(['\r', '\n']) {
                 return Err(Invalid::new(field, "must be a single line"));
@@ -500,7 +503,10 @@ mod tests {
             "server_id"
         );
         let name = McpServerName::parse("  File Operations ").unwrap();
-        assert_eq!(McpSlug::from_name(&name).unwrap().as_str(), "file-operations");
+        assert_eq!(
+            McpSlug::from_name(&name).unwrap().as_str(),
+            "file-operations"
+        );
         let odd = McpServerName::parse("MCP_tools").unwrap();
         assert_eq!(McpSlug::from_name(&odd).unwrap().as_str(), "mcp-tools");
         assert!(McpSlug::from_name(&McpServerName::parse("***").unwrap()).is_err());
@@ -517,11 +523,17 @@ mod tests {
         assert_eq!(ok.kind(), "stdio");
         assert_eq!(secret(&ok, "API_KEY"), Some("secret-key"));
         let shown = format!("{ok:?}");
-        assert!(!shown.contains("secret-key") && shown.contains("API_KEY"), "{shown}");
+        assert!(
+            !shown.contains("secret-key") && shown.contains("API_KEY"),
+            "{shown}"
+        );
 
         let cases = [
             (McpTransport::stdio("", vec![], map(&[])), "config.command"),
-            (McpTransport::stdio("  ", vec![], map(&[])), "config.command"),
+            (
+                McpTransport::stdio("  ", vec![], map(&[])),
+                "config.command",
+            ),
             (
                 McpTransport::stdio("x", vec!["a".into(), "b\0".into()], map(&[])),
                 "config.args[1]",
@@ -596,8 +608,7 @@ mod tests {
             unknown.keep_secrets_from(&old).unwrap_err().field,
             "config.env.Z"
         );
-        let other_kind =
-            McpTransport::http("https://x", map(&[("A", SECRET_MASK)])).unwrap();
+        let other_kind = McpTransport::http("https://x", map(&[("A", SECRET_MASK)])).unwrap();
         assert_eq!(
             other_kind.keep_secrets_from(&old).unwrap_err().field,
             "headers.A",

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use agentry_domain::mcp::{
-    McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTransport,
-    Secrets,
+    McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTransport, Secrets,
 };
 use agentry_domain::page::{Page, Paged};
 use agentry_domain::ports::McpServerStore;

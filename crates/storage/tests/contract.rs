@@ -3187,7 +3187,10 @@ async fn mcp_server_list_is_newest_first_and_paginates(db: Database) {
     let empty = store.list_mcp_servers(page(10, 0)).await.unwrap();
     assert!(empty.items.is_empty() && empty.total == 0);
     for (slug, secs) in [("b", 1), ("a", 0), ("c", 2), ("d", 2)] {
-        store.insert_mcp_server(&mcp_server(slug, secs)).await.unwrap();
+        store
+            .insert_mcp_server(&mcp_server(slug, secs))
+            .await
+            .unwrap();
     }
     let slugs = |p: &agentry_domain::page::Paged<McpServer>| -> Vec<String> {
         p.items.iter().map(|s| s.slug.to_string()).collect()
@@ -3197,7 +3200,10 @@ async fn mcp_server_list_is_newest_first_and_paginates(db: Database) {
     // c and d share a creation time: the later id (d, created after c) comes first.
     assert_eq!(slugs(&all), ["d", "c", "b", "a"]);
     let second = store.list_mcp_servers(page(2, 2)).await.unwrap();
-    assert_eq!((slugs(&second), second.total), (vec!["b".into(), "a".into()], 4));
+    assert_eq!(
+        (slugs(&second), second.total),
+        (vec!["b".into(), "a".into()], 4)
+    );
     let past = store.list_mcp_servers(page(2, 10)).await.unwrap();
     assert!(past.items.is_empty() && past.total == 4);
 }

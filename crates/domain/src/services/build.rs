@@ -14,8 +14,8 @@ use crate::cache::{CacheableStores, Coherence};
 use crate::error::Result;
 use crate::llm::LlmClientFactory;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore,
-    SecretGenerator, TokenCodec,
+    ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
+    TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
