@@ -398,6 +398,7 @@ impl Application {
             providers: services.providers,
             runtime: services.runtime,
             versions: services.versions,
+            mcp_servers: services.mcp_servers,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             auth: services.auth,
