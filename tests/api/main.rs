@@ -5,6 +5,7 @@
 mod agents;
 mod caches;
 mod hygiene;
+mod mcp;
 mod openai;
 mod ops;
 mod providers;

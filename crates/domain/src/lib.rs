@@ -16,6 +16,7 @@ pub mod conversation;
 pub mod error;
 pub mod ids;
 pub mod llm;
+pub mod mcp;
 pub mod page;
 pub mod ports;
 pub mod provider;

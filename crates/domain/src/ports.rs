@@ -18,6 +18,7 @@ use crate::auth::{
     AccessClaims, ApiKey, ApiKeyId, RefreshTokenRecord, Session, User, UserId, Username,
 };
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
+use crate::mcp::{McpServer, McpServerId, McpServerRef};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
 use crate::version::AgentVersion;
@@ -111,6 +112,38 @@ pub trait ProviderStore: Send + Sync {
 
     /// Deletes a provider. Returns whether it existed.
     async fn delete_provider(&self, id: &ProviderId) -> Result<bool>;
+}
+
+/// Durable storage of registered MCP servers, their secrets (environment and header values)
+/// included. The status is not stored: it is the state of a process on one replica.
+#[async_trait]
+pub trait McpServerStore: Send + Sync {
+    /// Stores a new MCP server.
+    ///
+    /// # Errors
+    /// MUST return `Conflict` (field `slug`) when another server has that slug, (field `id`)
+    /// when the id is taken; nothing is stored then.
+    async fn insert_mcp_server(&self, server: &McpServer) -> Result<()>;
+
+    /// One server by id or slug, its status `stopped`.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `mcp_server`) when no server has that id or slug.
+    async fn get_mcp_server(&self, server: &McpServerRef) -> Result<McpServer>;
+
+    /// Servers, newest first (then by id, descending), with the total number.
+    async fn list_mcp_servers(&self, page: Page) -> Result<Paged<McpServer>>;
+
+    /// Replaces every stored field of the server with the same id (its `created_at` is kept
+    /// as given).
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `mcp_server`) when the id does not exist, `Conflict`
+    /// (field `slug`) when the new slug belongs to another server; nothing is changed then.
+    async fn update_mcp_server(&self, server: &McpServer) -> Result<()>;
+
+    /// Deletes a server. Returns whether it existed. Deleting twice is not an error.
+    async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool>;
 }
 
 /// Durable storage of conversations and their messages.

@@ -165,11 +165,15 @@ fn not_found_code(entity: &str) -> &'static str {
         "agent" => "AGENT_NOT_FOUND",
         "cluster" => "CLUSTER_NOT_FOUND",
         "model" => "MODEL_NOT_FOUND",
+        "mcp_server" => "MCP_SERVER_NOT_FOUND",
         _ => "NOT_FOUND",
     }
 }
 
 fn capitalised(entity: &str) -> String {
+    if entity == "mcp_server" {
+        return "MCP server".to_owned();
+    }
     let mut c = entity.chars();
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())

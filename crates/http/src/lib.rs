@@ -22,7 +22,7 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpRequest, web};
 use agentry_domain::ports::HealthProbe;
 use agentry_domain::services::{
-    AgentService, AuthService, ProviderRegistry, Runtime, VersionService,
+    AgentService, AuthService, McpServerService, ProviderRegistry, Runtime, VersionService,
 };
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -40,6 +40,8 @@ pub struct AppState {
     pub runtime: Runtime,
     /// Published agent versions.
     pub versions: VersionService,
+    /// Registered MCP servers.
+    pub mcp_servers: McpServerService,
     /// Database reachability, for `/ready`.
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.

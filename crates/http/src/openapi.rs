@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, conversations, health, providers, runs, users, versions,
+    agents, api_keys, auth, chat, conversations, health, mcp_servers, providers, runs, users,
+    versions,
 };
 
 /// The whole API.
@@ -36,6 +37,11 @@ use crate::routes::{
         providers::get_provider,
         providers::patch_provider,
         providers::delete_provider,
+        mcp_servers::create_mcp_server,
+        mcp_servers::list_mcp_servers,
+        mcp_servers::get_mcp_server,
+        mcp_servers::put_mcp_server,
+        mcp_servers::delete_mcp_server,
         runs::create_run,
         runs::list_runs,
         runs::get_run,
@@ -79,6 +85,7 @@ use crate::routes::{
         (name = "ops", description = "Health and readiness"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
+        (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints) as a resource; not started yet"),
         (name = "runs", description = "One-shot runs, logged with their log_meta"),
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
         (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentry_domain::ports::{
-    AgentStore, ApiKeyStore, ChangeLog, ConversationStore, HealthProbe, ProviderStore, RunStore,
-    ServerSecretStore, SessionStore, UserStore, VersionStore,
+    AgentStore, ApiKeyStore, ChangeLog, ConversationStore, HealthProbe, McpServerStore,
+    ProviderStore, RunStore, ServerSecretStore, SessionStore, UserStore, VersionStore,
 };
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -175,6 +175,11 @@ impl Database {
 
     /// The server-wide secret store over this pool.
     pub fn server_secrets(&self) -> Arc<dyn ServerSecretStore> {
+        Arc::new(self.store())
+    }
+
+    /// The store of registered MCP servers over this pool.
+    pub fn mcp_servers(&self) -> Arc<dyn McpServerStore> {
         Arc::new(self.store())
     }
 

@@ -6,7 +6,8 @@
 //! migrations (`migrations/sqlite` or `migrations/postgres`, identical names); then
 //! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
 //! [`Database::runs`], [`Database::versions`], [`Database::users`], [`Database::sessions`],
-//! [`Database::api_keys`], [`Database::server_secrets`], [`Database::changes`] and
+//! [`Database::api_keys`], [`Database::server_secrets`], [`Database::mcp_servers`],
+//! [`Database::changes`] and
 //! [`Database::health`] hand out the
 //! port objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
 //!
@@ -24,6 +25,7 @@ mod conversations;
 mod database;
 mod error;
 mod history_rows;
+mod mcp_servers;
 mod providers;
 mod rows;
 mod run_log;

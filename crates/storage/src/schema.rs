@@ -169,6 +169,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    mcp_servers (id) {
+        id -> Text,
+        name -> Text,
+        slug -> Text,
+        transport -> Text,
+        command -> Nullable<Text>,
+        args -> Nullable<Text>,
+        env -> Nullable<Text>,
+        url -> Nullable<Text>,
+        headers -> Nullable<Text>,
+        capabilities -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     change_counter (id) {
         id -> Integer,
         counter -> BigInt,
@@ -195,5 +212,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     api_keys,
     server_secrets,
+    mcp_servers,
     change_counter
 );

@@ -13,7 +13,8 @@ use crate::translate::{pool_error, query_error};
 /// Implements [`AgentStore`](agentry_domain::ports::AgentStore),
 /// [`ProviderStore`](agentry_domain::ports::ProviderStore),
 /// [`ConversationStore`](agentry_domain::ports::ConversationStore),
-/// [`RunStore`](agentry_domain::ports::RunStore) and [`HealthProbe`] with diesel.
+/// [`RunStore`](agentry_domain::ports::RunStore),
+/// [`McpServerStore`](agentry_domain::ports::McpServerStore) and [`HealthProbe`] with diesel.
 #[derive(Clone)]
 pub(crate) struct DieselStore {
     pool: Pool<Manager>,

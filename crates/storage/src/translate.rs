@@ -27,6 +27,8 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         }
         "refresh_tokens_pkey" | "refresh_tokens.token_hash" => Some("token_hash"),
         "server_secrets_pkey" | "server_secrets.name" => Some("name"),
+        "mcp_servers_pkey" | "mcp_servers.id" => Some("id"),
+        "mcp_servers_slug_key" | "mcp_servers.slug" => Some("slug"),
         _ => None,
     }
 }
@@ -70,6 +72,21 @@ pub(crate) fn provider_error(error: DieselError, provider: &ProviderRow) -> Erro
             format!("a provider with id '{}' already exists", provider.id),
         ),
         None => other(error, "provider", &provider.id),
+    }
+}
+
+/// An error on an MCP server being written: a taken slug (or id) is a conflict on that field.
+pub(crate) fn mcp_server_error(error: DieselError, id: &str, slug: &str) -> Error {
+    match conflict_on(&error) {
+        Some("slug") => Error::conflict(
+            "slug",
+            format!("an MCP server with slug '{slug}' already exists"),
+        ),
+        Some(field) => Error::conflict(
+            field,
+            format!("an MCP server with id '{id}' already exists"),
+        ),
+        None => other(error, "mcp_server", id),
     }
 }
 
@@ -205,6 +222,10 @@ mod tests {
             unique_field(&Info("UNIQUE constraint failed: messages.id", None)),
             Some("id")
         );
+        assert_eq!(
+            unique_field(&Info("UNIQUE constraint failed: mcp_servers.slug", None)),
+            Some("slug")
+        );
     }
 
     #[test]
@@ -226,6 +247,10 @@ mod tests {
             Some("session_key")
         );
         assert_eq!(unique_field(&Info(msg, Some("messages_pkey"))), Some("id"));
+        assert_eq!(
+            unique_field(&Info(msg, Some("mcp_servers_slug_key"))),
+            Some("slug")
+        );
     }
 
     fn db(kind: DatabaseErrorKind, message: &'static str) -> DieselError {

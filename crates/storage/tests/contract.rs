@@ -19,6 +19,9 @@ use agentry_domain::conversation::{
     Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
 };
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
+use agentry_domain::mcp::{
+    McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTransport,
+};
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_domain::version::AgentVersion;
@@ -33,7 +36,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -42,6 +45,7 @@ const MIGRATIONS: [&str; 8] = [
     "2026-11-23-000006_change_counter",
     "2026-12-03-000007_message_tool_calls",
     "2026-12-03-000008_conversation_owner",
+    "2026-12-03-000009_mcp_servers",
 ];
 
 fn options() -> PoolOptions {
@@ -167,6 +171,12 @@ contract_tests!(
     server_secret_is_inserted_once,
     change_counter_grows_with_every_change,
     purge_deletes_expired_tokens_and_dead_sessions,
+    mcp_server_insert_and_get_by_id_and_slug,
+    mcp_server_fields_round_trip_exactly,
+    mcp_server_duplicate_slug_is_a_conflict_on_slug,
+    mcp_server_list_is_newest_first_and_paginates,
+    mcp_server_update_and_delete,
+    mcp_server_secrets_stay_hidden,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -3011,4 +3021,261 @@ async fn append_if_stores_only_at_the_expected_count(db: Database) {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// MCP servers
+
+fn strings(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A stdio MCP server with slug `slug`, created `secs` seconds after `t0`.
+fn mcp_server(slug: &str, secs: i64) -> McpServer {
+    McpServer {
+        id: McpServerId::generate(),
+        name: McpServerName::parse(&format!("Server {slug}")).unwrap(),
+        slug: McpSlug::parse(slug).unwrap(),
+        transport: McpTransport::stdio(
+            "python",
+            vec!["-m".into(), "my_mcp_server".into()],
+            strings(&[("API_KEY", &format!("env-secret-{slug}"))]),
+        )
+        .unwrap(),
+        status: McpStatus::Stopped,
+        capabilities: Vec::new(),
+        created_at: t0() + TimeDelta::seconds(secs),
+        updated_at: t0() + TimeDelta::seconds(secs) + TimeDelta::microseconds(1),
+    }
+}
+
+/// The transport as comparable text, secrets included (the domain type is not `PartialEq`).
+fn transport_text(t: &McpTransport) -> String {
+    match t {
+        McpTransport::Stdio { command, args, env } => format!(
+            "stdio {command} {args:?} {:?}",
+            env.iter()
+                .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                .collect::<Vec<_>>()
+        ),
+        McpTransport::Http { url, headers } => format!(
+            "http {} {:?}",
+            url.as_str(),
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.expose_secret()))
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+fn assert_same_mcp_server(a: &McpServer, b: &McpServer) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.name, b.name);
+    assert_eq!(a.slug, b.slug);
+    assert_eq!(transport_text(&a.transport), transport_text(&b.transport));
+    assert_eq!(a.status, McpStatus::Stopped);
+    assert_eq!(a.capabilities, b.capabilities);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.updated_at, b.updated_at);
+}
+
+async fn mcp_server_insert_and_get_by_id_and_slug(db: Database) {
+    let store = db.mcp_servers();
+    let s = mcp_server("file-ops", 0);
+    store.insert_mcp_server(&s).await.unwrap();
+    let by_id = store
+        .get_mcp_server(&McpServerRef::Id(s.id.clone()))
+        .await
+        .unwrap();
+    assert_same_mcp_server(&by_id, &s);
+    let by_slug = store
+        .get_mcp_server(&McpServerRef::Slug(s.slug.clone()))
+        .await
+        .unwrap();
+    assert_same_mcp_server(&by_slug, &s);
+    for missing in [
+        McpServerRef::Slug(McpSlug::parse("nope").unwrap()),
+        McpServerRef::Id(McpServerId::generate()),
+    ] {
+        let err = store.get_mcp_server(&missing).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::NotFound { entity: "mcp_server", id } if *id == missing.to_string()),
+            "{err:?}"
+        );
+    }
+}
+
+async fn mcp_server_fields_round_trip_exactly(db: Database) {
+    let store = db.mcp_servers();
+    let now = Utc::now().trunc_subsecs(6);
+    let stdio = McpServer {
+        name: McpServerName::parse("Ünïcode 'quoted' \"server\" \u{1F600}").unwrap(),
+        transport: McpTransport::stdio(
+            "/usr/bin/env",
+            vec![
+                "node".into(),
+                "a b".into(),
+                "--json={\"x\": [1, null]}".into(),
+                "line\nbreak".into(),
+                String::new(),
+            ],
+            strings(&[("A", ""), ("B_2", "v\u{e9} \"q\" \\ \n"), ("_X", "x")]),
+        )
+        .unwrap(),
+        capabilities: vec!["tools".into(), "resources".into()],
+        created_at: now - TimeDelta::microseconds(123_457),
+        updated_at: now,
+        ..mcp_server("odd", 0)
+    };
+    let remote = McpServer {
+        transport: McpTransport::http(
+            "https://mcp.example.com:8443/mcp/?tenant=a&x=%20",
+            strings(&[("Authorization", "Bearer t\u{f6}ken"), ("X-Empty", "")]),
+        )
+        .unwrap(),
+        ..mcp_server("remote", 1)
+    };
+    let bare = McpServer {
+        transport: McpTransport::stdio("srv", Vec::new(), strings(&[])).unwrap(),
+        ..mcp_server("bare", 2)
+    };
+    for s in [&stdio, &remote, &bare] {
+        store.insert_mcp_server(s).await.unwrap();
+        let got = store
+            .get_mcp_server(&McpServerRef::Id(s.id.clone()))
+            .await
+            .unwrap();
+        assert_same_mcp_server(&got, s);
+    }
+}
+
+async fn mcp_server_duplicate_slug_is_a_conflict_on_slug(db: Database) {
+    let store = db.mcp_servers();
+    let first = mcp_server("dup", 0);
+    store.insert_mcp_server(&first).await.unwrap();
+    let err = store
+        .insert_mcp_server(&mcp_server("dup", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("slug"));
+    let same_id = McpServer {
+        slug: McpSlug::parse("other").unwrap(),
+        ..first.clone()
+    };
+    let err = store.insert_mcp_server(&same_id).await.unwrap_err();
+    assert_eq!(conflict_field(&err), Some("id"));
+    // A rename onto a taken slug changes nothing.
+    let second = mcp_server("second", 2);
+    store.insert_mcp_server(&second).await.unwrap();
+    let renamed = McpServer {
+        slug: first.slug.clone(),
+        ..second.clone()
+    };
+    let err = store.update_mcp_server(&renamed).await.unwrap_err();
+    assert_eq!(conflict_field(&err), Some("slug"));
+    let kept = store
+        .get_mcp_server(&McpServerRef::Id(second.id.clone()))
+        .await
+        .unwrap();
+    assert_same_mcp_server(&kept, &second);
+    assert_eq!(store.list_mcp_servers(page(10, 0)).await.unwrap().total, 2);
+}
+
+async fn mcp_server_list_is_newest_first_and_paginates(db: Database) {
+    let store = db.mcp_servers();
+    let empty = store.list_mcp_servers(page(10, 0)).await.unwrap();
+    assert!(empty.items.is_empty() && empty.total == 0);
+    for (slug, secs) in [("b", 1), ("a", 0), ("c", 2), ("d", 2)] {
+        store
+            .insert_mcp_server(&mcp_server(slug, secs))
+            .await
+            .unwrap();
+    }
+    let slugs = |p: &agentry_domain::page::Paged<McpServer>| -> Vec<String> {
+        p.items.iter().map(|s| s.slug.to_string()).collect()
+    };
+    let all = store.list_mcp_servers(page(10, 0)).await.unwrap();
+    assert_eq!(all.total, 4);
+    // c and d share a creation time: the later id (d, created after c) comes first.
+    assert_eq!(slugs(&all), ["d", "c", "b", "a"]);
+    let second = store.list_mcp_servers(page(2, 2)).await.unwrap();
+    assert_eq!(
+        (slugs(&second), second.total),
+        (vec!["b".into(), "a".into()], 4)
+    );
+    let past = store.list_mcp_servers(page(2, 10)).await.unwrap();
+    assert!(past.items.is_empty() && past.total == 4);
+}
+
+async fn mcp_server_update_and_delete(db: Database) {
+    let store = db.mcp_servers();
+    let s = mcp_server("gw", 0);
+    store.insert_mcp_server(&s).await.unwrap();
+    let changed = McpServer {
+        name: McpServerName::parse("Gateway").unwrap(),
+        slug: McpSlug::parse("gateway").unwrap(),
+        transport: McpTransport::http("http://127.0.0.1:3001/mcp", strings(&[("X-Key", "k")]))
+            .unwrap(),
+        updated_at: t0() + TimeDelta::days(1),
+        ..s.clone()
+    };
+    store.update_mcp_server(&changed).await.unwrap();
+    let got = store
+        .get_mcp_server(&McpServerRef::Slug(changed.slug.clone()))
+        .await
+        .unwrap();
+    assert_same_mcp_server(&got, &changed);
+    assert!(
+        store
+            .get_mcp_server(&McpServerRef::Slug(s.slug.clone()))
+            .await
+            .is_err(),
+        "the old slug is free"
+    );
+    let ghost = mcp_server("ghost", 0);
+    let err = store.update_mcp_server(&ghost).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "mcp_server", id } if *id == ghost.id.to_string()),
+        "{err:?}"
+    );
+    assert!(store.delete_mcp_server(&s.id).await.unwrap());
+    assert!(!store.delete_mcp_server(&s.id).await.unwrap());
+    assert_eq!(store.list_mcp_servers(page(10, 0)).await.unwrap().total, 0);
+}
+
+async fn mcp_server_secrets_stay_hidden(db: Database) {
+    let store = db.mcp_servers();
+    let s = McpServer {
+        transport: McpTransport::http(
+            "https://mcp.example.com/mcp",
+            strings(&[("Authorization", "Bearer hdr-top-secret")]),
+        )
+        .unwrap(),
+        ..mcp_server("hidden", 0)
+    };
+    store.insert_mcp_server(&s).await.unwrap();
+    let stdio = mcp_server("env-hidden", 1);
+    store.insert_mcp_server(&stdio).await.unwrap();
+    let got = store
+        .get_mcp_server(&McpServerRef::Id(s.id.clone()))
+        .await
+        .unwrap();
+    let listed = store.list_mcp_servers(page(10, 0)).await.unwrap();
+    let err = store.insert_mcp_server(&s).await.unwrap_err();
+    for shown in [
+        format!("{got:?}"),
+        format!("{listed:?}"),
+        format!("{err:?}"),
+        err.to_string(),
+    ] {
+        assert!(
+            !shown.contains("hdr-top-secret") && !shown.contains("env-secret-env-hidden"),
+            "{shown}"
+        );
+    }
+    assert!(transport_text(&got.transport).contains("hdr-top-secret"));
 }

@@ -72,6 +72,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         changes: database.changes(),
         conversations: database.conversations(),
         runs: database.runs(),
+        mcp_servers: database.mcp_servers(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),
         http_tools: None,
         hasher: Arc::new(Argon2Hasher),

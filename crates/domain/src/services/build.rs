@@ -14,12 +14,13 @@ use crate::cache::{CacheableStores, Coherence};
 use crate::error::Result;
 use crate::llm::LlmClientFactory;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, PasswordHasher, RunStore, SecretGenerator, TokenCodec,
+    ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
+    TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, ProviderRegistry, Runtime, RuntimePorts,
-    RuntimeSettings, VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, ProviderRegistry,
+    Runtime, RuntimePorts, RuntimeSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -35,6 +36,8 @@ pub struct ServicePorts {
     pub conversations: Arc<dyn ConversationStore>,
     /// The one-shot run log.
     pub runs: Arc<dyn RunStore>,
+    /// Registered MCP servers (not cached: no request path reads them yet).
+    pub mcp_servers: Arc<dyn McpServerStore>,
     /// Clients of the providers.
     pub llm: Arc<dyn LlmClientFactory>,
     /// Outbound HTTP for agents' `http` tools; `None` makes every such call a tool error.
@@ -99,6 +102,8 @@ pub struct Services {
     pub versions: VersionService,
     /// Users, sessions, API keys.
     pub auth: AuthService,
+    /// Registered MCP servers.
+    pub mcp_servers: McpServerService,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -106,7 +111,7 @@ pub struct Services {
 
 impl Services {
     /// Wires the services over `ports`: the cacheable stores behind one shared cache, the
-    /// provider registry, versions, agents, the runtime and auth.
+    /// provider registry, versions, agents, the runtime, auth and MCP servers.
     ///
     /// # Errors
     /// The model resolution's error when `default_model` names no known provider or model
@@ -151,6 +156,7 @@ impl Services {
             },
             settings.auth,
         );
+        let mcp_servers = McpServerService::new(ports.mcp_servers, ports.clock.clone());
         let agents = AgentService::new(
             stores.agents,
             providers.clone(),
@@ -164,6 +170,7 @@ impl Services {
             runtime,
             versions,
             auth,
+            mcp_servers,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),

@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod build;
 mod login_throttle;
+mod mcp;
 mod providers;
 mod runtime;
 mod versions;
@@ -16,6 +17,7 @@ pub use auth::{
 };
 pub use build::{ServicePorts, ServiceSettings, Services};
 pub use login_throttle::LoginThrottle;
+pub use mcp::McpServerService;
 pub use providers::ProviderRegistry;
 pub use runtime::{
     CallOptions, ChatTurn, MESSAGE_MAX_CHARS, Memory, Params, RunRequest, Runtime, RuntimePorts,

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod conversations;
 pub mod health;
+pub mod mcp_servers;
 pub mod providers;
 pub mod runs;
 pub mod users;
@@ -23,6 +24,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     auth::configure(cfg);
     chat::configure(cfg);
     conversations::configure(cfg);
+    mcp_servers::configure(cfg);
     providers::configure(cfg);
     runs::configure(cfg);
     versions::configure(cfg);
