@@ -159,7 +159,8 @@ impl Modify for ClientAliases {
 }
 
 /// The answers every route can give that the handlers do not list one by one: 401, 403 and
-/// 429 on every route that needs a credential, 413 and 415 on every route with a body, in the
+/// 429 on every route that needs a credential, 400 on every route with parameters or a body,
+/// 413 and 415 on every route with a body, in the
 /// error format of its surface; and `limit`/`offset` typed as the integers they are (the
 /// handlers read them as text to name them in errors).
 struct CommonResponses;
@@ -229,6 +230,14 @@ impl Modify for CommonResponses {
                     add(
                         "429",
                         "Too many requests (`Retry-After` says when to come back)",
+                    );
+                }
+                if op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                {
+                    add(
+                        "400",
+                        "Invalid input: a parameter or the body is malformed or out of range",
                     );
                 }
                 if op.request_body.is_some() {
