@@ -429,29 +429,32 @@ fn header_set(res: &reqwest::Response, name: &str) -> std::collections::BTreeSet
 #[tokio::test]
 async fn refresh_without_a_body_names_refresh_token() {
     let app = TestApp::spawn().await;
-    let refresh = |content_type: Option<&'static str>, body: &'static str| {
-        let mut req = app
-            .anonymous_client()
-            .post(app.url("/api/v1/auth/refresh"))
-            .body(body);
+    let send = |path: &'static str, content_type: Option<&'static str>, body: &'static str| {
+        let mut req = app.anonymous_client().post(app.url(path)).body(body);
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
         req.send()
     };
-    for (ct, body) in [
-        (None, ""),
-        (Some("application/json"), ""),
-        (Some("application/json"), "{}"),
+    // Login and refresh alike: no body names the first required field.
+    for (path, field) in [
+        ("/api/v1/auth/refresh", "refresh_token"),
+        ("/api/v1/auth/login", "username"),
     ] {
-        let (s, b) = json(refresh(ct, body).await.unwrap()).await;
-        let err = assert_error(s, &b, 400, "VALIDATION_ERROR");
-        assert_eq!(
-            err["details"]["field"], "refresh_token",
-            "{ct:?} {body:?}: {b}"
-        );
+        for (ct, body) in [
+            (None, ""),
+            (Some("application/json"), ""),
+            (Some("application/json"), "{}"),
+        ] {
+            let (s, b) = json(send(path, ct, body).await.unwrap()).await;
+            let err = assert_error(s, &b, 400, "VALIDATION_ERROR");
+            assert_eq!(
+                err["details"]["field"], field,
+                "{path} {ct:?} {body:?}: {b}"
+            );
+        }
+        // A body that is not JSON is still refused for its content type.
+        let (s, b) = json(send(path, Some("text/plain"), "x").await.unwrap()).await;
+        assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
     }
-    // A body that is not JSON is still refused for its content type.
-    let (s, b) = json(refresh(Some("text/plain"), "x").await.unwrap()).await;
-    assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
 }

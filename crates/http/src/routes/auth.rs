@@ -139,8 +139,10 @@ fn client_address(req: &HttpRequest) -> Option<String> {
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    JsonBody(body): JsonBody<LoginInput>,
+    OptionalJsonBody(body): OptionalJsonBody<LoginInput>,
 ) -> ApiResult<HttpResponse> {
+    // No body at all lacks the first required field: say which, as `refresh` does.
+    let body = body.ok_or_else(|| ApiError::validation("username", "is required"))?;
     let password = SecretString::from(body.password);
     let tokens = state
         .auth
