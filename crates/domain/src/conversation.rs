@@ -133,6 +133,24 @@ pub struct MessageQuery {
     pub limit: u32,
 }
 
+impl From<Message> for crate::llm::PromptMessage {
+    /// A stored message as it is sent to a model again.
+    fn from(m: Message) -> Self {
+        Self {
+            role: m.role,
+            content: m.content,
+            tool_calls: m.tool_calls,
+            tool_call_id: m.tool_call_id,
+        }
+    }
+}
+
+impl From<&Message> for crate::llm::PromptMessage {
+    fn from(m: &Message) -> Self {
+        Self::from(m.clone())
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {

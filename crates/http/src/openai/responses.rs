@@ -920,12 +920,7 @@ pub async fn get_response(
     let steps: Vec<PromptMessage> = messages[turn_start..]
         .iter()
         .filter(|m| answer.is_none_or(|a| a.id != m.id))
-        .map(|m| PromptMessage {
-            role: m.role,
-            content: m.content.clone(),
-            tool_calls: m.tool_calls.clone(),
-            tool_call_id: m.tool_call_id.clone(),
-        })
+        .map(PromptMessage::from)
         .collect();
     let status = match answer.map(|a| a.status) {
         Some(MessageStatus::Incomplete) => "incomplete",

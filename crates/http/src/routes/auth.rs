@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, OptionalJsonBody, parse_json};
+use crate::extract::{OptionalJsonBody, parse_json};
 use crate::routes::rfc3339;
 use crate::routes::users::UserView;
 

@@ -101,16 +101,6 @@ pub(super) fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// A stored message as a prompt message.
-pub(super) fn prompt_of(m: Message) -> PromptMessage {
-    PromptMessage {
-        role: m.role,
-        content: m.content,
-        tool_calls: m.tool_calls,
-        tool_call_id: m.tool_call_id,
-    }
-}
-
 /// Keeps the newest messages that fit the character budget, oldest first. The kept history
 /// never starts with a tool result (its call would be missing: providers refuse that).
 pub(super) fn trim_history(history: Vec<Message>, max_chars: usize) -> Vec<PromptMessage> {
@@ -126,7 +116,7 @@ pub(super) fn trim_history(history: Vec<Message>, max_chars: usize) -> Vec<Promp
         if used > max_chars {
             break;
         }
-        kept.push(prompt_of(m));
+        kept.push(PromptMessage::from(m));
     }
     while kept.last().is_some_and(|m| m.role == Role::Tool) {
         kept.pop();
