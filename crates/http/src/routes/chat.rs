@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct ChatInput {
     /// What the user says (required).
+    #[schema(required = true, min_length = 1, max_length = 200_000)]
     pub message: Option<String>,
     /// Your id for the conversation (seed 002's spelling); a new one when absent.
     pub session_id: Option<String>,

@@ -37,6 +37,7 @@ pub struct RunInput {
     /// The system prompt.
     pub preamble: Option<String>,
     /// The user prompt (required).
+    #[schema(required = true, min_length = 1, max_length = 200_000)]
     pub prompt: Option<String>,
     /// The model as `{provider_id, model_name}`.
     pub model_ref: Option<ModelRefInput>,
