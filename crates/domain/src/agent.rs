@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::error::Invalid;
 use crate::provider::ProviderId;
-use crate::text::{check_slug, check_text, slugify};
+use crate::text::{check_handle, check_slug, check_text, handle_from_name};
 
 /// The prefix of agent ids.
 pub const AGENT_ID_PREFIX: &str = "agent";
@@ -98,13 +98,7 @@ impl AgentKey {
     /// # Errors
     /// [`Invalid`] naming `key`.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        check_slug("key", value, KEY_MAX)?;
-        if value.starts_with("agent_") {
-            return Err(Invalid::new(
-                "key",
-                "must not start with 'agent_' (reserved for ids)",
-            ));
-        }
+        check_handle("key", value, KEY_MAX, "agent_")?;
         Ok(Self(value.to_owned()))
     }
 
@@ -113,18 +107,7 @@ impl AgentKey {
     /// # Errors
     /// [`Invalid`] naming `key` when the name has no letters or digits to build a key from.
     pub fn from_name(name: &AgentName) -> Result<Self, Invalid> {
-        let slug = slugify(name.as_str(), KEY_MAX);
-        let slug = if slug.starts_with("agent_") {
-            format!("a-{slug}")
-        } else {
-            slug
-        };
-        Self::parse(&slug).map_err(|_| {
-            Invalid::new(
-                "key",
-                "cannot be derived from the name: give a key explicitly",
-            )
-        })
+        handle_from_name("key", name.as_str(), KEY_MAX).map(Self)
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::Invalid;
-use crate::text::{check_slug, check_text, slugify};
+use crate::text::{check_handle, check_text, handle_from_name};
 use crate::tool::SECRET_MASK;
 
 /// The prefix of MCP server ids.
@@ -79,13 +79,7 @@ impl McpSlug {
     /// # Errors
     /// [`Invalid`] naming `slug`.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        check_slug("slug", value, SLUG_MAX)?;
-        if value.starts_with("mcp_") {
-            return Err(Invalid::new(
-                "slug",
-                "must not start with 'mcp_' (reserved for ids)",
-            ));
-        }
+        check_handle("slug", value, SLUG_MAX, "mcp_")?;
         Ok(Self(value.to_owned()))
     }
 
@@ -94,18 +88,7 @@ impl McpSlug {
     /// # Errors
     /// [`Invalid`] naming `slug` when the name has no letters or digits to build one from.
     pub fn from_name(name: &McpServerName) -> Result<Self, Invalid> {
-        let slug = slugify(name.as_str(), SLUG_MAX);
-        let slug = if slug.starts_with("mcp_") {
-            format!("s-{slug}")
-        } else {
-            slug
-        };
-        Self::parse(&slug).map_err(|_| {
-            Invalid::new(
-                "slug",
-                "cannot be derived from the name: give a slug explicitly",
-            )
-        })
+        handle_from_name("slug", name.as_str(), SLUG_MAX).map(Self)
     }
 
     /// The slug as text.

@@ -64,6 +64,40 @@ pub fn check_slug(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Checks a handle a caller chooses for something that also has a generated id (an agent's
+/// key, an MCP server's slug): a slug as [`check_slug`] says, never starting with `id_prefix`
+/// (`agent_`, `mcp_`), so that a handle is never mistaken for an id.
+///
+/// # Errors
+/// [`Invalid`] naming `field`.
+pub fn check_handle(field: &str, value: &str, max: usize, id_prefix: &str) -> Result<(), Invalid> {
+    check_slug(field, value, max)?;
+    if value.starts_with(id_prefix) {
+        return Err(Invalid::new(
+            field,
+            format!("must not start with '{id_prefix}' (reserved for ids)"),
+        ));
+    }
+    Ok(())
+}
+
+/// The handle derived from a display name: `Customer Support` → `customer-support`.
+/// [`slugify`] keeps only letters, digits and `-`, so the result never carries an id's
+/// `…_` prefix.
+///
+/// # Errors
+/// [`Invalid`] naming `field` when the name has no letters or digits to build one from.
+pub fn handle_from_name(field: &str, name: &str, max: usize) -> Result<String, Invalid> {
+    let slug = slugify(name, max);
+    check_slug(field, &slug, max).map_err(|_| {
+        Invalid::new(
+            field,
+            format!("cannot be derived from the name: give a {field} explicitly"),
+        )
+    })?;
+    Ok(slug)
+}
+
 /// Turns a display name into a slug: lowercase ASCII letters and digits, other runs of
 /// characters become one `-`. Returns an empty string when nothing usable remains.
 pub fn slugify(name: &str, max: usize) -> String {
