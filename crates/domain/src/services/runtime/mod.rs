@@ -323,16 +323,36 @@ impl Runtime {
         let (conversation, agent) = self
             .usable_conversation(caller, &answer.conversation_id)
             .await?;
+        let messages = match self
+            .messages_up_to(&conversation.id, &answer.id, limit)
+            .await?
+        {
+            Some((messages, _)) => messages,
+            None => vec![answer],
+        };
+        Ok(Some((conversation, agent, messages)))
+    }
+
+    /// The messages of `conversation` up to and including `answer`, oldest first, read from
+    /// its newest `limit`, and whether `answer` is the newest of all; `None` when it is not
+    /// among them.
+    async fn messages_up_to(
+        &self,
+        conversation: &str,
+        answer: &str,
+        limit: u32,
+    ) -> Result<Option<(Vec<Message>, bool)>> {
         let mut messages = self
             .ports
             .conversations
-            .last_messages(&conversation.id, limit)
+            .last_messages(conversation, limit)
             .await?;
-        match messages.iter().position(|m| m.id == answer.id) {
-            Some(at) => messages.truncate(at + 1),
-            None => messages = vec![answer],
-        }
-        Ok(Some((conversation, agent, messages)))
+        let Some(at) = messages.iter().position(|m| m.id == answer) else {
+            return Ok(None);
+        };
+        let newest = at + 1 == messages.len();
+        messages.truncate(at + 1);
+        Ok(Some((messages, newest)))
     }
 
     /// Deletes a conversation and its messages, if `caller` may see it. Returns whether it
@@ -374,6 +394,37 @@ impl Runtime {
         }
         Ok((conversation, agent))
     }
+}
+
+/// A branch of `line`: a new conversation (its own id and session key; `line`'s agent and
+/// context; opened by `created_by` at `at`, empty) and a copy of `upto` in it, under new
+/// message ids.
+fn branch(
+    line: &Conversation,
+    upto: &[Message],
+    created_by: Option<String>,
+    at: DateTime<Utc>,
+) -> (Conversation, Vec<Message>) {
+    let id = crate::ids::new_id(crate::conversation::CONVERSATION_ID_PREFIX);
+    let copied = upto
+        .iter()
+        .map(|m| Message {
+            id: crate::ids::new_id(crate::conversation::MESSAGE_ID_PREFIX),
+            conversation_id: id.clone(),
+            ..m.clone()
+        })
+        .collect();
+    let branch = Conversation {
+        id: id.clone(),
+        agent_id: line.agent_id.clone(),
+        session_key: id,
+        context: line.context.clone(),
+        message_count: 0,
+        created_at: at,
+        updated_at: at,
+        created_by,
+    };
+    (branch, copied)
 }
 
 /// `agent`, unless `caller`'s allowlist leaves it out: then it is not found.

@@ -263,37 +263,23 @@ impl Runtime {
         turn: &mut [Message],
         answered_at: DateTime<Utc>,
     ) -> Result<Conversation> {
-        let store = &self.ports.conversations;
-        let mut earlier = store
-            .last_messages(&line.id, super::turn::BRANCH_MAX_MESSAGES)
-            .await?;
-        let at = earlier
-            .iter()
-            .position(|m| m.id == from)
-            .ok_or_else(|| crate::error::Error::not_found("conversation", from))?;
-        earlier.truncate(at + 1);
-        let id = new_id(crate::conversation::CONVERSATION_ID_PREFIX);
-        let branch = Conversation {
-            id: id.clone(),
-            session_key: id.clone(),
-            message_count: (earlier.len() + turn.len()) as u64,
-            created_at: answered_at,
-            updated_at: answered_at,
-            ..line.clone()
+        let Some((earlier, _)) = self
+            .messages_up_to(&line.id, from, super::turn::BRANCH_MAX_MESSAGES)
+            .await?
+        else {
+            return Err(crate::error::Error::not_found("conversation", from));
         };
-        let mut all: Vec<Message> = earlier
-            .into_iter()
-            .map(|m| Message {
-                id: new_id(MESSAGE_ID_PREFIX),
-                conversation_id: id.clone(),
-                ..m
-            })
-            .collect();
+        let (mut branch, mut all) =
+            super::branch(line, &earlier, line.created_by.clone(), answered_at);
+        branch.message_count = (all.len() + turn.len()) as u64;
         for m in turn.iter_mut() {
-            m.conversation_id.clone_from(&id);
+            m.conversation_id.clone_from(&branch.id);
         }
         all.extend(turn.iter().cloned());
-        store.start_conversation(&branch, &all).await?;
+        self.ports
+            .conversations
+            .start_conversation(&branch, &all)
+            .await?;
         Ok(branch)
     }
 }

@@ -761,10 +761,10 @@ impl Runtime {
             if c.agent_id != agent.id || !usable(&c) || found.role != Role::Assistant {
                 return Err(Error::not_found("conversation", answer));
             }
-            let mut all = conversations
-                .last_messages(&c.id, BRANCH_MAX_MESSAGES)
-                .await?;
-            let Some(at) = all.iter().position(|m| m.id == found.id) else {
+            let Some((all, newest)) = self
+                .messages_up_to(&c.id, &found.id, BRANCH_MAX_MESSAGES)
+                .await?
+            else {
                 return Err(Error::invalid(
                     "previous_response_id",
                     format!(
@@ -773,24 +773,11 @@ impl Runtime {
                     ),
                 ));
             };
-            if at + 1 == all.len() {
+            if newest {
                 return Ok(Opened::continued(c, tail(all), Some(found.id)));
             }
             // A branch: a new conversation holding a copy of everything up to the answer.
-            all.truncate(at + 1);
-            let conv_id = new_id(CONVERSATION_ID_PREFIX);
-            let branch = Conversation {
-                context: c.context.clone(),
-                ..fresh(conv_id.clone(), conv_id.clone())
-            };
-            let copied: Vec<Message> = all
-                .iter()
-                .map(|m| Message {
-                    id: new_id(MESSAGE_ID_PREFIX),
-                    conversation_id: conv_id.clone(),
-                    ..m.clone()
-                })
-                .collect();
+            let (branch, copied) = super::branch(&c, &all, caller.map(Principal::created_by), now);
             return Ok(Opened {
                 conversation: branch,
                 history: tail(all),
