@@ -24,7 +24,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::agent::{Agent, AgentId, AgentRef, ModelRef, ModelSpec};
+use crate::agent::{Agent, AgentFilter, AgentId, AgentRef, ModelRef, ModelSpec};
 use crate::auth::Principal;
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::error::{Error, Result};
@@ -264,19 +264,14 @@ impl Runtime {
                 let agent = visible_agent(caller, self.ports.agents.get_agent(r).await?)?;
                 Some(vec![agent.id])
             }
-            (None, Some(allowed)) => {
-                let mut ids = Vec::with_capacity(allowed.len());
-                for key in allowed {
-                    let Ok(r) = AgentRef::parse(key) else {
-                        continue;
-                    };
-                    match self.ports.agents.get_agent(&r).await {
-                        Ok(a) => ids.push(a.id),
-                        Err(Error::NotFound { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(ids)
+            (None, Some(_)) => {
+                // An allowlist holds at most KEY_AGENTS_MAX keys: one page holds them all.
+                const _: () =
+                    assert!(crate::services::KEY_AGENTS_MAX <= crate::page::MAX_LIMIT as usize);
+                let visible = AgentFilter::default().visible_to(caller);
+                let page_of_all = Page::new(Some(crate::page::MAX_LIMIT), None)?;
+                let agents = self.ports.agents.list_agents(&visible, page_of_all).await?;
+                Some(agents.items.into_iter().map(|a| a.id).collect())
             }
             (None, None) => None,
         };
