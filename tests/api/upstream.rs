@@ -560,6 +560,28 @@ async fn a_slow_upstream_gets_sse_headers_and_keep_alives_before_its_answer() {
     let text = res.text().await.unwrap();
     assert!(text.contains("\"error\""), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    for (path, body, event) in [
+        (
+            "/api/v1/agents/bot/stream",
+            json!({"message": "x"}),
+            "\"type\":\"error\"",
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "bot", "stream": true, "input": "x"}),
+            "event: error",
+        ),
+    ] {
+        fake.push(Scripted::Stalled(wait, Box::new(Scripted::Error(500))));
+        let res = app.post(path, &body).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let text = res.text().await.unwrap();
+        assert!(
+            text.starts_with(": waiting for the model"),
+            "{path}: {text}"
+        );
+        assert!(text.contains(event), "{path}: {text}");
+    }
     // A fast failure is still an HTTP error, as for a call that is not streamed.
     fake.push(Scripted::Error(500));
     let (status, body) = json(
