@@ -15,10 +15,15 @@ const KEY: &str = "sk-upstream-secret-123";
 /// An app whose provider `up` (kind `kind`) points at the fake, created through the API
 /// with a key; retries fast.
 async fn app_with(fake: &FakeUpstream, kind: &str) -> TestApp {
+    app_timed(fake, kind, 2, 2).await
+}
+
+/// As [`app_with`], with the provider call's timeout and retries given.
+async fn app_timed(fake: &FakeUpstream, kind: &str, timeout_secs: u64, retries: u32) -> TestApp {
     let app = TestApp::builder()
-        .configure(|c| {
-            c.provider_timeout_secs = 2;
-            c.provider_max_retries = 2;
+        .configure(move |c| {
+            c.provider_timeout_secs = timeout_secs;
+            c.provider_max_retries = retries;
         })
         .spawn()
         .await;
@@ -492,24 +497,7 @@ async fn structured_output_reaches_anthropic_as_a_forced_tool() {
 
 /// An app on the fake whose provider calls wait long enough for a slow upstream.
 async fn patient_app(fake: &FakeUpstream) -> TestApp {
-    let app = TestApp::builder()
-        .configure(|c| {
-            c.provider_timeout_secs = 20;
-            c.provider_max_retries = 0;
-        })
-        .spawn()
-        .await;
-    let (status, p) = json(
-        app.post(
-            "/api/v1/providers",
-            &json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": KEY, "models": []}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{p}");
-    create(&app, json!({"name": "bot", "model": "up/fake-echo"})).await;
-    app
+    app_timed(fake, "openai", 20, 0).await
 }
 
 #[tokio::test]
