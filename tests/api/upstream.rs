@@ -569,6 +569,12 @@ async fn a_slow_upstream_gets_sse_headers_and_keep_alives_before_its_answer() {
             "{path}: {text}"
         );
         assert!(text.contains(event), "{path}: {text}");
+        if path.starts_with("/api/") {
+            assert!(
+                text.contains("\"request_id\":\"req_"),
+                "the error names its request: {text}"
+            );
+        }
     }
     // A fast failure is still an HTTP error, as for a call that is not streamed.
     fake.push(Scripted::Error(500));

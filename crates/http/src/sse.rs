@@ -159,6 +159,7 @@ where
             ),
             running: None,
             failed: VecDeque::new(),
+            request_id: current_request_id(),
         })),
     }
 }
@@ -172,6 +173,19 @@ struct LateStart<E, M> {
     keep_alive: tokio::time::Interval,
     running: Option<TurnBody<E>>,
     failed: VecDeque<Bytes>,
+    /// The request's id: the body is polled outside the request's scope, and the encoder
+    /// and the error frames carry it.
+    request_id: Option<String>,
+}
+
+impl<E, M> LateStart<E, M> {
+    /// Runs `f` as if inside the request (its id readable by `current_request_id`).
+    fn in_request<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.request_id {
+            Some(id) => crate::error::REQUEST_ID.sync_scope(id.clone(), f),
+            None => f(),
+        }
+    }
 }
 
 impl<E: Encoder, M: FnOnce(&Turn) -> E + Unpin> Stream for LateStart<E, M> {
@@ -197,13 +211,14 @@ impl<E: Encoder, M: FnOnce(&Turn) -> E + Unpin> Stream for LateStart<E, M> {
                 let Some(make) = this.make.take() else {
                     return Poll::Ready(None);
                 };
-                let encoder = make(&turn);
+                let encoder = this.in_request(|| make(&turn));
                 let body = this.running.insert(TurnBody::new(turn, encoder));
                 Pin::new(body).poll_next(cx)
             }
             Poll::Ready(Err(e)) => {
                 this.starting = None;
-                this.failed.extend((this.late)(e));
+                let frames = this.in_request(|| (this.late)(e));
+                this.failed.extend(frames);
                 Poll::Ready(this.failed.pop_front().map(Ok))
             }
             Poll::Pending => match this.keep_alive.poll_tick(cx) {
