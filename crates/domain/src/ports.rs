@@ -18,7 +18,7 @@ use crate::auth::{
     AccessClaims, ApiKey, ApiKeyId, RefreshTokenRecord, Session, User, UserId, Username,
 };
 use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
-use crate::mcp::{McpServer, McpServerId, McpServerRef};
+use crate::mcp::{McpCatalog, McpServer, McpServerId, McpServerRef};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
 use crate::version::AgentVersion;
@@ -141,6 +141,10 @@ pub trait McpServerStore: Send + Sync {
     /// MUST return `NotFound` (entity `mcp_server`) when the id does not exist, `Conflict`
     /// (field `slug`) when the new slug belongs to another server; nothing is changed then.
     async fn update_mcp_server(&self, server: &McpServer) -> Result<()>;
+
+    /// Stores what a server's last handshake reported (capabilities and tools), nothing
+    /// else. Returns whether the server exists.
+    async fn set_mcp_catalog(&self, id: &McpServerId, catalog: &McpCatalog) -> Result<bool>;
 
     /// Deletes a server. Returns whether it existed. Deleting twice is not an error.
     async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool>;

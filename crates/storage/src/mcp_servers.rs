@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use agentry_domain::mcp::{
-    McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTransport, Secrets,
+    McpCatalog, McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTool,
+    McpTransport, Secrets,
 };
 use agentry_domain::page::{Page, Paged};
 use agentry_domain::ports::McpServerStore;
@@ -40,6 +41,7 @@ pub(crate) struct McpServerRow {
     pub capabilities: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub tools: String,
 }
 
 impl fmt::Debug for McpServerRow {
@@ -58,8 +60,34 @@ impl fmt::Debug for McpServerRow {
             .field("capabilities", &self.capabilities)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("tools", &self.tools)
             .finish()
     }
+}
+
+/// Tools as a JSON array of `{"name", "description", "input_schema"}`.
+fn tools_json(tools: &[McpTool]) -> String {
+    Value::Array(
+        tools
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "input_schema": t.input_schema,
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+/// The stored form of a tool.
+#[derive(serde::Deserialize)]
+struct StoredTool {
+    name: String,
+    description: Option<String>,
+    input_schema: Value,
 }
 
 /// Secrets as a JSON object of strings.
@@ -101,9 +129,10 @@ impl From<&McpServer> for McpServerRow {
             env,
             url,
             headers,
-            capabilities: Value::from(s.capabilities.clone()).to_string(),
+            capabilities: Value::from(s.catalog.capabilities.clone()).to_string(),
             created_at: s.created_at.naive_utc(),
             updated_at: s.updated_at.naive_utc(),
+            tools: tools_json(&s.catalog.tools),
         }
     }
 }
@@ -148,7 +177,17 @@ impl TryFrom<McpServerRow> for McpServer {
             slug: McpSlug::parse(&row.slug).map_err(bad)?,
             transport,
             status: McpStatus::Stopped,
-            capabilities: parse_json("mcp_server", &row.id, "capabilities", &row.capabilities)?,
+            catalog: McpCatalog {
+                capabilities: parse_json("mcp_server", &row.id, "capabilities", &row.capabilities)?,
+                tools: parse_json::<Vec<StoredTool>>("mcp_server", &row.id, "tools", &row.tools)?
+                    .into_iter()
+                    .map(|t| McpTool {
+                        name: t.name,
+                        description: t.description,
+                        input_schema: t.input_schema,
+                    })
+                    .collect(),
+            },
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
         })
@@ -230,6 +269,24 @@ impl McpServerStore for DieselStore {
         .await
     }
 
+    async fn set_mcp_catalog(&self, id: &McpServerId, catalog: &McpCatalog) -> Result<bool> {
+        let id = id.clone();
+        let capabilities = Value::from(catalog.capabilities.clone()).to_string();
+        let tools = tools_json(&catalog.tools);
+        self.run(move |conn| {
+            let changed = diesel::update(mcp_servers::table.find(id.as_str()))
+                .set((
+                    mcp_servers::capabilities.eq(&capabilities),
+                    mcp_servers::tools.eq(&tools),
+                ))
+                .execute(conn);
+            changed
+                .map(|n| n > 0)
+                .map_err(|e| other(e, "mcp_server", id.as_str()))
+        })
+        .await
+    }
+
     async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool> {
         let id = id.clone();
         self.run(move |conn| {
@@ -263,6 +320,7 @@ mod tests {
             capabilities: "[]".into(),
             created_at: NaiveDateTime::default(),
             updated_at: NaiveDateTime::default(),
+            tools: "[]".into(),
         };
         let shown = format!("{row:?}");
         assert!(

@@ -167,7 +167,7 @@ impl TryFrom<AgentRow> for Agent {
                 .map_err(bad)?,
             status: AgentStatus::parse(&row.status).map_err(bad)?,
             agent_type: AgentType::parse(&row.agent_type).map_err(bad)?,
-            tools: ToolSpec::parse_list(tools).map_err(bad)?,
+            tools: ToolSpec::parse_stored(tools).map_err(bad)?,
             cluster: row
                 .cluster
                 .as_deref()

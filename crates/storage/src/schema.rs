@@ -182,6 +182,7 @@ diesel::table! {
         capabilities -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        tools -> Text,
     }
 }
 

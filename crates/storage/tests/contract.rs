@@ -20,7 +20,8 @@ use agentry_domain::conversation::{
 };
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::mcp::{
-    McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTransport,
+    McpCatalog, McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTool,
+    McpTransport,
 };
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
@@ -36,7 +37,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -46,6 +47,7 @@ const MIGRATIONS: [&str; 9] = [
     "2026-12-03-000007_message_tool_calls",
     "2026-12-03-000008_conversation_owner",
     "2026-12-03-000009_mcp_servers",
+    "2026-12-03-000010_mcp_server_tools",
 ];
 
 fn options() -> PoolOptions {
@@ -177,6 +179,7 @@ contract_tests!(
     mcp_server_list_is_newest_first_and_paginates,
     mcp_server_update_and_delete,
     mcp_server_secrets_stay_hidden,
+    mcp_server_catalog_is_stored_alone,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -227,7 +230,7 @@ fn full_agent(name: &str) -> Agent {
         // HTTP tools are validated (header values are single-line strings); the MCP tool
         // carries the odd JSON values.
         json!({"type": "http", "name": "customer_db", "url": "https://db.example/q", "headers": {"x-key": "s3cr\u{e9}t \"v\""}}),
-        json!({"type": "mcp", "name": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back", "x": [1, 2.5, null]}),
+        json!({"type": "mcp", "server": "search", "unicode": "héllo \u{1F600} \"quoted\" \\ back", "x": [1, 2.5, null]}),
     ];
     Agent {
         description: Some("Answers questions.\nTwo lines, 'quotes' and ünïcode.".into()),
@@ -3046,7 +3049,7 @@ fn mcp_server(slug: &str, secs: i64) -> McpServer {
         )
         .unwrap(),
         status: McpStatus::Stopped,
-        capabilities: Vec::new(),
+        catalog: McpCatalog::default(),
         created_at: t0() + TimeDelta::seconds(secs),
         updated_at: t0() + TimeDelta::seconds(secs) + TimeDelta::microseconds(1),
     }
@@ -3078,7 +3081,7 @@ fn assert_same_mcp_server(a: &McpServer, b: &McpServer) {
     assert_eq!(a.slug, b.slug);
     assert_eq!(transport_text(&a.transport), transport_text(&b.transport));
     assert_eq!(a.status, McpStatus::Stopped);
-    assert_eq!(a.capabilities, b.capabilities);
+    assert_eq!(a.catalog, b.catalog);
     assert_eq!(a.created_at, b.created_at);
     assert_eq!(a.updated_at, b.updated_at);
 }
@@ -3126,7 +3129,21 @@ async fn mcp_server_fields_round_trip_exactly(db: Database) {
             strings(&[("A", ""), ("B_2", "v\u{e9} \"q\" \\ \n"), ("_X", "x")]),
         )
         .unwrap(),
-        capabilities: vec!["tools".into(), "resources".into()],
+        catalog: McpCatalog {
+            capabilities: vec!["tools".into(), "resources".into()],
+            tools: vec![
+                McpTool {
+                    name: "get_current_time".into(),
+                    description: Some("Ünïcode \"time\"".into()),
+                    input_schema: json!({"type": "object", "properties": {"timezone": {"type": "string"}}, "required": ["timezone"]}),
+                },
+                McpTool {
+                    name: "bare".into(),
+                    description: None,
+                    input_schema: json!({}),
+                },
+            ],
+        },
         created_at: now - TimeDelta::microseconds(123_457),
         updated_at: now,
         ..mcp_server("odd", 0)
@@ -3151,6 +3168,39 @@ async fn mcp_server_fields_round_trip_exactly(db: Database) {
             .unwrap();
         assert_same_mcp_server(&got, s);
     }
+}
+
+async fn mcp_server_catalog_is_stored_alone(db: Database) {
+    let store = db.mcp_servers();
+    let s = mcp_server("cat", 0);
+    store.insert_mcp_server(&s).await.unwrap();
+    let catalog = McpCatalog {
+        capabilities: vec!["tools".into()],
+        tools: vec![McpTool {
+            name: "echo".into(),
+            description: Some("says it back".into()),
+            input_schema: json!({"type": "object"}),
+        }],
+    };
+    assert!(store.set_mcp_catalog(&s.id, &catalog).await.unwrap());
+    let got = store
+        .get_mcp_server(&McpServerRef::Id(s.id.clone()))
+        .await
+        .unwrap();
+    assert_same_mcp_server(
+        &got,
+        &McpServer {
+            catalog: catalog.clone(),
+            ..s.clone()
+        },
+    );
+    assert!(
+        !store
+            .set_mcp_catalog(&McpServerId::generate(), &catalog)
+            .await
+            .unwrap(),
+        "an absent server is reported, not created"
+    );
 }
 
 async fn mcp_server_duplicate_slug_is_a_conflict_on_slug(db: Database) {
