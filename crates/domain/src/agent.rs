@@ -376,6 +376,20 @@ impl ToolSpec {
     /// # Errors
     /// [`Invalid`] naming `tools`.
     pub fn parse_list(values: Vec<Value>) -> Result<Vec<Self>, Invalid> {
+        Self::parse(values, true)
+    }
+
+    /// Reads a stored list: what [`ToolSpec::parse_list`] accepts, and also what earlier
+    /// versions stored before MCP bindings were checked (`{"type": "mcp", "name": …}`
+    /// without `server`), kept as it is and never run.
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `tools`.
+    pub fn parse_stored(values: Vec<Value>) -> Result<Vec<Self>, Invalid> {
+        Self::parse(values, false)
+    }
+
+    fn parse(values: Vec<Value>, strict: bool) -> Result<Vec<Self>, Invalid> {
         if values.len() > TOOLS_MAX {
             return Err(Invalid::new("tools", format!("at most {TOOLS_MAX} tools")));
         }
@@ -389,6 +403,14 @@ impl ToolSpec {
                 ));
             };
             let name = match (map.get("type"), map.get("name")) {
+                (Some(Value::String(t)), name) if t == "mcp" => {
+                    match (crate::mcp::McpBinding::parse(i, &map), name) {
+                        // One binding per server; its tools are named by the server.
+                        (Ok(binding), _) => format!("mcp:{}", binding.server),
+                        (Err(_), Some(Value::String(n))) if !strict && !n.is_empty() => n.clone(),
+                        (Err(e), _) => return Err(e),
+                    }
+                }
                 (Some(Value::String(t)), Some(Value::String(n)))
                     if !t.is_empty() && !n.is_empty() =>
                 {
@@ -397,7 +419,7 @@ impl ToolSpec {
                 _ => {
                     return Err(Invalid::new(
                         format!("tools[{i}]"),
-                        "must have non-empty string 'type' and 'name'",
+                        "must have non-empty string 'type' and 'name' (or be {\"type\": \"mcp\", \"server\": \"<slug>\"})",
                     ));
                 }
             };
@@ -405,10 +427,16 @@ impl ToolSpec {
                 crate::tool::parse_http_tool(i, &map)?;
             }
             if names.contains(&name) {
-                return Err(Invalid::new(
-                    format!("tools[{i}].name"),
-                    format!("duplicate tool name '{name}'"),
-                ));
+                let message = match name.strip_prefix("mcp:") {
+                    Some(server) => format!("the MCP server '{server}' is bound twice"),
+                    None => format!("duplicate tool name '{name}'"),
+                };
+                let field = if name.starts_with("mcp:") {
+                    "server"
+                } else {
+                    "name"
+                };
+                return Err(Invalid::new(format!("tools[{i}].{field}"), message));
             }
             names.push(name);
             out.push(Self(map));
@@ -461,7 +489,14 @@ impl ToolSpec {
         self
     }
 
-    /// The tool's name.
+    /// The MCP server binding this tool is (`type: "mcp"`), if it is one.
+    pub fn mcp_binding(&self, index: usize) -> Option<crate::mcp::McpBinding> {
+        (self.kind() == "mcp")
+            .then(|| crate::mcp::McpBinding::parse(index, &self.0).ok())
+            .flatten()
+    }
+
+    /// The tool's name (empty for an MCP binding, whose tools are named by its server).
     pub fn name(&self) -> &str {
         self.0
             .get("name")
@@ -664,6 +699,16 @@ mod tests {
         ]);
         assert!(ok.is_ok());
         assert!(ToolSpec::parse_list(vec![serde_json::json!("x")]).is_err());
+        // An MCP entry of an earlier version (no `server`) is refused as input, read when
+        // stored, and binds nothing.
+        let legacy = vec![serde_json::json!({"type": "mcp", "name": "search"})];
+        assert_eq!(
+            ToolSpec::parse_list(legacy.clone()).unwrap_err().field,
+            "tools[0].server"
+        );
+        let stored = ToolSpec::parse_stored(legacy).unwrap();
+        assert_eq!(stored[0].name(), "search");
+        assert_eq!(stored[0].mcp_binding(0), None);
         let dup = serde_json::json!({"type": "http", "name": "db"});
         assert!(ToolSpec::parse_list(vec![dup.clone(), dup]).is_err());
         assert_eq!(Tag::parse_list(&["a", "b", "a"]).map(|t| t.len()), Ok(2));

@@ -1,9 +1,9 @@
 //! MCP servers as data: what Agentry stores about a Model Context Protocol server, either a
 //! local command it will run (stdio) or a remote streamable-HTTP endpoint.
 //!
-//! Only the resource exists so far: nothing starts, supervises or talks to these servers
-//! yet, so [`McpStatus`] is always [`McpStatus::Stopped`] and the capabilities are empty
-//! (see `docs/mcp.md`). Environment values and header values are secrets: held as
+//! The supervision of the servers (processes, restarts, logs) is
+//! [`crate::services::McpSupervisor`]; the I/O is behind the ports at the end of this module.
+//! Environment values and header values are secrets: held as
 //! [`SecretString`] (never in `Debug`), never returned by the API (read back as
 //! [`SECRET_MASK`]).
 
@@ -198,6 +198,15 @@ fn check_value(field: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Headers the streamable-HTTP transport sets itself.
+const RESERVED_HEADERS: [&str; 5] = [
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
 fn is_env_name(name: &str) -> bool {
     name.len() <= 256
         && name
@@ -278,6 +287,15 @@ impl McpTransport {
             let field = format!("headers.{name}");
             if !is_header_name(&name) {
                 return Err(Invalid::new(field, "is not a valid HTTP header name"));
+            }
+            if RESERVED_HEADERS
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(&name))
+            {
+                return Err(Invalid::new(
+                    field,
+                    "is set by the MCP transport itself and cannot be given",
+                ));
             }
             if secrets.keys().any(|k| k.eq_ignore_ascii_case(&name)) {
                 return Err(Invalid::new(
@@ -368,12 +386,20 @@ impl McpTransport {
     }
 }
 
-/// Whether an MCP server's process or connection is up. Supervision is not built yet: every
-/// server is `stopped`. `starting`, `running`, `crashed` and `restarting` come with it.
+/// Whether an MCP server's process (or remote session) is up, on this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum McpStatus {
-    /// Not running (the only status until supervision exists).
+    /// Not running, and not wanted running.
     Stopped,
+    /// Being started: the process is spawned (or the URL called) and the MCP handshake runs.
+    Starting,
+    /// Handshake done; tools can be called.
+    Running,
+    /// It exited or failed to start. It is restarted with backoff while restarts remain;
+    /// after the last one it stays `crashed` until started again (or used by an agent).
+    Crashed,
+    /// Waiting for the backoff delay, or starting again, after a crash.
+    Restarting,
 }
 
 impl McpStatus {
@@ -381,8 +407,32 @@ impl McpStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Stopped => "stopped",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Crashed => "crashed",
+            Self::Restarting => "restarting",
         }
     }
+}
+
+/// A tool an MCP server offers, as its `tools/list` answer describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct McpTool {
+    /// The tool's name on its server.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// Its arguments' JSON Schema.
+    pub input_schema: serde_json::Value,
+}
+
+/// What the MCP handshake taught about a server: its capabilities and its tools.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct McpCatalog {
+    /// `tools`, `resources`, `prompts`… (the capability names the server declared).
+    pub capabilities: Vec<String>,
+    /// Its tools (empty when it has no `tools` capability).
+    pub tools: Vec<McpTool>,
 }
 
 /// A registered MCP server.
@@ -396,11 +446,11 @@ pub struct McpServer {
     pub slug: McpSlug,
     /// How it is reached.
     pub transport: McpTransport,
-    /// Its status on this replica; not stored (always `stopped` until supervision exists).
+    /// Its status on this replica; not stored (each replica supervises its own processes).
     pub status: McpStatus,
-    /// What it offers (`tools`, `resources`, `prompts`), learnt from the MCP handshake:
-    /// empty until supervision exists.
-    pub capabilities: Vec<String>,
+    /// What it offers and its tools, from the last MCP handshake (stored; empty until the
+    /// server has run once).
+    pub catalog: McpCatalog,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
@@ -416,6 +466,83 @@ pub struct McpServerInput {
     pub slug: Option<McpSlug>,
     /// How it is reached.
     pub transport: McpTransport,
+}
+
+/// Longest tool name in `allowed_tools`.
+pub const TOOL_NAME_MAX: usize = 128;
+
+/// An agent's binding of an MCP server's tools: `{"type": "mcp", "server": "<slug>",
+/// "allowed_tools": ["…"]}` in its `tools`. Without `allowed_tools` every tool of the server
+/// is offered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpBinding {
+    /// The server's slug.
+    pub server: McpSlug,
+    /// The tools offered, by their name on the server; `None`: all of them.
+    pub allowed_tools: Option<Vec<String>>,
+}
+
+impl McpBinding {
+    /// Reads the binding at index `i` of an agent's `tools`.
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `tools[i].server` or `tools[i].allowed_tools`.
+    pub fn parse(
+        i: usize,
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, Invalid> {
+        use serde_json::Value;
+        let server = match map.get("server") {
+            Some(Value::String(slug)) => {
+                McpSlug::parse(slug).map_err(|e| e.renamed(format!("tools[{i}].server")))?
+            }
+            _ => {
+                return Err(Invalid::new(
+                    format!("tools[{i}].server"),
+                    "is required: the slug of a registered MCP server",
+                ));
+            }
+        };
+        let field = format!("tools[{i}].allowed_tools");
+        let allowed_tools = match map.get("allowed_tools") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(names)) => Some(
+                names
+                    .iter()
+                    .map(|n| match n {
+                        Value::String(n)
+                            if !n.is_empty()
+                                && n.len() <= TOOL_NAME_MAX
+                                && !n.chars().any(char::is_control) =>
+                        {
+                            Ok(n.clone())
+                        }
+                        _ => Err(Invalid::new(
+                            &field,
+                            format!("must hold tool names (1 to {TOOL_NAME_MAX} characters)"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err(Invalid::new(&field, "must be an array of tool names")),
+        };
+        if let Some(name) = map.get("name")
+            && !name.is_string()
+        {
+            return Err(Invalid::new(format!("tools[{i}].name"), "must be a string"));
+        }
+        Ok(Self {
+            server,
+            allowed_tools,
+        })
+    }
+
+    /// Whether the binding offers the server's tool `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        self.allowed_tools
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == name))
+    }
 }
 
 /// How a caller names an MCP server in a path: by id or by slug.
@@ -449,6 +576,92 @@ impl fmt::Display for McpServerRef {
             Self::Slug(slug) => slug.fmt(f),
         }
     }
+}
+
+/// Why talking to an MCP server failed. Messages never hold a secret (no env or header value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum McpError {
+    /// The process could not be started or the URL not reached, or the handshake failed.
+    #[error("could not start: {0}")]
+    Start(String),
+    /// The server is not running (stopped, crashed, restarting).
+    #[error("{0}")]
+    NotRunning(String),
+    /// No answer in time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The request failed (connection lost, protocol error, the server answered an error).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A tool's answer, as text for the model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpCallOutput {
+    /// The result's content as text (text items joined by newlines; other items as JSON).
+    pub text: String,
+    /// The tool said it failed (`isError`).
+    pub is_error: bool,
+}
+
+/// What a connection reports while it lives: the server's standard error lines and its
+/// notifications. Called from the adapter's tasks; must not block.
+pub trait McpObserver: Send + Sync {
+    /// One line the server wrote to its standard error (stdio servers).
+    fn stderr_line(&self, line: &str);
+    /// The server said its tool list changed (`notifications/tools/list_changed`).
+    fn tools_changed(&self);
+}
+
+/// A live connection to one MCP server: a child process speaking MCP on its standard input
+/// and output, or a streamable-HTTP session.
+#[async_trait::async_trait]
+pub trait McpConnection: Send + Sync {
+    /// The child's process id (stdio servers).
+    fn pid(&self) -> Option<u32>;
+    /// What the handshake reported, with the tool list read right after it.
+    fn catalog(&self) -> McpCatalog;
+    /// Reads the tool list again.
+    ///
+    /// # Errors
+    /// [`McpError::Failed`] when the connection is gone or the server answers an error.
+    async fn list_tools(&self) -> Result<Vec<McpTool>, McpError>;
+    /// Calls one tool. `limits.timeout` bounds the call and `limits.max_response_bytes` the
+    /// text returned (cut with a note).
+    ///
+    /// # Errors
+    /// [`McpError::Timeout`], or [`McpError::Failed`] (the connection is gone, the server
+    /// answered a protocol error). A tool that reports a failure is not an error:
+    /// [`McpCallOutput::is_error`].
+    async fn call_tool(
+        &self,
+        name: &str,
+        arguments: serde_json::Map<String, serde_json::Value>,
+        limits: crate::tool::ToolLimits,
+    ) -> Result<McpCallOutput, McpError>;
+    /// Resolves when the connection has ended by itself (the process exited, the session was
+    /// lost), with the reason in words. Never resolves while it is up.
+    async fn ended(&self) -> String;
+    /// Ends the connection: for a process, MCP's stdio shutdown (its standard input is
+    /// closed), then SIGTERM to its process group, then SIGKILL, each after a grace period;
+    /// for a remote session, the session is deleted. Returns once it is over.
+    async fn close(&self);
+}
+
+/// Opens connections to MCP servers.
+#[async_trait::async_trait]
+pub trait McpConnector: Send + Sync {
+    /// Starts `server` (spawns its command in a process group of its own, or opens a session
+    /// at its URL), runs the MCP handshake and reads its tools.
+    ///
+    /// # Errors
+    /// [`McpError::Start`] with the reason (the command was not found, the process exited
+    /// during the handshake, the URL answered an error…).
+    async fn connect(
+        &self,
+        server: &McpServer,
+        observer: std::sync::Arc<dyn McpObserver>,
+    ) -> Result<std::sync::Arc<dyn McpConnection>, McpError>;
 }
 
 #[cfg(test)]

@@ -94,7 +94,9 @@ pub fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object", "properties": {}})
 }
 
-fn is_function_name(name: &str) -> bool {
+/// Whether `name` can name a function offered to a model: 1 to 64 characters of `A-Z a-z
+/// 0-9 _ -`.
+pub fn is_function_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
@@ -192,8 +194,8 @@ pub fn parse_http_tool(i: usize, map: &Map<String, Value>) -> Result<HttpTool, I
     })
 }
 
-/// The server-side tools among an agent's tools (those of `type: "http"`); other types are
-/// kept on the agent but not executed (MCP tools arrive with the MCP servers).
+/// The HTTP tools among an agent's tools (those of `type: "http"`). MCP bindings are
+/// resolved by the runtime; other types are kept on the agent but not executed.
 pub fn http_tools(tools: &[ToolSpec]) -> Vec<HttpTool> {
     tools
         .iter()
@@ -219,6 +221,26 @@ impl Default for ToolLimits {
             max_response_bytes: 64 * 1024,
         }
     }
+}
+
+/// The note that ends a tool's output cut at `cap` bytes.
+pub fn truncated_note(cap: usize) -> String {
+    format!("\n[truncated: response exceeded {cap} bytes]")
+}
+
+/// `text` cut to at most `cap` bytes (on a character boundary) with [`truncated_note`] after
+/// it, or unchanged when it fits.
+pub fn cap_text(mut text: String, cap: usize) -> String {
+    if text.len() <= cap {
+        return text;
+    }
+    let mut cut = cap;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+    text.push_str(&truncated_note(cap));
+    text
 }
 
 /// Why a tool call failed. The message is given to the model as the tool's result, so it
@@ -279,6 +301,13 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
+    }
+
+    #[test]
+    fn long_outputs_are_cut_on_a_character_boundary_with_a_note() {
+        assert_eq!(cap_text("short".into(), 10), "short");
+        let cut = cap_text("ééé".into(), 3);
+        assert_eq!(cut, format!("é{}", truncated_note(3)));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     // Providers and MCP servers hold credentials and run commands: admins change them.
     (Get, "/api/v1/providers/*", Read),
     (Any, "/api/v1/providers/*", Admin),
+    // A server's standard error may hold anything: its log is for admins.
+    (Get, "/api/v1/mcp-servers/{}/logs", Admin),
     (Get, "/api/v1/mcp-servers/*", Read),
     (Any, "/api/v1/mcp-servers/*", Admin),
     // Calling agents spends tokens.

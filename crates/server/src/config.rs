@@ -109,6 +109,22 @@ pub struct Config {
     /// private or link-local (the SSRF guard's exceptions; `AGENTRY_TOOL_ALLOWED_HOSTS`, e.g.
     /// `["127.0.0.1","api.internal"]`). Empty by default.
     pub tool_allowed_hosts: Vec<String>,
+    /// Seconds an MCP server may take to start (spawn, handshake, tool list) before the
+    /// start counts as failed (`AGENTRY_MCP_START_TIMEOUT_SECS`).
+    pub mcp_start_timeout_secs: u64,
+    /// Automatic restarts of a crashed MCP server before it is left `crashed`
+    /// (`AGENTRY_MCP_MAX_RESTARTS`).
+    pub mcp_max_restarts: u32,
+    /// The first restart's delay in milliseconds; each next one doubles it
+    /// (`AGENTRY_MCP_BACKOFF_BASE_MS`).
+    pub mcp_backoff_base_ms: u64,
+    /// The longest delay between restarts, in seconds (`AGENTRY_MCP_BACKOFF_MAX_SECS`).
+    pub mcp_backoff_max_secs: u64,
+    /// Seconds a stopping MCP server gets after its standard input closes, and again after
+    /// SIGTERM, before the next step (`AGENTRY_MCP_STOP_GRACE_SECS`).
+    pub mcp_stop_grace_secs: u64,
+    /// Log lines kept per MCP server (`AGENTRY_MCP_LOG_LINES`).
+    pub mcp_log_lines: usize,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -189,6 +205,12 @@ struct Defaults {
     tool_timeout_secs: u64,
     tool_max_response_bytes: usize,
     tool_allowed_hosts: [&'static str; 0],
+    mcp_start_timeout_secs: u64,
+    mcp_max_restarts: u32,
+    mcp_backoff_base_ms: u64,
+    mcp_backoff_max_secs: u64,
+    mcp_stop_grace_secs: u64,
+    mcp_log_lines: usize,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -224,6 +246,12 @@ const DEFAULTS: Defaults = Defaults {
     tool_timeout_secs: 10,
     tool_max_response_bytes: 64 * 1024,
     tool_allowed_hosts: [],
+    mcp_start_timeout_secs: 60,
+    mcp_max_restarts: 5,
+    mcp_backoff_base_ms: 1000,
+    mcp_backoff_max_secs: 60,
+    mcp_stop_grace_secs: 3,
+    mcp_log_lines: 500,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

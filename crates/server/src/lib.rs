@@ -23,7 +23,8 @@ use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
-    AuthService, AuthSettings, RuntimeSettings, ServicePorts, ServiceSettings, Services,
+    AuthService, AuthSettings, McpSettings, RuntimeSettings, ServicePorts, ServiceSettings,
+    Services,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -238,6 +239,9 @@ pub async fn services(
         mcp_servers: database.mcp_servers(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
         http_tools: Some(Arc::new(http_tools)),
+        mcp: Some(Arc::new(agentry_mcp::RmcpConnector::new(
+            Duration::from_secs(config.mcp_stop_grace_secs),
+        ))),
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(token_codec(config, database).await?),
         secrets: Arc::new(RandomSecrets),
@@ -261,6 +265,14 @@ pub async fn services(
             login_max_failures: config.login_max_failures.max(1),
             login_max_failures_per_address: config.login_max_failures.max(1).saturating_mul(4),
             ..AuthSettings::default()
+        },
+        mcp: McpSettings {
+            start_timeout: Duration::from_secs(config.mcp_start_timeout_secs.max(1)),
+            max_restarts: config.mcp_max_restarts,
+            backoff_base: Duration::from_millis(config.mcp_backoff_base_ms.max(1)),
+            backoff_max: Duration::from_secs(config.mcp_backoff_max_secs.max(1)),
+            log_lines: config.mcp_log_lines.max(1),
+            ..McpSettings::default()
         },
         ..ServiceSettings::new(fixed, default_model(config))
     };
@@ -357,6 +369,7 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     database: Database,
+    mcp: agentry_domain::services::McpServerService,
 }
 
 impl Application {
@@ -393,6 +406,7 @@ impl Application {
             burst: config.rate_limit_burst.max(1),
             concurrency: config.rate_limit_concurrency.max(1),
         }));
+        let mcp = services.mcp_servers.clone();
         let state = AppState {
             agents: services.agents,
             providers: services.providers,
@@ -458,6 +472,7 @@ impl Application {
             server,
             addr,
             database,
+            mcp,
         })
     }
 
@@ -488,6 +503,8 @@ impl Application {
     /// An I/O error of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // MCP servers' processes do not outlive the server.
+        self.mcp.supervisor().stop_all().await;
         // Runs queued for the background writer are stored before the process ends.
         let database = self.database;
         let _ = tokio::task::spawn_blocking(move || database.flush()).await;

@@ -279,7 +279,7 @@ async fn read_answer(
         bytes.truncate(e.valid_up_to());
     }
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
-    text.push_str(&format!("\n[truncated: response exceeded {cap} bytes]"));
+    text.push_str(&agentry_domain::tool::truncated_note(cap));
     Ok(text)
 }
 

@@ -75,6 +75,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         mcp_servers: database.mcp_servers(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),
         http_tools: None,
+        // No MCP servers in this program: starting one fails with a clear reason.
+        mcp: None,
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(JwtCodec::new(&signing_key, "embedded", "embedded")?),
         secrets: Arc::new(RandomSecrets),

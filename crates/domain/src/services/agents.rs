@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::agent::ToolSpec;
 use crate::agent::{
     Agent, AgentFields, AgentFilter, AgentId, AgentKey, AgentRef, AgentStatus, AgentType, ModelRef,
     ModelSpec,
 };
 use crate::error::{Error, Invalid, Result};
+use crate::mcp::McpServerRef;
 use crate::page::{MAX_LIMIT, Page, Paged};
-use crate::ports::{AgentStore, Clock};
+use crate::ports::{AgentStore, Clock, McpServerStore};
 use crate::services::ProviderRegistry;
 
 /// The agents use cases.
@@ -16,6 +18,7 @@ use crate::services::ProviderRegistry;
 pub struct AgentService {
     store: Arc<dyn AgentStore>,
     providers: ProviderRegistry,
+    mcp_servers: Arc<dyn McpServerStore>,
     clock: Arc<dyn Clock>,
     default_model: ModelSpec,
 }
@@ -25,12 +28,14 @@ impl AgentService {
     pub fn new(
         store: Arc<dyn AgentStore>,
         providers: ProviderRegistry,
+        mcp_servers: Arc<dyn McpServerStore>,
         clock: Arc<dyn Clock>,
         default_model: ModelSpec,
     ) -> Self {
         Self {
             store,
             providers,
+            mcp_servers,
             clock,
             default_model,
         }
@@ -51,6 +56,31 @@ impl AgentService {
             ),
             other => other,
         }
+    }
+
+    /// Every MCP server the tools bind must be registered.
+    async fn check_tools(&self, tools: &[ToolSpec]) -> Result<()> {
+        for (i, tool) in tools.iter().enumerate() {
+            let Some(binding) = tool.mcp_binding(i) else {
+                continue;
+            };
+            match self
+                .mcp_servers
+                .get_mcp_server(&McpServerRef::Slug(binding.server.clone()))
+                .await
+            {
+                Ok(_) => {}
+                Err(Error::NotFound { .. }) => {
+                    return Err(Invalid::new(
+                        format!("tools[{i}].server"),
+                        format!("no MCP server has the slug '{}'", binding.server),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Creates an agent. Only `name` is required; the key is derived from it when absent.
@@ -89,6 +119,9 @@ impl AgentService {
             Some(spec) => Some(self.resolve_model(&spec).await?),
             None => None,
         };
+        if let Some(tools) = &f.tools {
+            self.check_tools(tools).await?;
+        }
         Ok(Agent {
             id,
             key,
@@ -201,6 +234,7 @@ impl AgentService {
             a.agent_type = v;
         }
         if let Some(v) = f.tools {
+            self.check_tools(&v).await?;
             // Header values read back masked keep their stored secret.
             let old = std::mem::take(&mut a.tools);
             a.tools = v.into_iter().map(|t| t.keep_secrets_from(&old)).collect();

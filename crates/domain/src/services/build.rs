@@ -13,14 +13,15 @@ use crate::agent::ModelSpec;
 use crate::cache::{CacheableStores, Coherence};
 use crate::error::Result;
 use crate::llm::LlmClientFactory;
+use crate::mcp::McpConnector;
 use crate::ports::{
     ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
     TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, ProviderRegistry,
-    Runtime, RuntimePorts, RuntimeSettings, VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, McpSettings,
+    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -36,8 +37,11 @@ pub struct ServicePorts {
     pub conversations: Arc<dyn ConversationStore>,
     /// The one-shot run log.
     pub runs: Arc<dyn RunStore>,
-    /// Registered MCP servers (not cached: no request path reads them yet).
+    /// Registered MCP servers (not cached: read when a turn's agent binds MCP tools).
     pub mcp_servers: Arc<dyn McpServerStore>,
+    /// Starts MCP servers (child processes, remote sessions); `None` makes every start fail
+    /// with a clear reason.
+    pub mcp: Option<Arc<dyn McpConnector>>,
     /// Clients of the providers.
     pub llm: Arc<dyn LlmClientFactory>,
     /// Outbound HTTP for agents' `http` tools; `None` makes every such call a tool error.
@@ -71,6 +75,8 @@ pub struct ServiceSettings {
     pub runtime: RuntimeSettings,
     /// Token lifetimes and login throttling.
     pub auth: AuthSettings,
+    /// Supervision of MCP servers.
+    pub mcp: McpSettings,
 }
 
 impl ServiceSettings {
@@ -85,6 +91,7 @@ impl ServiceSettings {
             session_purge_interval: Duration::from_secs(3600),
             runtime: RuntimeSettings::default(),
             auth: AuthSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -131,6 +138,14 @@ impl Services {
             stores.versions.clone(),
             ports.clock.clone(),
         );
+        let supervisor = McpSupervisor::new(
+            ports.mcp,
+            ports.mcp_servers.clone(),
+            ports.clock.clone(),
+            settings.mcp,
+        );
+        let mcp_servers =
+            McpServerService::new(ports.mcp_servers.clone(), ports.clock.clone(), supervisor);
         let runtime = Runtime::new(
             RuntimePorts {
                 agents: stores.agents.clone(),
@@ -140,6 +155,7 @@ impl Services {
                 conversations: ports.conversations,
                 runs: ports.runs,
                 http_tools: ports.http_tools,
+                mcp: mcp_servers.clone(),
                 clock: ports.clock.clone(),
             },
             settings.runtime,
@@ -156,10 +172,10 @@ impl Services {
             },
             settings.auth,
         );
-        let mcp_servers = McpServerService::new(ports.mcp_servers, ports.clock.clone());
         let agents = AgentService::new(
             stores.agents,
             providers.clone(),
+            ports.mcp_servers,
             ports.clock,
             settings.default_model,
         );
@@ -175,6 +191,12 @@ impl Services {
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
         })
+    }
+
+    /// Stops what the services started that outlives a request: every MCP server this
+    /// process runs (MCP shutdown, SIGTERM, SIGKILL). Call it when the process shuts down.
+    pub async fn shutdown(&self) {
+        self.mcp_servers.supervisor().stop_all().await;
     }
 
     /// The work a long-running process does beside its requests, as one future that never

@@ -6,6 +6,7 @@ mod auth;
 mod build;
 mod login_throttle;
 mod mcp;
+mod mcp_supervisor;
 mod providers;
 mod runtime;
 mod versions;
@@ -17,7 +18,11 @@ pub use auth::{
 };
 pub use build::{ServicePorts, ServiceSettings, Services};
 pub use login_throttle::LoginThrottle;
-pub use mcp::McpServerService;
+pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
+pub use mcp_supervisor::{
+    LOG_LINE_MAX, McpLogLevel, McpLogLine, McpLogSource, McpRuntimeState, McpSettings,
+    McpSupervisor,
+};
 pub use providers::ProviderRegistry;
 pub use runtime::{
     CallOptions, ChatTurn, MESSAGE_MAX_CHARS, Memory, Params, RunRequest, Runtime, RuntimePorts,

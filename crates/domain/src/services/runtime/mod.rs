@@ -9,6 +9,8 @@
 //! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
 //! - `tools.rs`: the server-side tools a turn runs.
 
+#[cfg(test)]
+mod mcp_tests;
 mod prompt;
 mod record;
 mod routes;
@@ -85,6 +87,8 @@ pub struct RuntimePorts {
     pub runs: Arc<dyn RunStore>,
     /// Calls agents' HTTP tools; `None`: such tools answer the model with an error.
     pub http_tools: Option<Arc<dyn HttpToolClient>>,
+    /// MCP servers whose tools agents bind (and their supervision).
+    pub mcp: crate::services::McpServerService,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }

@@ -26,14 +26,21 @@ use crate::llm::{
     Completion, CompletionRequest, CompletionStream, LlmClient, LlmClientFactory, ProviderError,
     StreamEvent, TokenUsage, ToolCall,
 };
+use crate::mcp::{
+    McpCallOutput, McpCatalog, McpConnection, McpConnector, McpError, McpObserver, McpServer,
+    McpServerId, McpServerRef, McpTool,
+};
 use crate::page::{Page, Paged};
+use crate::ports::McpServerStore;
 use crate::ports::{
     AgentStore, ConversationStore, ProviderStore, RunStore, SystemClock, VersionStore,
 };
 use crate::provider::{
     MOCK_ECHO_MODEL, MOCK_PROVIDER_ID, Provider, ProviderId, ProviderKind, ProviderSource,
 };
-use crate::services::{ProviderRegistry, VersionService};
+use crate::services::{
+    McpServerService, McpSettings, McpSupervisor, ProviderRegistry, VersionService,
+};
 use crate::tool::{HttpTool, HttpToolClient, ToolError, ToolLimits};
 use crate::version::AgentVersion;
 
@@ -52,6 +59,7 @@ pub struct Mem {
     pub conversations: Mutex<HashMap<String, Conversation>>,
     pub messages: Mutex<Vec<Message>>,
     pub runs: Mutex<Vec<Run>>,
+    pub mcp_servers: Mutex<Vec<McpServer>>,
 }
 
 impl Mem {
@@ -607,6 +615,198 @@ impl HttpToolClient for FakeTools {
     }
 }
 
+#[async_trait]
+impl McpServerStore for Mem {
+    async fn insert_mcp_server(&self, server: &McpServer) -> Result<()> {
+        lock(&self.mcp_servers).push(server.clone());
+        Ok(())
+    }
+
+    async fn get_mcp_server(&self, server: &McpServerRef) -> Result<McpServer> {
+        lock(&self.mcp_servers)
+            .iter()
+            .find(|s| match server {
+                McpServerRef::Id(id) => &s.id == id,
+                McpServerRef::Slug(slug) => &s.slug == slug,
+            })
+            .cloned()
+            .ok_or_else(|| Error::not_found("mcp_server", server.to_string()))
+    }
+
+    async fn list_mcp_servers(&self, page: Page) -> Result<Paged<McpServer>> {
+        let items = lock(&self.mcp_servers).clone();
+        Ok(Paged {
+            total: items.len() as u64,
+            items,
+            page,
+        })
+    }
+
+    async fn update_mcp_server(&self, server: &McpServer) -> Result<()> {
+        let mut all = lock(&self.mcp_servers);
+        let found = all.iter_mut().find(|s| s.id == server.id).unwrap();
+        *found = server.clone();
+        Ok(())
+    }
+
+    async fn set_mcp_catalog(&self, id: &McpServerId, catalog: &McpCatalog) -> Result<bool> {
+        let mut all = lock(&self.mcp_servers);
+        Ok(match all.iter_mut().find(|s| &s.id == id) {
+            Some(s) => {
+                s.catalog = catalog.clone();
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool> {
+        let mut all = lock(&self.mcp_servers);
+        let before = all.len();
+        all.retain(|s| &s.id != id);
+        Ok(all.len() < before)
+    }
+}
+
+/// A fake MCP connector: each connection offers `tools`, answers a call with
+/// `<tool> got <arguments>`, and "crashes" when [`FakeMcp::kill`] is called.
+#[derive(Default)]
+pub struct FakeMcp {
+    pub tools: Mutex<Vec<McpTool>>,
+    /// The next starts that fail.
+    pub failing_starts: AtomicUsize,
+    pub connects: AtomicUsize,
+    pub closes: AtomicUsize,
+    pub calls: Mutex<Vec<(String, Map<String, Value>)>>,
+    current: Mutex<Option<Arc<FakeMcpConnection>>>,
+    observer: Mutex<Option<Arc<dyn McpObserver>>>,
+}
+
+pub struct FakeMcpConnection {
+    tools: Vec<McpTool>,
+    owner: std::sync::Weak<FakeMcp>,
+    ended: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl FakeMcp {
+    /// Ends the current connection as if the process had died.
+    pub fn kill(&self) {
+        if let Some(c) = lock(&self.current).take() {
+            c.ended.send_replace(Some("killed by signal 9".into()));
+        }
+    }
+
+    /// The server says its tool list changed (to `tools`).
+    pub fn change_tools(&self, tools: Vec<McpTool>) {
+        *lock(&self.tools) = tools;
+        if let Some(observer) = lock(&self.observer).clone() {
+            observer.tools_changed();
+        }
+    }
+
+    pub fn tool(name: &str) -> McpTool {
+        McpTool {
+            name: name.into(),
+            description: Some(format!("the {name} tool")),
+            input_schema: serde_json::json!({"type": "object", "properties": {}}),
+        }
+    }
+}
+
+#[async_trait]
+impl McpConnection for FakeMcpConnection {
+    fn pid(&self) -> Option<u32> {
+        Some(4242)
+    }
+
+    fn catalog(&self) -> McpCatalog {
+        McpCatalog {
+            capabilities: vec!["tools".into()],
+            tools: self.tools.clone(),
+        }
+    }
+
+    async fn list_tools(&self) -> std::result::Result<Vec<McpTool>, McpError> {
+        Ok(match self.owner.upgrade() {
+            Some(owner) => lock(&owner.tools).clone(),
+            None => self.tools.clone(),
+        })
+    }
+
+    async fn call_tool(
+        &self,
+        name: &str,
+        arguments: Map<String, Value>,
+        _: ToolLimits,
+    ) -> std::result::Result<McpCallOutput, McpError> {
+        if self.ended.borrow().is_some() {
+            return Err(McpError::Failed("the connection is closed".into()));
+        }
+        if let Some(owner) = self.owner.upgrade() {
+            lock(&owner.calls).push((name.to_owned(), arguments.clone()));
+        }
+        Ok(McpCallOutput {
+            text: format!("{name} got {}", Value::Object(arguments)),
+            is_error: name == "broken",
+        })
+    }
+
+    async fn ended(&self) -> String {
+        let mut rx = self.ended.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "gone".into(),
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner.closes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.ended.send_replace(Some("closed".into()));
+    }
+}
+
+/// The connector over a shared [`FakeMcp`].
+pub struct FakeConnector(pub Arc<FakeMcp>);
+
+#[async_trait]
+impl McpConnector for FakeConnector {
+    async fn connect(
+        &self,
+        _: &McpServer,
+        observer: Arc<dyn McpObserver>,
+    ) -> std::result::Result<Arc<dyn McpConnection>, McpError> {
+        self.0.connects.fetch_add(1, Ordering::SeqCst);
+        observer.stderr_line("fake server: hello on stderr");
+        *lock(&self.0.observer) = Some(observer.clone());
+        let failing = self.0.failing_starts.load(Ordering::SeqCst);
+        if failing > 0 {
+            self.0.failing_starts.store(failing - 1, Ordering::SeqCst);
+            return Err(McpError::Start("spawn failed: no such command".into()));
+        }
+        let conn = Arc::new(FakeMcpConnection {
+            tools: lock(&self.0.tools).clone(),
+            owner: Arc::downgrade(&self.0),
+            ended: tokio::sync::watch::Sender::new(None),
+        });
+        *lock(&self.0.current) = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+/// Supervision settings fast enough for tests.
+pub fn fast_mcp_settings() -> McpSettings {
+    McpSettings {
+        start_timeout: Duration::from_secs(5),
+        max_restarts: 2,
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        healthy_after: Duration::from_secs(60),
+        log_lines: 50,
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The runtime over the fakes
 
@@ -638,6 +838,8 @@ pub struct Harness {
     pub llm: Arc<ScriptedLlm>,
     pub tools: Arc<FakeTools>,
     pub versions: VersionService,
+    pub mcp: Arc<FakeMcp>,
+    pub mcp_servers: McpServerService,
 }
 
 impl Harness {
@@ -657,6 +859,17 @@ impl Harness {
             mem.clone(),
             clock.clone(),
         );
+        let mcp = Arc::new(FakeMcp::default());
+        let mcp_servers = McpServerService::new(
+            mem.clone(),
+            clock.clone(),
+            McpSupervisor::new(
+                Some(Arc::new(FakeConnector(mcp.clone()))),
+                mem.clone(),
+                clock.clone(),
+                fast_mcp_settings(),
+            ),
+        );
         let ports = RuntimePorts {
             agents: mem.clone(),
             versions: versions.clone(),
@@ -665,6 +878,7 @@ impl Harness {
             conversations: mem.clone(),
             runs: mem.clone(),
             http_tools: Some(tools.clone()),
+            mcp: mcp_servers.clone(),
             clock,
         };
         Self {
@@ -673,6 +887,8 @@ impl Harness {
             llm,
             tools,
             versions,
+            mcp,
+            mcp_servers,
         }
     }
 

@@ -418,11 +418,13 @@ impl Runtime {
             Some(a) => req.params.or(Params::of(a)),
             None => req.params,
         };
-        let server_tools = ServerTools::new(
-            agent.map_or_else(Vec::new, |a| crate::tool::http_tools(&a.tools)),
+        let server_tools = ServerTools::for_agent(
+            agent,
             self.ports.http_tools.clone(),
+            &self.ports.mcp,
             self.settings.tool_limits,
-        );
+        )
+        .await?;
         let now = self.ports.clock.now();
         let answer_id = new_id(MESSAGE_ID_PREFIX);
         let (messages, recorder, conversation, run_id) = match req.memory {
@@ -527,11 +529,7 @@ impl Runtime {
         };
         let o = req.options;
         let client_names: Vec<String> = o.client_tools.iter().map(|t| t.name.clone()).collect();
-        let mut tools: Vec<ToolDefinition> = server_tools
-            .tools()
-            .iter()
-            .map(crate::tool::HttpTool::definition)
-            .collect();
+        let mut tools: Vec<ToolDefinition> = server_tools.definitions().collect();
         tools.extend(
             o.client_tools
                 .into_iter()
