@@ -30,6 +30,12 @@ if [ "$pg_up" = 0 ] && [ "${AGENTRY_TEST_REQUIRE_POSTGRES:-0}" = 1 ]; then
   exit 1
 fi
 
+step "third-party MCP servers for the MCP tests (outside the source tree)"
+eval "$(scripts/mcp-servers.sh)"
+if [ -z "${AGENTRY_TEST_MCP_TIME:-}" ] || [ -z "${AGENTRY_TEST_MCP_EVERYTHING:-}" ]; then
+  echo "WARNING: an MCP test server is missing; its tests will be SKIPPED (AGENTRY_TEST_REQUIRE_MCP=1 makes that a failure)."
+fi
+
 step "tests on SQLite (storage contract tests also on PostgreSQL when reachable)"
 cargo nextest run --workspace --no-fail-fast
 

@@ -6,6 +6,7 @@ mod agents;
 mod caches;
 mod hygiene;
 mod mcp;
+mod mcp_live;
 mod openai;
 mod ops;
 mod providers;

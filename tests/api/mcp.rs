@@ -1,6 +1,6 @@
 //! MCP servers as a resource (issue 14, item 1): CRUD, pagination, validation, conflicts,
-//! write-only secrets, admin-only writes, durability. Nothing is started yet: every server
-//! is `stopped` with no capabilities.
+//! write-only secrets, admin-only writes, durability. Nothing here starts a server (a new
+//! server is `stopped` with no capabilities); `mcp_live.rs` runs real ones.
 
 use agentry_test_harness::{TestApp, json};
 use reqwest::Method;
@@ -660,6 +660,11 @@ async fn mcp_server_routes_are_in_the_openapi_document() {
         ("/api/v1/mcp-servers/{server}", "get"),
         ("/api/v1/mcp-servers/{server}", "put"),
         ("/api/v1/mcp-servers/{server}", "delete"),
+        ("/api/v1/mcp-servers/{server}/start", "post"),
+        ("/api/v1/mcp-servers/{server}/stop", "post"),
+        ("/api/v1/mcp-servers/{server}/restart", "post"),
+        ("/api/v1/mcp-servers/{server}/logs", "get"),
+        ("/api/v1/mcp-servers/{server}/tools", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -672,4 +677,6 @@ async fn mcp_server_routes_are_in_the_openapi_document() {
         "{schemas}"
     );
     assert!(schemas["McpServerList"]["properties"]["servers"].is_object());
+    assert!(schemas["McpLogs"]["properties"]["lines"].is_object());
+    assert!(schemas["McpTools"]["properties"]["tools"].is_object());
 }
