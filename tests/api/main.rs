@@ -13,6 +13,7 @@ mod providers;
 pub mod runtime;
 mod security;
 mod seeds;
+mod tasks;
 mod tools;
 mod upstream;
 mod versions;

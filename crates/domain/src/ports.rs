@@ -21,6 +21,7 @@ use crate::conversation::{Conversation, Message, MessageQuery, Run, RunFilter};
 use crate::mcp::{McpCatalog, McpServer, McpServerId, McpServerRef};
 use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
+use crate::task::{Task, TaskFilter, TaskId, TaskOutcome};
 use crate::version::AgentVersion;
 
 /// Durable storage of agents.
@@ -148,6 +149,72 @@ pub trait McpServerStore: Send + Sync {
 
     /// Deletes a server. Returns whether it existed. Deleting twice is not an error.
     async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool>;
+}
+
+/// Durable storage of tasks: the queue every replica's workers claim from.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// Stores a new task and returns it with `true`. When the same `created_by` already made
+    /// a task with the same `idempotency_key`, stores nothing and returns that task with
+    /// `false`.
+    ///
+    /// # Errors
+    /// `Conflict` (field `id`) when the id is taken.
+    async fn insert_task(&self, task: &Task) -> Result<(Task, bool)>;
+
+    /// One task.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `task`) when absent.
+    async fn get_task(&self, id: &TaskId) -> Result<Task>;
+
+    /// Tasks matching `filter`, newest first, with the total number.
+    async fn list_tasks(&self, filter: &TaskFilter, page: Page) -> Result<Paged<Task>>;
+
+    /// Claims the next task for `worker`, atomically: the highest priority, then the oldest,
+    /// among pending tasks whose `run_at` has come and running tasks whose lease expired
+    /// before `now` with attempts left. The claimed task becomes `running` with the lease
+    /// (`lease_owner`, `lease_expires_at = now + lease`), one more attempt, and `started_at`
+    /// set if it was not. Two workers (on any replicas) never claim the same task at once.
+    async fn claim_task(
+        &self,
+        worker: &str,
+        lease: std::time::Duration,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Task>>;
+
+    /// Fails every running task whose lease expired before `now` with no attempts left;
+    /// returns them.
+    async fn reap_tasks(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<Task>>;
+
+    /// Extends `worker`'s lease on a running task to `until`. Returns `false` (changing
+    /// nothing) when the task is no longer running under that worker's lease (cancelled,
+    /// or claimed by another after the lease ran out).
+    async fn renew_lease(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
+
+    /// Ends `worker`'s attempt: completed with the result, or failed (pending again at
+    /// `retry_at` when attempts remain, else failed). The lease is released. Returns the
+    /// task after the change, or `None` when it is no longer running under that worker's
+    /// lease (nothing is changed then).
+    async fn finish_task(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        outcome: &TaskOutcome,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Task>>;
+
+    /// Cancels a pending or running task (the lease is released); returns the task after
+    /// the change, unchanged when it had already ended.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `task`) when absent.
+    async fn cancel_task(&self, id: &TaskId, now: chrono::DateTime<chrono::Utc>) -> Result<Task>;
 }
 
 /// Durable storage of conversations and their messages.

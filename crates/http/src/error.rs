@@ -166,6 +166,7 @@ fn not_found_code(entity: &str) -> &'static str {
         "cluster" => "CLUSTER_NOT_FOUND",
         "model" => "MODEL_NOT_FOUND",
         "mcp_server" => "MCP_SERVER_NOT_FOUND",
+        "task" => "TASK_NOT_FOUND",
         _ => "NOT_FOUND",
     }
 }

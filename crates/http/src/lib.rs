@@ -42,6 +42,10 @@ pub struct AppState {
     pub versions: VersionService,
     /// Registered MCP servers.
     pub mcp_servers: McpServerService,
+    /// Tasks.
+    pub tasks: agentry_domain::services::TaskService,
+    /// The event bus (WebSocket subscriptions).
+    pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.
     pub health: Arc<dyn HealthProbe>,
     /// The server's version, for `/health`.

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, conversations, health, mcp_servers, providers, runs, users,
-    versions,
+    agents, api_keys, auth, chat, conversations, health, mcp_servers, providers, runs, tasks,
+    users, versions,
 };
 
 /// The whole API.
@@ -47,6 +47,10 @@ use crate::routes::{
         mcp_servers::restart_mcp_server,
         mcp_servers::mcp_server_logs,
         mcp_servers::mcp_server_tools,
+        tasks::create_task,
+        tasks::list_tasks,
+        tasks::get_task,
+        tasks::cancel_task,
         runs::create_run,
         runs::list_runs,
         runs::get_run,
@@ -88,6 +92,7 @@ use crate::routes::{
     security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
+        (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),

@@ -60,6 +60,14 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     (Any, "/api/v1/mcp-servers/*", Admin),
     // Calling agents spends tokens.
     (Post, "/api/v1/runs", Invoke),
+    // Tasks run agents: creating and cancelling need `Invoke`; reading them any caller
+    // (an `invoke`-only key sees the tasks it created, others what they may read).
+    (Post, "/api/v1/tasks", Invoke),
+    (Post, "/api/v1/tasks/{}/cancel", Invoke),
+    (Get, "/api/v1/tasks/*", Authenticated),
+    // The event stream and WebSocket chat check each channel and agent themselves.
+    (Get, "/api/v1/ws", Public),
+    (Get, "/api/v1/agents/{}/ws", Public),
     (Post, "/api/v1/agents/{}/chat", Invoke),
     (Post, "/api/v1/agents/{}/stream", Invoke),
     // The OpenAI-compatible client API.

@@ -125,6 +125,17 @@ pub struct Config {
     pub mcp_stop_grace_secs: u64,
     /// Log lines kept per MCP server (`AGENTRY_MCP_LOG_LINES`).
     pub mcp_log_lines: usize,
+    /// Task workers in this process; 0 runs none here (`AGENTRY_TASK_WORKERS`).
+    pub task_workers: usize,
+    /// Seconds a worker's claim on a task lasts unless renewed; a replica that dies loses
+    /// its tasks to others after this (`AGENTRY_TASK_LEASE_SECS`).
+    pub task_lease_secs: u64,
+    /// Milliseconds between an idle worker's looks for work; new tasks wake workers at once
+    /// (`AGENTRY_TASK_POLL_MS`).
+    pub task_poll_ms: u64,
+    /// Milliseconds before a failed attempt is retried, doubled each attempt
+    /// (`AGENTRY_TASK_RETRY_BASE_MS`).
+    pub task_retry_base_ms: u64,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -211,6 +222,10 @@ struct Defaults {
     mcp_backoff_max_secs: u64,
     mcp_stop_grace_secs: u64,
     mcp_log_lines: usize,
+    task_workers: usize,
+    task_lease_secs: u64,
+    task_poll_ms: u64,
+    task_retry_base_ms: u64,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -252,6 +267,10 @@ const DEFAULTS: Defaults = Defaults {
     mcp_backoff_max_secs: 60,
     mcp_stop_grace_secs: 3,
     mcp_log_lines: 500,
+    task_workers: 2,
+    task_lease_secs: 30,
+    task_poll_ms: 1000,
+    task_retry_base_ms: 5000,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

@@ -24,7 +24,7 @@ use agentry_domain::provider::{
 };
 use agentry_domain::services::{
     AuthService, AuthSettings, McpSettings, RuntimeSettings, ServicePorts, ServiceSettings,
-    Services,
+    Services, TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -237,6 +237,8 @@ pub async fn services(
         conversations: database.conversations(),
         runs: database.runs(),
         mcp_servers: database.mcp_servers(),
+        tasks: database.tasks(),
+        events: database.events(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
         http_tools: Some(Arc::new(http_tools)),
         mcp: Some(Arc::new(agentry_mcp::RmcpConnector::new(
@@ -273,6 +275,12 @@ pub async fn services(
             backoff_max: Duration::from_secs(config.mcp_backoff_max_secs.max(1)),
             log_lines: config.mcp_log_lines.max(1),
             ..McpSettings::default()
+        },
+        tasks: TaskSettings {
+            workers: config.task_workers,
+            lease: Duration::from_secs(config.task_lease_secs.max(1)),
+            poll: Duration::from_millis(config.task_poll_ms.max(10)),
+            retry_base: Duration::from_millis(config.task_retry_base_ms),
         },
         ..ServiceSettings::new(fixed, default_model(config))
     };
@@ -413,6 +421,8 @@ impl Application {
             runtime: services.runtime,
             versions: services.versions,
             mcp_servers: services.mcp_servers,
+            tasks: services.tasks,
+            events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             auth: services.auth,

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentry_domain::event::{EventBus, LocalEventBus};
 use agentry_domain::ports::{
     AgentStore, ApiKeyStore, ChangeLog, ConversationStore, HealthProbe, McpServerStore,
-    ProviderStore, RunStore, ServerSecretStore, SessionStore, UserStore, VersionStore,
+    ProviderStore, RunStore, ServerSecretStore, SessionStore, TaskStore, UserStore, VersionStore,
 };
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -72,6 +73,8 @@ pub struct Database {
     pool: Pool<Manager>,
     backend: Backend,
     run_log: Arc<RunLog>,
+    target: Target,
+    events: Arc<std::sync::OnceLock<Arc<dyn EventBus>>>,
 }
 
 impl Database {
@@ -98,7 +101,7 @@ impl Database {
             // `Manager::has_broken` when it is returned, and costs one failed call at most.
             .test_on_check_out(false)
             .error_handler(Box::new(TraceErrors))
-            .build(Manager::new(target))
+            .build(Manager::new(target.clone()))
             .map_err(|e| StorageError::Connect {
                 backend: backend.as_str(),
                 message: e.to_string(),
@@ -108,6 +111,8 @@ impl Database {
             pool,
             backend,
             run_log,
+            target,
+            events: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -181,6 +186,23 @@ impl Database {
     /// The store of registered MCP servers over this pool.
     pub fn mcp_servers(&self) -> Arc<dyn McpServerStore> {
         Arc::new(self.store())
+    }
+
+    /// The task queue over this pool.
+    pub fn tasks(&self) -> Arc<dyn TaskStore> {
+        Arc::new(self.store())
+    }
+
+    /// The event bus of this database, one for every clone of it: in memory on SQLite (one
+    /// process), between replicas through `LISTEN/NOTIFY` on PostgreSQL (two threads with a
+    /// connection each, started on the first call).
+    pub fn events(&self) -> Arc<dyn EventBus> {
+        self.events
+            .get_or_init(|| match &self.target {
+                Target::Sqlite(_) => Arc::new(LocalEventBus::default()),
+                Target::Postgres(url) => Arc::new(crate::events::PgEventBus::start(url.clone())),
+            })
+            .clone()
     }
 
     /// The change counter shared by every replica (for the in-process caches).

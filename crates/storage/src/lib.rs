@@ -7,6 +7,7 @@
 //! [`Database::agents`], [`Database::providers`], [`Database::conversations`],
 //! [`Database::runs`], [`Database::versions`], [`Database::users`], [`Database::sessions`],
 //! [`Database::api_keys`], [`Database::server_secrets`], [`Database::mcp_servers`],
+//! [`Database::tasks`], [`Database::events`],
 //! [`Database::changes`] and
 //! [`Database::health`] hand out the
 //! port objects. Diesel is synchronous: every port call runs on tokio's blocking pool.
@@ -24,6 +25,7 @@ mod connection;
 mod conversations;
 mod database;
 mod error;
+mod events;
 mod history_rows;
 mod mcp_servers;
 mod providers;
@@ -33,6 +35,7 @@ mod runs;
 mod schema;
 mod store;
 mod target;
+mod tasks;
 mod translate;
 mod version_rows;
 mod versions;

@@ -187,6 +187,42 @@ diesel::table! {
 }
 
 diesel::table! {
+    tasks (id) {
+        id -> Text,
+        title -> Text,
+        description -> Nullable<Text>,
+        agent_id -> Text,
+        agent_key -> Text,
+        priority -> Text,
+        priority_rank -> Integer,
+        data -> Text,
+        status -> Text,
+        idempotency_scope -> Text,
+        idempotency_key -> Nullable<Text>,
+        max_attempts -> Integer,
+        attempts -> Integer,
+        run_at -> Timestamp,
+        result -> Nullable<Text>,
+        error -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    event_payloads (id) {
+        id -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     change_counter (id) {
         id -> Integer,
         counter -> BigInt,
@@ -214,5 +250,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     server_secrets,
     mcp_servers,
+    tasks,
+    event_payloads,
     change_counter
 );

@@ -29,6 +29,7 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "server_secrets_pkey" | "server_secrets.name" => Some("name"),
         "mcp_servers_pkey" | "mcp_servers.id" => Some("id"),
         "mcp_servers_slug_key" | "mcp_servers.slug" => Some("slug"),
+        "tasks_pkey" | "tasks.id" => Some("id"),
         _ => None,
     }
 }

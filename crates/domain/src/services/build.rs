@@ -12,16 +12,18 @@ use std::time::Duration;
 use crate::agent::ModelSpec;
 use crate::cache::{CacheableStores, Coherence};
 use crate::error::Result;
+use crate::event::EventBus;
 use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
 use crate::ports::{
     ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
-    TokenCodec,
+    TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, McpSettings,
-    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, VersionService,
+    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, TaskService,
+    TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -44,6 +46,11 @@ pub struct ServicePorts {
     pub mcp: Option<Arc<dyn McpConnector>>,
     /// Clients of the providers.
     pub llm: Arc<dyn LlmClientFactory>,
+    /// The task queue.
+    pub tasks: Arc<dyn TaskStore>,
+    /// Events to subscribers (WebSocket clients, task workers), across replicas when the
+    /// adapter carries them.
+    pub events: Arc<dyn EventBus>,
     /// Outbound HTTP for agents' `http` tools; `None` makes every such call a tool error.
     pub http_tools: Option<Arc<dyn HttpToolClient>>,
     /// Password hashing.
@@ -77,6 +84,8 @@ pub struct ServiceSettings {
     pub auth: AuthSettings,
     /// Supervision of MCP servers.
     pub mcp: McpSettings,
+    /// Task workers and leases.
+    pub tasks: TaskSettings,
 }
 
 impl ServiceSettings {
@@ -92,6 +101,7 @@ impl ServiceSettings {
             runtime: RuntimeSettings::default(),
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
+            tasks: TaskSettings::default(),
         }
     }
 }
@@ -111,6 +121,10 @@ pub struct Services {
     pub auth: AuthService,
     /// Registered MCP servers.
     pub mcp_servers: McpServerService,
+    /// Tasks and their workers.
+    pub tasks: TaskService,
+    /// The event bus.
+    pub events: Arc<dyn EventBus>,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -143,7 +157,8 @@ impl Services {
             ports.mcp_servers.clone(),
             ports.clock.clone(),
             settings.mcp,
-        );
+        )
+        .with_events(ports.events.clone());
         let mcp_servers =
             McpServerService::new(ports.mcp_servers.clone(), ports.clock.clone(), supervisor);
         let runtime = Runtime::new(
@@ -156,6 +171,7 @@ impl Services {
                 runs: ports.runs,
                 http_tools: ports.http_tools,
                 mcp: mcp_servers.clone(),
+                events: ports.events.clone(),
                 clock: ports.clock.clone(),
             },
             settings.runtime,
@@ -173,11 +189,18 @@ impl Services {
             settings.auth,
         );
         let agents = AgentService::new(
-            stores.agents,
+            stores.agents.clone(),
             providers.clone(),
             ports.mcp_servers,
-            ports.clock,
+            ports.clock.clone(),
             settings.default_model,
+        );
+        let tasks = TaskService::new(
+            ports.tasks,
+            stores.agents.clone(),
+            ports.events.clone(),
+            ports.clock.clone(),
+            settings.tasks,
         );
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
@@ -187,6 +210,8 @@ impl Services {
             versions,
             auth,
             mcp_servers,
+            tasks,
+            events: ports.events,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
@@ -201,8 +226,8 @@ impl Services {
 
     /// The work a long-running process does beside its requests, as one future that never
     /// ends: following the shared change counter (so a change made by another process empties
-    /// this one's caches within one sync interval) when caching is on, and deleting dead
-    /// sessions. Run it on the process's runtime (`tokio::spawn(services.background())`); a
+    /// this one's caches within one sync interval) when caching is on, deleting dead
+    /// sessions, and running tasks (`tasks.workers` workers). Run it on the process's runtime (`tokio::spawn(services.background())`); a
     /// one-shot program (a CLI command) need not.
     pub fn background(&self) -> impl Future<Output = ()> + Send + 'static {
         let caches = self
@@ -210,12 +235,16 @@ impl Services {
             .clone()
             .map(|c| sync_caches(c, self.cache_sync_interval));
         let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
+        let replica = crate::ids::new_id("replica");
+        let workers = self.tasks.workers(self.runtime.clone(), replica);
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions);
+                    tokio::join!(caches, sessions, workers);
                 }
-                None => sessions.await,
+                None => {
+                    tokio::join!(sessions, workers);
+                }
             }
         }
     }

@@ -181,6 +181,7 @@ impl Slot {
 
 struct Inner {
     connector: Option<Arc<dyn McpConnector>>,
+    events: Option<Arc<dyn crate::event::EventBus>>,
     store: Arc<dyn McpServerStore>,
     clock: Arc<dyn Clock>,
     settings: McpSettings,
@@ -220,6 +221,13 @@ impl Inner {
 
     fn event(&self, slot: &Slot, level: McpLogLevel, message: &str) {
         self.log(slot, McpLogSource::Event, level, message);
+    }
+
+    /// A `system.notification` for subscribers (crashes and restarts).
+    fn notify(&self, level: McpLogLevel, message: String) {
+        if let Some(bus) = &self.events {
+            bus.publish(crate::event::Event::system(level.as_str(), message));
+        }
     }
 
     fn backoff(&self, restart: u32) -> Duration {
@@ -295,11 +303,28 @@ impl McpSupervisor {
         Self {
             inner: Arc::new(Inner {
                 connector,
+                events: None,
                 store,
                 clock,
                 settings,
                 slots: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Publishes crashes and restarts as `system.notification`s on `events`.
+    #[must_use]
+    pub fn with_events(self, events: Arc<dyn crate::event::EventBus>) -> Self {
+        let inner = match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.events = Some(events);
+                inner
+            }
+            // Not shared yet in practice (called while building); keep it as it is otherwise.
+            Err(shared) => return Self { inner: shared },
+        };
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
@@ -577,7 +602,7 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, server: McpServer) {
             McpLogLevel::Info,
             &format!("starting ({})", describe(&server)),
         );
-        let failure = match run_once(&inner, &slot, &server).await {
+        let failure = match run_once(&inner, &slot, &server, restarts > 0).await {
             Ok((reason, up_for)) => {
                 if up_for >= settings.healthy_after {
                     restarts = 0;
@@ -605,6 +630,13 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, server: McpServer) {
                 McpLogLevel::Error,
                 &format!("crashed: {failure}; not restarted (gave up after {restarts} restarts)"),
             );
+            inner.notify(
+                McpLogLevel::Error,
+                format!(
+                    "MCP server '{}' crashed and is not restarted (gave up after {restarts} restarts)",
+                    server.slug
+                ),
+            );
             return;
         }
         restarts += 1;
@@ -618,6 +650,14 @@ async fn supervise(inner: Arc<Inner>, slot: Arc<Slot>, server: McpServer) {
                 settings.max_restarts
             ),
         );
+        inner.notify(
+            McpLogLevel::Warning,
+            format!(
+                "MCP server '{}' crashed ({failure}); restarting in {} ms",
+                server.slug,
+                delay.as_millis()
+            ),
+        );
         lock(&slot.state).restarts = restarts;
         tokio::time::sleep(delay).await;
     }
@@ -629,6 +669,7 @@ async fn run_once(
     inner: &Arc<Inner>,
     slot: &Arc<Slot>,
     server: &McpServer,
+    restarted: bool,
 ) -> Result<(String, Duration), String> {
     let Some(connector) = inner.connector.clone() else {
         return Err("MCP servers cannot be started in this process (no connector)".to_owned());
@@ -676,6 +717,12 @@ async fn run_once(
             catalog.tools.len()
         ),
     );
+    if restarted {
+        inner.notify(
+            McpLogLevel::Info,
+            format!("MCP server '{}' restarted", server.slug),
+        );
+    }
     let up = Instant::now();
     let reason = conn.ended().await;
     Ok((reason, up.elapsed()))

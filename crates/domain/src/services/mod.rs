@@ -9,6 +9,7 @@ mod mcp;
 mod mcp_supervisor;
 mod providers;
 mod runtime;
+mod tasks;
 mod versions;
 
 pub use agents::AgentService;
@@ -29,4 +30,5 @@ pub use runtime::{
     RuntimeSettings, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
     may_call_models_directly,
 };
+pub use tasks::{TaskService, TaskSettings};
 pub use versions::VersionService;

@@ -9,6 +9,7 @@ pub mod health;
 pub mod mcp_servers;
 pub mod providers;
 pub mod runs;
+pub mod tasks;
 pub mod users;
 pub mod versions;
 
@@ -27,6 +28,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     mcp_servers::configure(cfg);
     providers::configure(cfg);
     runs::configure(cfg);
+    tasks::configure(cfg);
     versions::configure(cfg);
     users::configure(cfg);
 }

@@ -89,6 +89,8 @@ pub struct RuntimePorts {
     pub http_tools: Option<Arc<dyn HttpToolClient>>,
     /// MCP servers whose tools agents bind (and their supervision).
     pub mcp: crate::services::McpServerService,
+    /// Where turns publish `agent.message` events (when someone listens).
+    pub events: Arc<dyn crate::event::EventBus>,
     /// Time.
     pub clock: Arc<dyn Clock>,
 }

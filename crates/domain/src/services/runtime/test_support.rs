@@ -840,6 +840,8 @@ pub struct Harness {
     pub versions: VersionService,
     pub mcp: Arc<FakeMcp>,
     pub mcp_servers: McpServerService,
+    #[allow(dead_code)]
+    pub events: Arc<crate::event::LocalEventBus>,
 }
 
 impl Harness {
@@ -860,6 +862,8 @@ impl Harness {
             clock.clone(),
         );
         let mcp = Arc::new(FakeMcp::default());
+        let events: Arc<crate::event::LocalEventBus> =
+            Arc::new(crate::event::LocalEventBus::default());
         let mcp_servers = McpServerService::new(
             mem.clone(),
             clock.clone(),
@@ -879,6 +883,7 @@ impl Harness {
             runs: mem.clone(),
             http_tools: Some(tools.clone()),
             mcp: mcp_servers.clone(),
+            events: events.clone(),
             clock,
         };
         Self {
@@ -889,6 +894,7 @@ impl Harness {
             versions,
             mcp,
             mcp_servers,
+            events,
         }
     }
 

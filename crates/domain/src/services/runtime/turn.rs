@@ -618,6 +618,39 @@ impl Runtime {
         let events = futures_util::stream::unfold(driver, |mut d| async move {
             d.next_event().await.map(|e| (e, d))
         });
+        // `agent.message` events, only when someone listens to the agent's channel.
+        let listened = start.agent.as_ref().filter(|a| {
+            self.ports
+                .events
+                .wants(&crate::event::agent_channel(a.id.as_str()))
+        });
+        if let Some(agent) = listened {
+            let bus = self.ports.events.clone();
+            let (agent_id, agent_key) = (agent.id.to_string(), agent.key.to_string());
+            let session = start
+                .conversation
+                .as_ref()
+                .map(|c| c.session_key.clone())
+                .or_else(|| start.run_id.clone());
+            let events = events.inspect(move |e| {
+                let (text, done) = match e {
+                    TurnEvent::TextDelta(t) => (t.as_str(), false),
+                    TurnEvent::Finished(o) => (o.text.as_str(), true),
+                    _ => return,
+                };
+                bus.publish(crate::event::Event::agent_message(
+                    &agent_id,
+                    &agent_key,
+                    session.as_deref(),
+                    text,
+                    done,
+                ));
+            });
+            return Ok(Turn {
+                start,
+                events: Box::pin(events),
+            });
+        }
         Ok(Turn {
             start,
             events: Box::pin(events),
