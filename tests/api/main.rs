@@ -4,6 +4,7 @@
 
 mod agents;
 mod caches;
+mod events;
 mod hygiene;
 mod mcp;
 mod mcp_live;

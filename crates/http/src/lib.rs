@@ -11,6 +11,7 @@ pub mod permissions;
 pub mod ratelimit;
 pub mod routes;
 pub mod sse;
+pub mod ws;
 
 pub use auth::{Caller, Principal, principal};
 pub use permissions::is_openai_surface;

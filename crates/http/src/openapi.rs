@@ -51,6 +51,8 @@ use crate::routes::{
         tasks::list_tasks,
         tasks::get_task,
         tasks::cancel_task,
+        crate::ws::events,
+        crate::ws::chat,
         runs::create_run,
         runs::list_runs,
         runs::get_run,
@@ -93,6 +95,7 @@ use crate::routes::{
     tags(
         (name = "ops", description = "Health and readiness"),
         (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
+        (name = "events", description = "The WebSocket event stream: task status, agent messages, system notifications"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),

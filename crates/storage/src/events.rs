@@ -3,9 +3,9 @@
 //! - Publishing hands the event to a sender thread, which sends what has queued up (a few
 //!   milliseconds' worth) with one statement on its own connection; a payload too large for
 //!   a notification (8,000 bytes) is stored in `event_payloads` and sent by reference.
-//! - A listener thread holds a connection that `LISTEN`s, reads what arrived every
-//!   [`POLL`] (libpq reads the socket without blocking) and hands the events to this
-//!   process's subscribers. Events published here come back the same way, so every replica
+//! - A listener thread holds a connection that `LISTEN`s, reads what arrived (libpq reads
+//!   the socket without blocking; again at once while notifications keep coming, else after
+//!   [`POLL`]) and hands the events to this process's subscribers. Events published here come back the same way, so every replica
 //!   sees one order.
 //! - Interest in agent channels travels the same way: the first local listener of a channel
 //!   announces it at once, and every [`INTEREST_REFRESH`] the replica repeats what it listens
@@ -273,6 +273,7 @@ fn listen_loop(url: &str, shared: &Weak<Shared>) {
                 }
             }
         }
+        let idle = received.is_empty();
         for payload in received {
             deliver(c, &s, &payload);
         }
@@ -280,7 +281,10 @@ fn listen_loop(url: &str, shared: &Weak<Shared>) {
             conn = None;
         }
         drop(s);
-        std::thread::sleep(POLL);
+        // Read again at once while notifications keep coming; wait only when none came.
+        if idle {
+            std::thread::sleep(POLL);
+        }
     }
 }
 

@@ -47,7 +47,7 @@ pub struct ChatInput {
 }
 
 impl ChatInput {
-    fn try_into_domain(self) -> Result<TurnRequest, ApiError> {
+    pub(crate) fn try_into_domain(self) -> Result<TurnRequest, ApiError> {
         let (field, session_key) = match (self.session_id, self.conversation_id) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::validation(

@@ -31,6 +31,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     tasks::configure(cfg);
     versions::configure(cfg);
     users::configure(cfg);
+    crate::ws::configure(cfg);
 }
 
 /// RFC 3339 in UTC with milliseconds: `2025-01-15T10:00:00.000Z`.
