@@ -17,8 +17,17 @@ const PASSWORD: &str = "crash-test-password-1";
 
 /// A running binary on `database_url`, and its address.
 fn start(database_url: &str) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .env_clear()
+    start_with(database_url, &[])
+}
+
+/// As [`start`], with more environment variables.
+fn start_with(database_url: &str, env: &[(&str, &str)]) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command.env_clear();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", database_url)
         .env("AGENTRY_ADDR", "127.0.0.1:0")
@@ -244,4 +253,106 @@ async fn postgres_loses_no_acknowledged_write_on_sigkill() {
         return;
     };
     writes_survive_sigkill(&url).await;
+}
+
+/// Issue 18: a replica killed while it runs tasks loses them to another replica once their
+/// leases expire; each is finished there (one more attempt), none twice at once.
+#[tokio::test]
+async fn tasks_of_a_killed_replica_are_finished_by_another() {
+    let Some((url, _guard)) = agentry_storage::test_support::fresh_postgres_url().unwrap() else {
+        return;
+    };
+    let env = [
+        ("AGENTRY_TASK_WORKERS", "3"),
+        ("AGENTRY_TASK_LEASE_SECS", "2"),
+        ("AGENTRY_TASK_POLL_MS", "100"),
+    ];
+    let (mut a, base_a) = start_with(&url, &env);
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {}", token(&http, &base_a).await);
+    let post = |base: &str, path: &str, body: Value| {
+        let req = http
+            .post(format!("{base}{path}"))
+            .header("Authorization", &auth)
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let get = |base: &str, path: &str| {
+        let req = http
+            .get(format!("{base}{path}"))
+            .header("Authorization", &auth);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let (status, _) = post(
+        &base_a,
+        "/api/v1/agents",
+        json!({"name": "Slow", "model": "mock/slow-400"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (status, task) = post(
+            &base_a,
+            "/api/v1/tasks",
+            json!({"title": format!("job {n} of a long story"), "agent_id": "slow"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{task}");
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    // Wait until replica A runs three of them, then kill it mid-run.
+    let mut held: Vec<(String, String)> = Vec::new();
+    for _ in 0..100 {
+        let list = get(&base_a, "/api/v1/tasks?status=running").await;
+        held = list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["id"].as_str().unwrap().to_owned(),
+                    t["worker"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        if held.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(held.len(), 3, "replica A runs three tasks");
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+
+    let (mut b, base_b) = start_with(&url, &env);
+    let mut done = 0;
+    for _ in 0..300 {
+        let list = get(&base_b, "/api/v1/tasks?status=completed").await;
+        done = list["total"].as_u64().unwrap();
+        if done == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done, 6, "every task finished after the kill");
+    for (id, worker_a) in &held {
+        let task = get(&base_b, &format!("/api/v1/tasks/{id}")).await;
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(
+            task["attempts"], 2,
+            "one more attempt after the lease expired: {task}"
+        );
+        let replica = |w: &str| w.split('/').next().unwrap().to_owned();
+        assert_ne!(
+            replica(task["worker"].as_str().unwrap()),
+            replica(worker_a),
+            "finished by the other replica: {task}"
+        );
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
 }
