@@ -151,6 +151,20 @@ pub trait McpServerStore: Send + Sync {
     async fn delete_mcp_server(&self, id: &McpServerId) -> Result<bool>;
 }
 
+/// Request counts per client and minute, shared by every replica (rate limits that hold for
+/// the deployment).
+#[async_trait]
+pub trait RateUsageStore: Send + Sync {
+    /// Adds `counts` (client key, requests this replica admitted since it last reported) to
+    /// the window that starts at `window`, and returns the deployment's totals for those
+    /// keys in that window. Windows older than two minutes may be deleted.
+    async fn add_usage(
+        &self,
+        window: chrono::DateTime<chrono::Utc>,
+        counts: &[(String, u64)],
+    ) -> Result<Vec<(String, u64)>>;
+}
+
 /// Durable storage of tasks: the queue every replica's workers claim from.
 #[async_trait]
 pub trait TaskStore: Send + Sync {

@@ -7,8 +7,14 @@
 //! burst is available again). A refused request is 429 `RATE_LIMITED` with `Retry-After` and
 //! `details.retry_after_seconds` / `details.limit`.
 //!
-//! The counters live in each replica's memory: with N replicas behind a load balancer a
-//! client gets up to N times the limit.
+//! The counters live in each replica's memory. With several replicas, the per-minute limit
+//! holds for the deployment when [`RateLimits::shared`] is on: besides its own buckets, each
+//! replica counts every client's requests in the current minute, adds them to the shared
+//! totals every sync interval ([`sync_usage`], through the `RateUsageStore` port) and refuses
+//! a client whose total for the minute has reached its limit. No request waits for the
+//! database; between two syncs each replica admits on what it last saw, so the deployment
+//! may admit more than the limit by what the other replicas admit in one interval (see
+//! `docs/security.md`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -97,9 +103,26 @@ impl Limiter {
     }
 }
 
+/// Requests per client in the current minute: the deployment's total as last synced, and
+/// this replica's admissions since.
+#[derive(Default)]
+struct Window {
+    minute: u64,
+    seen: HashMap<String, u64>,
+    pending: HashMap<String, u64>,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Every client's counters. Share one across the server's workers.
 pub struct RateLimits {
     settings: RateLimitSettings,
+    /// The deployment-wide minute windows, when shared.
+    shared: Option<Mutex<Window>>,
     default: Limiter,
     custom: Mutex<HashMap<u32, Arc<Limiter>>>,
     in_flight: Mutex<HashMap<String, u32>>,
@@ -149,10 +172,93 @@ impl RateLimits {
         Self {
             default: Limiter::new(settings.per_minute, settings.burst),
             settings,
+            shared: None,
             custom: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
             started: Instant::now(),
             last_cleanup: AtomicU64::new(0),
+        }
+    }
+
+    /// Also counts every client's requests per minute for the whole deployment (several
+    /// replicas): run [`sync_usage`] beside it.
+    #[must_use]
+    pub fn shared(mut self) -> Self {
+        self.shared = Some(Mutex::new(Window::default()));
+        self
+    }
+
+    /// Admits one request of `key` under the deployment's per-minute total, if shared.
+    fn check_shared(&self, key: &str, per_minute: u32) -> Result<(), Refusal> {
+        let Some(window) = &self.shared else {
+            return Ok(());
+        };
+        let Ok(mut w) = window.lock() else {
+            return Ok(());
+        };
+        let now = unix_secs();
+        let minute = now / 60;
+        if w.minute != minute {
+            *w = Window {
+                minute,
+                ..Window::default()
+            };
+        }
+        let used = w.seen.get(key).copied().unwrap_or(0) + w.pending.get(key).copied().unwrap_or(0);
+        if used >= u64::from(per_minute) {
+            return Err(Refusal {
+                retry_after: 60 - now % 60,
+                limit: format!("{per_minute} requests per minute"),
+            });
+        }
+        *w.pending.entry(key.to_owned()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    /// Sends this replica's counts since the last sync and takes the deployment's totals.
+    async fn sync(&self, store: &dyn agentry_domain::ports::RateUsageStore) {
+        let Some(window) = &self.shared else { return };
+        let (minute, counts) = {
+            let Ok(mut w) = window.lock() else { return };
+            if w.minute != unix_secs() / 60 {
+                return;
+            }
+            let pending = std::mem::take(&mut w.pending);
+            let mut counts: Vec<(String, u64)> = pending.into_iter().collect();
+            // Clients seen this minute are refreshed too: others may have used them.
+            for key in w.seen.keys() {
+                if !counts.iter().any(|(k, _)| k == key) {
+                    counts.push((key.clone(), 0));
+                }
+            }
+            (w.minute, counts)
+        };
+        if counts.is_empty() {
+            return;
+        }
+        let start = chrono::DateTime::from_timestamp(i64::try_from(minute * 60).unwrap_or(0), 0)
+            .unwrap_or_default();
+        match store.add_usage(start, &counts).await {
+            Ok(totals) => {
+                if let Ok(mut w) = window.lock()
+                    && w.minute == minute
+                {
+                    for (key, total) in totals {
+                        w.seen.insert(key, total);
+                    }
+                }
+            }
+            Err(e) => {
+                // The counts are put back: they are sent with the next sync.
+                tracing::warn!(error = %e, "could not share rate-limit counts");
+                if let Ok(mut w) = window.lock()
+                    && w.minute == minute
+                {
+                    for (key, n) in counts {
+                        *w.pending.entry(key).or_insert(0) += n;
+                    }
+                }
+            }
         }
     }
 
@@ -338,6 +444,9 @@ pub async fn limit(
         Ok(a) => a,
         Err(r) => return refused(req, r),
     };
+    if let Err(r) = limits.check_shared(&key, limit_per_minute) {
+        return refused(req, r);
+    }
     let guard = match limits.enter(&key) {
         Ok(g) => g,
         Err(r) => return refused(req, r),
@@ -352,4 +461,19 @@ pub async fn limit(
     headers.insert(REMAINING_HEADER, header(allowed.remaining));
     headers.insert(RESET_HEADER, header(allowed.reset));
     Ok(res.map_into_boxed_body())
+}
+
+/// Shares `limits`' counts with the other replicas every `every`, forever (see
+/// [`RateLimits::shared`]).
+pub async fn sync_usage(
+    limits: Arc<RateLimits>,
+    store: Arc<dyn agentry_domain::ports::RateUsageStore>,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        limits.sync(store.as_ref()).await;
+    }
 }

@@ -160,6 +160,12 @@ pub struct Config {
     pub rate_limit_burst: u32,
     /// Requests in flight per client (`AGENTRY_RATE_LIMIT_CONCURRENCY`).
     pub rate_limit_concurrency: u32,
+    /// Whether per-minute limits hold for the whole deployment (counts shared through the
+    /// database every `rate_limit_sync_ms`); default: on with PostgreSQL, off with SQLite
+    /// (one process) (`AGENTRY_RATE_LIMIT_SHARED`).
+    pub rate_limit_shared: Option<bool>,
+    /// Milliseconds between two shares of the rate-limit counts (`AGENTRY_RATE_LIMIT_SYNC_MS`).
+    pub rate_limit_sync_ms: u64,
     /// Seconds an entry of the in-process caches (agents, versions, providers, users,
     /// sessions, API keys) may be used at most; 0 turns the caches off (`AGENTRY_CACHE_TTL_SECS`).
     pub cache_ttl_secs: u64,
@@ -234,6 +240,7 @@ struct Defaults {
     rate_limit_per_minute: u32,
     rate_limit_burst: u32,
     rate_limit_concurrency: u32,
+    rate_limit_sync_ms: u64,
     cache_ttl_secs: u64,
     cache_sync_ms: u64,
     memory_trim_secs: u64,
@@ -279,6 +286,7 @@ const DEFAULTS: Defaults = Defaults {
     rate_limit_per_minute: 100,
     rate_limit_burst: 20,
     rate_limit_concurrency: 20,
+    rate_limit_sync_ms: 250,
     cache_ttl_secs: 60,
     cache_sync_ms: 250,
     memory_trim_secs: 5,

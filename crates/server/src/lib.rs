@@ -409,11 +409,25 @@ impl Application {
                 "AUTHENTICATION IS DISABLED (auth_disabled): every request acts as the admin 'anonymous-dev'. Development only."
             );
         }
-        let rate_limits = Arc::new(RateLimits::new(RateLimitSettings {
+        let rate_limits = RateLimits::new(RateLimitSettings {
             per_minute: config.rate_limit_per_minute.max(1),
             burst: config.rate_limit_burst.max(1),
             concurrency: config.rate_limit_concurrency.max(1),
-        }));
+        });
+        let shared = config
+            .rate_limit_shared
+            .unwrap_or(database.backend() == agentry_storage::Backend::Postgres);
+        let rate_limits = if shared {
+            let limits = Arc::new(rate_limits.shared());
+            tokio::spawn(agentry_http::ratelimit::sync_usage(
+                limits.clone(),
+                database.rate_usage(),
+                Duration::from_millis(config.rate_limit_sync_ms.max(10)),
+            ));
+            limits
+        } else {
+            Arc::new(rate_limits)
+        };
         let mcp = services.mcp_servers.clone();
         let state = AppState {
             agents: services.agents,

@@ -188,6 +188,11 @@ impl Database {
         Arc::new(self.store())
     }
 
+    /// Request counts shared by replicas (rate limits that hold for the deployment).
+    pub fn rate_usage(&self) -> Arc<dyn agentry_domain::ports::RateUsageStore> {
+        Arc::new(self.store())
+    }
+
     /// The task queue over this pool.
     pub fn tasks(&self) -> Arc<dyn TaskStore> {
         Arc::new(self.store())

@@ -215,6 +215,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_usage (client_key, window_start) {
+        client_key -> Text,
+        window_start -> Timestamp,
+        count -> BigInt,
+    }
+}
+
+diesel::table! {
     event_payloads (id) {
         id -> Text,
         body -> Text,
@@ -252,5 +260,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     mcp_servers,
     tasks,
     event_payloads,
+    rate_usage,
     change_counter
 );

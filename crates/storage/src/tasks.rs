@@ -484,3 +484,45 @@ fn is_unique_violation(e: &DieselError) -> bool {
         DieselError::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
 }
+
+#[async_trait]
+impl agentry_domain::ports::RateUsageStore for DieselStore {
+    async fn add_usage(
+        &self,
+        window: DateTime<Utc>,
+        counts: &[(String, u64)],
+    ) -> Result<Vec<(String, u64)>> {
+        use crate::schema::rate_usage;
+        let window = naive(window);
+        let counts = counts.to_vec();
+        self.run(move |conn| {
+            let totals = conn
+                .transaction(|c| {
+                    let mut totals = Vec::with_capacity(counts.len());
+                    for (key, n) in &counts {
+                        let n = i64::try_from(*n).unwrap_or(i64::MAX);
+                        let total: i64 =
+                            on_backend!(&mut *c, |c| diesel::insert_into(rate_usage::table)
+                                .values((
+                                    rate_usage::client_key.eq(key),
+                                    rate_usage::window_start.eq(window),
+                                    rate_usage::count.eq(n),
+                                ))
+                                .on_conflict((rate_usage::client_key, rate_usage::window_start))
+                                .do_update()
+                                .set(rate_usage::count.eq(rate_usage::count + n))
+                                .returning(rate_usage::count)
+                                .get_result(c))?;
+                        totals.push((key.clone(), u64::try_from(total).unwrap_or(0)));
+                    }
+                    let old = window - chrono::Duration::minutes(2);
+                    diesel::delete(rate_usage::table.filter(rate_usage::window_start.lt(old)))
+                        .execute(c)?;
+                    Ok::<_, DieselError>(totals)
+                })
+                .map_err(query_error)?;
+            Ok(totals)
+        })
+        .await
+    }
+}

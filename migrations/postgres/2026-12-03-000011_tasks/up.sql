@@ -43,3 +43,13 @@ CREATE TABLE event_payloads (
     body TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
+
+-- Requests counted per client and minute across replicas (rate limits that hold for the
+-- deployment, docs/security.md): each replica adds its counts every few hundred
+-- milliseconds and reads the totals back. Windows older than two minutes are deleted.
+CREATE TABLE rate_usage (
+    client_key TEXT NOT NULL,
+    window_start TIMESTAMP NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (client_key, window_start)
+);
