@@ -112,8 +112,8 @@ async fn the_event_stream_authenticates_by_message_or_header() {
     send(&mut ws, json!({"type": "dance"})).await;
     assert_eq!(next(&mut ws).await["code"], "VALIDATION_ERROR");
     // A plain GET is not an upgrade.
-    let res = app.get("/api/v1/ws").await;
-    assert_eq!(res.status().as_u16(), 400);
+    let (status, body) = json(app.get("/api/v1/ws").await).await;
+    crate::assert_error(status, &body, 400, "VALIDATION_ERROR");
 }
 
 #[tokio::test]
@@ -432,4 +432,34 @@ async fn events_cross_replicas_on_postgres() {
     let done = seen.last().unwrap();
     assert_eq!(done["message"], "across the wire");
     assert_eq!(done["agent_id"], agent["id"]);
+}
+
+#[tokio::test]
+async fn a_failing_provider_is_announced_once_a_minute_on_the_system_channel() {
+    let app = app().await;
+    create(&app, json!({"name": "Broken", "model": "mock/error-500"})).await;
+    let mut ws = connect(&app, "/api/v1/ws", &app.admin_token()).await;
+    assert_eq!(subscribe(&mut ws, "system").await["type"], "subscribed");
+    for _ in 0..2 {
+        let (status, _) = json(
+            app.post("/api/v1/agents/broken/chat", &json!({"message": "hi"}))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 502);
+    }
+    let m = next(&mut ws).await;
+    assert_eq!(m["type"], "system.notification", "{m}");
+    assert_eq!(m["level"], "warning");
+    assert_eq!(m["channel"], "system");
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap()
+            .contains("provider 'mock' failed"),
+        "{m}"
+    );
+    // The second failure within the minute is not announced again.
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(next(&mut ws).await["type"], "pong");
 }

@@ -44,8 +44,23 @@ pub const CLIENT_FRAME_MAX: usize = 256 * 1024;
 
 /// Routes of this module, under `/api/v1` and `/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/ws").get(events))
-        .service(web::resource("/agents/{agent}/ws").get(chat));
+    cfg.service(web::resource("/ws").get(ws_events))
+        .service(web::resource("/agents/{agent}/ws").get(ws_chat));
+}
+
+/// The WebSocket handshake; a request that is not an upgrade is a `400 VALIDATION_ERROR` in
+/// the usual envelope.
+fn upgrade(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<(HttpResponse, Session, MessageStream), ApiError> {
+    actix_ws::handle(req, body).map_err(|e| {
+        ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("expected a WebSocket upgrade: {e}"),
+        )
+    })
 }
 
 /// Sends `value`; `false` when the connection is gone or the client does not read.
@@ -146,13 +161,13 @@ async fn authenticated(
 /// `GET /api/v1/ws`: the event stream.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "events",
     description = "Upgrades to a WebSocket carrying events as JSON messages. Authenticate with a bearer header or `{\"type\":\"auth\",\"token\"}` first; then `{\"type\":\"subscribe\",\"channel\"}` with `agent.{id}.events`, `task.{id}`, `tasks` or `system`. Events: `task.status`, `agent.message`, `system.notification` (see docs/events.md).",
-    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade")))]
-pub async fn events(
+    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorEnvelope)))]
+pub async fn ws_events(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = upgrade(&req, body)?;
     let stream = stream.max_frame_size(CLIENT_FRAME_MAX);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {
@@ -369,15 +384,15 @@ async fn may_subscribe(
 #[utoipa::path(get, path = "/api/v1/agents/{agent}/ws", tag = "chat",
     params(("agent" = String, Path, description = "Agent id or key")),
     description = "Upgrades to a WebSocket. Authenticate (bearer header or `{\"type\":\"auth\",\"token\"}` first), then send `{\"type\":\"chat\",\"message\",\"conversation_id\"?}`: the answer comes as `start`, `token`…, `tool_call`/`tool_result`, then `end` (or `error`) messages, as on the SSE stream. `{\"type\":\"cancel\"}` drops the turn in progress.",
-    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade")))]
-pub async fn chat(
+    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorEnvelope)))]
+pub async fn ws_chat(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let target = agent_ref(&path)?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = upgrade(&req, body)?;
     let stream = stream.max_frame_size(CLIENT_FRAME_MAX);
     let state = state.into_inner();
     actix_web::rt::spawn(async move {

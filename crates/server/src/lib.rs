@@ -378,6 +378,7 @@ pub struct Application {
     addr: SocketAddr,
     database: Database,
     mcp: agentry_domain::services::McpServerService,
+    events: Arc<dyn agentry_domain::event::EventBus>,
 }
 
 impl Application {
@@ -429,6 +430,7 @@ impl Application {
             Arc::new(rate_limits)
         };
         let mcp = services.mcp_servers.clone();
+        let events = services.events.clone();
         let state = AppState {
             agents: services.agents,
             providers: services.providers,
@@ -497,6 +499,7 @@ impl Application {
             addr,
             database,
             mcp,
+            events,
         })
     }
 
@@ -527,6 +530,11 @@ impl Application {
     /// An I/O error of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        // The other replicas' subscribers learn that this one left.
+        self.events.publish(agentry_domain::event::Event::system(
+            "info",
+            format!("replica {} shut down", self.addr),
+        ));
         // MCP servers' processes do not outlive the server.
         self.mcp.supervisor().stop_all().await;
         // Runs queued for the background writer are stored before the process ends.

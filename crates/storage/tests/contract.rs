@@ -25,6 +25,7 @@ use agentry_domain::mcp::{
 };
 use agentry_domain::page::Page;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
+use agentry_domain::task::{Task, TaskFilter, TaskId, TaskOutcome, TaskPriority, TaskStatus};
 use agentry_domain::version::AgentVersion;
 use agentry_storage::test_support::{PgSchemaGuard, fresh_postgres_url, fresh_sqlite_url};
 use agentry_storage::{Backend, Database, PoolOptions, StorageError};
@@ -37,7 +38,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -48,6 +49,7 @@ const MIGRATIONS: [&str; 10] = [
     "2026-12-03-000008_conversation_owner",
     "2026-12-03-000009_mcp_servers",
     "2026-12-03-000010_mcp_server_tools",
+    "2026-12-03-000011_tasks",
 ];
 
 fn options() -> PoolOptions {
@@ -180,6 +182,11 @@ contract_tests!(
     mcp_server_update_and_delete,
     mcp_server_secrets_stay_hidden,
     mcp_server_catalog_is_stored_alone,
+    tasks_are_claimed_by_priority_then_age_once,
+    task_leases_expire_renew_and_guard_every_write,
+    task_failures_retry_then_fail_and_cancels_win,
+    task_idempotency_keys_are_per_caller,
+    rate_usage_adds_up_across_reporters,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -3328,4 +3335,353 @@ async fn mcp_server_secrets_stay_hidden(db: Database) {
         );
     }
     assert!(transport_text(&got.transport).contains("hdr-top-secret"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Tasks (issue 18)
+
+fn task(title: &str, priority: TaskPriority, secs: i64) -> Task {
+    Task {
+        id: TaskId::generate(),
+        title: title.into(),
+        description: None,
+        agent_id: AgentId::generate(),
+        agent_key: AgentKey::parse("bot").unwrap(),
+        priority,
+        data: Map::new(),
+        status: TaskStatus::Pending,
+        idempotency_key: None,
+        max_attempts: 2,
+        attempts: 0,
+        run_at: t0() + TimeDelta::seconds(secs),
+        result: None,
+        error: None,
+        created_by: Some("user_1".into()),
+        lease_owner: None,
+        lease_expires_at: None,
+        created_at: t0() + TimeDelta::seconds(secs),
+        updated_at: t0() + TimeDelta::seconds(secs),
+        started_at: None,
+        completed_at: None,
+    }
+}
+
+async fn tasks_are_claimed_by_priority_then_age_once(db: Database) {
+    let store = db.tasks();
+    let now = t0() + TimeDelta::seconds(100);
+    let lease = Duration::from_secs(30);
+    let old_low = task("old low", TaskPriority::Low, 0);
+    let new_high = task("new high", TaskPriority::High, 5);
+    let old_high = task("old high", TaskPriority::High, 1);
+    let medium = task("medium", TaskPriority::Medium, 2);
+    let future = Task {
+        run_at: now + TimeDelta::seconds(60),
+        ..task("future", TaskPriority::High, 3)
+    };
+    for t in [&old_low, &new_high, &old_high, &medium, &future] {
+        assert!(store.insert_task(t).await.unwrap().1);
+    }
+    let mut order = Vec::new();
+    while let Some(t) = store.claim_task("w1", lease, now).await.unwrap() {
+        assert_eq!(t.status, TaskStatus::Running);
+        assert_eq!(t.attempts, 1);
+        assert_eq!(t.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(t.lease_expires_at, Some(now + TimeDelta::seconds(30)));
+        assert_eq!(t.started_at, Some(now));
+        order.push(t.title);
+    }
+    assert_eq!(
+        order,
+        ["old high", "new high", "medium", "old low"],
+        "not before run_at"
+    );
+    // Concurrent claims never take one task twice.
+    let many: Vec<Task> = (0..20)
+        .map(|n| task(&format!("c{n}"), TaskPriority::Medium, 10 + n))
+        .collect();
+    for t in &many {
+        store.insert_task(t).await.unwrap();
+    }
+    let mut claims = tokio::task::JoinSet::new();
+    for w in 0..30 {
+        let store = store.clone();
+        claims.spawn(async move {
+            store
+                .claim_task(&format!("w{w}"), lease, now)
+                .await
+                .unwrap()
+        });
+    }
+    let mut claimed: Vec<String> = claims
+        .join_all()
+        .await
+        .into_iter()
+        .flatten()
+        .map(|t| t.id.to_string())
+        .collect();
+    assert_eq!(claimed.len(), 20, "every runnable task claimed once");
+    claimed.sort();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 20, "no task claimed twice");
+    let listed = store
+        .list_tasks(
+            &TaskFilter {
+                status: Some(TaskStatus::Running),
+                ..TaskFilter::default()
+            },
+            Page::new(Some(100), None).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 24);
+}
+
+async fn task_leases_expire_renew_and_guard_every_write(db: Database) {
+    let store = db.tasks();
+    let now = t0() + TimeDelta::seconds(100);
+    let lease = Duration::from_secs(10);
+    let t = task("leased", TaskPriority::Medium, 0);
+    store.insert_task(&t).await.unwrap();
+    let claimed = store.claim_task("a", lease, now).await.unwrap().unwrap();
+    assert!(
+        store
+            .claim_task("b", lease, now + TimeDelta::seconds(5))
+            .await
+            .unwrap()
+            .is_none(),
+        "the lease holds"
+    );
+    assert!(
+        store
+            .renew_lease(&t.id, "a", now + TimeDelta::seconds(20))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_lease(&t.id, "b", now + TimeDelta::seconds(20))
+            .await
+            .unwrap(),
+        "only the holder renews"
+    );
+    assert!(
+        store
+            .claim_task("b", lease, now + TimeDelta::seconds(15))
+            .await
+            .unwrap()
+            .is_none(),
+        "renewed"
+    );
+    // Expired: another worker takes it, with one more attempt.
+    let again = store
+        .claim_task("b", lease, now + TimeDelta::seconds(21))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, claimed.id);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(
+        again.started_at, claimed.started_at,
+        "the first start is kept"
+    );
+    // The old holder can neither renew nor finish.
+    assert!(
+        !store
+            .renew_lease(&t.id, "a", now + TimeDelta::seconds(40))
+            .await
+            .unwrap()
+    );
+    let done = TaskOutcome::Completed(json!({"response": "late"}));
+    assert!(
+        store
+            .finish_task(&t.id, "a", &done, now + TimeDelta::seconds(22))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Its last attempt expiring too: reaped as failed (attempts are used up).
+    assert!(
+        store
+            .claim_task("c", lease, now + TimeDelta::seconds(40))
+            .await
+            .unwrap()
+            .is_none(),
+        "no attempts left"
+    );
+    let reaped = store
+        .reap_tasks(now + TimeDelta::seconds(40))
+        .await
+        .unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert_eq!(reaped[0].status, TaskStatus::Failed);
+    assert!(reaped[0].error.as_deref().unwrap().contains("lease"));
+    assert!(
+        store
+            .reap_tasks(now + TimeDelta::seconds(41))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn task_failures_retry_then_fail_and_cancels_win(db: Database) {
+    let store = db.tasks();
+    let now = t0() + TimeDelta::seconds(100);
+    let lease = Duration::from_secs(10);
+    let t = task("flaky", TaskPriority::Medium, 0);
+    store.insert_task(&t).await.unwrap();
+    store.claim_task("w", lease, now).await.unwrap().unwrap();
+    let failed = |retry| TaskOutcome::Failed {
+        error: "upstream 500".into(),
+        retry,
+        retry_at: now + TimeDelta::seconds(5),
+    };
+    let after = store
+        .finish_task(&t.id, "w", &failed(true), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.status, TaskStatus::Pending, "retried");
+    assert_eq!(after.run_at, now + TimeDelta::seconds(5));
+    assert_eq!(after.error.as_deref(), Some("upstream 500"));
+    assert!(
+        store.claim_task("w", lease, now).await.unwrap().is_none(),
+        "not before retry_at"
+    );
+    store
+        .claim_task("w", lease, now + TimeDelta::seconds(5))
+        .await
+        .unwrap()
+        .unwrap();
+    let after = store
+        .finish_task(&t.id, "w", &failed(true), now + TimeDelta::seconds(6))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.status, TaskStatus::Failed, "attempts used up");
+    assert_eq!(after.completed_at, Some(now + TimeDelta::seconds(6)));
+    assert_eq!(
+        after.lease_owner.as_deref(),
+        Some("w"),
+        "the worker that ran it is kept"
+    );
+
+    // A failure that another attempt cannot fix: failed at once.
+    let t2 = task("doomed", TaskPriority::Medium, 1);
+    store.insert_task(&t2).await.unwrap();
+    store.claim_task("w", lease, now).await.unwrap().unwrap();
+    let after = store
+        .finish_task(&t2.id, "w", &failed(false), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((after.status, after.attempts), (TaskStatus::Failed, 1));
+
+    // A cancel while running wins over the worker's result.
+    let t3 = task("cancelled", TaskPriority::Medium, 2);
+    store.insert_task(&t3).await.unwrap();
+    store.claim_task("w", lease, now).await.unwrap().unwrap();
+    let cancelled = store.cancel_task(&t3.id, now).await.unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(cancelled.lease_owner, None);
+    let done = TaskOutcome::Completed(json!({"response": "too late"}));
+    assert!(
+        store
+            .finish_task(&t3.id, "w", &done, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !store
+            .renew_lease(&t3.id, "w", now + TimeDelta::seconds(9))
+            .await
+            .unwrap()
+    );
+    let kept = store.get_task(&t3.id).await.unwrap();
+    assert_eq!((kept.status, kept.result), (TaskStatus::Cancelled, None));
+    // Cancelling an ended task changes nothing; an absent task is not found.
+    assert_eq!(
+        store.cancel_task(&t2.id, now).await.unwrap().status,
+        TaskStatus::Failed
+    );
+    assert!(matches!(
+        store.cancel_task(&TaskId::generate(), now).await,
+        Err(Error::NotFound { entity: "task", .. })
+    ));
+    // A completed task keeps its result exactly.
+    let t4 = task("fine", TaskPriority::Medium, 3);
+    store.insert_task(&t4).await.unwrap();
+    store.claim_task("w", lease, now).await.unwrap().unwrap();
+    let result = json!({"response": "ünïcode \"answer\"", "usage": {"total_tokens": 3}});
+    let done = store
+        .finish_task(&t4.id, "w", &TaskOutcome::Completed(result.clone()), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(store.get_task(&t4.id).await.unwrap().result, Some(result));
+}
+
+async fn task_idempotency_keys_are_per_caller(db: Database) {
+    let store = db.tasks();
+    let first = Task {
+        idempotency_key: Some("order-42".into()),
+        ..task("first", TaskPriority::Medium, 0)
+    };
+    assert!(store.insert_task(&first).await.unwrap().1);
+    let again = Task {
+        idempotency_key: Some("order-42".into()),
+        ..task("again", TaskPriority::High, 1)
+    };
+    let (got, created) = store.insert_task(&again).await.unwrap();
+    assert!(!created);
+    assert_eq!(got.id, first.id);
+    assert_eq!(got.title, "first");
+    let other_caller = Task {
+        idempotency_key: Some("order-42".into()),
+        created_by: Some("key:other".into()),
+        ..task("other", TaskPriority::Medium, 2)
+    };
+    assert!(store.insert_task(&other_caller).await.unwrap().1);
+    let listed = store
+        .list_tasks(&TaskFilter::default(), Page::new(None, None).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(listed.total, 2);
+    let mine = store
+        .list_tasks(
+            &TaskFilter {
+                created_by: Some("key:other".into()),
+                ..TaskFilter::default()
+            },
+            Page::new(None, None).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.total, 1);
+}
+
+async fn rate_usage_adds_up_across_reporters(db: Database) {
+    let store = db.rate_usage();
+    let window = t0();
+    let a = store
+        .add_usage(window, &[("key:a".into(), 3), ("key:b".into(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(a, [("key:a".to_owned(), 3), ("key:b".to_owned(), 1)]);
+    let b = store
+        .add_usage(window, &[("key:a".into(), 4), ("key:c".into(), 0)])
+        .await
+        .unwrap();
+    assert_eq!(b, [("key:a".to_owned(), 7), ("key:c".to_owned(), 0)]);
+    let next = store
+        .add_usage(window + TimeDelta::minutes(1), &[("key:a".into(), 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        [("key:a".to_owned(), 1)],
+        "a new window starts from zero"
+    );
 }

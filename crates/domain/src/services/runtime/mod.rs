@@ -100,6 +100,8 @@ pub struct RuntimePorts {
 pub struct Runtime {
     ports: Arc<RuntimePorts>,
     settings: RuntimeSettings,
+    /// When each provider's failure was last announced.
+    alarms: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// A one-shot call (seed 000).
@@ -125,7 +127,33 @@ impl Runtime {
         Self {
             ports: Arc::new(ports),
             settings,
+            alarms: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
         }
+    }
+
+    /// Publishes a `system.notification` for a provider that failed (after its retries), at
+    /// most once a minute per provider: an outage is news, each failed turn of it is not.
+    pub(crate) fn provider_failed(&self, error: &Error) {
+        let Error::Provider { provider_id, error } = error else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        {
+            let Ok(mut alarms) = self.alarms.lock() else {
+                return;
+            };
+            if alarms
+                .get(provider_id)
+                .is_some_and(|last| now.duration_since(*last) < std::time::Duration::from_secs(60))
+            {
+                return;
+            }
+            alarms.insert(provider_id.clone(), now);
+        }
+        self.ports.events.publish(crate::event::Event::system(
+            "warning",
+            format!("provider '{provider_id}' failed: {error}"),
+        ));
     }
 
     /// Its settings.

@@ -572,6 +572,7 @@ impl Runtime {
         let (upstream, model) = match Box::pin(open(&routes, &request, req.stream)).await {
             Ok(opened) => opened,
             Err(e) => {
+                self.provider_failed(&e);
                 // A run is logged also when it fails; a conversation keeps nothing.
                 let produced = Produced::failed(&resolved.model, &e, started);
                 if recorder.keeps(&produced)
@@ -1068,6 +1069,9 @@ impl Driver {
                 Some(Err(e)) => {
                     self.upstream = None;
                     let error = provider_error(&self.model, e);
+                    if let Some(recorder) = &self.recorder {
+                        recorder.runtime.provider_failed(&error);
+                    }
                     self.fail(error).await;
                 }
             }
