@@ -421,3 +421,34 @@ async fn a_changed_tool_list_is_read_again_and_stored() {
             .any(|l| l.message == "tool list changed: 2 tools")
     );
 }
+
+#[tokio::test]
+async fn crashes_and_restarts_are_system_notifications() {
+    use crate::event::EventBus;
+    let h = Harness::new();
+    register(&h, "srv").await;
+    let mut events = h.events.subscribe();
+    h.mcp_servers.start(&by_slug("srv")).await.unwrap();
+    h.mcp.kill();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.kind(), "system.notification");
+        seen.push((
+            e.payload["level"].as_str().unwrap().to_owned(),
+            e.payload["message"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(seen[0].0, "warning");
+    assert!(
+        seen[0].1.starts_with("MCP server 'srv' crashed"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[1],
+        ("info".to_owned(), "MCP server 'srv' restarted".to_owned())
+    );
+}

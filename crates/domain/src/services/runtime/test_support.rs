@@ -840,7 +840,6 @@ pub struct Harness {
     pub versions: VersionService,
     pub mcp: Arc<FakeMcp>,
     pub mcp_servers: McpServerService,
-    #[allow(dead_code)]
     pub events: Arc<crate::event::LocalEventBus>,
 }
 
@@ -861,9 +860,9 @@ impl Harness {
             mem.clone(),
             clock.clone(),
         );
-        let mcp = Arc::new(FakeMcp::default());
         let events: Arc<crate::event::LocalEventBus> =
             Arc::new(crate::event::LocalEventBus::default());
+        let mcp = Arc::new(FakeMcp::default());
         let mcp_servers = McpServerService::new(
             mem.clone(),
             clock.clone(),
@@ -872,7 +871,8 @@ impl Harness {
                 mem.clone(),
                 clock.clone(),
                 fast_mcp_settings(),
-            ),
+            )
+            .with_events(events.clone()),
         );
         let ports = RuntimePorts {
             agents: mem.clone(),
