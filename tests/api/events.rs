@@ -375,17 +375,12 @@ async fn a_client_that_does_not_read_is_closed_not_buffered() {
 
 #[tokio::test]
 async fn events_cross_replicas_on_postgres() {
-    let Some(app) = TestApp::builder()
-        .backend(TestBackend::Postgres)
-        .configure(|c| {
-            c.task_poll_ms = 50;
-            c.task_workers = 1;
-        })
-        .try_spawn()
-        .await
-        .ok()
+    let Some(app) = crate::postgres_app(|c| {
+        c.task_poll_ms = 50;
+        c.task_workers = 1;
+    })
+    .await
     else {
-        eprintln!("SKIPPED: PostgreSQL is not reachable");
         return;
     };
     let agent = create(&app, json!({"name": "Shared"})).await;

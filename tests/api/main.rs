@@ -49,3 +49,36 @@ pub fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str
     );
     err.clone()
 }
+
+/// Registers provider `up` (OpenAI kind) pointing at `fake`, asserting 201.
+pub async fn upstream_provider(
+    app: &TestApp,
+    fake: &agentry_test_harness::fake_upstream::FakeUpstream,
+) {
+    let (status, p) = agentry_test_harness::json(
+        app.post(
+            "/api/v1/providers",
+            &serde_json::json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": "k", "models": []}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{p}");
+}
+
+/// An app on PostgreSQL configured by `configure`, or `None` (saying it skips) when
+/// PostgreSQL cannot be reached.
+pub async fn postgres_app(
+    configure: impl FnOnce(&mut agentry_test_harness::Config),
+) -> Option<TestApp> {
+    let app = TestApp::builder()
+        .backend(agentry_test_harness::TestBackend::Postgres)
+        .configure(configure)
+        .try_spawn()
+        .await
+        .ok();
+    if app.is_none() {
+        eprintln!("SKIPPED: PostgreSQL is not reachable");
+    }
+    app
+}

@@ -1333,17 +1333,12 @@ async fn allowlists_and_owners_hold_on_reads_continuations_and_deletes() {
 /// interval, here 100 ms, on top), where separate counters would admit 120.
 #[tokio::test]
 async fn a_keys_limit_holds_across_replicas() {
-    let Some(app) = TestApp::builder()
-        .backend(agentry_test_harness::TestBackend::Postgres)
-        .configure(|c| {
-            c.rate_limit_burst = 60;
-            c.rate_limit_sync_ms = 100;
-        })
-        .try_spawn()
-        .await
-        .ok()
+    let Some(app) = crate::postgres_app(|c| {
+        c.rate_limit_burst = 60;
+        c.rate_limit_sync_ms = 100;
+    })
+    .await
     else {
-        eprintln!("SKIPPED: PostgreSQL is not reachable");
         return;
     };
     let replica = app.replica().await.unwrap();

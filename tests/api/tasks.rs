@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use agentry_test_harness::fake_upstream::{FakeUpstream, Scripted};
-use agentry_test_harness::{TestApp, TestBackend, json};
+use agentry_test_harness::{TestApp, json};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{assert_error, create};
+use crate::{assert_error, create, upstream_provider};
 
 /// An app whose idle workers look for work every 50 ms and retry after 50 ms.
 async fn app(workers: usize) -> TestApp {
@@ -231,15 +231,7 @@ async fn cancel_while_pending_and_while_running_closes_the_providers_stream() {
         })
         .spawn()
         .await;
-    let (status, p) = json(
-        app.post(
-            "/api/v1/providers",
-            &json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": "k", "models": []}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 201, "{p}");
+    upstream_provider(&app, &fake).await;
     create(&app, json!({"name": "Slow", "model": "up/fake-echo"})).await;
     let (_, task) = json(
         app.post(
@@ -295,15 +287,7 @@ async fn failures_are_retried_up_to_max_attempts() {
         })
         .spawn()
         .await;
-    let (status, _) = json(
-        app.post(
-            "/api/v1/providers",
-            &json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": "k", "models": []}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 201);
+    upstream_provider(&app, &fake).await;
     create(&app, json!({"name": "Flaky", "model": "up/fake-echo"})).await;
 
     // Fails once, then succeeds.
@@ -480,31 +464,18 @@ async fn callers_see_only_the_tasks_they_may() {
 
 #[tokio::test]
 async fn two_replicas_run_each_task_exactly_once() {
-    let Some(app) = TestApp::builder()
-        .backend(TestBackend::Postgres)
-        .configure(|c| {
-            c.task_workers = 3;
-            c.task_poll_ms = 50;
-            c.rate_limit_per_minute = 100_000;
-            c.rate_limit_burst = 10_000;
-        })
-        .try_spawn()
-        .await
-        .ok()
+    let Some(app) = crate::postgres_app(|c| {
+        c.task_workers = 3;
+        c.task_poll_ms = 50;
+        c.rate_limit_per_minute = 100_000;
+        c.rate_limit_burst = 10_000;
+    })
+    .await
     else {
-        eprintln!("SKIPPED: PostgreSQL is not reachable");
         return;
     };
     let fake = FakeUpstream::start().await;
-    let (status, _) = json(
-        app.post(
-            "/api/v1/providers",
-            &json!({"id": "up", "kind": "openai", "base_url": fake.base_url(), "api_key": "k", "models": []}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 201);
+    upstream_provider(&app, &fake).await;
     create(&app, json!({"name": "Worker", "model": "up/fake-echo"})).await;
     let replica = app.replica().await.unwrap();
     let mut ids = Vec::new();

@@ -79,12 +79,7 @@ impl AgentId {
     /// # Errors
     /// [`Invalid`] naming `id`.
     pub fn parse(value: &str) -> Result<Self, Invalid> {
-        let hex = value.strip_prefix("agent_").unwrap_or("");
-        if hex.len() == 32
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        {
+        if crate::ids::is_id(value, AGENT_ID_PREFIX) {
             Ok(Self(value.to_owned()))
         } else {
             Err(Invalid::new("id", "is not an agent id"))

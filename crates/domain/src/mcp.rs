@@ -28,44 +28,13 @@ pub const SECRETS_MAX: usize = 100;
 /// Longest command, argument, URL or secret value, in bytes.
 pub const VALUE_MAX: usize = 8192;
 
-/// An MCP server's id: `mcp_` followed by 32 lowercase hex digits (a UUIDv7).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct McpServerId(String);
-
-impl McpServerId {
-    /// A fresh id.
-    pub fn generate() -> Self {
-        Self(crate::ids::new_id(MCP_SERVER_ID_PREFIX))
-    }
-
-    /// Accepts text that has the shape of an MCP server id.
-    ///
-    /// # Errors
-    /// [`Invalid`] naming `id`.
-    pub fn parse(value: &str) -> Result<Self, Invalid> {
-        let hex = value.strip_prefix("mcp_").unwrap_or("");
-        if hex.len() == 32
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(Invalid::new("id", "is not an MCP server id"))
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for McpServerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::ids::prefixed_id!(
+    /// An MCP server's id: `mcp_` followed by 32 lowercase hex digits (a UUIDv7).
+    McpServerId,
+    MCP_SERVER_ID_PREFIX,
+    "id",
+    "an MCP server id"
+);
 
 /// An MCP server's slug: unique, the name agents will use to bind its tools
 /// (`{"type": "mcp", "server": "<slug>"}`). Never starts with `mcp_`, so a slug is never

@@ -3,8 +3,6 @@
 //! heartbeat), runs one agent turn whose input is built from them, and stores the answer as
 //! the task's `result`. See `docs/tasks.md`.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -27,44 +25,13 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 10;
 /// Attempts when none are asked for.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
-/// A task's id: `task_` followed by 32 lowercase hex digits (a UUIDv7).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TaskId(String);
-
-impl TaskId {
-    /// A fresh id.
-    pub fn generate() -> Self {
-        Self(crate::ids::new_id(TASK_ID_PREFIX))
-    }
-
-    /// Accepts text that has the shape of a task id.
-    ///
-    /// # Errors
-    /// [`Invalid`] naming `task_id`.
-    pub fn parse(value: &str) -> Result<Self, Invalid> {
-        let hex = value.strip_prefix("task_").unwrap_or("");
-        if hex.len() == 32
-            && hex
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err(Invalid::new("task_id", "is not a task id"))
-        }
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+crate::ids::prefixed_id!(
+    /// A task's id: `task_` followed by 32 lowercase hex digits (a UUIDv7).
+    TaskId,
+    TASK_ID_PREFIX,
+    "task_id",
+    "a task id"
+);
 
 /// How urgent a task is: workers claim higher priorities first, then older tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -63,6 +63,52 @@ fn upgrade(
     })
 }
 
+/// What a client's frame asks of the loop.
+enum Incoming {
+    /// A text message to handle.
+    Text(String),
+    /// A ping (answered) or another frame (ignored).
+    Handled,
+    /// The client closes (or the stream broke): close and end.
+    Closing,
+    /// The connection is gone: end.
+    Gone,
+}
+
+/// Answers control frames; hands text messages to the caller.
+async fn incoming(
+    session: &mut Session,
+    msg: Option<Result<Message, actix_ws::ProtocolError>>,
+) -> Incoming {
+    match msg {
+        Some(Ok(Message::Text(text))) => Incoming::Text(text.to_string()),
+        Some(Ok(Message::Ping(p))) => {
+            if session.pong(&p).await.is_err() {
+                Incoming::Gone
+            } else {
+                Incoming::Handled
+            }
+        }
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Incoming::Closing,
+        Some(Ok(_)) => Incoming::Handled,
+    }
+}
+
+/// The ping tick: `false` when the connection has been idle too long (and may be closed for
+/// it), otherwise pings the client.
+async fn keep_alive(
+    session: &mut Session,
+    last_heard: tokio::time::Instant,
+    may_idle: bool,
+) -> bool {
+    if may_idle && last_heard.elapsed() >= IDLE_AFTER {
+        return false;
+    }
+    // A failed ping means the connection is gone; the next read ends the loop.
+    let _ = session.ping(b"").await;
+    true
+}
+
 /// Sends `value`; `false` when the connection is gone or the client does not read.
 async fn send(session: &mut Session, value: &Value) -> bool {
     send_text(session, value.to_string()).await
@@ -219,31 +265,23 @@ async fn run_events(
             },
             msg = stream.next() => {
                 last_heard = tokio::time::Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        let reply = command(&state, &principal, &mut subscriptions, &text).await;
-                        if !send(&mut session, &reply).await {
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Ping(p))) => {
-                        if session.pong(&p).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                let text = match incoming(&mut session, msg).await {
+                    Incoming::Text(text) => text,
+                    Incoming::Handled => continue,
+                    Incoming::Closing => {
                         let _ = session.close(None).await;
                         return;
                     }
-                    Some(Ok(_)) => {}
+                    Incoming::Gone => return,
+                };
+                let reply = command(&state, &principal, &mut subscriptions, &text).await;
+                if !send(&mut session, &reply).await {
+                    return;
                 }
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() >= IDLE_AFTER {
+                if !keep_alive(&mut session, last_heard, true).await {
                     close(session, CloseCode::Normal, "idle").await;
-                    return;
-                }
-                if session.ping(b"").await.is_err() {
                     return;
                 }
             }
@@ -444,44 +482,36 @@ async fn run_chat(
             }
             msg = stream.next() => {
                 last_heard = tokio::time::Instant::now();
-                match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        match chat_command(&state, &principal, &target, &text, turn.is_some()).await {
-                            Ok(Some(started)) => {
-                                let encoder = ChatEncoder::new(started.start());
-                                turn = Some((started, encoder));
-                            }
-                            Ok(None) => {
-                                // A cancel: the turn is dropped (recorded as incomplete).
-                                if turn.take().is_some() {
-                                    send(&mut session, &json!({"type": "cancelled"})).await;
-                                }
-                            }
-                            Err(reply) => {
-                                if !send(&mut session, &reply).await {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Ping(p))) => {
-                        if session.pong(&p).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                let text = match incoming(&mut session, msg).await {
+                    Incoming::Text(text) => text,
+                    Incoming::Handled => continue,
+                    Incoming::Closing => {
                         let _ = session.close(None).await;
                         return;
                     }
-                    Some(Ok(_)) => {}
+                    Incoming::Gone => return,
+                };
+                match chat_command(&state, &principal, &target, &text, turn.is_some()).await {
+                    Ok(Some(started)) => {
+                        let encoder = ChatEncoder::new(started.start());
+                        turn = Some((started, encoder));
+                    }
+                    Ok(None) => {
+                        // A cancel: the turn is dropped (recorded as incomplete).
+                        if turn.take().is_some() {
+                            send(&mut session, &json!({"type": "cancelled"})).await;
+                        }
+                    }
+                    Err(reply) => {
+                        if !send(&mut session, &reply).await {
+                            return;
+                        }
+                    }
                 }
             }
             _ = ping.tick() => {
-                if turn.is_none() && last_heard.elapsed() >= IDLE_AFTER {
+                if !keep_alive(&mut session, last_heard, turn.is_none()).await {
                     close(session, CloseCode::Normal, "idle").await;
-                    return;
-                }
-                if session.ping(b"").await.is_err() {
                     return;
                 }
             }

@@ -22,7 +22,8 @@
 use std::net::SocketAddr;
 
 use actix_web::dev::ServerHandle;
-use agentry::config::{Config, ProviderConfig};
+pub use agentry::config::Config;
+use agentry::config::ProviderConfig;
 use agentry::{Application, BuildOptions, StartError};
 pub use agentry_fake_upstream as fake_upstream;
 pub use agentry_provider::{MockReply, MockScript};
