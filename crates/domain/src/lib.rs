@@ -12,11 +12,13 @@
 pub mod agent;
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod conversation;
 pub mod error;
 pub mod ids;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod page;
 pub mod ports;
 pub mod provider;

@@ -23,6 +23,8 @@ use crate::page::{Page, Paged};
 use crate::provider::{Provider, ProviderId};
 use crate::version::AgentVersion;
 
+pub use crate::cluster::ClusterStore;
+
 /// Durable storage of agents.
 #[async_trait]
 pub trait AgentStore: Send + Sync {

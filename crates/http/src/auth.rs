@@ -88,7 +88,12 @@ pub async fn authenticate(
     };
     // The path as the router will see it (percent-encoded characters decoded), so that
     // `/api/v1/%75sers` is looked up as `/api/v1/users`, not as an unknown route.
-    let needed = requirement(req.method(), req.match_info().as_str());
+    let path = req.match_info().as_str();
+    let needed = if state.prometheus.public && path == "/metrics" {
+        Requirement::Public
+    } else {
+        requirement(req.method(), path)
+    };
     let public = needed == Requirement::Public;
     let caller = if state.auth_disabled {
         Some(Principal::development())

@@ -52,6 +52,12 @@ pub struct AppState {
     pub auth_disabled: bool,
     /// Request-rate and concurrency counters, shared by every worker.
     pub rate_limits: Arc<ratelimit::RateLimits>,
+    /// Clusters and the slots of their agents.
+    pub clusters: agentry_domain::services::ClusterService,
+    /// What turns count (`/metrics`, `/api/v1/metrics`).
+    pub metrics: agentry_domain::metrics::Metrics,
+    /// How `/metrics` is served (name prefix, public or not).
+    pub prometheus: routes::metrics::PrometheusSettings,
 }
 
 /// HTTP-level settings.
@@ -90,6 +96,26 @@ async fn route_not_found(req: HttpRequest) -> actix_web::HttpResponse {
     }
 }
 
+/// The application of a separate metrics listener (`metrics_addr`): `GET /metrics` without
+/// authentication, nothing else.
+pub fn metrics_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(routes::metrics::configure_root)
+        .default_service(web::to(route_not_found))
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}
+
 /// The application: every route, the middleware and the JSON error handling.
 pub fn app(
     state: AppState,
@@ -112,6 +138,7 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::health::configure)
+        .configure(routes::metrics::configure_root)
         .service(web::scope("/api/v1").configure(routes::configure_api))
         .service(
             web::scope("/v1")

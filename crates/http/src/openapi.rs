@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, conversations, health, mcp_servers, providers, runs, users,
-    versions,
+    agents, api_keys, auth, chat, clusters, conversations, health, mcp_servers, metrics, providers,
+    runs, users, versions,
 };
 
 /// The whole API.
@@ -26,6 +26,14 @@ use crate::routes::{
     paths(
         health::health,
         health::ready,
+        metrics::system_metrics,
+        metrics::prometheus_metrics,
+        clusters::create_cluster,
+        clusters::list_clusters,
+        clusters::get_cluster,
+        clusters::apply_cluster,
+        clusters::delete_cluster,
+        clusters::scale_cluster,
         agents::create_agent,
         agents::list_agents,
         agents::get_agent,
@@ -87,7 +95,8 @@ use crate::routes::{
     modifiers(&BearerAuth, &ClientAliases, &CommonResponses),
     security(("bearer" = [])),
     tags(
-        (name = "ops", description = "Health and readiness"),
+        (name = "ops", description = "Health, readiness and metrics"),
+        (name = "clusters", description = "Clusters from AgentCluster manifests (JSON or YAML): apply, scale, delete (seed 004)"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),

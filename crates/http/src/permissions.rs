@@ -40,7 +40,9 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     // Operations and documentation.
     (Get, "/health", Public),
     (Get, "/ready", Public),
-    (Get, "/metrics", Public),
+    // Prometheus metrics name agents and providers: a credential that may read, unless
+    // `metrics_public` (or a separate `metrics_addr` listener) makes them public.
+    (Get, "/metrics", Read),
     (Get, "/docs", Public),
     (Get, "/docs/*", Public),
     (Get, "/openapi.json", Public),
@@ -205,6 +207,11 @@ mod tests {
         let cases: &[(Method, &str, Requirement)] = &[
             (Method::GET, "/health", Public),
             (Method::GET, "/ready", Public),
+            (Method::GET, "/metrics", Read),
+            (Method::GET, "/api/v1/metrics", Read),
+            (Method::GET, "/api/v1/clusters/support", Read),
+            (Method::PUT, "/api/v1/clusters/support", Write),
+            (Method::POST, "/v1/clusters/support/scale", Write),
             (Method::POST, "/health", Write),
             (Method::GET, "/docs/", Public),
             (Method::GET, "/docs/swagger-ui.css", Public),

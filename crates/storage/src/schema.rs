@@ -187,6 +187,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    clusters (id) {
+        id -> Text,
+        name -> Text,
+        namespace -> Text,
+        api_version -> Text,
+        policy -> Text,
+        members -> Text,
+        generation -> BigInt,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     change_counter (id) {
         id -> Integer,
         counter -> BigInt,
@@ -214,5 +229,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     server_secrets,
     mcp_servers,
+    clusters,
     change_counter
 );

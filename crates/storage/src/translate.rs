@@ -29,6 +29,8 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "server_secrets_pkey" | "server_secrets.name" => Some("name"),
         "mcp_servers_pkey" | "mcp_servers.id" => Some("id"),
         "mcp_servers_slug_key" | "mcp_servers.slug" => Some("slug"),
+        "clusters_pkey" | "clusters.id" => Some("id"),
+        "clusters_name_key" | "clusters.name" => Some("name"),
         _ => None,
     }
 }

@@ -73,6 +73,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         conversations: database.conversations(),
         runs: database.runs(),
         mcp_servers: database.mcp_servers(),
+        clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),
         http_tools: None,
         // No MCP servers in this program: starting one fails with a clear reason.

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use crate::agent::ModelSpec;
 use crate::cache::{CacheableStores, Coherence};
+use crate::cluster::ClusterStore;
+use crate::metrics::Metrics;
 use crate::error::Result;
 use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
@@ -20,7 +22,8 @@ use crate::ports::{
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, McpSettings,
+    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, InstanceSettings,
+    Instances, McpServerService, McpSettings,
     McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
@@ -39,6 +42,8 @@ pub struct ServicePorts {
     pub runs: Arc<dyn RunStore>,
     /// Registered MCP servers (not cached: read when a turn's agent binds MCP tools).
     pub mcp_servers: Arc<dyn McpServerStore>,
+    /// Clusters (not cached: their slots are loaded into memory and reloaded on change).
+    pub clusters: Arc<dyn ClusterStore>,
     /// Starts MCP servers (child processes, remote sessions); `None` makes every start fail
     /// with a clear reason.
     pub mcp: Option<Arc<dyn McpConnector>>,
@@ -77,6 +82,8 @@ pub struct ServiceSettings {
     pub auth: AuthSettings,
     /// Supervision of MCP servers.
     pub mcp: McpSettings,
+    /// How turns of cluster agents wait for a slot.
+    pub instances: InstanceSettings,
 }
 
 impl ServiceSettings {
@@ -92,6 +99,7 @@ impl ServiceSettings {
             runtime: RuntimeSettings::default(),
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
+            instances: InstanceSettings::default(),
         }
     }
 }
@@ -111,6 +119,10 @@ pub struct Services {
     pub auth: AuthService,
     /// Registered MCP servers.
     pub mcp_servers: McpServerService,
+    /// Clusters and the slots of their agents.
+    pub clusters: ClusterService,
+    /// What turns count (and what other parts of the process add as sources).
+    pub metrics: Metrics,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -124,6 +136,7 @@ impl Services {
     /// The model resolution's error when `default_model` names no known provider or model
     /// (the store is read for providers created by API, so a store error is returned as such).
     pub async fn build(ports: ServicePorts, settings: ServiceSettings) -> Result<Self> {
+        let changes = ports.changes.clone();
         let coherence = Coherence::new(ports.changes, settings.cache_max_age);
         let stores = ports.stores.cached(&coherence);
         let providers = ProviderRegistry::new(
@@ -146,6 +159,9 @@ impl Services {
         );
         let mcp_servers =
             McpServerService::new(ports.mcp_servers.clone(), ports.clock.clone(), supervisor);
+        let metrics = Metrics::new();
+        let instances = Instances::new(settings.instances);
+        metrics.add_source(Arc::new(instances.clone()));
         let runtime = Runtime::new(
             RuntimePorts {
                 agents: stores.agents.clone(),
@@ -159,7 +175,8 @@ impl Services {
                 clock: ports.clock.clone(),
             },
             settings.runtime,
-        );
+        )
+        .with_instances(instances.clone(), metrics.clone());
         let auth = AuthService::new(
             AuthPorts {
                 users: stores.users.clone(),
@@ -176,9 +193,22 @@ impl Services {
             stores.agents,
             providers.clone(),
             ports.mcp_servers,
+            ports.clock.clone(),
+            settings.default_model.clone(),
+        );
+        let clusters = ClusterService::new(
+            ports.clusters,
+            agents.clone(),
+            versions.clone(),
+            providers.clone(),
+            mcp_servers.clone(),
+            instances,
+            metrics.clone(),
+            changes,
             ports.clock,
             settings.default_model,
         );
+        clusters.reload().await?;
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
             agents,
@@ -187,6 +217,8 @@ impl Services {
             versions,
             auth,
             mcp_servers,
+            clusters,
+            metrics,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
@@ -210,12 +242,15 @@ impl Services {
             .clone()
             .map(|c| sync_caches(c, self.cache_sync_interval));
         let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
+        let clusters = self.clusters.background();
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions);
+                    tokio::join!(caches, sessions, clusters);
                 }
-                None => sessions.await,
+                None => {
+                    tokio::join!(sessions, clusters);
+                }
             }
         }
     }

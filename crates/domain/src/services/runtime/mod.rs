@@ -98,6 +98,10 @@ pub struct RuntimePorts {
 pub struct Runtime {
     ports: Arc<RuntimePorts>,
     settings: RuntimeSettings,
+    /// The slots cluster agents' turns take (none for other agents).
+    instances: crate::services::Instances,
+    /// What turns count.
+    metrics: crate::metrics::Metrics,
 }
 
 /// A one-shot call (seed 000).
@@ -123,7 +127,27 @@ impl Runtime {
         Self {
             ports: Arc::new(ports),
             settings,
+            instances: crate::services::Instances::default(),
+            metrics: crate::metrics::Metrics::new(),
         }
+    }
+
+    /// The same runtime taking cluster agents' slots from `instances` and counting turns in
+    /// `metrics` (by default: no cluster agent, counters of its own).
+    #[must_use]
+    pub fn with_instances(
+        mut self,
+        instances: crate::services::Instances,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        self.instances = instances;
+        self.metrics = metrics;
+        self
+    }
+
+    /// What its turns count.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Its settings.
