@@ -4,9 +4,11 @@
 
 mod agents;
 mod caches;
+mod clusters;
 mod hygiene;
 mod mcp;
 mod mcp_live;
+mod metrics;
 mod openai;
 mod ops;
 mod providers;

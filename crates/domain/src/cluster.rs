@@ -188,10 +188,7 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, Invalid> {
         total
     };
     if total < Duration::from_secs(1) || total > IDLE_TIMEOUT_MAX {
-        return Err(Invalid::new(
-            field,
-            "must be between 1 second and 7 days",
-        ));
+        return Err(Invalid::new(field, "must be between 1 second and 7 days"));
     }
     Ok(total)
 }
@@ -344,7 +341,10 @@ mod tests {
         assert!(ClusterId::parse("cluster_x").is_err());
         assert!(Namespace::parse("default").is_ok());
         assert!(Namespace::parse("Bad NS").is_err());
-        assert_eq!(parse_instances("i", 0).map_err(|e| e.field), Err("i".into()));
+        assert_eq!(
+            parse_instances("i", 0).map_err(|e| e.field),
+            Err("i".into())
+        );
         assert_eq!(parse_instances("i", 5), Ok(5));
         assert!(parse_instances("i", 1001).is_err());
     }

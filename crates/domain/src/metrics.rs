@@ -231,10 +231,7 @@ impl AgentStats {
     }
 
     fn tokens(&self, provider: &str, model: &str) -> Arc<TokenStats> {
-        if let Some(t) = read(&self.models)
-            .get(provider)
-            .and_then(|m| m.get(model))
-        {
+        if let Some(t) = read(&self.models).get(provider).and_then(|m| m.get(model)) {
             return t.clone();
         }
         write(&self.models)
@@ -644,7 +641,10 @@ mod tests {
         drop(handed);
         assert_eq!(a.count(TurnStatus::Cancelled), 1);
         let totals = m.totals();
-        assert_eq!((totals.requests, totals.succeeded, totals.in_flight), (3, 1, 0));
+        assert_eq!(
+            (totals.requests, totals.succeeded, totals.in_flight),
+            (3, 1, 0)
+        );
         assert_eq!(totals.last_minute, 3);
         let families = m.families();
         let tokens = families
@@ -665,10 +665,7 @@ mod tests {
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(300));
         h.observe(Duration::from_secs(500));
-        let Value::Histogram {
-            buckets, count, ..
-        } = h.value()
-        else {
+        let Value::Histogram { buckets, count, .. } = h.value() else {
             unreachable!()
         };
         assert_eq!(count, 3);

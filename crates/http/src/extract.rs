@@ -345,7 +345,8 @@ pub fn parse_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
             details.insert("line".to_owned(), at.line().into());
             details.insert("column".to_owned(), at.column().into());
         }
-        ApiError::invalid_request(format!("Malformed YAML: {e}")).with_details(Value::Object(details))
+        ApiError::invalid_request(format!("Malformed YAML: {e}"))
+            .with_details(Value::Object(details))
     })?;
     if value.is_null() {
         return Err(ApiError::invalid_request(

@@ -478,20 +478,20 @@ impl Application {
             runtimes.register_current();
             agentry_http::app(state.clone(), settings)
         })
-            .shutdown_timeout(config.shutdown_timeout_secs)
-            .client_request_timeout(Duration::from_secs(30))
-            // Without it, the first SSE token waits ~40 ms for the client's delayed ACK (Nagle).
-            .tcp_nodelay(true)
-            // Database calls and password hashes run on each worker's blocking pool, and a
-            // database call holds its thread while it waits for one of the pool's connections:
-            // threads beyond the pool's size only wait, each with its stack and malloc arena.
-            // actix-web's default (512 / workers) let bursts of streams grow ~500 threads.
-            .worker_max_blocking_threads(
-                config
-                    .database_max_connections
-                    .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
-                    .max(2) as usize,
-            );
+        .shutdown_timeout(config.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(30))
+        // Without it, the first SSE token waits ~40 ms for the client's delayed ACK (Nagle).
+        .tcp_nodelay(true)
+        // Database calls and password hashes run on each worker's blocking pool, and a
+        // database call holds its thread while it waits for one of the pool's connections:
+        // threads beyond the pool's size only wait, each with its stack and malloc arena.
+        // actix-web's default (512 / workers) let bursts of streams grow ~500 threads.
+        .worker_max_blocking_threads(
+            config
+                .database_max_connections
+                .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
+                .max(2) as usize,
+        );
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))

@@ -107,8 +107,9 @@ impl TryFrom<ClusterRow> for Cluster {
                     })
                 })
                 .collect::<Result<_>>()?,
-            generation: u64::try_from(row.generation)
-                .map_err(|_| Error::Internal(format!("cluster '{}': negative generation", row.id)))?,
+            generation: u64::try_from(row.generation).map_err(|_| {
+                Error::Internal(format!("cluster '{}': negative generation", row.id))
+            })?,
             created_by: row.created_by,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),

@@ -3391,7 +3391,10 @@ async fn cluster_insert_get_and_round_trip(db: Database) {
 async fn cluster_duplicate_name_is_a_conflict_on_name(db: Database) {
     let store = db.clusters();
     store.insert_cluster(&cluster("dup", &[])).await.unwrap();
-    let err = store.insert_cluster(&cluster("dup", &[])).await.unwrap_err();
+    let err = store
+        .insert_cluster(&cluster("dup", &[]))
+        .await
+        .unwrap_err();
     assert_eq!(conflict_field(&err), Some("name"), "{err:?}");
     assert_eq!(store.list_clusters(page(10, 0)).await.unwrap().total, 1);
 }
@@ -3414,7 +3417,16 @@ async fn cluster_update_is_compare_and_set(db: Database) {
     assert_eq!(store.get_cluster(&c.name).await.unwrap(), next);
     let ghost = cluster("ghost", &[]);
     let err = store.update_cluster(&ghost, 1).await.unwrap_err();
-    assert!(matches!(err, Error::NotFound { entity: "cluster", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "cluster",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 async fn cluster_list_by_name_and_delete(db: Database) {
@@ -3426,7 +3438,10 @@ async fn cluster_list_by_name_and_delete(db: Database) {
         p.items.iter().map(|c| c.name.to_string()).collect()
     };
     let all = store.list_clusters(page(10, 0)).await.unwrap();
-    assert_eq!((names(&all), all.total), (vec!["a".into(), "b".into(), "c".into()], 3));
+    assert_eq!(
+        (names(&all), all.total),
+        (vec!["a".into(), "b".into(), "c".into()], 3)
+    );
     let second = store.list_clusters(page(2, 2)).await.unwrap();
     assert_eq!(names(&second), ["c"]);
     let a = all.items[0].clone();

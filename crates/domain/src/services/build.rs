@@ -12,10 +12,10 @@ use std::time::Duration;
 use crate::agent::ModelSpec;
 use crate::cache::{CacheableStores, Coherence};
 use crate::cluster::ClusterStore;
-use crate::metrics::Metrics;
 use crate::error::Result;
 use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
+use crate::metrics::Metrics;
 use crate::ports::{
     ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
     TokenCodec,
@@ -23,8 +23,8 @@ use crate::ports::{
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, InstanceSettings,
-    Instances, McpServerService, McpSettings,
-    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, VersionService,
+    Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime,
+    RuntimePorts, RuntimeSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 

@@ -19,8 +19,8 @@ pub use auth::{
 };
 pub use build::{ServicePorts, ServiceSettings, Services};
 pub use clusters::{
-    AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView,
-    InstanceSettings, Instances, MemberView, Scaled, SlotState,
+    AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView, InstanceSettings,
+    Instances, MemberView, Scaled, SlotState,
 };
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};

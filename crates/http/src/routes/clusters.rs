@@ -129,7 +129,10 @@ fn prefixed(i: usize, e: Invalid) -> Invalid {
 /// One manifest agent: `instances`/`replicas` taken out, the rest read as an agent.
 fn manifest_agent(i: usize, value: Value) -> Result<ManifestAgent, Invalid> {
     let Value::Object(mut map) = value else {
-        return Err(Invalid::new(format!("spec.agents[{i}]"), "must be an object"));
+        return Err(Invalid::new(
+            format!("spec.agents[{i}]"),
+            "must be an object",
+        ));
     };
     for managed in ["cluster", "status"] {
         if map.contains_key(managed) {
@@ -170,7 +173,10 @@ fn manifest_agent(i: usize, value: Value) -> Result<ManifestAgent, Invalid> {
     })?;
     let mut fields = input.try_into_domain().map_err(|e| prefixed(i, e))?;
     let Some(name) = fields.name.clone() else {
-        return Err(Invalid::new(format!("spec.agents[{i}].name"), "is required"));
+        return Err(Invalid::new(
+            format!("spec.agents[{i}].name"),
+            "is required",
+        ));
     };
     let key = match &fields.key {
         Some(k) => k.clone(),
@@ -245,9 +251,7 @@ impl ManifestInput {
             Some(p) => ResourcePolicy {
                 max_concurrent_agents: p
                     .max_concurrent_agents
-                    .map(|n| {
-                        parse_instances("spec.resource_policy.max_concurrent_agents", n)
-                    })
+                    .map(|n| parse_instances("spec.resource_policy.max_concurrent_agents", n))
                     .transpose()?,
                 idle_timeout: match p.idle_timeout {
                     None | Some(Value::Null) => None,

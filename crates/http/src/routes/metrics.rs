@@ -318,7 +318,10 @@ mod tests {
             Family::new("process_threads", "Threads", Kind::Gauge).with(Vec::new(), 7.0),
         ];
         let text = render(&families, "goagents");
-        assert!(text.contains("# TYPE goagents_requests_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE goagents_requests_total counter\n"),
+            "{text}"
+        );
         assert!(
             text.contains("goagents_requests_total{agent=\"a\\\"b\\\\c\"} 3\n"),
             "{text}"

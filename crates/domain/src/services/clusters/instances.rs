@@ -370,10 +370,9 @@ impl Instances {
                     Some(p) => p,
                     None => {
                         agent.gate.release(agent_permit);
-                        return Err(self.refuse(
-                            &agent,
-                            "its cluster's max_concurrent_agents are all busy",
-                        ));
+                        return Err(
+                            self.refuse(&agent, "its cluster's max_concurrent_agents are all busy")
+                        );
                     }
                 }
             }
@@ -426,8 +425,7 @@ impl Instances {
             }
             let last = a.last_used_ms.load(Ordering::Acquire);
             if now.saturating_sub(last) >= timeout
-                && a
-                    .idle
+                && a.idle
                     .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-pub use instances::{InstanceSettings, Instances, SlotState};
 pub(crate) use instances::Slot;
+pub use instances::{InstanceSettings, Instances, SlotState};
 
 use crate::agent::{
     Agent, AgentFields, AgentKey, AgentName, AgentRef, AgentStatus, AgentType, ClusterName,
@@ -34,9 +34,7 @@ use crate::mcp::McpServerRef;
 use crate::metrics::Metrics;
 use crate::page::{MAX_LIMIT, Page, Paged};
 use crate::ports::{ChangeLog, Clock};
-use crate::services::{
-    AgentService, McpServerService, ProviderRegistry, VersionService,
-};
+use crate::services::{AgentService, McpServerService, ProviderRegistry, VersionService};
 
 /// What applying a manifest did to the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,9 +336,11 @@ impl ClusterService {
                 model,
                 available_models,
                 ..
-            }) => Err(Invalid::new(&spec.field, format!("unknown model '{model}'"))
-                .with("available_models", available_models)
-                .into()),
+            }) => Err(
+                Invalid::new(&spec.field, format!("unknown model '{model}'"))
+                    .with("available_models", available_models)
+                    .into(),
+            ),
             other => other,
         }
     }
@@ -358,7 +358,12 @@ impl ClusterService {
 
     /// The agent a manifest entry describes (its model resolved), to compare with what is
     /// stored; `live` lends what the manifest does not set.
-    async fn desired(&self, a: &ManifestAgent, cluster: &ClusterName, live: Option<&Agent>) -> Result<Agent> {
+    async fn desired(
+        &self,
+        a: &ManifestAgent,
+        cluster: &ClusterName,
+        live: Option<&Agent>,
+    ) -> Result<Agent> {
         let f = Self::fields_for(a, cluster);
         let model = self
             .resolve(f.model.as_ref().unwrap_or(&self.default_model))
@@ -491,8 +496,7 @@ impl ClusterService {
                 Some(live) => (AgentChange::Unchanged, live),
             };
             let served = self.versions.served(&agent).await?;
-            let version = if served.version.is_none() || !same_definition(&served.agent, &desired)
-            {
+            let version = if served.version.is_none() || !same_definition(&served.agent, &desired) {
                 let v = self
                     .versions
                     .publish(
@@ -727,8 +731,7 @@ impl ClusterService {
         crate::cluster::parse_instances("instances", i64::from(instances))?;
         let _busy = self.begin(name.as_str())?;
         let c = self.store.get_cluster(name).await?;
-        let Some(pos) = key_of(agent)
-            .and_then(|k| c.members.iter().position(|m| m.key == k))
+        let Some(pos) = key_of(agent).and_then(|k| c.members.iter().position(|m| m.key == k))
         else {
             return Err(Error::not_found("agent", agent));
         };
@@ -807,7 +810,9 @@ impl ClusterService {
             match self.mcp.stop(&McpServerRef::Slug(slug.clone())).await {
                 Ok(_) => tracing::info!(server = %slug, "stopped the MCP server of an idle agent"),
                 Err(Error::NotFound { .. }) => {}
-                Err(e) => tracing::warn!(server = %slug, error = %e, "could not stop an MCP server"),
+                Err(e) => {
+                    tracing::warn!(server = %slug, error = %e, "could not stop an MCP server")
+                }
             }
         }
     }

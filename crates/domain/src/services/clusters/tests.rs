@@ -75,7 +75,10 @@ async fn scaling_up_frees_waiters_and_scaling_down_drains() {
     };
     tokio::time::sleep(Duration::from_millis(10)).await;
     i.upsert(&cluster("c", &[("a", 2)], ResourcePolicy::default()));
-    assert!(matches!(waiter.await.unwrap(), Ok(true)), "the new slot serves the waiter");
+    assert!(
+        matches!(waiter.await.unwrap(), Ok(true)),
+        "the new slot serves the waiter"
+    );
     // Two held (the waiter's slot was dropped with its task); scale to 1 while one runs.
     let second = i.acquire("a").await.unwrap();
     assert_eq!(i.state("a").map(|s| s.in_use), Some(2));

@@ -1075,7 +1075,8 @@ impl Driver {
                 }
                 Some(Err(e)) => {
                     self.upstream = None;
-                    self.metrics.provider_failed(self.model.provider_id.as_str());
+                    self.metrics
+                        .provider_failed(self.model.provider_id.as_str());
                     let error = provider_error(&self.model, e);
                     self.fail(error).await;
                 }
