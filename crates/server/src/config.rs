@@ -287,8 +287,9 @@ const DEFAULTS: Defaults = Defaults {
     metrics_public: false,
 };
 
-/// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
-const NOT_CONFIG_KEYS: [&str; 1] = ["config"];
+/// `AGENTRY_*` variables that are not config keys: read elsewhere (the config file's path; the
+/// server and key of the cluster commands), or by the test suites.
+const NOT_CONFIG_KEYS: [&str; 3] = ["config", "server", "api_key"];
 
 /// Whether an `AGENTRY_*` variable (prefix removed, any case) is a config key rather than one
 /// read elsewhere or by the test suites (`AGENTRY_TEST_*`).
@@ -386,6 +387,7 @@ mod tests {
         assert!(is_config_key("ADMIN_PASSWORD"));
         assert!(is_config_key("AUTH_DISABLED"));
         assert!(!is_config_key("CONFIG"));
+        assert!(!is_config_key("SERVER") && !is_config_key("API_KEY"));
         assert!(is_config_key("ADDR"));
         assert!(is_config_key("Log_Format"));
     }

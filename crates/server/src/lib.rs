@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod process_metrics;
+pub mod remote;
 pub mod telemetry;
 
 use std::net::{SocketAddr, TcpListener};

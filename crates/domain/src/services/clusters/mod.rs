@@ -838,7 +838,7 @@ impl ClusterService {
                     .filter_map(|k| AgentKey::parse(k).ok())
                     .collect();
                 this.release_mcp(&idle).await;
-                if ticks % 4 != 0 {
+                if !ticks.is_multiple_of(4) {
                     continue;
                 }
                 let moved = match this.changes.change_counter().await {
