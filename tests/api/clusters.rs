@@ -607,3 +607,54 @@ async fn concurrent_applies_of_one_cluster_get_scaling_in_progress() {
     let (_, c) = json(app.get("/api/v1/clusters/big").await).await;
     assert_eq!(c["agents_count"], 25);
 }
+
+#[tokio::test]
+async fn a_scale_on_one_replica_reaches_the_other() {
+    let app = TestApp::builder()
+        .configure(|c| c.instance_queue_timeout_ms = 200)
+        .spawn()
+        .await;
+    let replica = app.replica().await.unwrap();
+    let (status, body) = json(
+        app.post("/api/v1/clusters", &one_agent("shared", "mock/slow-1000", 1))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // The replica loads the new cluster and enforces its one instance by itself.
+    let mut seen = Value::Null;
+    for _ in 0..30 {
+        let (status, c) = json(replica.get("/api/v1/clusters/shared").await).await;
+        if status == 200 && c["agents"][0]["current_instances"] == 1 {
+            seen = c;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["scope"], "replica", "{seen}");
+    let (a, b) = tokio::join!(timed_chat(&replica, "worker"), async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        timed_chat(&replica, "worker").await
+    });
+    assert_eq!((a.0, b.0), (200, 503), "{} {}", a.3, b.3);
+
+    let (status, _) = json(
+        app.post(
+            "/api/v1/clusters/shared/scale",
+            &json!({"agent_name": "worker", "instances": 3}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut current = Value::Null;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, c) = json(replica.get("/api/v1/clusters/shared").await).await;
+        current = c["agents"][0]["current_instances"].clone();
+        if current == 3 {
+            break;
+        }
+    }
+    assert_eq!(current, 3, "the scale reached the other replica within 3 s");
+}
