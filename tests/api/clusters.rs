@@ -616,8 +616,11 @@ async fn a_scale_on_one_replica_reaches_the_other() {
         .await;
     let replica = app.replica().await.unwrap();
     let (status, body) = json(
-        app.post("/api/v1/clusters", &one_agent("shared", "mock/slow-1000", 1))
-            .await,
+        app.post(
+            "/api/v1/clusters",
+            &one_agent("shared", "mock/slow-1000", 1),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 201, "{body}");

@@ -5,6 +5,7 @@
 mod agents;
 mod caches;
 mod clusters;
+mod compat;
 mod hygiene;
 mod mcp;
 mod mcp_live;

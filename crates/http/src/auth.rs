@@ -51,16 +51,35 @@ impl FromRequest for Caller {
 /// `Some(Err)` for a header of another shape.
 fn bearer(req: &ServiceRequest) -> Option<Result<String, ()>> {
     let value = req.headers().get(AUTHORIZATION)?;
+    let basic_allowed = req.path().starts_with(crate::compat::COMPAT_PREFIX);
     let parsed = value
         .to_str()
         .ok()
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(token.trim().to_owned())
+            } else if basic_allowed && scheme.eq_ignore_ascii_case("basic") {
+                basic_credential(token.trim())
+            } else {
+                None
+            }
         })
-        .filter(|t| !t.is_empty() && t.len() <= 8192)
-        .map(str::to_owned);
+        .filter(|t| !t.is_empty() && t.len() <= 8192);
     Some(parsed.ok_or(()))
+}
+
+/// The credential in HTTP Basic `user:password` (seed 004's clients, given a base URL with
+/// `agk_…:@` or `key:agk_…@` in it): the password, or the user when the password is empty.
+fn basic_credential(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    let token = if password.is_empty() { user } else { password };
+    Some(token.to_owned())
 }
 
 /// The error answer, in the format of the surface `path` belongs to.

@@ -2,6 +2,7 @@
 //! OpenAPI document. It depends on the domain only; the server crate gives it the services.
 
 pub mod auth;
+pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -146,6 +147,7 @@ pub fn app(
                 .configure(routes::configure_api),
         )
         .service(web::scope("/api/client/v1").configure(openai::configure_client))
+        .configure(compat::configure)
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
         .default_service(web::to(route_not_found))
@@ -153,4 +155,6 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
+        // Seed 004's envelope for `/compat/goagents/api/…`, errors of the layers above included.
+        .wrap(actix_web::middleware::from_fn(compat::wrap))
 }

@@ -16,7 +16,7 @@ use crate::routes::{
     info(
         title = "Agentry",
         description = "Define LLM agents once; serve, test, watch and improve them.\n\n\
-            Every route under `/api/v1` is also served under the `/v1` alias; trailing slashes are ignored. \
+            Every route under `/api/v1` is also served under the `/v1` alias, and under `/compat/goagents/api/v1` in seed 004's `{\"success\", \"data\", \"message\", \"timestamp\"}` envelope (docs/clusters.md); trailing slashes are ignored. \
             Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.\n\n\
             Authenticate with `Authorization: Bearer <token>`: an access token from `POST /api/v1/auth/login`, or an API key (`agk_…`). \
             `/health`, `/ready`, `/docs`, `/openapi.json`, login and refresh are public; everything else needs a role or scope (see docs/security.md). \
@@ -225,6 +225,16 @@ impl Modify for CommonResponses {
                 )
             };
             let needs_credential = !public.contains(&path.as_str());
+            // Routes that start a turn: a cluster agent with every instance busy (clusters.md).
+            let starts_turns = [
+                "/api/v1/agents/{agent}/chat",
+                "/api/v1/agents/{agent}/stream",
+                "/v1/responses",
+                "/v1/chat/completions",
+                "/api/client/v1/responses",
+                "/api/client/v1/agents/responses",
+            ]
+            .contains(&path.as_str());
             for op in operations(item) {
                 let responses = &mut op.responses.responses;
                 let mut add = |code: &str, description: &str| {
@@ -252,6 +262,12 @@ impl Modify for CommonResponses {
                     add(
                         "400",
                         "Invalid input: a parameter or the body is malformed or out of range",
+                    );
+                }
+                if starts_turns {
+                    add(
+                        "503",
+                        "Every instance of the cluster agent is busy (`Retry-After` says when to retry)",
                     );
                 }
                 if op.request_body.is_some() {

@@ -171,6 +171,8 @@ fn matches(pattern: &str, path: &str) -> bool {
 
 /// What a request with `method` on `path` needs.
 pub fn requirement(method: &Method, path: &str) -> Requirement {
+    // Seed 004's compatibility mount has the rules of the routes it mounts.
+    let path = crate::compat::canonical(path);
     let canonical;
     let path = match path.strip_prefix("/v1/") {
         Some(rest) if !is_openai_surface(path) => {
@@ -212,6 +214,14 @@ mod tests {
             (Method::GET, "/api/v1/clusters/support", Read),
             (Method::PUT, "/api/v1/clusters/support", Write),
             (Method::POST, "/v1/clusters/support/scale", Write),
+            (Method::GET, "/compat/goagents/health", Public),
+            (Method::GET, "/compat/goagents/api/v1/clusters", Read),
+            (
+                Method::POST,
+                "/compat/goagents/api/v1/agents/a/chat",
+                Invoke,
+            ),
+            (Method::POST, "/compat/goagents/api/v1/users", Admin),
             (Method::POST, "/health", Write),
             (Method::GET, "/docs/", Public),
             (Method::GET, "/docs/swagger-ui.css", Public),
