@@ -661,3 +661,69 @@ async fn a_scale_on_one_replica_reaches_the_other() {
     }
     assert_eq!(current, 3, "the scale reached the other replica within 3 s");
 }
+
+#[tokio::test]
+async fn scale_to_zero_stops_the_agents_mcp_server_and_the_cold_start_brings_it_back() {
+    let Some(time) = crate::mcp_live::time_server() else {
+        return;
+    };
+    let app = TestApp::builder()
+        .configure(|c| {
+            c.mcp_stop_grace_secs = 1;
+            c.mcp_start_timeout_secs = 30;
+        })
+        .spawn()
+        .await;
+    let (status, body) = json(
+        app.post(
+            "/api/v1/mcp-servers",
+            &json!({"name": "Time", "slug": "time",
+                "config": {"command": time, "args": ["--local-timezone", "UTC"]}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let manifest = json!({
+      "apiVersion": "agentry.dev/v1", "kind": "AgentCluster", "metadata": {"name": "clocks"},
+      "spec": {"resource_policy": {"idle_timeout": "2s", "scale_to_zero": true},
+        "agents": [{"name": "clock", "model": "mock/echo",
+                    "tools": [{"type": "mcp", "server": "time"}]}]}
+    });
+    let (status, body) = json(app.post("/api/v1/clusters", &manifest).await).await;
+    assert_eq!(status, 201, "{body}");
+    // A turn starts the agent's MCP server (its tools are offered to the model).
+    let (status, _, _, reply) = timed_chat(&app, "clock").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(mcp_status(&app, "time").await, "running");
+    // Idle for its timeout: the agent scales to zero and its server is stopped.
+    let mut seen = (String::new(), String::new());
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, c) = json(app.get("/api/v1/clusters/clocks").await).await;
+        seen = (
+            c["agents"][0]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            mcp_status(&app, "time").await,
+        );
+        if seen.0 == "idle" && seen.1 == "stopped" {
+            break;
+        }
+    }
+    assert_eq!(seen, ("idle".to_owned(), "stopped".to_owned()));
+    // The next call starts both again.
+    let (status, _, _, reply) = timed_chat(&app, "clock").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(mcp_status(&app, "time").await, "running");
+    let (_, c) = json(app.get("/api/v1/clusters/clocks").await).await;
+    assert_eq!(c["agents"][0]["status"], "running");
+    assert_eq!(c["agents"][0]["cold_starts"], 1);
+}
+
+/// The status of an MCP server on the app's replica.
+async fn mcp_status(app: &TestApp, slug: &str) -> String {
+    let (_, s) = json(app.get(&format!("/api/v1/mcp-servers/{slug}")).await).await;
+    s["status"].as_str().unwrap_or_default().to_owned()
+}

@@ -8,7 +8,7 @@ mod clusters;
 mod compat;
 mod hygiene;
 mod mcp;
-mod mcp_live;
+pub(crate) mod mcp_live;
 mod metrics;
 mod openai;
 mod ops;
