@@ -513,11 +513,12 @@ impl MetricsSource for Instances {
             "Turns refused with 503 because no slot of their agent came free in time",
             Kind::Counter,
         );
+        // Locks are taken one at a time, clusters before agents, as `upsert` takes them.
+        let mut clusters: Vec<String> = read(&self.inner.clusters).keys().cloned().collect();
+        clusters.sort();
         let agents = read(&self.inner.agents);
         let mut keys: Vec<&String> = agents.keys().collect();
         keys.sort();
-        let mut clusters: Vec<String> = read(&self.inner.clusters).keys().cloned().collect();
-        clusters.sort();
         for c in clusters {
             let n = agents
                 .values()
