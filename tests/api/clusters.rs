@@ -356,6 +356,18 @@ async fn timed_chat(app: &TestApp, agent: &str) -> (u16, Option<String>, Duratio
     (status, retry_after, started.elapsed(), body)
 }
 
+/// Waits (at most 5 s) until agent `index` of `cluster` runs `n` turns on `app`.
+async fn wait_in_flight(app: &TestApp, cluster: &str, index: usize, n: u64) {
+    for _ in 0..250 {
+        let (_, c) = json(app.get(&format!("/api/v1/clusters/{cluster}")).await).await;
+        if c["agents"][index]["in_flight"].as_u64() >= Some(n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("agent {index} of {cluster} never had {n} turn(s) in flight");
+}
+
 #[tokio::test]
 async fn one_instance_makes_a_second_call_wait_then_503_and_two_let_both_run() {
     let app = TestApp::builder()
@@ -370,7 +382,7 @@ async fn one_instance_makes_a_second_call_wait_then_503_and_two_let_both_run() {
     assert_eq!(status, 201, "{body}");
 
     let (a, b) = tokio::join!(timed_chat(&app, "worker"), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_in_flight(&app, "busy", 0, 1).await;
         timed_chat(&app, "worker").await
     });
     assert_eq!(a.0, 200, "{}", a.3);
@@ -387,7 +399,7 @@ async fn one_instance_makes_a_second_call_wait_then_503_and_two_let_both_run() {
 
     // The OpenAI-compatible surface takes the same slots.
     let (held, completion) = tokio::join!(timed_chat(&app, "worker"), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_in_flight(&app, "busy", 0, 1).await;
         let res = app
             .post(
                 "/v1/chat/completions",
@@ -430,7 +442,7 @@ async fn one_instance_makes_a_second_call_wait_then_503_and_two_let_both_run() {
     );
     assert_eq!(scaled["message"], "Scaling operation completed");
     let (a, b) = tokio::join!(timed_chat(&app, "worker"), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_in_flight(&app, "busy", 0, 1).await;
         timed_chat(&app, "worker").await
     });
     assert_eq!((a.0, b.0), (200, 200), "{} {}", a.3, b.3);
@@ -492,7 +504,7 @@ async fn max_concurrent_agents_caps_the_cluster() {
     let (status, body) = json(app.post("/api/v1/clusters", &manifest).await).await;
     assert_eq!(status, 201, "{body}");
     let (a, b) = tokio::join!(timed_chat(&app, "a"), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_in_flight(&app, "capped", 0, 1).await;
         timed_chat(&app, "b").await
     });
     assert_eq!(a.0, 200);
@@ -636,7 +648,7 @@ async fn a_scale_on_one_replica_reaches_the_other() {
     }
     assert_eq!(seen["scope"], "replica", "{seen}");
     let (a, b) = tokio::join!(timed_chat(&replica, "worker"), async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        wait_in_flight(&replica, "shared", 0, 1).await;
         timed_chat(&replica, "worker").await
     });
     assert_eq!((a.0, b.0), (200, 503), "{} {}", a.3, b.3);
