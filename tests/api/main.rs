@@ -5,9 +5,12 @@
 mod agents;
 mod caches;
 mod events;
+mod clusters;
+mod compat;
 mod hygiene;
 mod mcp;
-mod mcp_live;
+pub(crate) mod mcp_live;
+mod metrics;
 mod openai;
 mod ops;
 mod providers;

@@ -18,7 +18,7 @@ const ENV_SECRET: &str = "mcp-env-secret-31337";
 const HEADER_SECRET: &str = "mcp-header-secret-4242";
 
 /// The `mcp-server-time` executable, or `None` (skipping loudly) when it is not installed.
-fn time_server() -> Option<String> {
+pub(crate) fn time_server() -> Option<String> {
     let path = std::env::var("AGENTRY_TEST_MCP_TIME").ok().or_else(|| {
         let default = home().join(".cache/agentry-mcp-venv/bin/mcp-server-time");
         default.exists().then(|| default.display().to_string())

@@ -108,6 +108,15 @@ pub enum Error {
         /// The limit that was hit, in words (`100 requests per minute`).
         limit: Option<String>,
     },
+    /// Too busy to take this now (every instance of a cluster agent is in use and none came
+    /// free in time): try again after `retry_after`.
+    #[error("busy: {message}")]
+    Busy {
+        /// How long to wait before trying again.
+        retry_after: std::time::Duration,
+        /// What is busy, in words.
+        message: String,
+    },
     /// A backing service (database…) cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),

@@ -12,12 +12,14 @@
 pub mod agent;
 pub mod auth;
 pub mod cache;
+pub mod cluster;
 pub mod conversation;
 pub mod error;
 pub mod event;
 pub mod ids;
 pub mod llm;
 pub mod mcp;
+pub mod metrics;
 pub mod page;
 pub mod ports;
 pub mod provider;

@@ -24,6 +24,8 @@ use crate::provider::{Provider, ProviderId};
 use crate::task::{Task, TaskFilter, TaskId, TaskOutcome};
 use crate::version::AgentVersion;
 
+pub use crate::cluster::ClusterStore;
+
 /// Durable storage of agents.
 #[async_trait]
 pub trait AgentStore: Send + Sync {

@@ -51,16 +51,35 @@ impl FromRequest for Caller {
 /// `Some(Err)` for a header of another shape.
 fn bearer(req: &ServiceRequest) -> Option<Result<String, ()>> {
     let value = req.headers().get(AUTHORIZATION)?;
+    let basic_allowed = req.path().starts_with(crate::compat::COMPAT_PREFIX);
     let parsed = value
         .to_str()
         .ok()
         .and_then(|v| {
             let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(token.trim().to_owned())
+            } else if basic_allowed && scheme.eq_ignore_ascii_case("basic") {
+                basic_credential(token.trim())
+            } else {
+                None
+            }
         })
-        .filter(|t| !t.is_empty() && t.len() <= 8192)
-        .map(str::to_owned);
+        .filter(|t| !t.is_empty() && t.len() <= 8192);
     Some(parsed.ok_or(()))
+}
+
+/// The credential in HTTP Basic `user:password` (seed 004's clients, given a base URL with
+/// `agk_…:@` or `key:agk_…@` in it): the password, or the user when the password is empty.
+fn basic_credential(encoded: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    let token = if password.is_empty() { user } else { password };
+    Some(token.to_owned())
 }
 
 /// The error answer, in the format of the surface `path` belongs to.
@@ -88,7 +107,12 @@ pub async fn authenticate(
     };
     // The path as the router will see it (percent-encoded characters decoded), so that
     // `/api/v1/%75sers` is looked up as `/api/v1/users`, not as an unknown route.
-    let needed = requirement(req.method(), req.match_info().as_str());
+    let path = req.match_info().as_str();
+    let needed = if state.prometheus.public && path == "/metrics" {
+        Requirement::Public
+    } else {
+        requirement(req.method(), path)
+    };
     let public = needed == Requirement::Public;
     let caller = if state.auth_disabled {
         Some(Principal::development())

@@ -25,7 +25,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     details: Option<Value>,
-    /// Seconds to wait, sent as `Retry-After` (429).
+    /// Seconds to wait, sent as `Retry-After` (429, and 503 for a busy agent).
     retry_after: Option<u64>,
 }
 
@@ -203,7 +203,13 @@ impl From<Error> for ApiError {
                 if let Some(f) = field {
                     details.insert("field".to_owned(), f.into());
                 }
-                let e = Self::new(StatusCode::CONFLICT, "CONFLICT", message);
+                // Seed 004's specific conflicts carry their code.
+                let code = match details.remove("code").as_ref().and_then(Value::as_str) {
+                    Some("CLUSTER_EXISTS") => "CLUSTER_EXISTS",
+                    Some("SCALING_IN_PROGRESS") => "SCALING_IN_PROGRESS",
+                    _ => "CONFLICT",
+                };
+                let e = Self::new(StatusCode::CONFLICT, code, message);
                 if details.is_empty() { e } else { e.with_details(Value::Object(details)) }
             }
             Error::Provider { provider_id, error } => {
@@ -224,6 +230,13 @@ impl From<Error> for ApiError {
             Error::RateLimited { retry_after, limit } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Self::rate_limited(secs, limit.as_deref())
+            }
+            Error::Busy { retry_after, message } => {
+                let secs = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+                    .with_details(json!({ "retry_after_seconds": secs }));
+                e.retry_after = Some(secs);
+                e
             }
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");

@@ -275,6 +275,93 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
     }
 }
 
+/// Whether the body is YAML (`application/yaml`, `application/x-yaml`, `text/yaml`,
+/// `text/x-yaml`, `…+yaml`).
+fn is_yaml(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(
+                mime.as_str(),
+                "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
+            ) || (mime.starts_with("application/") && mime.ends_with("+yaml"))
+        })
+}
+
+/// A document body, JSON or YAML (by its content type), read as a JSON value: how manifests
+/// arrive. The same limits and errors as [`JsonBody`]; YAML that does not parse, or holds
+/// more than one document, is `400 INVALID_REQUEST` with its line and column.
+#[derive(Debug)]
+pub struct DocumentBody(pub Value);
+
+impl FromRequest for DocumentBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let yaml = is_yaml(&req);
+            if !yaml && !is_json(&req) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "Content-Type must be application/json or application/yaml",
+                ));
+            }
+            let limits = req
+                .app_data::<web::Data<BodyLimits>>()
+                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let bytes = read_body(&req, payload, limits).await?;
+            if !yaml {
+                return parse_json(&bytes).map(DocumentBody);
+            }
+            parse_yaml(&bytes).map(DocumentBody)
+        })
+    }
+}
+
+/// Parses one YAML document into a JSON value.
+///
+/// # Errors
+/// `INVALID_REQUEST` for text that is not one YAML document of JSON-compatible values.
+pub fn parse_yaml(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid_request(
+            "Request body is empty; a YAML document is expected",
+        ));
+    }
+    let value: Value = yaml_serde::from_slice(bytes).map_err(|e| {
+        let mut details = serde_json::Map::new();
+        if let Some(at) = e.location() {
+            details.insert("line".to_owned(), at.line().into());
+            details.insert("column".to_owned(), at.column().into());
+        }
+        ApiError::invalid_request(format!("Malformed YAML: {e}"))
+            .with_details(Value::Object(details))
+    })?;
+    if value.is_null() {
+        return Err(ApiError::invalid_request(
+            "Request body is empty; a YAML document is expected",
+        ));
+    }
+    if let Some(field) = nul_field(&value, "") {
+        return Err(ApiError::validation(
+            &field,
+            "must not contain NUL characters (\\u0000)",
+        ));
+    }
+    Ok(value)
+}
+
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.
 ///
 /// # Errors

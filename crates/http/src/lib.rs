@@ -2,6 +2,7 @@
 //! OpenAPI document. It depends on the domain only; the server crate gives it the services.
 
 pub mod auth;
+pub mod compat;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -57,6 +58,12 @@ pub struct AppState {
     pub auth_disabled: bool,
     /// Request-rate and concurrency counters, shared by every worker.
     pub rate_limits: Arc<ratelimit::RateLimits>,
+    /// Clusters and the slots of their agents.
+    pub clusters: agentry_domain::services::ClusterService,
+    /// What turns count (`/metrics`, `/api/v1/metrics`).
+    pub metrics: agentry_domain::metrics::Metrics,
+    /// How `/metrics` is served (name prefix, public or not).
+    pub prometheus: routes::metrics::PrometheusSettings,
 }
 
 /// HTTP-level settings.
@@ -95,6 +102,26 @@ async fn route_not_found(req: HttpRequest) -> actix_web::HttpResponse {
     }
 }
 
+/// The application of a separate metrics listener (`metrics_addr`): `GET /metrics` without
+/// authentication, nothing else.
+pub fn metrics_app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .configure(routes::metrics::configure_root)
+        .default_service(web::to(route_not_found))
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}
+
 /// The application: every route, the middleware and the JSON error handling.
 pub fn app(
     state: AppState,
@@ -117,6 +144,7 @@ pub fn app(
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .configure(routes::health::configure)
+        .configure(routes::metrics::configure_root)
         .service(web::scope("/api/v1").configure(routes::configure_api))
         .service(
             web::scope("/v1")
@@ -124,6 +152,7 @@ pub fn app(
                 .configure(routes::configure_api),
         )
         .service(web::scope("/api/client/v1").configure(openai::configure_client))
+        .configure(compat::configure)
         .route("/docs", web::get().to(docs_redirect))
         .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
         .default_service(web::to(route_not_found))
@@ -131,4 +160,6 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
+        // Seed 004's envelope for `/compat/goagents/api/…`, errors of the layers above included.
+        .wrap(actix_web::middleware::from_fn(compat::wrap))
 }

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, conversations, health, mcp_servers, providers, runs, tasks,
-    users, versions,
+    agents, api_keys, auth, chat, clusters, conversations, health, mcp_servers, metrics, providers,
+    runs, tasks, users, versions,
 };
 
 /// The whole API.
@@ -16,7 +16,7 @@ use crate::routes::{
     info(
         title = "Agentry",
         description = "Define LLM agents once; serve, test, watch and improve them.\n\n\
-            Every route under `/api/v1` is also served under the `/v1` alias; trailing slashes are ignored. \
+            Every route under `/api/v1` is also served under the `/v1` alias, and under `/compat/goagents/api/v1` in seed 004's `{\"success\", \"data\", \"message\", \"timestamp\"}` envelope (docs/clusters.md); trailing slashes are ignored. \
             Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.\n\n\
             Authenticate with `Authorization: Bearer <token>`: an access token from `POST /api/v1/auth/login`, or an API key (`agk_…`). \
             `/health`, `/ready`, `/docs`, `/openapi.json`, login and refresh are public; everything else needs a role or scope (see docs/security.md). \
@@ -26,6 +26,14 @@ use crate::routes::{
     paths(
         health::health,
         health::ready,
+        metrics::system_metrics,
+        metrics::prometheus_metrics,
+        clusters::create_cluster,
+        clusters::list_clusters,
+        clusters::get_cluster,
+        clusters::apply_cluster,
+        clusters::delete_cluster,
+        clusters::scale_cluster,
         agents::create_agent,
         agents::list_agents,
         agents::get_agent,
@@ -96,6 +104,8 @@ use crate::routes::{
         (name = "ops", description = "Health and readiness"),
         (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
         (name = "events", description = "The WebSocket event stream: task status, agent messages, system notifications"),
+        (name = "ops", description = "Health, readiness and metrics"),
+        (name = "clusters", description = "Clusters from AgentCluster manifests (JSON or YAML): apply, scale, delete (seed 004)"),
         (name = "agents", description = "Agent definitions"),
         (name = "providers", description = "LLM providers and their models"),
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),
@@ -224,6 +234,16 @@ impl Modify for CommonResponses {
                 )
             };
             let needs_credential = !public.contains(&path.as_str());
+            // Routes that start a turn: a cluster agent with every instance busy (clusters.md).
+            let starts_turns = [
+                "/api/v1/agents/{agent}/chat",
+                "/api/v1/agents/{agent}/stream",
+                "/v1/responses",
+                "/v1/chat/completions",
+                "/api/client/v1/responses",
+                "/api/client/v1/agents/responses",
+            ]
+            .contains(&path.as_str());
             for op in operations(item) {
                 let responses = &mut op.responses.responses;
                 let mut add = |code: &str, description: &str| {
@@ -251,6 +271,12 @@ impl Modify for CommonResponses {
                     add(
                         "400",
                         "Invalid input: a parameter or the body is malformed or out of range",
+                    );
+                }
+                if starts_turns {
+                    add(
+                        "503",
+                        "Every instance of the cluster agent is busy (`Retry-After` says when to retry)",
                     );
                 }
                 if op.request_body.is_some() {

@@ -40,7 +40,9 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     // Operations and documentation.
     (Get, "/health", Public),
     (Get, "/ready", Public),
-    (Get, "/metrics", Public),
+    // Prometheus metrics name agents and providers: a credential that may read, unless
+    // `metrics_public` (or a separate `metrics_addr` listener) makes them public.
+    (Get, "/metrics", Read),
     (Get, "/docs", Public),
     (Get, "/docs/*", Public),
     (Get, "/openapi.json", Public),
@@ -177,6 +179,8 @@ fn matches(pattern: &str, path: &str) -> bool {
 
 /// What a request with `method` on `path` needs.
 pub fn requirement(method: &Method, path: &str) -> Requirement {
+    // Seed 004's compatibility mount has the rules of the routes it mounts.
+    let path = crate::compat::canonical(path);
     let canonical;
     let path = match path.strip_prefix("/v1/") {
         Some(rest) if !is_openai_surface(path) => {
@@ -213,6 +217,19 @@ mod tests {
         let cases: &[(Method, &str, Requirement)] = &[
             (Method::GET, "/health", Public),
             (Method::GET, "/ready", Public),
+            (Method::GET, "/metrics", Read),
+            (Method::GET, "/api/v1/metrics", Read),
+            (Method::GET, "/api/v1/clusters/support", Read),
+            (Method::PUT, "/api/v1/clusters/support", Write),
+            (Method::POST, "/v1/clusters/support/scale", Write),
+            (Method::GET, "/compat/goagents/health", Public),
+            (Method::GET, "/compat/goagents/api/v1/clusters", Read),
+            (
+                Method::POST,
+                "/compat/goagents/api/v1/agents/a/chat",
+                Invoke,
+            ),
+            (Method::POST, "/compat/goagents/api/v1/users", Admin),
             (Method::POST, "/health", Write),
             (Method::GET, "/docs/", Public),
             (Method::GET, "/docs/swagger-ui.css", Public),

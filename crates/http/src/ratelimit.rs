@@ -128,6 +128,7 @@ pub struct RateLimits {
     in_flight: Mutex<HashMap<String, u32>>,
     started: Instant,
     last_cleanup: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -177,6 +178,7 @@ impl RateLimits {
             in_flight: Mutex::new(HashMap::new()),
             started: Instant::now(),
             last_cleanup: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -260,6 +262,11 @@ impl RateLimits {
                 }
             }
         }
+    }
+
+    /// Requests refused (429) so far.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The settings in force.
@@ -433,6 +440,7 @@ pub async fn limit(
     let limit_per_minute = limits.limiter(per_minute).per_minute;
     let refused = |req: ServiceRequest, r: Refusal| {
         tracing::info!(client = %key, limit = %r.limit, "rate limited");
+        limits.refused.fetch_add(1, Ordering::Relaxed);
         let mut res = error_response(req, &ApiError::rate_limited(r.retry_after, Some(&r.limit)));
         let headers = res.headers_mut();
         headers.insert(LIMIT_HEADER, header(limit_per_minute));

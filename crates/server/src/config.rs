@@ -175,6 +175,20 @@ pub struct Config {
     /// Seconds between two returns of freed heap memory to the operating system (glibc's
     /// `malloc_trim`, on Linux only); 0 turns it off (`AGENTRY_MEMORY_TRIM_SECS`).
     pub memory_trim_secs: u64,
+    /// Milliseconds a turn of a cluster agent waits for one of its instances before it is
+    /// refused with 503 (`AGENTRY_INSTANCE_QUEUE_TIMEOUT_MS`).
+    pub instance_queue_timeout_ms: u64,
+    /// Turns that may wait for one agent's instances at once; the next is refused at once
+    /// (`AGENTRY_INSTANCE_QUEUE_MAX`).
+    pub instance_queue_max: u32,
+    /// Replaces `agentry` at the start of every Prometheus metric name (`goagents` gives
+    /// `goagents_requests_total`) (`AGENTRY_METRICS_PREFIX`).
+    pub metrics_prefix: String,
+    /// `GET /metrics` on the main listener needs no credential (`AGENTRY_METRICS_PUBLIC`).
+    pub metrics_public: bool,
+    /// A second listen address serving only `GET /metrics`, without authentication, for
+    /// scrapers on a private network (`AGENTRY_METRICS_ADDR`); none by default.
+    pub metrics_addr: Option<SocketAddr>,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -244,6 +258,10 @@ struct Defaults {
     cache_ttl_secs: u64,
     cache_sync_ms: u64,
     memory_trim_secs: u64,
+    instance_queue_timeout_ms: u64,
+    instance_queue_max: u32,
+    metrics_prefix: &'static str,
+    metrics_public: bool,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -290,10 +308,15 @@ const DEFAULTS: Defaults = Defaults {
     cache_ttl_secs: 60,
     cache_sync_ms: 250,
     memory_trim_secs: 5,
+    instance_queue_timeout_ms: 5000,
+    instance_queue_max: 100,
+    metrics_prefix: "agentry",
+    metrics_public: false,
 };
 
-/// `AGENTRY_*` variables that are not config keys: read elsewhere, or by the test suites.
-const NOT_CONFIG_KEYS: [&str; 1] = ["config"];
+/// `AGENTRY_*` variables that are not config keys: read elsewhere (the config file's path; the
+/// server and key of the cluster commands), or by the test suites.
+const NOT_CONFIG_KEYS: [&str; 3] = ["config", "server", "api_key"];
 
 /// Whether an `AGENTRY_*` variable (prefix removed, any case) is a config key rather than one
 /// read elsewhere or by the test suites (`AGENTRY_TEST_*`).
@@ -344,7 +367,29 @@ impl Config {
         fig = fig
             .merge(Env::prefixed("AGENTRY_").filter(|k| is_config_key(k.as_str())))
             .merge(Env::raw().only(&["database_url"]));
-        fig.extract().map_err(|e| ConfigError(e.to_string()))
+        let config: Self = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks values the types do not: the metrics prefix must make valid metric names.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let p = &self.metrics_prefix;
+        let ok = p
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && p.len() <= 64
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(ConfigError(format!(
+                "metrics_prefix '{p}' must be 1 to 64 characters of A-Z, a-z, 0-9 and '_', not starting with a digit"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -369,6 +414,7 @@ mod tests {
         assert!(is_config_key("ADMIN_PASSWORD"));
         assert!(is_config_key("AUTH_DISABLED"));
         assert!(!is_config_key("CONFIG"));
+        assert!(!is_config_key("SERVER") && !is_config_key("API_KEY"));
         assert!(is_config_key("ADDR"));
         assert!(is_config_key("Log_Format"));
     }
@@ -429,6 +475,28 @@ mod tests {
 
         let missing = dir.path().join("missing.toml");
         assert!(Config::load(Some(&missing)).is_err());
+    }
+
+    #[test]
+    fn metrics_settings_are_checked() {
+        let c = Config::defaults().unwrap();
+        assert_eq!(
+            (c.metrics_prefix.as_str(), c.metrics_public, c.metrics_addr),
+            ("agentry", false, None)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics.toml");
+        std::fs::write(
+            &file,
+            "metrics_prefix = \"goagents\"\nmetrics_addr = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.metrics_prefix, "goagents");
+        assert_eq!(c.metrics_addr.map(|a| a.port()), Some(9464));
+        std::fs::write(&file, "metrics_prefix = \"9bad-prefix\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("metrics_prefix"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod process_metrics;
+pub mod remote;
 pub mod telemetry;
 
 use std::net::{SocketAddr, TcpListener};
@@ -23,8 +25,8 @@ use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
-    AuthService, AuthSettings, McpSettings, RuntimeSettings, ServicePorts, ServiceSettings,
-    Services, TaskSettings,
+    AuthService, AuthSettings, InstanceSettings, McpSettings, RuntimeSettings, ServicePorts,
+    ServiceSettings, Services, TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -239,6 +241,7 @@ pub async fn services(
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
         events: database.events(),
+        clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
         http_tools: Some(Arc::new(http_tools)),
         mcp: Some(Arc::new(agentry_mcp::RmcpConnector::new(
@@ -282,6 +285,10 @@ pub async fn services(
             poll: Duration::from_millis(config.task_poll_ms.max(10)),
             retry_base: Duration::from_millis(config.task_retry_base_ms),
         },
+        instances: InstanceSettings {
+            queue_timeout: Duration::from_millis(config.instance_queue_timeout_ms),
+            queue_max: config.instance_queue_max,
+        },
         ..ServiceSettings::new(fixed, default_model(config))
     };
     Services::build(ports, settings).await.map_err(|e| match e {
@@ -290,6 +297,22 @@ pub async fn services(
         }
         e => provider_error("default_model", e.to_string()),
     })
+}
+
+/// The separate `/metrics` listener: one worker, no authentication, nothing but `/metrics`.
+fn metrics_listener(at: SocketAddr, state: AppState) -> Result<(Server, SocketAddr), StartError> {
+    let listener = TcpListener::bind(at).map_err(|source| StartError::Bind { addr: at, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: at, source })?;
+    let server = HttpServer::new(move || agentry_http::metrics_app(state.clone()))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr, source })?
+        .run();
+    tracing::info!(%addr, "metrics listening (GET /metrics, no authentication)");
+    Ok((server, addr))
 }
 
 /// Refuses `auth_disabled` unless the server listens on a loopback address only.
@@ -375,6 +398,8 @@ fn provider_settings(config: &Config) -> ProviderSettings {
 /// A built server, listening, not yet serving.
 pub struct Application {
     server: Server,
+    /// The separate `/metrics` listener (`metrics_addr`), if configured.
+    metrics_server: Option<(Server, SocketAddr)>,
     addr: SocketAddr,
     database: Database,
     mcp: agentry_domain::services::McpServerService,
@@ -397,6 +422,7 @@ impl Application {
     /// [`StartError`] with a clear cause.
     pub async fn build_with(config: Config, options: BuildOptions) -> Result<Self, StartError> {
         check_auth_disabled(&config)?;
+        config.check()?;
         let (database, applied) = open_database(&config).await?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
@@ -431,6 +457,14 @@ impl Application {
         };
         let mcp = services.mcp_servers.clone();
         let events = services.events.clone();
+        let runtimes = process_metrics::Runtimes::default();
+        runtimes.register_current();
+        services.metrics.add_source(database.pool_metrics());
+        services
+            .metrics
+            .add_source(Arc::new(process_metrics::ProcessMetrics::new(
+                runtimes.clone(),
+            )));
         let state = AppState {
             agents: services.agents,
             providers: services.providers,
@@ -444,6 +478,16 @@ impl Application {
             auth: services.auth,
             auth_disabled: config.auth_disabled,
             rate_limits,
+            clusters: services.clusters,
+            metrics: services.metrics,
+            prometheus: agentry_http::routes::metrics::PrometheusSettings {
+                prefix: config.metrics_prefix.clone(),
+                public: config.metrics_public,
+            },
+        };
+        let metrics_server = match config.metrics_addr {
+            Some(at) => Some(metrics_listener(at, state.clone())?),
+            None => None,
         };
         let settings = HttpSettings {
             json_limit: config.json_limit_bytes,
@@ -457,21 +501,24 @@ impl Application {
             addr: config.addr,
             source,
         })?;
-        let mut server = HttpServer::new(move || agentry_http::app(state.clone(), settings))
-            .shutdown_timeout(config.shutdown_timeout_secs)
-            .client_request_timeout(Duration::from_secs(30))
-            // Without it, the first SSE token waits ~40 ms for the client's delayed ACK (Nagle).
-            .tcp_nodelay(true)
-            // Database calls and password hashes run on each worker's blocking pool, and a
-            // database call holds its thread while it waits for one of the pool's connections:
-            // threads beyond the pool's size only wait, each with its stack and malloc arena.
-            // actix-web's default (512 / workers) let bursts of streams grow ~500 threads.
-            .worker_max_blocking_threads(
-                config
-                    .database_max_connections
-                    .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
-                    .max(2) as usize,
-            );
+        let mut server = HttpServer::new(move || {
+            runtimes.register_current();
+            agentry_http::app(state.clone(), settings)
+        })
+        .shutdown_timeout(config.shutdown_timeout_secs)
+        .client_request_timeout(Duration::from_secs(30))
+        // Without it, the first SSE token waits ~40 ms for the client's delayed ACK (Nagle).
+        .tcp_nodelay(true)
+        // Database calls and password hashes run on each worker's blocking pool, and a
+        // database call holds its thread while it waits for one of the pool's connections:
+        // threads beyond the pool's size only wait, each with its stack and malloc arena.
+        // actix-web's default (512 / workers) let bursts of streams grow ~500 threads.
+        .worker_max_blocking_threads(
+            config
+                .database_max_connections
+                .unwrap_or(PoolOptions::for_backend(database.backend()).max_connections)
+                .max(2) as usize,
+        );
         let workers = config
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
@@ -496,11 +543,17 @@ impl Application {
         tracing::info!(%addr, backend = database.backend().as_str(), version = env!("CARGO_PKG_VERSION"), "Agentry listening");
         Ok(Self {
             server,
+            metrics_server,
             addr,
             database,
             mcp,
             events,
         })
+    }
+
+    /// The address of the separate `/metrics` listener, if one is configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(_, a)| *a)
     }
 
     /// The bound address.
@@ -529,7 +582,19 @@ impl Application {
     /// # Errors
     /// An I/O error of the server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let served = match self.metrics_server {
+            Some((metrics, _)) => {
+                let handle = metrics.handle();
+                let main = async {
+                    let served = self.server.await;
+                    handle.stop(true).await;
+                    served
+                };
+                let (served, _) = tokio::join!(main, metrics);
+                served
+            }
+            None => self.server.await,
+        };
         // The other replicas' subscribers learn that this one left.
         self.events.publish(agentry_domain::event::Event::system(
             "info",

@@ -1,4 +1,4 @@
-//! `agentry serve | migrate | user … | key …`, `agentry --version`.
+//! `agentry serve | migrate | user … | key … | apply | get | delete | scale`, `agentry --version`.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use agentry::cli::{KeyCommand, UserCommand};
+use agentry::remote::{ClusterTarget, Kind, Output, Remote, RemoteArgs};
 use agentry::{Application, config::Config, open_database, telemetry};
 use agentry_heap_trim::Trimmer;
 use clap::{Parser, Subcommand};
@@ -33,11 +34,105 @@ enum Command {
     /// Manage API keys: create, list, revoke.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Apply AgentCluster manifests to a running server: files, folders of .yaml/.yml/.json
+    /// files, or `-` for standard input (several documents per file with `---`).
+    Apply {
+        /// A manifest file, a folder of them, or `-`; repeatable.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List clusters or agents on a running server, or show one.
+    Get {
+        /// `clusters` or `agents`.
+        #[arg(value_enum)]
+        kind: Kind,
+        /// One cluster's or agent's name.
+        name: Option<String>,
+        /// Only this cluster's agents.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// `table` or `json`.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Delete a cluster on a running server (its agents are archived).
+    Delete {
+        #[command(subcommand)]
+        target: ClusterTarget,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Set the instances of a cluster's agent on a running server.
+    Scale {
+        #[command(subcommand)]
+        target: ClusterTarget,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// Runs a cluster command against a server (no configuration needed); gives back the
+/// other commands.
+async fn remote_command(
+    command: Command,
+) -> Result<Result<String, agentry::cli::CliError>, Command> {
+    let (remote, run): (RemoteArgs, RemoteRun) = match command {
+        Command::Apply { files, remote } => (remote, RemoteRun::Apply(files)),
+        Command::Get {
+            kind,
+            name,
+            cluster,
+            output,
+            remote,
+        } => (remote, RemoteRun::Get(kind, name, cluster, output)),
+        Command::Delete { target, remote } => (remote, RemoteRun::Delete(target)),
+        Command::Scale { target, remote } => (remote, RemoteRun::Scale(target)),
+        other => return Err(other),
+    };
+    let client = match Remote::new(&remote) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(match run {
+        RemoteRun::Apply(files) => agentry::remote::apply(&client, &files).await,
+        RemoteRun::Get(kind, name, cluster, output) => {
+            agentry::remote::get(&client, kind, name.as_deref(), cluster.as_deref(), output).await
+        }
+        RemoteRun::Delete(target) => agentry::remote::delete(&client, target).await,
+        RemoteRun::Scale(target) => agentry::remote::scale(&client, target).await,
+    })
+}
+
+/// A cluster command's own arguments.
+enum RemoteRun {
+    Apply(Vec<String>),
+    Get(Kind, Option<String>, Option<String>, Output),
+    Delete(ClusterTarget),
+    Scale(ClusterTarget),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match remote_command(cli.command.unwrap_or(Command::Serve)).await {
+        Ok(out) => {
+            return match out {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("agentry: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Err(command) => command,
+    };
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -46,11 +141,15 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format, &config.log);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(&config).await,
         Command::User(cmd) => print(agentry::cli::user(&config, cmd).await),
         Command::Key(cmd) => print(agentry::cli::key(&config, cmd).await),
+        Command::Apply { .. }
+        | Command::Get { .. }
+        | Command::Delete { .. }
+        | Command::Scale { .. } => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -210,6 +210,17 @@ impl Database {
             .clone()
     }
 
+    /// The store of clusters over this pool.
+    pub fn clusters(&self) -> Arc<dyn agentry_domain::ports::ClusterStore> {
+        Arc::new(self.store())
+    }
+
+    /// The pool's use, as metrics (`agentry_db_pool_connections{state}`,
+    /// `agentry_db_pool_max_connections`).
+    pub fn pool_metrics(&self) -> Arc<dyn agentry_domain::metrics::MetricsSource> {
+        Arc::new(PoolMetrics(self.pool.clone()))
+    }
+
     /// The change counter shared by every replica (for the in-process caches).
     pub fn changes(&self) -> Arc<dyn ChangeLog> {
         Arc::new(self.store())
@@ -238,6 +249,33 @@ impl fmt::Debug for Database {
             .field("backend", &self.backend)
             .field("max_connections", &self.pool.max_size())
             .finish_non_exhaustive()
+    }
+}
+
+/// The pool's use, read on every scrape (`r2d2::Pool::state`: one short lock).
+struct PoolMetrics(Pool<Manager>);
+
+impl agentry_domain::metrics::MetricsSource for PoolMetrics {
+    fn collect(&self) -> Vec<agentry_domain::metrics::Family> {
+        use agentry_domain::metrics::{Family, Kind};
+        let state = self.0.state();
+        let idle = state.idle_connections;
+        let in_use = state.connections.saturating_sub(idle);
+        vec![
+            Family::new(
+                "agentry_db_pool_connections",
+                "Database connections open, by state (in_use, idle)",
+                Kind::Gauge,
+            )
+            .with(vec![("state", "in_use".to_owned())], f64::from(in_use))
+            .with(vec![("state", "idle".to_owned())], f64::from(idle)),
+            Family::new(
+                "agentry_db_pool_max_connections",
+                "The database pool's size (database_max_connections)",
+                Kind::Gauge,
+            )
+            .with(Vec::new(), f64::from(self.0.max_size())),
+        ]
     }
 }
 

@@ -231,6 +231,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    clusters (id) {
+        id -> Text,
+        name -> Text,
+        namespace -> Text,
+        api_version -> Text,
+        policy -> Text,
+        members -> Text,
+        generation -> BigInt,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     change_counter (id) {
         id -> Integer,
         counter -> BigInt,
@@ -261,5 +276,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     tasks,
     event_payloads,
     rate_usage,
+    clusters,
     change_counter
 );

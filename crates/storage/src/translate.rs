@@ -30,6 +30,8 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "mcp_servers_pkey" | "mcp_servers.id" => Some("id"),
         "mcp_servers_slug_key" | "mcp_servers.slug" => Some("slug"),
         "tasks_pkey" | "tasks.id" => Some("id"),
+        "clusters_pkey" | "clusters.id" => Some("id"),
+        "clusters_name_key" | "clusters.name" => Some("name"),
         _ => None,
     }
 }

@@ -38,7 +38,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -50,6 +50,7 @@ const MIGRATIONS: [&str; 11] = [
     "2026-12-03-000009_mcp_servers",
     "2026-12-03-000010_mcp_server_tools",
     "2026-12-03-000011_tasks",
+    "2026-12-03-000012_clusters",
 ];
 
 fn options() -> PoolOptions {
@@ -187,6 +188,10 @@ contract_tests!(
     task_failures_retry_then_fail_and_cancels_win,
     task_idempotency_keys_are_per_caller,
     rate_usage_adds_up_across_reporters,
+    cluster_insert_get_and_round_trip,
+    cluster_duplicate_name_is_a_conflict_on_name,
+    cluster_update_is_compare_and_set,
+    cluster_list_by_name_and_delete,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -3684,4 +3689,119 @@ async fn rate_usage_adds_up_across_reporters(db: Database) {
         [("key:a".to_owned(), 1)],
         "a new window starts from zero"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Clusters
+
+fn cluster(name: &str, members: &[(&str, u32)]) -> agentry_domain::cluster::Cluster {
+    use agentry_domain::cluster::{Cluster, ClusterId, ClusterMember, Namespace, ResourcePolicy};
+    Cluster {
+        id: ClusterId::generate(),
+        name: ClusterName::parse(name).unwrap(),
+        namespace: Namespace::parse("team-a").unwrap(),
+        api_version: "goagents.dev/v1".into(),
+        policy: ResourcePolicy {
+            max_concurrent_agents: Some(5),
+            idle_timeout: Some(Duration::from_secs(300)),
+            scale_to_zero: true,
+        },
+        members: members
+            .iter()
+            .map(|(k, n)| ClusterMember {
+                key: AgentKey::parse(k).unwrap(),
+                instances: *n,
+            })
+            .collect(),
+        generation: 1,
+        created_by: Some("user_1".into()),
+        created_at: t0(),
+        updated_at: t0() + TimeDelta::microseconds(7),
+    }
+}
+
+async fn cluster_insert_get_and_round_trip(db: Database) {
+    let store = db.clusters();
+    let c = cluster("support", &[("intent-classifier", 2), ("assistant", 1)]);
+    store.insert_cluster(&c).await.unwrap();
+    let got = store.get_cluster(&c.name).await.unwrap();
+    assert_eq!(got, c);
+    let bare = agentry_domain::cluster::Cluster {
+        policy: agentry_domain::cluster::ResourcePolicy::default(),
+        created_by: None,
+        members: Vec::new(),
+        ..cluster("bare", &[])
+    };
+    store.insert_cluster(&bare).await.unwrap();
+    assert_eq!(store.get_cluster(&bare.name).await.unwrap(), bare);
+    let err = store
+        .get_cluster(&ClusterName::parse("nope").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { entity: "cluster", id } if id == "nope"),
+        "{err:?}"
+    );
+}
+
+async fn cluster_duplicate_name_is_a_conflict_on_name(db: Database) {
+    let store = db.clusters();
+    store.insert_cluster(&cluster("dup", &[])).await.unwrap();
+    let err = store
+        .insert_cluster(&cluster("dup", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&err), Some("name"), "{err:?}");
+    assert_eq!(store.list_clusters(page(10, 0)).await.unwrap().total, 1);
+}
+
+async fn cluster_update_is_compare_and_set(db: Database) {
+    let store = db.clusters();
+    let c = cluster("scaled", &[("a", 1)]);
+    store.insert_cluster(&c).await.unwrap();
+    let mut next = c.clone();
+    next.members[0].instances = 3;
+    next.generation = 2;
+    assert!(store.update_cluster(&next, 1).await.unwrap());
+    let mut stale = c.clone();
+    stale.members[0].instances = 9;
+    stale.generation = 2;
+    assert!(
+        !store.update_cluster(&stale, 1).await.unwrap(),
+        "a writer that read generation 1 loses"
+    );
+    assert_eq!(store.get_cluster(&c.name).await.unwrap(), next);
+    let ghost = cluster("ghost", &[]);
+    let err = store.update_cluster(&ghost, 1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotFound {
+                entity: "cluster",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+async fn cluster_list_by_name_and_delete(db: Database) {
+    let store = db.clusters();
+    for name in ["b", "c", "a"] {
+        store.insert_cluster(&cluster(name, &[])).await.unwrap();
+    }
+    let names = |p: &agentry_domain::page::Paged<agentry_domain::cluster::Cluster>| -> Vec<String> {
+        p.items.iter().map(|c| c.name.to_string()).collect()
+    };
+    let all = store.list_clusters(page(10, 0)).await.unwrap();
+    assert_eq!(
+        (names(&all), all.total),
+        (vec!["a".into(), "b".into(), "c".into()], 3)
+    );
+    let second = store.list_clusters(page(2, 2)).await.unwrap();
+    assert_eq!(names(&second), ["c"]);
+    let a = all.items[0].clone();
+    assert!(store.delete_cluster(&a.id).await.unwrap());
+    assert!(!store.delete_cluster(&a.id).await.unwrap());
+    assert_eq!(store.list_clusters(page(10, 0)).await.unwrap().total, 2);
 }

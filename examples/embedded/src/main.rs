@@ -75,6 +75,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
         events: database.events(),
+        clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),
         http_tools: None,
         // No MCP servers in this program: starting one fails with a clear reason.

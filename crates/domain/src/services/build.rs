@@ -11,19 +11,21 @@ use std::time::Duration;
 
 use crate::agent::ModelSpec;
 use crate::cache::{CacheableStores, Coherence};
+use crate::cluster::ClusterStore;
 use crate::error::Result;
 use crate::event::EventBus;
 use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
+use crate::metrics::Metrics;
 use crate::ports::{
     ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
     TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, McpServerService, McpSettings,
-    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, TaskService,
-    TaskSettings, VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, InstanceSettings,
+    Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime,
+    RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -41,6 +43,8 @@ pub struct ServicePorts {
     pub runs: Arc<dyn RunStore>,
     /// Registered MCP servers (not cached: read when a turn's agent binds MCP tools).
     pub mcp_servers: Arc<dyn McpServerStore>,
+    /// Clusters (not cached: their slots are loaded into memory and reloaded on change).
+    pub clusters: Arc<dyn ClusterStore>,
     /// Starts MCP servers (child processes, remote sessions); `None` makes every start fail
     /// with a clear reason.
     pub mcp: Option<Arc<dyn McpConnector>>,
@@ -86,6 +90,8 @@ pub struct ServiceSettings {
     pub mcp: McpSettings,
     /// Task workers and leases.
     pub tasks: TaskSettings,
+    /// How turns of cluster agents wait for a slot.
+    pub instances: InstanceSettings,
 }
 
 impl ServiceSettings {
@@ -102,6 +108,7 @@ impl ServiceSettings {
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
             tasks: TaskSettings::default(),
+            instances: InstanceSettings::default(),
         }
     }
 }
@@ -125,6 +132,10 @@ pub struct Services {
     pub tasks: TaskService,
     /// The event bus.
     pub events: Arc<dyn EventBus>,
+    /// Clusters and the slots of their agents.
+    pub clusters: ClusterService,
+    /// What turns count (and what other parts of the process add as sources).
+    pub metrics: Metrics,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -138,6 +149,7 @@ impl Services {
     /// The model resolution's error when `default_model` names no known provider or model
     /// (the store is read for providers created by API, so a store error is returned as such).
     pub async fn build(ports: ServicePorts, settings: ServiceSettings) -> Result<Self> {
+        let changes = ports.changes.clone();
         let coherence = Coherence::new(ports.changes, settings.cache_max_age);
         let stores = ports.stores.cached(&coherence);
         let providers = ProviderRegistry::new(
@@ -161,6 +173,9 @@ impl Services {
         .with_events(ports.events.clone());
         let mcp_servers =
             McpServerService::new(ports.mcp_servers.clone(), ports.clock.clone(), supervisor);
+        let metrics = Metrics::new();
+        let instances = Instances::new(settings.instances);
+        metrics.add_source(Arc::new(instances.clone()));
         let runtime = Runtime::new(
             RuntimePorts {
                 agents: stores.agents.clone(),
@@ -175,7 +190,8 @@ impl Services {
                 clock: ports.clock.clone(),
             },
             settings.runtime,
-        );
+        )
+        .with_instances(instances.clone(), metrics.clone());
         let auth = AuthService::new(
             AuthPorts {
                 users: stores.users.clone(),
@@ -193,7 +209,7 @@ impl Services {
             providers.clone(),
             ports.mcp_servers,
             ports.clock.clone(),
-            settings.default_model,
+            settings.default_model.clone(),
         );
         let tasks = TaskService::new(
             ports.tasks,
@@ -202,6 +218,19 @@ impl Services {
             ports.clock.clone(),
             settings.tasks,
         );
+        let clusters = ClusterService::new(
+            ports.clusters,
+            agents.clone(),
+            versions.clone(),
+            providers.clone(),
+            mcp_servers.clone(),
+            instances,
+            metrics.clone(),
+            changes,
+            ports.clock,
+            settings.default_model,
+        );
+        clusters.reload().await?;
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
             agents,
@@ -212,6 +241,8 @@ impl Services {
             mcp_servers,
             tasks,
             events: ports.events,
+            clusters,
+            metrics,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
@@ -237,13 +268,14 @@ impl Services {
         let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
         let replica = crate::ids::new_id("replica");
         let workers = self.tasks.workers(self.runtime.clone(), replica);
+        let clusters = self.clusters.background();
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions, workers);
+                    tokio::join!(caches, sessions, workers, clusters);
                 }
                 None => {
-                    tokio::join!(sessions, workers);
+                    tokio::join!(sessions, workers, clusters);
                 }
             }
         }

@@ -4,6 +4,7 @@
 mod agents;
 mod auth;
 mod build;
+mod clusters;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
@@ -18,6 +19,10 @@ pub use auth::{
     KEY_AGENTS_MAX, KEY_TOUCH_INTERVAL_SECS,
 };
 pub use build::{ServicePorts, ServiceSettings, Services};
+pub use clusters::{
+    AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView, InstanceSettings,
+    Instances, MemberView, Scaled, SlotState,
+};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
 pub use mcp_supervisor::{

@@ -102,6 +102,10 @@ pub struct Runtime {
     settings: RuntimeSettings,
     /// When each provider's failure was last announced.
     alarms: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// The slots cluster agents' turns take (none for other agents).
+    instances: crate::services::Instances,
+    /// What turns count.
+    metrics: crate::metrics::Metrics,
 }
 
 /// A one-shot call (seed 000).
@@ -128,6 +132,8 @@ impl Runtime {
             ports: Arc::new(ports),
             settings,
             alarms: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
+            instances: crate::services::Instances::default(),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
@@ -154,6 +160,24 @@ impl Runtime {
             "warning",
             format!("provider '{provider_id}' failed: {error}"),
         ));
+    }
+
+    /// The same runtime taking cluster agents' slots from `instances` and counting turns in
+    /// `metrics` (by default: no cluster agent, counters of its own).
+    #[must_use]
+    pub fn with_instances(
+        mut self,
+        instances: crate::services::Instances,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        self.instances = instances;
+        self.metrics = metrics;
+        self
+    }
+
+    /// What its turns count.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Its settings.

@@ -38,6 +38,8 @@ use crate::llm::{
     Completion, CompletionRequest, CompletionStream, PromptMessage, ResponseFormat, Role,
     StreamEvent, TokenUsage, ToolCall, ToolChoice, ToolDefinition,
 };
+use crate::metrics::{Metrics, TurnMeter, TurnStatus};
+use crate::services::clusters::Slot;
 use crate::version::ServedAgent;
 
 /// Most stop sequences.
@@ -410,6 +412,22 @@ impl Runtime {
         }
         check_options(&req.options)?;
         let resolved = self.resolve(caller, target).await?;
+        // Counted from here (the agent is known); a cluster agent's turn takes one of its
+        // slots, waiting in line for one when all are busy.
+        let served_key = resolved.served.as_ref().map(|s| s.agent.key.as_str());
+        let mut meter = self.metrics.start_turn(served_key, req.stream);
+        let slot = match resolved.served.as_ref() {
+            Some(s) if s.agent.cluster.is_some() => {
+                match self.instances.acquire(s.agent.key.as_str()).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        meter.end(TurnStatus::Rejected, None);
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         let routes = self
             .routes_for(&resolved.model, resolved.fallback.as_ref())
             .await?;
@@ -573,6 +591,9 @@ impl Runtime {
             Ok(opened) => opened,
             Err(e) => {
                 self.provider_failed(&e);
+                if let Error::Provider { provider_id, .. } = &e {
+                    self.metrics.provider_failed(provider_id);
+                }
                 // A run is logged also when it fails; a conversation keeps nothing.
                 let produced = Produced::failed(&resolved.model, &e, started);
                 if recorder.keeps(&produced)
@@ -596,7 +617,12 @@ impl Runtime {
             params,
             created_at: now,
         });
+        meter.handed_over();
         let driver = Driver {
+            meter,
+            slot,
+            metrics: self.metrics.clone(),
+            call_started: started,
             routes,
             request,
             stream: req.stream,
@@ -998,6 +1024,13 @@ enum Phase {
 
 /// The turn's state between events.
 struct Driver {
+    /// Counts the turn; ended with it (dropped unended: cancelled).
+    meter: TurnMeter,
+    /// A cluster agent's slot, released when the turn ends.
+    slot: Option<Slot>,
+    metrics: Metrics,
+    /// When the current model call started.
+    call_started: Instant,
     routes: Routes,
     /// The prompt; it grows with each tool step.
     request: CompletionRequest,
@@ -1058,16 +1091,26 @@ impl Driver {
                     ..
                 })) => {
                     self.upstream = None;
+                    self.metrics.provider_answered(
+                        self.model.provider_id.as_str(),
+                        self.call_started.elapsed(),
+                    );
                     self.usage = add_usage(self.usage, usage);
                     self.finish_reason = finish_reason;
                     self.answered().await;
                 }
                 None => {
                     self.upstream = None;
+                    self.metrics.provider_answered(
+                        self.model.provider_id.as_str(),
+                        self.call_started.elapsed(),
+                    );
                     self.answered().await;
                 }
                 Some(Err(e)) => {
                     self.upstream = None;
+                    self.metrics
+                        .provider_failed(self.model.provider_id.as_str());
                     let error = provider_error(&self.model, e);
                     if let Some(recorder) = &self.recorder {
                         recorder.runtime.provider_failed(&error);
@@ -1128,12 +1171,18 @@ impl Driver {
                 is_error: out.is_error,
             });
         }
+        self.call_started = Instant::now();
         match Box::pin(open(&self.routes, &self.request, self.stream)).await {
             Ok((upstream, model)) => {
                 self.upstream = Some(upstream);
                 self.model = model;
             }
-            Err(e) => self.fail(e).await,
+            Err(e) => {
+                if let Error::Provider { provider_id, .. } = &e {
+                    self.metrics.provider_failed(provider_id);
+                }
+                self.fail(e).await;
+            }
         }
     }
 
@@ -1177,11 +1226,30 @@ impl Driver {
             })),
             Err(e) => TurnEvent::Failed(e),
         };
+        let status = match event {
+            TurnEvent::Finished(_) => TurnStatus::Success,
+            _ => TurnStatus::Error,
+        };
+        self.end_meter(status);
         self.pending.push_back(event);
+    }
+
+    /// Counts the turn's end and frees its slot.
+    fn end_meter(&mut self, status: TurnStatus) {
+        let usage = self.usage.map(|u| {
+            (
+                self.model.provider_id.as_str(),
+                self.model.model_name.as_str(),
+                u,
+            )
+        });
+        self.meter.end(status, usage);
+        self.slot = None;
     }
 
     async fn fail(&mut self, error: Error) {
         self.phase = Phase::Done;
+        self.end_meter(TurnStatus::Error);
         if let Some(recorder) = self.recorder.take() {
             let mut produced = self.produced(Vec::new(), MessageStatus::Incomplete);
             produced.error = Some(error.to_string());
