@@ -4,9 +4,9 @@
 
 mod agents;
 mod caches;
-mod events;
 mod clusters;
 mod compat;
+mod events;
 mod hygiene;
 mod mcp;
 pub(crate) mod mcp_live;

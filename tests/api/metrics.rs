@@ -360,3 +360,34 @@ async fn rate_limited_requests_are_counted() {
         f64::from(limited)
     );
 }
+
+#[tokio::test]
+async fn the_task_queue_depth_is_a_gauge() {
+    let app = TestApp::spawn().await;
+    crate::create(&app, json!({"name": "Later"})).await;
+    for _ in 0..3 {
+        let (status, _) = json(
+            app.post(
+                "/api/v1/tasks",
+                &json!({"title": "t", "agent_id": "later", "run_at": "2099-01-01T00:00:00Z"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    // Sampled every 5 s: wait for the next sample.
+    let mut pending = 0.0;
+    for _ in 0..70 {
+        pending = value(
+            &scrape(&app).await,
+            "agentry_task_queue_depth",
+            &[("status", "pending")],
+        );
+        if pending >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, 3.0);
+}

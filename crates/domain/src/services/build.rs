@@ -218,6 +218,7 @@ impl Services {
             ports.clock.clone(),
             settings.tasks,
         );
+        metrics.add_source(tasks.depth());
         let clusters = ClusterService::new(
             ports.clusters,
             agents.clone(),
@@ -269,13 +270,14 @@ impl Services {
         let replica = crate::ids::new_id("replica");
         let workers = self.tasks.workers(self.runtime.clone(), replica);
         let clusters = self.clusters.background();
+        let depth = self.tasks.sample_depth();
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions, workers, clusters);
+                    tokio::join!(caches, sessions, workers, clusters, depth);
                 }
                 None => {
-                    tokio::join!(sessions, workers, clusters);
+                    tokio::join!(sessions, workers, clusters, depth);
                 }
             }
         }

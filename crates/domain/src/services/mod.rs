@@ -35,5 +35,5 @@ pub use runtime::{
     RuntimeSettings, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
     may_call_models_directly,
 };
-pub use tasks::{TaskService, TaskSettings};
+pub use tasks::{QueueDepth, TaskService, TaskSettings};
 pub use versions::VersionService;

@@ -49,9 +49,35 @@ impl Default for TaskSettings {
     }
 }
 
+/// The queue's depth as last sampled, for metrics (`agentry_task_queue_depth{status}`).
+#[derive(Default)]
+pub struct QueueDepth {
+    pending: std::sync::atomic::AtomicU64,
+    running: std::sync::atomic::AtomicU64,
+}
+
+impl crate::metrics::MetricsSource for QueueDepth {
+    fn collect(&self) -> Vec<crate::metrics::Family> {
+        use std::sync::atomic::Ordering::Relaxed;
+        #[allow(clippy::cast_precision_loss)]
+        let family = crate::metrics::Family::new(
+            "agentry_task_queue_depth",
+            "Tasks waiting for a worker (pending) and being run (running), deployment-wide, sampled every few seconds.",
+            crate::metrics::Kind::Gauge,
+        )
+        .with(vec![("status", "pending".into())], self.pending.load(Relaxed) as f64)
+        .with(vec![("status", "running".into())], self.running.load(Relaxed) as f64);
+        vec![family]
+    }
+}
+
+/// How often the queue's depth is sampled.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
 /// The tasks use cases. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskService {
+    depth: Arc<QueueDepth>,
     store: Arc<dyn TaskStore>,
     agents: Arc<dyn AgentStore>,
     events: Arc<dyn EventBus>,
@@ -78,11 +104,42 @@ impl TaskService {
         settings: TaskSettings,
     ) -> Self {
         Self {
+            depth: Arc::new(QueueDepth::default()),
             store,
             agents,
             events,
             clock,
             settings,
+        }
+    }
+
+    /// The queue's depth, as a metrics source.
+    pub fn depth(&self) -> Arc<QueueDepth> {
+        self.depth.clone()
+    }
+
+    /// Samples the queue's depth every few seconds, forever (two counts in the database).
+    pub fn sample_depth(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tasks = self.clone();
+        async move {
+            let mut every = tokio::time::interval(DEPTH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                for (status, gauge) in [
+                    (TaskStatus::Pending, &tasks.depth.pending),
+                    (TaskStatus::Running, &tasks.depth.running),
+                ] {
+                    let filter = TaskFilter {
+                        status: Some(status),
+                        ..TaskFilter::default()
+                    };
+                    let page = Page::new(Some(1), None).unwrap_or_default();
+                    if let Ok(paged) = tasks.store.list_tasks(&filter, page).await {
+                        gauge.store(paged.total, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
         }
     }
 
