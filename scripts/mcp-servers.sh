@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the third-party MCP servers the tests start for real, outside the source tree:
+# Installs the third-party programs the tests start for real, outside the source tree (the
+# MCP servers, and `requests` for seed 004's Python client):
 #   - the Python package `mcp-server-time` into a virtual environment (~/.cache/agentry-mcp-venv),
 #   - the npm package `@modelcontextprotocol/server-everything` into ~/.cache/agentry-mcp-node
 #     (Node from Debian's packages; .ci/run installs it when missing).
@@ -16,6 +17,13 @@ if [ ! -x "$venv/bin/mcp-server-time" ]; then
 fi
 if [ -x "$venv/bin/mcp-server-time" ]; then
   echo "export AGENTRY_TEST_MCP_TIME=$venv/bin/mcp-server-time"
+fi
+# Seed 004's Python client (tests/api/compat.rs) needs `requests`: the same environment.
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import requests' 2>/dev/null; then
+  "$venv/bin/pip" install -q requests >&2 || echo "mcp-servers: could not install requests" >&2
+fi
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import requests' 2>/dev/null; then
+  echo "export AGENTRY_TEST_PYTHON=$venv/bin/python"
 fi
 
 entry=$node_dir/node_modules/@modelcontextprotocol/server-everything/dist/index.js

@@ -202,14 +202,15 @@ print("Error:", missing["success"], missing["error"]["code"])
 
 #[tokio::test]
 async fn seed_004_python_client_works_by_changing_only_its_base_url() {
-    let has_requests = Command::new("python3")
+    let python = std::env::var("AGENTRY_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let has_requests = Command::new(&python)
         .args(["-c", "import requests"])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         has_requests,
         "this test runs seed 004's Python client: it needs python3 with the `requests` package \
-         (apt-get install python3-requests)"
+         (scripts/mcp-servers.sh installs it and exports AGENTRY_TEST_PYTHON)"
     );
     let app: TestApp = seed_app().await;
     let (status, _) = json(app.post("/api/v1/clusters", &manifest()).await).await;
@@ -221,7 +222,7 @@ async fn seed_004_python_client_works_by_changing_only_its_base_url() {
     // The credential rides in the base URL: the client sends it as HTTP Basic (requests
     // sends URL credentials only with a password part, hence the `:`).
     let base_url = format!("http://{key}:@{}{PREFIX}", app.addr());
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(&python)
         .arg(&script)
         .arg(&base_url)
         .env("NO_PROXY", "*")
