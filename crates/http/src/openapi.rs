@@ -97,8 +97,11 @@ use crate::routes::{
         api_keys::get_api_key,
         api_keys::revoke_api_key,
     ),
-    components(schemas(crate::error::ErrorEnvelope)),
-    modifiers(&BearerAuth, &ClientAliases, &CommonResponses),
+    components(schemas(
+        crate::error::ErrorEnvelope,
+        crate::schema::AgentStatusName
+    )),
+    modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules),
     security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
@@ -184,8 +187,8 @@ impl Modify for ClientAliases {
 /// The answers every route can give that the handlers do not list one by one: 401, 403 and
 /// 429 on every route that needs a credential, 400 on every route with parameters or a body,
 /// 413 and 415 on every route with a body, in the
-/// error format of its surface; and `limit`/`offset` typed as the integers they are (the
-/// handlers read them as text to name them in errors).
+/// error format of its surface; and `limit`/`offset` typed as the integers they are, with
+/// their bounds (the handlers read them as text to name them in errors).
 struct CommonResponses;
 
 /// The operations of a path item.
@@ -287,18 +290,53 @@ impl Modify for CommonResponses {
                     let RefOr::T(parameter) = parameter else {
                         continue;
                     };
-                    let minimum = match parameter.name.as_str() {
-                        "limit" => 1,
-                        "offset" => 0,
+                    let (minimum, maximum) = match parameter.name.as_str() {
+                        // Chat history pages hold up to 200 messages, other lists 100 items.
+                        "limit" if path.ends_with("/chat/history") => (1, 200),
+                        "limit" => (1, agentry_domain::page::MAX_LIMIT as usize),
+                        "offset" => (0, usize::MAX),
                         _ => continue,
                     };
                     parameter.schema = Some(RefOr::T(
                         ObjectBuilder::new()
                             .schema_type(Type::Integer)
                             .minimum(Some(minimum))
+                            .maximum(Some(maximum))
                             .into(),
                     ));
                 }
+            }
+        }
+    }
+}
+
+/// What the derive macros cannot say about request bodies: rules between fields (added to the
+/// derived schemas), and bodies that may be left out.
+struct RequestRules;
+
+impl Modify for RequestRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Bodies that may be left out (an empty body), though never `null`.
+        for path in ["/api/v1/agents/{agent}/versions", "/api/v1/auth/logout"] {
+            if let Some(utoipa::openapi::RefOr::T(body)) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+            {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, rules) in [
+            ("ChatInput", chat::ChatInput::schema_rules()),
+            ("RunInput", runs::RunInput::schema_rules()),
+        ] {
+            if let Some(utoipa::openapi::RefOr::T(schema)) = components.schemas.get_mut(name) {
+                crate::schema::add_rules(schema, rules);
             }
         }
     }
