@@ -99,7 +99,8 @@ use crate::routes::{
     ),
     components(schemas(
         crate::error::ErrorEnvelope,
-        crate::schema::AgentStatusName
+        crate::schema::AgentStatusName,
+        openai::responses::SortOrder
     )),
     modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules),
     security(("bearer" = [])),
