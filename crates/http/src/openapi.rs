@@ -102,7 +102,7 @@ use crate::routes::{
         crate::schema::AgentStatusName,
         openai::responses::SortOrder
     )),
-    modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules),
+    modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules, &NoNul),
     security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
@@ -340,6 +340,88 @@ impl Modify for RequestRules {
                 crate::schema::add_rules(schema, rules);
             }
         }
+    }
+}
+
+/// The server's NUL rule, said where requests are described: every string of a request body,
+/// parameter or path holds no NUL (U+0000), nor does any key or free-form value (decision 55).
+struct NoNul;
+
+impl Modify for NoNul {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let mut named = std::collections::BTreeSet::new();
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+                    for content in body.content.values_mut() {
+                        let RefOr::T(content) = content else {
+                            continue;
+                        };
+                        if let Some(schema) = content.schema.as_mut() {
+                            references(schema, &mut named);
+                            crate::schema::forbid_nul(schema);
+                        }
+                    }
+                }
+                for parameter in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    if let Some(schema) = parameter.schema.as_mut() {
+                        references(schema, &mut named);
+                        crate::schema::forbid_nul(schema);
+                    }
+                }
+            }
+        }
+        let components = openapi.components.get_or_insert_with(Default::default);
+        // And the schemas those name, and the ones these name in turn.
+        let mut pending: Vec<String> = named.iter().cloned().collect();
+        while let Some(name) = pending.pop() {
+            let mut more = std::collections::BTreeSet::new();
+            if let Some(schema) = components.schemas.get(&name) {
+                references(schema, &mut more);
+            }
+            pending.extend(more.into_iter().filter(|n| named.insert(n.clone())));
+        }
+        for name in &named {
+            if let Some(schema) = components.schemas.get_mut(name) {
+                crate::schema::forbid_nul(schema);
+            }
+        }
+        components.schemas.insert(
+            <crate::schema::JsonValue as utoipa::ToSchema>::name().into_owned(),
+            <crate::schema::JsonValue as utoipa::PartialSchema>::schema(),
+        );
+    }
+}
+
+/// The components `schema` names (`#/components/schemas/<name>`), added to `names`.
+fn references(
+    schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    names: &mut std::collections::BTreeSet<String>,
+) {
+    fn walk(value: &serde_json::Value, names: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => {
+                            if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                                names.insert(name.to_owned());
+                            }
+                        }
+                        _ => walk(v, names),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, names)),
+            _ => {}
+        }
+    }
+    if let Ok(value) = serde_json::to_value(schema) {
+        walk(&value, names);
     }
 }
 
