@@ -4,7 +4,9 @@
 # the ones the document declares for that operation. Installs schemathesis into a virtual
 # environment outside the source tree; starts a debug server on a temporary SQLite database.
 # Usage: make fuzz [FUZZ_EXAMPLES=100] [FUZZ_CHECKS=not_a_server_error]. .ci/run runs it with
-# FUZZ_EXAMPLES=10 (~2,700 requests, under a minute).
+# FUZZ_EXAMPLES=10 (~12,000 requests, 2 to 3 minutes: the coverage phase tries every bound the
+# document states). FUZZ_CHECKS=positive_data_acceptance lists the schema-valid requests the
+# server refuses (decision 77 says which it must).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${FUZZ_VENV:-$HOME/.cache/agentry-fuzz-venv}

@@ -6,6 +6,7 @@ mod agents;
 mod caches;
 mod clusters;
 mod compat;
+mod document;
 mod events;
 mod hygiene;
 mod mcp;

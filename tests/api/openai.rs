@@ -1051,3 +1051,27 @@ async fn each_turn_has_its_own_response_id_and_earlier_ones_branch() {
     let (_, got) = json(app.get(&format!("/v1/responses/{}", id(&p2))).await).await;
     assert_eq!(got["output"][0]["content"][0]["text"], "right");
 }
+
+#[tokio::test]
+async fn a_malformed_query_on_the_client_api_is_answered_in_openais_format() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/api/client/v1/agents?status=active&status=draft",
+        "/api/client/v1/agents?status=running",
+    ] {
+        let (status, got) = json(app.get(path).await).await;
+        assert_eq!(status, 400, "{path}: {got}");
+        assert_eq!(
+            got["error"]["type"], "invalid_request_error",
+            "{path}: {got}"
+        );
+        assert!(got["error"].get("request_id").is_none(), "{path}: {got}");
+    }
+    // The management API keeps its own format.
+    let (status, got) = json(app.get("/api/v1/agents?status=active&status=draft").await).await;
+    assert_eq!(
+        (status, got["error"]["code"].as_str()),
+        (400, Some("VALIDATION_ERROR")),
+        "{got}"
+    );
+}

@@ -390,27 +390,41 @@ pub fn query_number<N: std::str::FromStr>(
         .transpose()
 }
 
-/// Query-string error handler: a malformed query is a `VALIDATION_ERROR`.
+/// Query-string error handler: a malformed query is a `VALIDATION_ERROR`, in the error format
+/// of the surface it was sent to.
 pub fn query_error(
     err: actix_web::error::QueryPayloadError,
-    _req: &HttpRequest,
+    req: &HttpRequest,
 ) -> actix_web::Error {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        format!("Invalid query string: {err}"),
+    on_surface(
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Invalid query string: {err}"),
+        ),
+        req,
     )
-    .into()
 }
 
 /// Path error handler.
-pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "VALIDATION_ERROR",
-        format!("Invalid path: {err}"),
+pub fn path_error(err: actix_web::error::PathError, req: &HttpRequest) -> actix_web::Error {
+    on_surface(
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Invalid path: {err}"),
+        ),
+        req,
     )
-    .into()
+}
+
+/// `error` in the format of the surface `req` was sent to: OpenAI's on the client API.
+fn on_surface(error: ApiError, req: &HttpRequest) -> actix_web::Error {
+    if crate::permissions::is_openai_surface(req.path()) {
+        crate::openai::OpenAiError::from(error).into()
+    } else {
+        error.into()
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod permissions;
 pub mod ratelimit;
 pub mod routes;
+pub mod schema;
 pub mod sse;
 pub mod ws;
 

@@ -97,8 +97,12 @@ use crate::routes::{
         api_keys::get_api_key,
         api_keys::revoke_api_key,
     ),
-    components(schemas(crate::error::ErrorEnvelope)),
-    modifiers(&BearerAuth, &ClientAliases, &CommonResponses),
+    components(schemas(
+        crate::error::ErrorEnvelope,
+        crate::schema::AgentStatusName,
+        openai::responses::SortOrder
+    )),
+    modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules, &NoNul),
     security(("bearer" = [])),
     tags(
         (name = "ops", description = "Health and readiness"),
@@ -184,8 +188,8 @@ impl Modify for ClientAliases {
 /// The answers every route can give that the handlers do not list one by one: 401, 403 and
 /// 429 on every route that needs a credential, 400 on every route with parameters or a body,
 /// 413 and 415 on every route with a body, in the
-/// error format of its surface; and `limit`/`offset` typed as the integers they are (the
-/// handlers read them as text to name them in errors).
+/// error format of its surface; and `limit`/`offset` typed as the integers they are, with
+/// their bounds (the handlers read them as text to name them in errors).
 struct CommonResponses;
 
 /// The operations of a path item.
@@ -287,20 +291,137 @@ impl Modify for CommonResponses {
                     let RefOr::T(parameter) = parameter else {
                         continue;
                     };
-                    let minimum = match parameter.name.as_str() {
-                        "limit" => 1,
-                        "offset" => 0,
+                    let (minimum, maximum) = match parameter.name.as_str() {
+                        // Chat history pages hold up to 200 messages, other lists 100 items.
+                        "limit" if path.ends_with("/chat/history") => (1, 200),
+                        "limit" => (1, agentry_domain::page::MAX_LIMIT as usize),
+                        "offset" => (0, usize::MAX),
                         _ => continue,
                     };
                     parameter.schema = Some(RefOr::T(
                         ObjectBuilder::new()
                             .schema_type(Type::Integer)
                             .minimum(Some(minimum))
+                            .maximum(Some(maximum))
                             .into(),
                     ));
                 }
             }
         }
+    }
+}
+
+/// What the derive macros cannot say about request bodies: rules between fields (added to the
+/// derived schemas), and bodies that may be left out.
+struct RequestRules;
+
+impl Modify for RequestRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // Bodies that may be left out (an empty body), though never `null`.
+        for path in ["/api/v1/agents/{agent}/versions", "/api/v1/auth/logout"] {
+            if let Some(utoipa::openapi::RefOr::T(body)) = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut())
+            {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, rules) in [
+            ("ChatInput", chat::ChatInput::schema_rules()),
+            ("RunInput", runs::RunInput::schema_rules()),
+        ] {
+            if let Some(utoipa::openapi::RefOr::T(schema)) = components.schemas.get_mut(name) {
+                crate::schema::add_rules(schema, rules);
+            }
+        }
+    }
+}
+
+/// The server's NUL rule, said where requests are described: every string of a request body,
+/// parameter or path holds no NUL (U+0000), nor does any key or free-form value (decision 55).
+struct NoNul;
+
+impl Modify for NoNul {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let mut named = std::collections::BTreeSet::new();
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                if let Some(RefOr::T(body)) = op.request_body.as_mut() {
+                    for content in body.content.values_mut() {
+                        let RefOr::T(content) = content else {
+                            continue;
+                        };
+                        if let Some(schema) = content.schema.as_mut() {
+                            references(schema, &mut named);
+                            crate::schema::forbid_nul(schema);
+                        }
+                    }
+                }
+                for parameter in op.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    if let Some(schema) = parameter.schema.as_mut() {
+                        references(schema, &mut named);
+                        crate::schema::forbid_nul(schema);
+                    }
+                }
+            }
+        }
+        let components = openapi.components.get_or_insert_with(Default::default);
+        // And the schemas those name, and the ones these name in turn.
+        let mut pending: Vec<String> = named.iter().cloned().collect();
+        while let Some(name) = pending.pop() {
+            let mut more = std::collections::BTreeSet::new();
+            if let Some(schema) = components.schemas.get(&name) {
+                references(schema, &mut more);
+            }
+            pending.extend(more.into_iter().filter(|n| named.insert(n.clone())));
+        }
+        for name in &named {
+            if let Some(schema) = components.schemas.get_mut(name) {
+                crate::schema::forbid_nul(schema);
+            }
+        }
+        components.schemas.insert(
+            <crate::schema::JsonValue as utoipa::ToSchema>::name().into_owned(),
+            <crate::schema::JsonValue as utoipa::PartialSchema>::schema(),
+        );
+    }
+}
+
+/// The components `schema` names (`#/components/schemas/<name>`), added to `names`.
+fn references(
+    schema: &utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    names: &mut std::collections::BTreeSet<String>,
+) {
+    fn walk(value: &serde_json::Value, names: &mut std::collections::BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match (key.as_str(), v.as_str()) {
+                        ("$ref", Some(r)) => {
+                            if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                                names.insert(name.to_owned());
+                            }
+                        }
+                        _ => walk(v, names),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, names)),
+            _ => {}
+        }
+    }
+    if let Ok(value) = serde_json::to_value(schema) {
+        walk(&value, names);
     }
 }
 

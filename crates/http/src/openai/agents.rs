@@ -12,6 +12,7 @@ use super::{OpenAiError, OpenAiErrorEnvelope, OpenAiResult};
 use crate::AppState;
 use crate::auth::principal;
 use crate::routes::rfc3339;
+use crate::schema::AgentStatusName;
 
 /// Routes of this module (under `/api/client/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -43,7 +44,7 @@ pub struct StatusQuery {
 }
 
 /// List agents (seed 003 shape).
-#[utoipa::path(get, path = "/api/client/v1/agents", tag = "openai", params(("status" = Option<String>, Query, description = "active, inactive, draft")),
+#[utoipa::path(get, path = "/api/client/v1/agents", tag = "openai", params(("status" = Option<AgentStatusName>, Query, description = "Only agents in this status")),
     responses((status = 200, description = "`{agents: [...]}`"), (status = 400, body = OpenAiErrorEnvelope)))]
 pub async fn list_client_agents(
     state: web::Data<AppState>,

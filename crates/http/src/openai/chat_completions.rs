@@ -27,7 +27,7 @@ use crate::sse::{self, Encoder, frame};
 /// Parameters understood. `metadata`, `store`, `service_tier` and `stream_options` are
 /// accepted (`user` and `metadata` are logged); the others in the neutral list only with
 /// neutral values.
-const ACCEPTED: &[&str] = &[
+pub(crate) const ACCEPTED: &[&str] = &[
     "model",
     "messages",
     "stream",
@@ -251,7 +251,7 @@ fn completion_id(run_id: &str) -> String {
 }
 
 /// Create a chat completion: `model` is an agent key (or `provider/model`).
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body(content = Object, description = "OpenAI Chat Completions request; `model` is an agent key"),
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = super::bodies::ChatCompletionRequest,
     responses((status = 200, description = "A chat.completion object, or chat.completion.chunk events when `stream` is true"), (status = 400, body = OpenAiErrorEnvelope),
         (status = 404, body = OpenAiErrorEnvelope), (status = 502, body = OpenAiErrorEnvelope)))]
 #[tracing::instrument(skip_all)]

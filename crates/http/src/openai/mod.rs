@@ -4,6 +4,7 @@
 //! `{"error": {"message", "type", "param", "code"}}` so the SDKs raise their typed errors.
 
 pub mod agents;
+pub mod bodies;
 pub mod chat_completions;
 pub mod models;
 pub mod options;

@@ -29,7 +29,7 @@ use crate::sse::{self, Encoder, named_frame};
 /// Parameters this endpoint understands. `safety_identifier`, `prompt_cache_key`,
 /// `service_tier` and `truncation` are accepted and have no effect (documented); `include`,
 /// `reasoning`, `background`, `top_logprobs`, `max_tool_calls` only with neutral values.
-const ACCEPTED: &[&str] = &[
+pub(crate) const ACCEPTED: &[&str] = &[
     "model",
     "input",
     "instructions",
@@ -549,7 +549,7 @@ impl Reported {
 /// `previous_response_id` or `conversation` continue a conversation; `version` pins a
 /// published version; `tools` are the caller's function tools; `stream: true` answers with
 /// Responses streaming events.
-#[utoipa::path(post, path = "/v1/responses", tag = "openai", request_body(content = Object, description = "OpenAI Responses request; `model` is an agent key"),
+#[utoipa::path(post, path = "/v1/responses", tag = "openai", request_body = super::bodies::ResponseRequest,
     responses((status = 200, description = "A response object, or an event stream when `stream` is true"), (status = 400, body = OpenAiErrorEnvelope), (status = 404, body = OpenAiErrorEnvelope), (status = 502, body = OpenAiErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn create_response(
@@ -971,6 +971,18 @@ pub async fn delete_response(
         .json(json!({"id": path.as_str(), "object": "response.deleted", "deleted": true})))
 }
 
+/// The order of a list.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum SortOrder {
+    /// Oldest first.
+    #[schema(rename = "asc")]
+    Asc,
+    /// Newest first (the default).
+    #[schema(rename = "desc")]
+    Desc,
+}
+
 /// The most messages of one conversation that `input_items` pages through (documented in
 /// docs/openai-compatibility.md).
 const INPUT_ITEMS_MAX_MESSAGES: u32 = 10_000;
@@ -978,7 +990,7 @@ const INPUT_ITEMS_MAX_MESSAGES: u32 = 10_000;
 /// The input items of a stored response's conversation (every non-assistant message), newest
 /// first unless `order=asc`, paged by item id with `after` and `before` as OpenAI's lists are.
 #[utoipa::path(get, path = "/v1/responses/{id}/input_items", tag = "openai", params(("id" = String, Path),
-        ("order" = Option<String>, Query, description = "`desc` (default) or `asc`"),
+        ("order" = Option<SortOrder>, Query, description = "`desc` (default) or `asc`"),
         ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
         ("after" = Option<String>, Query, description = "An item id: the items after it in this order"),
         ("before" = Option<String>, Query, description = "An item id: the items before it in this order")),

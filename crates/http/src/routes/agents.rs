@@ -8,18 +8,21 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Invalid;
 use agentry_domain::agent::{
     Agent, AgentFields, AgentFilter, AgentKey, AgentName, AgentRef, AgentStatus, AgentType,
-    ClusterName, MaxTokens, ModelSpec, Tag, Temperature, ToolSpec, TopP, parse_description,
-    parse_instructions,
+    ClusterName, MAX_TOKENS_LIMIT, MaxTokens, ModelSpec, Tag, Temperature, ToolSpec, TopP,
+    parse_description, parse_instructions,
 };
 use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use serde_json::{Value, json};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, nullable, query_number};
 use crate::routes::{DeleteResult, rfc3339};
+use crate::schema::{AgentStatusName, NOT_BLANK, ObjectSchema, TAG, add_rules, raw};
 
 /// Routes of this resource, mounted under `/api/v1` and `/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -38,7 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A model as `"provider/model"`, a bare model name, or `{provider_id, model_name}`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ModelInput {
     /// `"openai-prod/gpt-4o"` or `"gpt-4o"`.
@@ -47,13 +50,34 @@ pub enum ModelInput {
     Ref(ModelRefInput),
 }
 
+impl PartialSchema for ModelInput {
+    fn schema() -> RefOr<Schema> {
+        raw(json!({
+            "description": "A model as `\"provider/model\"`, a bare model name, or `{provider_id, model_name}`: one a provider serves (saving an agent with another is refused, naming the field and listing `available_models`).",
+            "anyOf": [
+                {"type": "string", "pattern": NOT_BLANK, "example": "mock/echo"},
+                {"$ref": "#/components/schemas/ModelRefInput"},
+            ],
+        }))
+        .into()
+    }
+}
+
+impl ToSchema for ModelInput {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((ModelRefInput::name().into_owned(), ModelRefInput::schema()));
+    }
+}
+
 /// A model named by provider and model name.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"provider_id": "mock", "model_name": "echo"}))]
 pub struct ModelRefInput {
     /// The provider's id.
     pub provider_id: String,
     /// The model's name at that provider.
+    #[schema(pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub model_name: String,
 }
 
@@ -65,38 +89,52 @@ pub struct ConfigInput {
     pub model: Option<ModelInput>,
     /// Temperature, 0 to 2.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
     pub temperature: Option<Option<f64>>,
-    /// Top-p, 0 to 1.
+    /// Top-p, 0 to 1 (also `topP`).
     #[serde(default, deserialize_with = "nullable", alias = "topP")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 1)]
     pub top_p: Option<Option<f64>>,
-    /// Largest answer, in tokens.
+    /// Largest answer, in tokens, 1 to 1,000,000 (also `maxTokens`).
     #[serde(default, deserialize_with = "nullable", alias = "maxTokens")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<Option<i64>>,
 }
 
 /// An agent as a caller writes it. On create only `name` is required; on PATCH every field is
 /// optional and `null` clears an optional field; on PUT absent fields return to defaults.
+/// Each value is given in one of its spellings: two spellings of it at once are refused. The
+/// document shows these fields as [`AgentCreate`], [`AgentReplace`] and [`AgentPatch`].
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = AgentInput::example)]
 pub struct AgentInput {
-    /// Unique key (slug), the client API's `model`. Derived from `name` when absent.
+    /// Unique key, the client API's `model`: 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`,
+    /// starting with a letter or a digit, not with `agent_`. Derived from `name` when absent.
+    #[schema(max_length = 64, pattern = r"^(?!agent_)[a-z0-9][a-z0-9._-]{0,63}$")]
     pub key: Option<String>,
-    /// Unique display name.
+    /// Unique display name, 1 to 128 characters, no control characters.
+    #[schema(
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// What the agent does.
+    /// What the agent does, at most 2,000 characters.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2000)]
     pub description: Option<Option<String>>,
-    /// The system prompt. Also accepted as `preamble`, `content` or `system_prompt`.
+    /// The system prompt, at most 200,000 characters. Also accepted as `preamble`, `content`
+    /// or `system_prompt`.
+    #[schema(max_length = 200_000)]
     pub instructions: Option<String>,
     /// Seed 000's spelling of `instructions`.
+    #[schema(max_length = 200_000)]
     pub preamble: Option<String>,
     /// Seed 001's spelling of `instructions`.
+    #[schema(max_length = 200_000)]
     pub content: Option<String>,
     /// Seed 004's spelling of `instructions`.
+    #[schema(max_length = 200_000)]
     pub system_prompt: Option<String>,
     /// The model: `"provider/model"`, a bare name, or `{provider_id, model_name}`.
     pub model: Option<ModelInput>,
@@ -111,34 +149,143 @@ pub struct AgentInput {
     pub config: Option<ConfigInput>,
     /// Temperature, 0 to 2.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 2)]
     pub temperature: Option<Option<f64>>,
     /// Top-p, 0 to 1 (also `topP`).
     #[serde(default, deserialize_with = "nullable", alias = "topP")]
-    #[schema(value_type = Option<f64>)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 1)]
     pub top_p: Option<Option<f64>>,
-    /// Largest answer in tokens (also `maxTokens`).
+    /// Largest answer in tokens, 1 to 1,000,000 (also `maxTokens`).
     #[serde(default, deserialize_with = "nullable", alias = "maxTokens")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<Option<i64>>,
-    /// Organisation tags.
+    /// Organisation tags: at most 32, each 1 to 64 characters without commas or control
+    /// characters (duplicates are dropped).
+    #[schema(max_items = 32)]
     pub tags: Option<Vec<String>>,
-    /// `draft`, `active` (default), `inactive` or `archived`.
+    /// `active` by default.
+    #[schema(value_type = Option<AgentStatusName>)]
     pub status: Option<String>,
-    /// Free classification, `chat` by default.
+    /// Free classification, `chat` by default: 1 to 64 characters of a-z, 0-9, `-`, `_` and
+    /// `.`, starting with a letter or a digit.
     #[serde(rename = "type")]
+    #[schema(max_length = 64, pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub agent_type: Option<String>,
-    /// Bound tools: objects with a string `type` and `name`.
+    /// Bound tools, at most 64, with distinct names: HTTP tools (`type: "http"`, run by
+    /// Agentry), or other objects with a string `type` and `name` (kept, not run).
+    #[schema(value_type = Option<Vec<ToolInput>>, max_items = 64)]
     pub tools: Option<Vec<Value>>,
-    /// The cluster the agent belongs to.
+    /// The cluster the agent belongs to: 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`,
+    /// starting with a letter or a digit.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 64, pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub cluster: Option<Option<String>>,
     /// A model tried when the main model's provider fails before any text was sent:
     /// `"provider/model"`, a bare name, or `{provider_id, model_name}`; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<ModelInput>)]
     pub fallback_model: Option<Option<ModelInput>>,
+}
+
+/// An entry of an agent's `tools` (documentation only: entries are read as JSON objects by
+/// the domain's `ToolSpec::parse_list`).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ToolInput {
+    /// A tool Agentry runs as an HTTP request.
+    Http(HttpToolInput),
+    /// Any other tool: kept on the agent, not run by Agentry.
+    Other(OtherToolInput),
+}
+
+/// An HTTP tool: a function the model may call, run by Agentry as one HTTP request.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = HttpTool, example = json!({"type": "http", "name": "get_weather", "url": "https://api.example.com/weather",
+    "method": "GET", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}))]
+#[allow(dead_code)]
+pub struct HttpToolInput {
+    /// `http`.
+    #[serde(rename = "type")]
+    #[schema(value_type = HttpToolType)]
+    pub kind: String,
+    /// The function's name: 1 to 64 characters of A-Z, a-z, 0-9, `_` and `-`.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
+    pub name: String,
+    /// An `http://` or `https://` URL.
+    #[schema(pattern = r"^https?://[^\u0000]*$")]
+    pub url: String,
+    /// `GET` (the default), `POST`, `PUT`, `PATCH` or `DELETE`, in any case.
+    #[schema(value_type = Option<HttpMethodName>)]
+    pub method: Option<String>,
+    /// What it does, for the model.
+    pub description: Option<String>,
+    /// Its arguments' JSON Schema, an object schema (any object when absent).
+    #[schema(value_type = Option<ObjectSchema>)]
+    pub parameters: Option<Value>,
+    /// Headers sent with every call: names are tokens, values single lines. Values are
+    /// secrets: write-only, read back as `********` (sending that back keeps the stored one).
+    #[schema(schema_with = header_map)]
+    pub headers: Option<Value>,
+}
+
+/// The type of an HTTP tool.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum HttpToolType {
+    /// An HTTP tool.
+    #[schema(rename = "http")]
+    Http,
+}
+
+/// An HTTP method a tool may use (any case).
+#[derive(ToSchema)]
+#[schema(as = HttpMethod)]
+#[allow(dead_code)]
+pub enum HttpMethodName {
+    #[schema(rename = "GET")]
+    Get,
+    #[schema(rename = "POST")]
+    Post,
+    #[schema(rename = "PUT")]
+    Put,
+    #[schema(rename = "PATCH")]
+    Patch,
+    #[schema(rename = "DELETE")]
+    Delete,
+    #[schema(rename = "get")]
+    GetLower,
+    #[schema(rename = "post")]
+    PostLower,
+    #[schema(rename = "put")]
+    PutLower,
+    #[schema(rename = "patch")]
+    PatchLower,
+    #[schema(rename = "delete")]
+    DeleteLower,
+}
+
+fn header_map() -> utoipa::openapi::schema::Schema {
+    raw(json!({
+        "type": ["object", "null"],
+        "description": "Headers sent with every call: names are tokens, values single lines. Values are secrets: write-only, read back as `********` (sending that back keeps the stored one).",
+        "propertyNames": {"pattern": "^[!-9;-~]+$"},
+        "additionalProperties": {"type": "string", "pattern": "^[^\\r\\n\\u0000]*$"},
+    }))
+}
+
+/// A tool of another type than `http`: kept on the agent as given, not run by Agentry.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OtherTool)]
+#[allow(dead_code)]
+pub struct OtherToolInput {
+    /// Any type but `http`.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, pattern = r"^(?!http$)[^\u0000]*$")]
+    pub kind: String,
+    /// Its name, distinct among the agent's tools.
+    #[schema(min_length = 1)]
+    pub name: String,
 }
 
 /// Picks the one spelling a caller used among aliases; two different spellings at once is
@@ -253,6 +400,178 @@ impl AgentInput {
                 .fallback_model
                 .map(|m| m.map(|m| model_spec("fallback_model", m, None))),
         })
+    }
+}
+
+/// The spellings the seeds give an agent's instructions, model and sampling parameters. The
+/// document lets an agent body hold the fields of one of them plus the fields every body
+/// shares; the server also accepts spellings of different seeds mixed, as long as each value
+/// is given once (which JSON Schema can say, but not in a form fuzzers can generate from).
+const SPELLINGS: [(&str, &[&str]); 5] = [
+    (
+        "Agentry's spelling",
+        &[
+            "instructions",
+            "model",
+            "temperature",
+            "top_p",
+            "max_tokens",
+        ],
+    ),
+    (
+        "Seed 000's spelling",
+        &[
+            "preamble",
+            "model_ref",
+            "temperature",
+            "top_p",
+            "max_tokens",
+        ],
+    ),
+    (
+        "Seed 001's spelling",
+        &["content", "llmModel", "temperature", "topP", "maxTokens"],
+    ),
+    ("Seed 002's spelling", &["instructions", "config"]),
+    (
+        "Seed 004's spelling: `provider` and a `model` name",
+        &[
+            "system_prompt",
+            "provider",
+            "model",
+            "temperature",
+            "top_p",
+            "max_tokens",
+        ],
+    ),
+];
+
+/// The fields every agent body may hold, whatever its spelling.
+const SHARED: [&str; 9] = [
+    "key",
+    "name",
+    "description",
+    "tags",
+    "status",
+    "type",
+    "tools",
+    "cluster",
+    "fallback_model",
+];
+
+/// An agent body as the document shows it: every field in every spelling, with one of
+/// [`SPELLINGS`] (plus the [`SHARED`] fields) as the fields a body may hold; `name` required
+/// when `name_required`; a `key` too when `key_derived` and the name has nothing to derive one
+/// from.
+fn agent_body(description: &str, name_required: bool, key_derived: bool) -> RefOr<Schema> {
+    let mut body = AgentInput::schema();
+    let mut rules = json!({"properties": {
+        "tags": {"items": {"maxLength": 64, "pattern": TAG}},
+        "topP": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+            "description": "Seed 001's spelling of `top_p`: top-p, 0 to 1."},
+        "maxTokens": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_TOKENS_LIMIT,
+            "description": "Seed 001's spelling of `max_tokens`: the largest answer in tokens, 1 to 1,000,000."},
+    }});
+    if name_required {
+        // Required, so not `null` either.
+        rules["properties"]["name"] = json!({"type": "string"});
+    }
+    let spellings: Vec<Value> = SPELLINGS
+        .iter()
+        .map(|(title, spelling)| {
+            let fields: Vec<&str> = SHARED.iter().chain(spelling.iter()).copied().collect();
+            let mut branch = json!({"title": title, "propertyNames": {"enum": fields}});
+            if spelling.contains(&"provider") {
+                branch["required"] = json!(["model"]);
+                branch["properties"] = json!({"model": {"type": "string", "pattern": NOT_BLANK,
+                    "description": "The model's name at `provider`."}});
+            }
+            branch
+        })
+        .collect();
+    let mut all_of = vec![json!({"anyOf": spellings})];
+    if key_derived {
+        all_of.push(json!({"anyOf": [
+            {"required": ["key"], "properties": {"key": {"type": "string"}}},
+            {"properties": {"name": {"pattern": "[A-Za-z0-9]"}}},
+        ]}));
+    }
+    rules["allOf"] = json!(all_of);
+    if let RefOr::T(schema) = &mut body {
+        add_rules(schema, rules);
+        if let Schema::Object(object) = schema {
+            if name_required {
+                object.required = vec!["name".to_owned()];
+            }
+            object.description = Some(description.to_owned());
+        }
+    }
+    body
+}
+
+/// A new agent (`POST`): `name` is required, `key` too when the name has no letter or digit
+/// to derive one from.
+pub struct AgentCreate;
+
+impl utoipa::PartialSchema for AgentCreate {
+    fn schema() -> RefOr<Schema> {
+        agent_body(
+            "A new agent, in one of the seeds' spellings: `name` is required, `key` too when the name has no letter or digit to derive one from.",
+            true,
+            true,
+        )
+    }
+}
+
+impl ToSchema for AgentCreate {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        AgentInput::schemas(schemas);
+    }
+}
+
+/// A whole agent definition (`PUT`): `name` is required.
+pub struct AgentReplace;
+
+impl utoipa::PartialSchema for AgentReplace {
+    fn schema() -> RefOr<Schema> {
+        agent_body(
+            "An agent's whole definition, in one of the seeds' spellings: `name` is required, absent fields return to their defaults, the key is kept unless given.",
+            true,
+            false,
+        )
+    }
+}
+
+impl ToSchema for AgentReplace {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        AgentInput::schemas(schemas);
+    }
+}
+
+/// A change to an agent (`PATCH`): the given fields only.
+pub struct AgentPatch;
+
+impl utoipa::PartialSchema for AgentPatch {
+    fn schema() -> RefOr<Schema> {
+        agent_body(
+            "A change to an agent, in one of the seeds' spellings: only the given fields change; `null` clears an optional field.",
+            false,
+            false,
+        )
+    }
+}
+
+impl ToSchema for AgentPatch {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        AgentInput::schemas(schemas);
+    }
+}
+
+impl AgentInput {
+    /// The example of the document's agent bodies.
+    fn example() -> Value {
+        json!({"name": "Support Bot", "key": "support-bot", "instructions": "You answer support questions.",
+            "model": "mock/echo", "temperature": 0.7, "max_tokens": 1024, "tags": ["support"], "status": "active"})
     }
 }
 
@@ -384,15 +703,21 @@ pub struct ListAgentsQuery {
     pub limit: Option<String>,
     /// Items to skip (default 0).
     pub offset: Option<String>,
-    /// Comma-separated tags; agents carrying all of them.
+    /// Comma-separated tags (at most 32, each at most 64 characters, no control characters);
+    /// agents carrying all of them.
+    #[param(
+        pattern = r"^[^,\u0000-\u001f\u007f-\u009f]{0,64}(,[^,\u0000-\u001f\u007f-\u009f]{0,64}){0,31}$"
+    )]
     pub tags: Option<String>,
-    /// `draft`, `active`, `inactive` or `archived`.
+    /// Only agents in this status.
+    #[param(value_type = Option<AgentStatusName>)]
     pub status: Option<String>,
     /// Agent type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", pattern = r"^([a-z0-9][a-z0-9._-]{0,63})?$")]
     pub agent_type: Option<String>,
     /// Cluster name.
+    #[param(pattern = r"^([a-z0-9][a-z0-9._-]{0,63})?$")]
     pub cluster: Option<String>,
 }
 
@@ -450,7 +775,7 @@ pub(crate) fn agent_ref(raw: &str) -> Result<AgentRef, ApiError> {
 }
 
 /// Create an agent.
-#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentInput,
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = AgentCreate,
     responses((status = 201, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn create_agent(
@@ -502,7 +827,7 @@ pub async fn get_agent(
 }
 
 /// Change the given fields of an agent; `null` clears an optional field.
-#[utoipa::path(patch, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentInput, params(("agent" = String, Path, description = "Agent id or key")),
+#[utoipa::path(patch, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentPatch, params(("agent" = String, Path, description = "Agent id or key")),
     responses((status = 200, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn patch_agent(
@@ -518,7 +843,7 @@ pub async fn patch_agent(
 
 /// Replace an agent's definition; absent fields return to their defaults, the key is kept
 /// unless given.
-#[utoipa::path(put, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentInput, params(("agent" = String, Path, description = "Agent id or key")),
+#[utoipa::path(put, path = "/api/v1/agents/{agent}", tag = "agents", request_body = AgentReplace, params(("agent" = String, Path, description = "Agent id or key")),
     responses((status = 200, body = AgentView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn put_agent(

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, query_number};
 use crate::routes::rfc3339;
+use crate::schema::{AgentKeyText, ScopeName};
 
 /// Routes of this resource.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,19 +34,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A new API key.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "support widget", "scopes": ["invoke"], "agents": ["support-bot"], "expires_at": "2099-01-01T00:00:00Z"}))]
 pub struct ApiKeyCreate {
-    /// What it is for.
-    #[schema(example = "support widget")]
+    /// What it is for: 1 to 128 characters, no control characters.
+    #[schema(
+        example = "support widget",
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
-    /// `admin`, `write`, `read` and/or `invoke`.
-    #[schema(example = json!(["invoke"]))]
+    /// What it may do, at least one; a key cannot have a scope its creator lacks.
+    #[schema(value_type = Vec<ScopeName>, min_items = 1, example = json!(["invoke"]))]
     pub scopes: Vec<String>,
-    /// When given, the only agents (by key) it may call.
-    #[schema(example = json!(["support-bot"]))]
+    /// When given, the only agents (by key, 1 to 100 of them) it may call.
+    #[schema(value_type = Option<Vec<AgentKeyText>>, min_items = 1, max_items = 100, example = json!(["support-bot"]))]
     pub agents: Option<Vec<String>>,
-    /// When it stops working (RFC 3339).
+    /// When it stops working: an RFC 3339 time in the future.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
-    /// Its own request rate per minute instead of the server's.
+    /// Its own request rate per minute instead of the server's, 1 to 1,000,000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<u32>,
 }
 

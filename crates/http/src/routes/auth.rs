@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Credentials.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "admin", "password": "correct horse battery staple"}))]
 pub struct LoginInput {
     /// The username (case-insensitive).
     #[schema(example = "admin")]
@@ -42,6 +43,7 @@ pub struct LoginInput {
 /// A refresh token to exchange, or to end with a logout.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "rt_0123456789abcdef"}))]
 pub struct RefreshInput {
     /// The refresh token of the last login or refresh.
     pub refresh_token: String,
@@ -175,7 +177,7 @@ pub async fn refresh(
 
 /// End the session of the access token used (its access and refresh tokens stop working at
 /// once, on every replica). An optional body `{"refresh_token"}` ends that token's session too.
-#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = Option<LogoutInput>, description = "Optional"),
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body(content = LogoutInput, description = "Optional"),
     responses((status = 200, body = LogoutResult), (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]

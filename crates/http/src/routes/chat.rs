@@ -9,7 +9,7 @@ use agentry_domain::llm::Role;
 use agentry_domain::services::{ChatTurn, Memory, Turn, TurnOutcome, TurnRequest, TurnTarget};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -18,6 +18,7 @@ use crate::extract::{JsonBody, query_number};
 use crate::routes::agents::agent_ref;
 use crate::routes::rfc3339;
 use crate::routes::runs::TokenUsageView;
+use crate::schema::at_most_one_given;
 use crate::sse;
 
 /// Routes of this module.
@@ -27,16 +28,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/agents/{agent}/chat/history").get(history));
 }
 
-/// A message to an agent.
+/// A message to an agent. `session_id` and `conversation_id` are two spellings of one id:
+/// give one (both only when they are equal).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"message": "Hello!", "session_id": "session-123"}))]
 pub struct ChatInput {
-    /// What the user says (required).
-    #[schema(required = true, min_length = 1, max_length = 200_000)]
+    /// What the user says: up to 200,000 characters, not only whitespace.
+    #[schema(value_type = String, required = true, max_length = 200_000, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub message: Option<String>,
-    /// Your id for the conversation (seed 002's spelling); a new one when absent.
+    /// Your id for the conversation (seed 002's spelling), 1 to 128 characters of A-Z, a-z,
+    /// 0-9, `-`, `_`, `.` and `:`; a new conversation when absent.
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub session_id: Option<String>,
     /// Your id for the conversation (seed 004's spelling).
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,128}$")]
     pub conversation_id: Option<String>,
     /// Anything about the caller, stored with a new conversation.
     #[schema(value_type = Option<Object>)]
@@ -47,6 +53,11 @@ pub struct ChatInput {
 }
 
 impl ChatInput {
+    /// What the OpenAPI document adds to the derived schema: one id spelling at a time.
+    pub(crate) fn schema_rules() -> Value {
+        json!({"allOf": [at_most_one_given(&["session_id", "conversation_id"])]})
+    }
+
     pub(crate) fn try_into_domain(self) -> Result<TurnRequest, ApiError> {
         let (field, session_key) = match (self.session_id, self.conversation_id) {
             (Some(a), Some(b)) if a != b => {
@@ -180,8 +191,10 @@ impl From<&ChatTurn> for ChatReply {
 /// Send a message; `stream: true` answers with Server-Sent Events (`start`, `token`…, `end` or
 /// `error`).
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/chat", tag = "chat", request_body = ChatInput, params(("agent" = String, Path, description = "Agent id or key")),
-    responses((status = 200, description = "The answer, or an SSE stream when `stream` is true", body = ChatReply),
-        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 403, description = "No invoke permission, or an API key not allowed to call this agent", body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)),
+    responses((status = 200, description = "The answer, or an SSE stream when `stream` is true",
+            content((ChatReply = "application/json"), ("text/event-stream"))),
+        (status = 400, body = ErrorEnvelope), (status = 401, body = ErrorEnvelope), (status = 403, description = "No invoke permission, or an API key not allowed to call this agent", body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "The agent is archived", body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
 pub async fn chat(
@@ -229,7 +242,8 @@ async fn run_chat(
 /// Send a message and stream the answer as Server-Sent Events: `start`, `token`…, then `end`
 /// with the full `response`, usage and timing, or `error`.
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/stream", tag = "chat", request_body = ChatInput, params(("agent" = String, Path, description = "Agent id or key")),
-    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
+    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream"), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 409, description = "The agent is archived", body = ErrorEnvelope), (status = 502, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn stream(
     req: HttpRequest,
@@ -307,6 +321,7 @@ pub struct HistoryQuery {
     /// At most this many messages, 1 to 200 (default 50): the newest ones.
     pub limit: Option<String>,
     /// Only messages before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub before: Option<String>,
 }
 

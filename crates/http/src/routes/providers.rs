@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, nullable, query_number};
 use crate::routes::{DeleteResult, rfc3339};
+use crate::schema::{ModelNameText, ProviderKindName};
 
 /// Routes of this resource, mounted under `/api/v1` and `/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,38 +34,55 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A new provider.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "local", "kind": "openai", "base_url": "http://127.0.0.1:9000/v1", "api_key": "sk-local", "models": ["m1"]}))]
 pub struct ProviderCreate {
-    /// Slug, the first half of `provider/model`.
-    #[schema(example = "local")]
+    /// The first half of `provider/model`: 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`,
+    /// starting with a letter or a digit.
+    #[schema(
+        example = "local",
+        max_length = 64,
+        pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+    )]
     pub id: String,
-    /// `openai` (any OpenAI-compatible server), `anthropic` or `mock`.
-    #[schema(example = "openai")]
+    /// The wire protocol.
+    #[schema(value_type = ProviderKindName, example = "openai")]
     pub kind: String,
-    /// Where it is served; the kind's public API when absent.
-    #[schema(example = "http://127.0.0.1:9000/v1")]
+    /// Where it is served (`http://` or `https://`, at most 2,048 characters); the kind's
+    /// public API when absent.
+    #[schema(
+        example = "http://127.0.0.1:9000/v1",
+        max_length = 2048,
+        pattern = r"^https?://[!-~]*[!-.0-~][!-~]*$"
+    )]
     pub base_url: Option<String>,
-    /// Credential. Write-only.
+    /// Credential, 1 to 4,096 printable characters. Write-only.
+    #[schema(max_length = 4096, pattern = r"^[ -~]+$")]
     pub api_key: Option<String>,
-    /// Models it serves; empty accepts any model qualified by this provider's id.
+    /// Models it serves (at most 1,000 names of 1 to 200 characters without whitespace);
+    /// empty accepts any model qualified by this provider's id.
     #[serde(default)]
+    #[schema(value_type = Vec<ModelNameText>, max_items = 1000)]
     pub models: Vec<String>,
 }
 
 /// A change to a provider; absent fields are kept, `null` clears `base_url` or `api_key`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"base_url": "http://127.0.0.1:9001/v1", "models": ["m1", "m2"]}))]
 pub struct ProviderUpdate {
     /// New kind.
+    #[schema(value_type = Option<ProviderKindName>)]
     pub kind: Option<String>,
     /// New base URL.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 2048, pattern = r"^https?://[!-~]*[!-.0-~][!-~]*$")]
     pub base_url: Option<Option<String>>,
-    /// New credential.
+    /// New credential, 1 to 4,096 printable characters.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 4096, pattern = r"^[ -~]+$")]
     pub api_key: Option<Option<String>>,
     /// New model list.
+    #[schema(value_type = Option<Vec<ModelNameText>>, max_items = 1000)]
     pub models: Option<Vec<String>>,
 }
 

@@ -27,27 +27,37 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/runs/{run_id}").route(web::get().to(get_run)));
 }
 
-/// A one-shot call.
+/// A one-shot call: a `prompt` and a model, as `model_ref` or as `model` (one of them).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"run_id": "eval_123e4567-e89b-12d3-a456-426614174000", "preamble": "You are a helpful assistant.",
+    "prompt": "Hello!", "model_ref": {"provider_id": "mock", "model_name": "echo"}, "log_meta": {"user_id": "user_456"}}))]
 pub struct RunInput {
-    /// Your id for the run (echoed back); one is made when absent.
-    #[schema(example = "eval_123e4567-e89b-12d3-a456-426614174000")]
+    /// Your id for the run (echoed back), 1 to 128 characters of A-Z, a-z, 0-9, `-`, `_`,
+    /// `.` and `:`; one is made when absent.
+    #[schema(
+        example = "eval_123e4567-e89b-12d3-a456-426614174000",
+        pattern = r"^[A-Za-z0-9._:-]{1,128}$"
+    )]
     pub run_id: Option<String>,
-    /// The system prompt.
+    /// The system prompt, up to 200,000 characters.
+    #[schema(max_length = 200_000)]
     pub preamble: Option<String>,
-    /// The user prompt (required).
-    #[schema(required = true, min_length = 1, max_length = 200_000)]
+    /// The user prompt: up to 200,000 characters, not only whitespace.
+    #[schema(value_type = String, required = true, max_length = 200_000, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub prompt: Option<String>,
     /// The model as `{provider_id, model_name}`.
     pub model_ref: Option<ModelRefInput>,
-    /// The model as `provider/model` or a bare name (alternative to `model_ref`).
+    /// The model as `provider/model` or a bare name (instead of `model_ref`).
     pub model: Option<ModelInput>,
     /// Temperature, 0 to 2.
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     /// Top-p, 0 to 1.
+    #[schema(minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
-    /// Answer length limit.
+    /// Answer length limit, 1 to 1,000,000 tokens.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub max_tokens: Option<i64>,
     /// Anything to log with the run; `user_id`, `session_id` and `component` can filter lists.
     #[schema(value_type = Option<Object>)]
@@ -174,6 +184,15 @@ fn missing(field: &str) -> ApiError {
 }
 
 impl RunInput {
+    /// What the OpenAPI document adds to the derived schema: a model, as `model_ref` or as
+    /// `model`.
+    pub(crate) fn schema_rules() -> Value {
+        json!({"anyOf": [
+            {"required": ["model_ref"], "properties": {"model_ref": {"type": "object"}, "model": {"type": "null"}}},
+            {"required": ["model"], "properties": {"model": {"type": ["string", "object"]}, "model_ref": {"type": "null"}}},
+        ]})
+    }
+
     fn try_into_domain(self) -> Result<RunRequest, ApiError> {
         let prompt = self
             .prompt

@@ -12,6 +12,7 @@ use crate::AppState;
 use crate::error::{ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, nullable, query_number};
 use crate::routes::{DeleteResult, rfc3339};
+use crate::schema::RoleName;
 
 /// Routes of this resource.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -61,16 +62,20 @@ impl From<&User> for UserView {
 /// A new user.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "alice", "password": "correct horse battery staple", "email": "alice@example.com", "role": "editor"}))]
 pub struct UserCreate {
-    /// 1 to 64 characters of a-z, 0-9, `.`, `_`, `-`, `@` (case-insensitive).
-    #[schema(example = "alice")]
+    /// 1 to 64 characters of a-z, 0-9, `.`, `_`, `-`, `@`, starting with a letter or a digit
+    /// (case-insensitive: stored in lower case).
+    #[schema(example = "alice", pattern = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")]
     pub username: String,
     /// 8 to 1,024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
-    /// E-mail address.
+    /// E-mail address: one `@` with text on both sides, no spaces, at most 254 characters.
+    #[schema(max_length = 254, pattern = r"^[!-?A-~]+@[!-?A-~]+$")]
     pub email: Option<String>,
-    /// `admin`, `editor` or `viewer` (the default).
-    #[schema(example = "editor")]
+    /// `viewer` by default.
+    #[schema(value_type = Option<RoleName>, example = "editor")]
     pub role: Option<String>,
 }
 
@@ -78,14 +83,17 @@ pub struct UserCreate {
 /// every session of the user.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "viewer", "email": "bob@example.com"}))]
 pub struct UserUpdate {
     /// New role.
+    #[schema(value_type = Option<RoleName>)]
     pub role: Option<String>,
-    /// New password.
+    /// New password, 8 to 1,024 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: Option<String>,
     /// New e-mail address, or `null`.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 254, pattern = r"^[!-?A-~]+@[!-?A-~]+$")]
     pub email: Option<Option<String>>,
 }
 

@@ -34,9 +34,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// What to publish with. The body may be left out, or be `{}`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"note": "Shorter answers"}))]
 pub struct PublishInput {
     /// Why this version is published (at most 2,000 characters).
-    #[schema(example = "Shorter answers")]
+    #[schema(example = "Shorter answers", max_length = 2000)]
     pub note: Option<String>,
 }
 
@@ -155,7 +156,7 @@ impl VersionPath {
 
 /// Publish the agent's current definition as its next version.
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/versions", tag = "versions",
-    request_body(content = Option<PublishInput>, description = "Optional: an empty body publishes without a note"),
+    request_body(content = PublishInput, description = "Optional: an empty body publishes without a note"),
     params(("agent" = String, Path, description = "Agent id or key")),
     responses((status = 201, body = VersionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
@@ -205,7 +206,7 @@ pub async fn list_versions(
 
 /// Get one version of an agent.
 #[utoipa::path(get, path = "/api/v1/agents/{agent}/versions/{version}", tag = "versions",
-    params(("agent" = String, Path, description = "Agent id or key"), ("version" = u32, Path, description = "Version number, from 1")),
+    params(("agent" = String, Path, description = "Agent id or key"), ("version" = u32, Path, minimum = 1, description = "Version number, from 1")),
     responses((status = 200, body = VersionView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn get_version(
@@ -225,7 +226,7 @@ pub async fn get_version(
 /// Copy a version's definition back into the editable agent. Its id, key, status, creator and
 /// creation time stay; publish again to make it the latest version.
 #[utoipa::path(post, path = "/api/v1/agents/{agent}/versions/{version}/restore", tag = "versions",
-    params(("agent" = String, Path, description = "Agent id or key"), ("version" = u32, Path, description = "Version number, from 1")),
+    params(("agent" = String, Path, description = "Agent id or key"), ("version" = u32, Path, minimum = 1, description = "Version number, from 1")),
     responses((status = 200, description = "The agent as restored", body = AgentView), (status = 400, body = ErrorEnvelope),
         (status = 404, body = ErrorEnvelope), (status = 409, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
