@@ -16,6 +16,11 @@ const LEFT_OUT: &[(&str, &str)] = &[
     // both `config` and `url`, which the server refuses.
     ("/api/v1/mcp-servers", "post"),
     ("/api/v1/mcp-servers/{server}", "put"),
+    // Cluster manifests (JSON or YAML) and scaling: their rules are checked by
+    // tests/api/clusters.rs; the manifest's schema has no example of its own yet.
+    ("/api/v1/clusters", "post"),
+    ("/api/v1/clusters/{cluster}", "put"),
+    ("/api/v1/clusters/{cluster}/scale", "post"),
 ];
 
 /// Follows `$ref`s into the document's components.

@@ -30,15 +30,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A new task (seed 002).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "title": "Process document",
+    "description": "Extract key information from uploaded document",
+    "agent_id": "support-bot",
+    "priority": "high",
+    "data": {"document_url": "https://example.com/doc.pdf", "extract_fields": ["name", "date", "amount"]}
+}))]
 pub struct TaskInput {
     /// What to do, in a line (1 to 500 characters).
-    #[schema(example = "Process document", min_length = 1, max_length = 500)]
+    #[schema(
+        example = "Process document",
+        min_length = 1,
+        max_length = 500,
+        required = true
+    )]
     pub title: Option<String>,
     /// More of what to do.
     #[schema(example = "Extract key information from uploaded document")]
     pub description: Option<String>,
     /// The agent that runs it: its id or key.
-    #[schema(example = "agent-123")]
+    #[schema(example = "agent-123", required = true)]
     pub agent_id: Option<String>,
     /// `low`, `medium` (default) or `high`: higher priorities are claimed first.
     #[schema(example = "high")]
