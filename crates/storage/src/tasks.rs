@@ -213,6 +213,14 @@ fn claim_row(
     until: NaiveDateTime,
     now: NaiveDateTime,
 ) -> QueryResult<Option<TaskRow>> {
+    // An idle queue is the usual case: a read tells, without taking SQLite's write lock (which
+    // every turn's writes would then wait for) or a PostgreSQL row lock.
+    let runnable = next_runnable!(now)
+        .first::<(String, Option<NaiveDateTime>)>(conn)
+        .optional()?;
+    if runnable.is_none() {
+        return Ok(None);
+    }
     match conn {
         AnyConnection::Postgres(c) => c.transaction(|c| {
             let picked = next_runnable!(now)
@@ -329,6 +337,18 @@ impl TaskStore for DieselStore {
     async fn reap_tasks(&self, now: DateTime<Utc>) -> Result<Vec<Task>> {
         let now = naive(now);
         self.run(move |conn| {
+            // Nothing to reap is the usual case: a read tells, without a write.
+            let expired = tasks::table
+                .filter(tasks::status.eq("running"))
+                .filter(tasks::lease_expires_at.lt(now))
+                .filter(tasks::attempts.ge(tasks::max_attempts))
+                .select(tasks::id)
+                .first::<String>(conn)
+                .optional()
+                .map_err(query_error)?;
+            if expired.is_none() {
+                return Ok(Vec::new());
+            }
             let rows = on_backend!(conn, |c| diesel::update(
                 tasks::table
                     .filter(tasks::status.eq("running"))
