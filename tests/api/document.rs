@@ -12,15 +12,10 @@ use serde_json::{Value, json};
 const LEFT_OUT: &[(&str, &str)] = &[
     // Ends the session of the token the test calls with.
     ("/api/v1/auth/logout", "post"),
-    // The MCP server bodies belong to the MCP work under way (issue 14); their example gives
-    // both `config` and `url`, which the server refuses.
+    // The MCP server bodies (issue 14) have no example of their own, and their fields'
+    // examples together give both `config` and `url`, which the server refuses.
     ("/api/v1/mcp-servers", "post"),
     ("/api/v1/mcp-servers/{server}", "put"),
-    // Cluster manifests (JSON or YAML) and scaling: their rules are checked by
-    // tests/api/clusters.rs; the manifest's schema has no example of its own yet.
-    ("/api/v1/clusters", "post"),
-    ("/api/v1/clusters/{cluster}", "put"),
-    ("/api/v1/clusters/{cluster}/scale", "post"),
 ];
 
 /// Follows `$ref`s into the document's components.
@@ -110,6 +105,7 @@ fn fixture(name: &str) -> Option<&'static str> {
         "provider" => Some("local"),
         "user" => Some("bob"),
         "version" => Some("1"),
+        "cluster" => Some("my-cluster"),
         _ => None,
     }
 }
@@ -140,7 +136,8 @@ async fn send(app: &TestApp, method: &str, path: &str, body: &Value) -> (u16, Va
 }
 
 /// An app holding what the examples and path parameters name: agent `support-bot` with a
-/// published version, provider `local` (created by API), user `bob`.
+/// published version, provider `local` (created by API), user `bob`, cluster `my-cluster`
+/// (the manifest example's).
 async fn world() -> TestApp {
     let app = TestApp::spawn().await;
     let agent = json!({"name": "Support Bot", "key": "support-bot", "model": "mock/echo"});
@@ -152,6 +149,10 @@ async fn world() -> TestApp {
     let provider = json!({"id": "local", "kind": "mock", "models": ["m1"]});
     assert_eq!(app.post("/api/v1/providers", &provider).await.status(), 201);
     app.create_user("bob", "viewer").await;
+    let (_, doc) = json(app.get("/openapi.json").await).await;
+    let manifest = &doc["components"]["schemas"]["ManifestInput"]["example"];
+    let cluster = app.post("/api/v1/clusters", manifest).await;
+    assert_eq!(cluster.status(), 201, "{manifest}");
     app
 }
 

@@ -100,7 +100,8 @@ use crate::routes::{
     components(schemas(
         crate::error::ErrorEnvelope,
         crate::schema::AgentStatusName,
-        openai::responses::SortOrder
+        openai::responses::SortOrder,
+        crate::routes::tasks::TaskStatusName
     )),
     modifiers(&BearerAuth, &ClientAliases, &CommonResponses, &RequestRules, &NoNul),
     security(("bearer" = [])),
@@ -335,6 +336,10 @@ impl Modify for RequestRules {
         for (name, rules) in [
             ("ChatInput", chat::ChatInput::schema_rules()),
             ("RunInput", runs::RunInput::schema_rules()),
+            (
+                "ResourcePolicyInput",
+                clusters::ResourcePolicyInput::schema_rules(),
+            ),
         ] {
             if let Some(utoipa::openapi::RefOr::T(schema)) = components.schemas.get_mut(name) {
                 crate::schema::add_rules(schema, rules);

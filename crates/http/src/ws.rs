@@ -422,7 +422,8 @@ async fn may_subscribe(
 #[utoipa::path(get, path = "/api/v1/agents/{agent}/ws", tag = "chat",
     params(("agent" = String, Path, description = "Agent id or key")),
     description = "Upgrades to a WebSocket. Authenticate (bearer header or `{\"type\":\"auth\",\"token\"}` first), then send `{\"type\":\"chat\",\"message\",\"conversation_id\"?}`: the answer comes as `start`, `token`…, `tool_call`/`tool_result`, then `end` (or `error`) messages, as on the SSE stream. `{\"type\":\"cancel\"}` drops the turn in progress.",
-    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorEnvelope)))]
+    responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "The path cannot name an agent (the upgrade has not happened yet)", body = crate::error::ErrorEnvelope)))]
 pub async fn ws_chat(
     req: HttpRequest,
     body: web::Payload,

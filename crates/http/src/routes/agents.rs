@@ -11,6 +11,7 @@ use agentry_domain::agent::{
     ClusterName, MAX_TOKENS_LIMIT, MaxTokens, ModelSpec, Tag, Temperature, ToolSpec, TopP,
     parse_description, parse_instructions,
 };
+use agentry_domain::cluster::INSTANCES_MAX;
 use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -464,6 +465,33 @@ const SHARED: [&str; 9] = [
 /// when `name_required`; a `key` too when `key_derived` and the name has nothing to derive one
 /// from.
 fn agent_body(description: &str, name_required: bool, key_derived: bool) -> RefOr<Schema> {
+    agent_schema(description, name_required, key_derived, &[], None)
+}
+
+/// An agent of an `AgentCluster` manifest: an agent body with a `name` (also its key unless
+/// `key` is given), without the fields the cluster sets (`cluster`, `status`), with its
+/// `instances`.
+pub(crate) fn manifest_agent() -> RefOr<Schema> {
+    agent_schema(
+        "An agent of the cluster: an agent definition in one of the seeds' spellings (`name` is also its key unless `key` is given; `cluster` and `status` are set by the cluster), with its `instances` (also `replicas`).",
+        true,
+        true,
+        &["cluster", "status"],
+        Some((
+            "instances",
+            json!({"type": "integer", "minimum": 1, "maximum": INSTANCES_MAX,
+                "description": "Concurrency slots, 1 to 1,000 (1 for a new agent when absent, else kept); also `replicas`."}),
+        )),
+    )
+}
+
+fn agent_schema(
+    description: &str,
+    name_required: bool,
+    key_derived: bool,
+    without: &[&str],
+    extra: Option<(&str, Value)>,
+) -> RefOr<Schema> {
     let mut body = AgentInput::schema();
     let mut rules = json!({"properties": {
         "tags": {"items": {"maxLength": 64, "pattern": TAG}},
@@ -476,10 +504,19 @@ fn agent_body(description: &str, name_required: bool, key_derived: bool) -> RefO
         // Required, so not `null` either.
         rules["properties"]["name"] = json!({"type": "string"});
     }
+    if let Some((name, schema)) = &extra {
+        rules["properties"][*name] = schema.clone();
+    }
+    let shared: Vec<&str> = SHARED
+        .iter()
+        .filter(|f| !without.contains(f))
+        .copied()
+        .chain(extra.as_ref().map(|(name, _)| *name))
+        .collect();
     let spellings: Vec<Value> = SPELLINGS
         .iter()
         .map(|(title, spelling)| {
-            let fields: Vec<&str> = SHARED.iter().chain(spelling.iter()).copied().collect();
+            let fields: Vec<&str> = shared.iter().chain(spelling.iter()).copied().collect();
             let mut branch = json!({"title": title, "propertyNames": {"enum": fields}});
             if spelling.contains(&"provider") {
                 branch["required"] = json!(["model"]);
@@ -500,6 +537,9 @@ fn agent_body(description: &str, name_required: bool, key_derived: bool) -> RefO
     if let RefOr::T(schema) = &mut body {
         add_rules(schema, rules);
         if let Schema::Object(object) = schema {
+            for field in without {
+                object.properties.shift_remove(*field);
+            }
             if name_required {
                 object.required = vec!["name".to_owned()];
             }

@@ -30,27 +30,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A new task (seed 002).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({
-    "title": "Process document",
-    "description": "Extract key information from uploaded document",
-    "agent_id": "support-bot",
-    "priority": "high",
-    "data": {"document_url": "https://example.com/doc.pdf", "extract_fields": ["name", "date", "amount"]}
-}))]
+#[schema(example = json!({"title": "Process document", "description": "Extract key information from uploaded document",
+    "agent_id": "support-bot", "priority": "high", "data": {"document_url": "https://example.com/doc.pdf"}}))]
 pub struct TaskInput {
-    /// What to do, in a line (1 to 500 characters).
-    #[schema(
-        example = "Process document",
-        min_length = 1,
-        max_length = 500,
-        required = true
-    )]
+    /// What to do, in a line (1 to 500 characters, no control characters).
+    #[schema(value_type = String, required = true, example = "Process document", max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub title: Option<String>,
-    /// More of what to do.
-    #[schema(example = "Extract key information from uploaded document")]
+    /// More of what to do (at most 20,000 characters; lines and tabs, no other control
+    /// characters).
+    #[schema(
+        example = "Extract key information from uploaded document",
+        max_length = 20_000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub description: Option<String>,
     /// The agent that runs it: its id or key.
-    #[schema(example = "agent-123", required = true)]
+    #[schema(value_type = String, required = true, example = "agent-123",
+        pattern = r"^(agent_[0-9a-f]{32}|(?!agent_)[a-z0-9][a-z0-9._-]{0,63})$")]
     pub agent_id: Option<String>,
     /// `low`, `medium` (default) or `high`: higher priorities are claimed first.
     #[schema(example = "high")]
@@ -59,13 +56,40 @@ pub struct TaskInput {
     #[schema(value_type = Option<Object>, example = json!({"document_url": "https://example.com/doc.pdf", "extract_fields": ["name", "date", "amount"]}))]
     pub data: Option<Map<String, Value>>,
     /// Your key for retrying this create safely: the same key from the same caller returns
-    /// the task created first (`200` instead of `201`).
+    /// the task created first (`200` instead of `201`). 1 to 255 characters, no control
+    /// characters.
+    #[schema(
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub idempotency_key: Option<String>,
     /// Attempts allowed, 1 to 10 (default 3).
     #[schema(minimum = 1, maximum = 10)]
     pub max_attempts: Option<i64>,
     /// Not before this time (RFC 3339); now when absent.
     pub run_at: Option<DateTime<Utc>>,
+}
+
+/// A task's status.
+#[derive(ToSchema)]
+#[schema(as = TaskStatus)]
+#[allow(dead_code)]
+pub enum TaskStatusName {
+    /// Queued.
+    #[schema(rename = "pending")]
+    Pending,
+    /// Held by a worker.
+    #[schema(rename = "running")]
+    Running,
+    /// Answered: see `result`.
+    #[schema(rename = "completed")]
+    Completed,
+    /// Out of attempts: see `error`.
+    #[schema(rename = "failed")]
+    Failed,
+    /// Cancelled before it ended.
+    #[schema(rename = "cancelled")]
+    Cancelled,
 }
 
 /// A priority.
@@ -183,11 +207,14 @@ pub struct TaskList {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TaskQuery {
-    /// `pending`, `running`, `completed`, `failed` or `cancelled`.
+    /// Only tasks in this status.
+    #[param(value_type = Option<TaskStatusName>)]
     pub status: Option<String>,
     /// The agent's id or key.
+    #[param(pattern = r"^(agent_[0-9a-f]{32}|(?!agent_)[a-z0-9][a-z0-9._-]{0,63})?$")]
     pub agent_id: Option<String>,
-    /// `low`, `medium` or `high`.
+    /// Only tasks of this priority.
+    #[param(value_type = Option<TaskPriorityInput>)]
     pub priority: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>)]
@@ -319,4 +346,34 @@ pub async fn cancel_task(
 ) -> ApiResult<HttpResponse> {
     let task = state.tasks.cancel(Some(&caller), &task_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(TaskView::from(&task)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn the_documented_words_are_the_domains() {
+        let words = |schema: serde_json::Value| -> Vec<String> {
+            schema["enum"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let statuses = words(serde_json::to_value(super::TaskStatusName::schema()).unwrap());
+        assert_eq!(statuses.len(), 5);
+        for s in statuses {
+            assert_eq!(
+                super::TaskStatus::parse(&s).map(|t| t.as_str()),
+                Ok(s.as_str())
+            );
+        }
+        for p in words(serde_json::to_value(super::TaskPriorityInput::schema()).unwrap()) {
+            assert!(super::TaskPriority::parse(&p).is_ok(), "{p}");
+        }
+    }
 }

@@ -19,11 +19,22 @@ use crate::routes::agents::AgentInput;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestMetadata {
-    /// The cluster's unique name: a slug.
-    #[schema(example = "my-cluster")]
+    /// The cluster's unique name: 1 to 64 characters of a-z, 0-9, `-`, `_` and `.`, starting
+    /// with a letter or a digit. Required, but by `PUT /clusters/{cluster}`, where it must be
+    /// the URL's when given.
+    #[schema(
+        example = "my-cluster",
+        max_length = 64,
+        pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+    )]
     pub name: Option<String>,
-    /// A label (`default` when absent); names are unique across namespaces.
-    #[schema(example = "default")]
+    /// A label (`default` when absent): 1 to 63 characters of a-z, 0-9, `-`, `_` and `.`;
+    /// names are unique across namespaces.
+    #[schema(
+        example = "default",
+        max_length = 63,
+        pattern = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+    )]
     pub namespace: Option<String>,
 }
 
@@ -34,38 +45,14 @@ pub struct ResourcePolicyInput {
     /// At most this many turns of the cluster's agents at once (per replica).
     #[schema(example = 5, minimum = 1, maximum = 1000)]
     pub max_concurrent_agents: Option<i64>,
-    /// `300s`, `5m`, `1h30m`, or a number of seconds: how long an agent may stay without a
-    /// turn before it is scaled to zero.
-    #[schema(value_type = Option<String>, example = "300s")]
+    /// `300s`, `5m`, `1h30m`, `500ms`, or a number of seconds, from 1 second to 7 days: how
+    /// long an agent may stay without a turn before it is scaled to zero. Required with
+    /// `scale_to_zero`.
+    #[schema(schema_with = idle_timeout, example = "300s")]
     pub idle_timeout: Option<Value>,
     /// Scale idle agents to zero (their slots and MCP processes are released; the next call
     /// starts them again).
     pub scale_to_zero: Option<bool>,
-}
-
-/// One agent of a manifest: an agent definition (every spelling the agents API accepts:
-/// `system_prompt`/`instructions`, `provider` + `model`…) plus its `instances` (also
-/// `replicas`). `name` is required and is also the agent's key unless `key` is given.
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ManifestAgentInput {
-    /// The agent's name (and key).
-    #[schema(example = "assistant")]
-    pub name: String,
-    /// The provider, with `model`.
-    #[schema(example = "anthropic")]
-    pub provider: Option<String>,
-    /// The model: a name with `provider`, `provider/model`, or a bare model name.
-    #[schema(example = "claude-sonnet-4")]
-    pub model: Option<String>,
-    /// The system prompt (also `instructions`).
-    #[schema(example = "You are a helpful assistant.")]
-    pub system_prompt: Option<String>,
-    /// Tools, as on agents.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub tools: Option<Vec<Value>>,
-    /// Concurrency slots (1 to 1000; 1 for a new agent when absent, else kept).
-    #[schema(example = 2)]
-    pub instances: Option<i64>,
 }
 
 /// `spec` of a manifest.
@@ -74,26 +61,144 @@ pub struct ManifestAgentInput {
 pub struct ManifestSpec {
     /// The resource policy.
     pub resource_policy: Option<ResourcePolicyInput>,
-    /// The agents.
-    #[schema(value_type = Option<Vec<ManifestAgentInput>>)]
+    /// The agents (at most 100, with distinct keys).
+    #[schema(value_type = Vec<ManifestAgentInput>, required = true, max_items = 100)]
     pub agents: Option<Vec<Value>>,
 }
 
 /// An `AgentCluster` manifest (seed 004), as JSON or YAML.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = ManifestInput::example)]
 pub struct ManifestInput {
-    /// `goagents.dev/v1` or `agentry.dev/v1`.
+    /// The manifest's format.
     #[serde(rename = "apiVersion", alias = "api_version")]
-    #[schema(example = "goagents.dev/v1")]
+    #[schema(value_type = ApiVersionName, required = true, example = "goagents.dev/v1")]
     pub api_version: Option<String>,
-    /// `AgentCluster`.
-    #[schema(example = "AgentCluster")]
+    /// What it describes.
+    #[schema(value_type = ClusterKindName, required = true, example = "AgentCluster")]
     pub kind: Option<String>,
     /// Name and namespace.
     pub metadata: Option<ManifestMetadata>,
     /// Policy and agents.
+    #[schema(value_type = ManifestSpec, required = true)]
     pub spec: Option<ManifestSpec>,
+}
+
+impl ResourcePolicyInput {
+    /// What the OpenAPI document adds to the derived schema: `scale_to_zero` needs an
+    /// `idle_timeout`.
+    pub(crate) fn schema_rules() -> Value {
+        serde_json::json!({"anyOf": [
+            {"properties": {"scale_to_zero": {"enum": [false, null]}}},
+            {"required": ["idle_timeout"], "properties": {"idle_timeout": {"type": ["string", "integer"]}}},
+        ]})
+    }
+}
+
+impl ManifestInput {
+    /// The example of the document's manifests: seed 004's.
+    fn example() -> Value {
+        serde_json::json!({
+            "apiVersion": "goagents.dev/v1",
+            "kind": "AgentCluster",
+            "metadata": {"name": "my-cluster", "namespace": "default"},
+            "spec": {
+                "resource_policy": {"max_concurrent_agents": 5, "idle_timeout": "300s", "scale_to_zero": true},
+                "agents": [{"name": "assistant", "model": "mock/echo", "system_prompt": "You are a helpful assistant.", "tools": []}],
+            },
+        })
+    }
+}
+
+/// The `apiVersion`s of a manifest (documentation only).
+#[derive(ToSchema)]
+#[schema(as = ManifestApiVersion)]
+#[allow(dead_code)]
+pub enum ApiVersionName {
+    /// Agentry's own.
+    #[schema(rename = "agentry.dev/v1")]
+    Agentry,
+    /// Seed 004's.
+    #[schema(rename = "goagents.dev/v1")]
+    GoAgents,
+}
+
+/// The `kind` of a manifest (documentation only).
+#[derive(ToSchema)]
+#[schema(as = ManifestKind)]
+#[allow(dead_code)]
+pub enum ClusterKindName {
+    /// A cluster of agents.
+    #[schema(rename = "AgentCluster")]
+    AgentCluster,
+}
+
+/// An agent of a manifest, as the document shows it (read as an agent body).
+pub struct ManifestAgentInput;
+
+impl utoipa::PartialSchema for ManifestAgentInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::routes::agents::manifest_agent()
+    }
+}
+
+impl ToSchema for ManifestAgentInput {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ManifestAgent".into()
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <AgentInput as ToSchema>::schemas(schemas);
+    }
+}
+
+/// A manifest that creates a cluster (`POST`): `metadata.name` is required.
+pub struct ManifestCreate;
+
+impl utoipa::PartialSchema for ManifestCreate {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let mut schema = <ManifestInput as utoipa::PartialSchema>::schema();
+        if let utoipa::openapi::RefOr::T(s) = &mut schema {
+            crate::schema::add_rules(
+                s,
+                serde_json::json!({
+                    "properties": {"metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}},
+                    "allOf": [{"required": ["metadata"]}],
+                }),
+            );
+        }
+        schema
+    }
+}
+
+impl ToSchema for ManifestCreate {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <ManifestInput as ToSchema>::schemas(schemas);
+    }
+}
+
+/// `idle_timeout`: a Go duration or a number of seconds.
+fn idle_timeout() -> utoipa::openapi::schema::Schema {
+    crate::schema::raw(serde_json::json!({
+        "description": "`300s`, `5m`, `1h30m`, `500ms`, or a number of seconds, from 1 second to 7 days.",
+        "anyOf": [
+            {"type": "string", "pattern": "^\\s*([0-9]+|([0-9]+(ms|s|m|h))+)\\s*$"},
+            {"type": "integer", "minimum": 1, "maximum": agentry_domain::cluster::IDLE_TIMEOUT_MAX.as_secs()},
+            {"type": "null"},
+        ],
+        "example": "300s",
+    }))
 }
 
 fn prefixed(i: usize, e: Invalid) -> Invalid {

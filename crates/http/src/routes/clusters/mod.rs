@@ -17,7 +17,8 @@ mod manifest;
 use manifest::manifest;
 
 pub use manifest::{
-    ManifestAgentInput, ManifestInput, ManifestMetadata, ManifestSpec, ResourcePolicyInput,
+    ApiVersionName, ClusterKindName, ManifestAgentInput, ManifestCreate, ManifestInput,
+    ManifestMetadata, ManifestSpec, ResourcePolicyInput,
 };
 
 use crate::AppState;
@@ -250,12 +251,14 @@ pub struct ClusterDeleted {
 /// A scale request: one agent and its new number of instances.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"agent_name": "assistant", "instances": 2}))]
 pub struct ScaleInput {
     /// The agent's name or key.
-    #[schema(example = "intent-classifier")]
+    #[schema(value_type = String, required = true, example = "intent-classifier",
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
     pub agent_name: Option<String>,
     /// Its instances, 1 to 1000.
-    #[schema(example = 5)]
+    #[schema(value_type = i64, required = true, example = 5, minimum = 1, maximum = 1000)]
     pub instances: Option<i64>,
 }
 
@@ -311,7 +314,7 @@ fn creator(req: &HttpRequest) -> Option<String> {
 /// Create a cluster from a manifest (JSON or YAML). Its agents are created and a version of
 /// each is published; 409 `CLUSTER_EXISTS` when the name is taken (`PUT` applies instead).
 #[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters",
-    request_body(content = ManifestInput, content_type = "application/json",
+    request_body(content = ManifestCreate, content_type = "application/json",
         description = "An AgentCluster manifest; also accepted as YAML (`application/yaml`)"),
     responses((status = 201, body = AppliedOut), (status = 400, body = ErrorEnvelope),
         (status = 409, description = "CLUSTER_EXISTS, an agent key taken outside the cluster, or SCALING_IN_PROGRESS", body = ErrorEnvelope)))]
