@@ -21,7 +21,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, nullable, query_number};
+use crate::extract::{JsonBody, nullable};
 use crate::routes::{DeleteResult, rfc3339};
 use crate::schema::{AgentStatusName, NOT_BLANK, ObjectSchema, TAG, add_rules, raw};
 
@@ -763,10 +763,8 @@ pub struct ListAgentsQuery {
 
 impl ListAgentsQuery {
     fn parse(&self) -> Result<(AgentFilter, Page), ApiError> {
-        let page = Page::new(
-            query_number("limit", self.limit.as_deref())?,
-            query_number("offset", self.offset.as_deref())?,
-        )?;
+        let page =
+            crate::routes::providers::page_of(self.limit.as_deref(), self.offset.as_deref())?;
         let tags: Vec<&str> = self
             .tags
             .as_deref()

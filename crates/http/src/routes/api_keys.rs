@@ -4,7 +4,6 @@
 use actix_web::{HttpResponse, web};
 use agentry_domain::Invalid;
 use agentry_domain::auth::{ApiKey, ApiKeyId, NewApiKey, Scope};
-use agentry_domain::page::Page;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, query_number};
+use crate::extract::JsonBody;
 use crate::routes::rfc3339;
 use crate::schema::{AgentKeyText, ScopeName};
 
@@ -213,10 +212,7 @@ pub async fn list_api_keys(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let paged = state.auth.list_api_keys(None, page).await?;
     Ok(HttpResponse::Ok().json(ApiKeyList {
         api_keys: paged.items.iter().map(ApiKeyView::from).collect(),

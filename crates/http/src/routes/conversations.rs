@@ -2,7 +2,6 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::conversation::Conversation;
-use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -10,7 +9,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::principal;
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::query_number;
 use crate::routes::agents::agent_ref;
 use crate::routes::chat::MessageView;
 use crate::routes::{DeleteResult, rfc3339};
@@ -105,10 +103,7 @@ pub async fn list_conversations(
     req: HttpRequest,
     q: web::Query<ConversationQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", q.limit.as_deref())?,
-        query_number("offset", q.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(q.limit.as_deref(), q.offset.as_deref())?;
     let agent = q
         .agent_id
         .as_deref()

@@ -12,7 +12,6 @@ use agentry_domain::Invalid;
 use agentry_domain::mcp::{
     McpServerInput, McpServerName, McpServerRef, McpSlug, McpTool, McpTransport, Secrets,
 };
-use agentry_domain::page::Page;
 use agentry_domain::services::{LOGS_TAIL_MAX, McpLogLine, McpServerView as ServerState};
 use agentry_domain::tool::SECRET_MASK;
 use serde::{Deserialize, Serialize};
@@ -264,10 +263,7 @@ pub async fn list_mcp_servers(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let paged = state.mcp_servers.list(page).await?;
     Ok(HttpResponse::Ok().json(McpServerList {
         servers: paged.items.iter().map(McpServerView::from).collect(),

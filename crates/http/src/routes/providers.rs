@@ -2,6 +2,7 @@
 //! never returned (`api_key_set` says whether one is set).
 
 use actix_web::{HttpResponse, web};
+use agentry_domain::page::Page;
 use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderInput, ProviderKind, ProviderPatch, parse_models,
 };
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::{ApiResult, ErrorEnvelope};
+use crate::error::{ApiError, ApiResult, ErrorEnvelope};
 use crate::extract::{JsonBody, nullable, query_number};
 use crate::routes::{DeleteResult, rfc3339};
 use crate::schema::{ModelNameText, ProviderKindName};
@@ -184,6 +185,17 @@ pub struct ListQuery {
     pub offset: Option<String>,
 }
 
+/// The page of a query's `limit` and `offset`.
+///
+/// # Errors
+/// `VALIDATION_ERROR` naming `limit` or `offset`.
+pub fn page_of(limit: Option<&str>, offset: Option<&str>) -> Result<Page, ApiError> {
+    Ok(Page::new(
+        query_number("limit", limit)?,
+        query_number("offset", offset)?,
+    )?)
+}
+
 fn provider_id(raw: &str) -> Result<ProviderId, Error> {
     ProviderId::parse(raw).map_err(|_| Error::not_found("provider", raw))
 }
@@ -206,10 +218,7 @@ pub async fn list_providers(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = agentry_domain::page::Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let all = state.providers.list().await?;
     let total = all.len() as u64;
     let providers = all

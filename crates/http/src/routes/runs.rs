@@ -5,7 +5,6 @@ use actix_web::{HttpResponse, web};
 use agentry_domain::agent::{MaxTokens, ModelSpec, Temperature, TopP};
 use agentry_domain::conversation::{Run, RunFilter};
 use agentry_domain::llm::TokenUsage;
-use agentry_domain::page::Page;
 use agentry_domain::services::{Params, RunRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, query_number};
+use crate::extract::JsonBody;
 use crate::routes::agents::{ModelInput, ModelRefInput};
 use crate::routes::rfc3339;
 
@@ -283,10 +282,7 @@ pub async fn list_runs(
     state: web::Data<AppState>,
     q: web::Query<RunQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", q.limit.as_deref())?,
-        query_number("offset", q.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(q.limit.as_deref(), q.offset.as_deref())?;
     let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let filter = RunFilter {
         user_id: nonempty(&q.user_id),

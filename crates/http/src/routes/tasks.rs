@@ -3,7 +3,6 @@
 //! (`docs/tasks.md`).
 
 use actix_web::{HttpResponse, web};
-use agentry_domain::page::Page;
 use agentry_domain::task::{NewTask, Task, TaskFilter, TaskId, TaskPriority, TaskStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, query_number};
+use crate::extract::JsonBody;
 use crate::routes::rfc3339;
 
 /// Routes of this resource, mounted under `/api/v1` and `/v1`.
@@ -271,10 +270,7 @@ pub async fn list_tasks(
     Caller(caller): Caller,
     query: web::Query<TaskQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let agent_id = match query.agent_id.as_deref().filter(|a| !a.is_empty()) {
         None => None,
         Some(raw) => {

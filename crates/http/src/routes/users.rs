@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use agentry_domain::auth::{Email, NewUser, Role, User, UserId, UserPatch, Username};
-use agentry_domain::page::Page;
 use agentry_domain::{Error, Invalid};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiResult, ErrorEnvelope};
-use crate::extract::{JsonBody, nullable, query_number};
+use crate::extract::{JsonBody, nullable};
 use crate::routes::{DeleteResult, rfc3339};
 use crate::schema::RoleName;
 
@@ -180,10 +179,7 @@ pub async fn list_users(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let paged = state.auth.list_users(page).await?;
     Ok(HttpResponse::Ok().json(UserList {
         users: paged.items.iter().map(UserView::from).collect(),

@@ -5,7 +5,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Error;
-use agentry_domain::page::Page;
 use agentry_domain::version::AgentVersion;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{OptionalJsonBody, query_number};
+use crate::extract::OptionalJsonBody;
 use crate::routes::agents::{AgentView, agent_ref};
 use crate::routes::rfc3339;
 
@@ -190,10 +189,7 @@ pub async fn list_versions(
     path: web::Path<String>,
     query: web::Query<ListVersionsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let target = agent_ref(&path)?;
     let (_, paged) = state.versions.list(&target, page).await?;
     Ok(HttpResponse::Ok().json(VersionList {

@@ -7,7 +7,6 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::agent::ClusterName;
 use agentry_domain::cluster::{format_duration, parse_instances};
-use agentry_domain::page::Page;
 use agentry_domain::services::{Applied, ClusterView, MemberView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,7 +22,7 @@ pub use manifest::{
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult, ErrorEnvelope};
-use crate::extract::{DocumentBody, JsonBody, query_number};
+use crate::extract::{DocumentBody, JsonBody};
 use crate::routes::providers::ListQuery;
 use crate::routes::rfc3339;
 
@@ -365,10 +364,7 @@ pub async fn list_clusters(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> ApiResult<HttpResponse> {
-    let page = Page::new(
-        query_number("limit", query.limit.as_deref())?,
-        query_number("offset", query.offset.as_deref())?,
-    )?;
+    let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let paged = state.clusters.list(page).await?;
     Ok(HttpResponse::Ok().json(ClusterList {
         clusters: paged.items.iter().map(ClusterOut::from).collect(),
