@@ -7,6 +7,7 @@ mod caches;
 mod clusters;
 mod compat;
 mod document;
+mod evals;
 mod events;
 mod hygiene;
 mod mcp;

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod cluster;
 pub mod conversation;
 pub mod error;
+pub mod eval;
 pub mod event;
 pub mod ids;
 pub mod llm;

@@ -552,3 +552,109 @@ pub trait ChangeLog: Send + Sync {
     /// changed.
     async fn record_change(&self) -> Result<()>;
 }
+
+/// Durable storage of test sets, evaluation runs and their results.
+#[async_trait]
+pub trait EvalStore: Send + Sync {
+    /// Stores a new test set.
+    ///
+    /// # Errors
+    /// `Conflict` (field `name`) when another test set has the name.
+    async fn insert_testset(&self, set: &crate::eval::TestSet) -> Result<()>;
+
+    /// One test set, with its cases.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `testset`) when absent.
+    async fn get_testset(&self, id: &crate::eval::TestSetId) -> Result<crate::eval::TestSet>;
+
+    /// The test set with this name.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `testset`) when absent.
+    async fn get_testset_by_name(&self, name: &str) -> Result<crate::eval::TestSet>;
+
+    /// Test sets (without their cases), newest first, with the total number.
+    async fn list_testsets(&self, page: Page) -> Result<Paged<crate::eval::TestSetSummary>>;
+
+    /// Replaces a test set's name, description and cases when its stored `revision` is
+    /// `expected_revision` (the new one is stored as given). Returns `false`, changing
+    /// nothing, when the revision moved on (another write came first).
+    ///
+    /// # Errors
+    /// `NotFound` when absent; `Conflict` (field `name`) when another test set has the name.
+    async fn update_testset(
+        &self,
+        set: &crate::eval::TestSet,
+        expected_revision: i64,
+    ) -> Result<bool>;
+
+    /// Deletes a test set (its runs stay); `false` when there was none.
+    async fn delete_testset(&self, id: &crate::eval::TestSetId) -> Result<bool>;
+
+    /// Stores a new run (`pending`).
+    async fn insert_eval_run(&self, run: &crate::eval::EvalRun) -> Result<()>;
+
+    /// One run, `done` counted from its stored results.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `eval_run`) when absent.
+    async fn get_eval_run(&self, id: &crate::eval::EvalRunId) -> Result<crate::eval::EvalRun>;
+
+    /// Runs matching `filter`, newest first (`done` counted), with the total number.
+    async fn list_eval_runs(
+        &self,
+        filter: &crate::eval::EvalRunFilter,
+        page: Page,
+    ) -> Result<Paged<crate::eval::EvalRun>>;
+
+    /// Claims the oldest run that is pending, or running under a lease that expired before
+    /// `now`, for `runner` (lease until `now + lease`, one more attempt, `started_at` set if
+    /// it was not). Two runners never hold one run at once.
+    async fn claim_eval_run(
+        &self,
+        runner: &str,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::eval::EvalRun>>;
+
+    /// Extends `runner`'s lease to `until`; `false` (changing nothing) when the run is no
+    /// longer running under that lease (cancelled, or taken by another runner).
+    async fn renew_eval_lease(
+        &self,
+        id: &crate::eval::EvalRunId,
+        runner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Stores one result; a result already stored for the same run, configuration, case and
+    /// repeat is kept (a runner that took over may repeat a case).
+    async fn insert_eval_result(&self, result: &crate::eval::EvalResult) -> Result<()>;
+
+    /// A run's results, by configuration, then case position as stored, then repeat.
+    async fn eval_results(
+        &self,
+        id: &crate::eval::EvalRunId,
+    ) -> Result<Vec<crate::eval::EvalResult>>;
+
+    /// Ends `runner`'s run: `completed`, or `failed` with `error`. Returns `false`, changing
+    /// nothing, when it no longer runs under that lease.
+    async fn finish_eval_run(
+        &self,
+        id: &crate::eval::EvalRunId,
+        runner: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Cancels a pending or running run; returns it after the change (unchanged when it had
+    /// already ended).
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `eval_run`) when absent.
+    async fn cancel_eval_run(
+        &self,
+        id: &crate::eval::EvalRunId,
+        now: DateTime<Utc>,
+    ) -> Result<crate::eval::EvalRun>;
+}

@@ -511,3 +511,32 @@ mod tests {
         assert!(parse_json::<Probe>(b"{\"name\":\"a\"} \r\n\t").is_ok());
     }
 }
+
+/// A UTF-8 text body (JSON Lines imports), read with the JSON body's size limit and deadline;
+/// any content type is taken.
+#[derive(Debug)]
+pub struct TextBody(pub String);
+
+impl FromRequest for TextBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limits = req
+                .app_data::<web::Data<BodyLimits>>()
+                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let bytes = read_body(&req, payload, limits).await?;
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| ApiError::invalid_request("The request body is not UTF-8 text"))?;
+            if text.contains('\0') {
+                return Err(ApiError::invalid_request(
+                    "The request body contains a NUL character, which is not accepted",
+                ));
+            }
+            Ok(TextBody(text))
+        })
+    }
+}

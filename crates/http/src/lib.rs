@@ -47,6 +47,8 @@ pub struct AppState {
     pub mcp_servers: McpServerService,
     /// Tasks.
     pub tasks: agentry_domain::services::TaskService,
+    /// Test sets and evaluation runs.
+    pub evals: agentry_domain::services::EvalService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, clusters, conversations, health, mcp_servers, metrics, providers,
+    agents, api_keys, auth, chat, clusters, conversations, evals, health, mcp_servers, metrics, providers,
     runs, tasks, users, versions,
 };
 
@@ -55,6 +55,24 @@ use crate::routes::{
         mcp_servers::restart_mcp_server,
         mcp_servers::mcp_server_logs,
         mcp_servers::mcp_server_tools,
+        evals::list_testsets,
+        evals::create_testset,
+        evals::get_testset,
+        evals::replace_testset,
+        evals::patch_testset,
+        evals::delete_testset,
+        evals::list_cases,
+        evals::add_case,
+        evals::get_case,
+        evals::replace_case,
+        evals::delete_case,
+        evals::export_cases,
+        evals::import_cases,
+        evals::start_run,
+        evals::list_runs,
+        evals::get_run,
+        evals::cancel_run,
+        evals::compare_run,
         tasks::create_task,
         tasks::list_tasks,
         tasks::get_task,
@@ -108,6 +126,7 @@ use crate::routes::{
     tags(
         (name = "ops", description = "Health and readiness"),
         (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
+        (name = "evals", description = "Test sets and evaluation runs across configurations (seed 000)"),
         (name = "events", description = "The WebSocket event stream: task status, agent messages, system notifications"),
         (name = "ops", description = "Health, readiness and metrics"),
         (name = "clusters", description = "Clusters from AgentCluster manifests (JSON or YAML): apply, scale, delete (seed 004)"),

@@ -136,6 +136,12 @@ pub struct Config {
     /// Milliseconds before a failed attempt is retried, doubled each attempt
     /// (`AGENTRY_TASK_RETRY_BASE_MS`).
     pub task_retry_base_ms: u64,
+    /// Evaluation runs this process executes at once; 0 runs none here
+    /// (`AGENTRY_EVAL_RUNNERS`).
+    pub eval_runners: usize,
+    /// Seconds a runner's claim on an evaluation run lasts unless renewed; a replica that dies
+    /// leaves its runs to others after this (`AGENTRY_EVAL_LEASE_SECS`).
+    pub eval_lease_secs: u64,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -246,6 +252,8 @@ struct Defaults {
     task_lease_secs: u64,
     task_poll_ms: u64,
     task_retry_base_ms: u64,
+    eval_runners: usize,
+    eval_lease_secs: u64,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -296,6 +304,8 @@ const DEFAULTS: Defaults = Defaults {
     task_lease_secs: 30,
     task_poll_ms: 1000,
     task_retry_base_ms: 5000,
+    eval_runners: 1,
+    eval_lease_secs: 30,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

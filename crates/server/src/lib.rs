@@ -26,7 +26,7 @@ use agentry_domain::provider::{
 };
 use agentry_domain::services::{
     AuthService, AuthSettings, InstanceSettings, McpSettings, RuntimeSettings, ServicePorts,
-    ServiceSettings, Services, TaskSettings,
+    EvalSettings, ServiceSettings, Services, TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -240,6 +240,7 @@ pub async fn services(
         runs: database.runs(),
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
+        evals: database.evals(),
         events: database.events(),
         clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
@@ -284,6 +285,11 @@ pub async fn services(
             lease: Duration::from_secs(config.task_lease_secs.max(1)),
             poll: Duration::from_millis(config.task_poll_ms.max(10)),
             retry_base: Duration::from_millis(config.task_retry_base_ms),
+        },
+        evals: EvalSettings {
+            runners: config.eval_runners,
+            lease: Duration::from_secs(config.eval_lease_secs.max(1)),
+            ..EvalSettings::default()
         },
         instances: InstanceSettings {
             queue_timeout: Duration::from_millis(config.instance_queue_timeout_ms),
@@ -472,6 +478,7 @@ impl Application {
             versions: services.versions,
             mcp_servers: services.mcp_servers,
             tasks: services.tasks,
+            evals: services.evals,
             events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -210,6 +210,11 @@ impl Database {
             .clone()
     }
 
+    /// The store of test sets and evaluation runs over this pool.
+    pub fn evals(&self) -> Arc<dyn agentry_domain::ports::EvalStore> {
+        Arc::new(self.store())
+    }
+
     /// The store of clusters over this pool.
     pub fn clusters(&self) -> Arc<dyn agentry_domain::ports::ClusterStore> {
         Arc::new(self.store())

@@ -37,6 +37,7 @@ mod schema;
 mod store;
 mod target;
 mod tasks;
+mod evals;
 mod translate;
 mod version_rows;
 mod versions;

@@ -252,6 +252,62 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    testsets (id) {
+        id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        cases -> Text,
+        case_count -> BigInt,
+        revision -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    eval_runs (id) {
+        id -> Text,
+        testset_id -> Text,
+        testset_name -> Text,
+        status -> Text,
+        configurations -> Text,
+        cases -> Text,
+        concurrency -> Integer,
+        repeats -> Integer,
+        judge -> Nullable<Text>,
+        total -> BigInt,
+        error -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    eval_results (run_id, configuration, case_id, repetition) {
+        run_id -> Text,
+        configuration -> Integer,
+        case_id -> Text,
+        repetition -> Integer,
+        passed -> Integer,
+        output -> Text,
+        verdicts -> Text,
+        error -> Nullable<Text>,
+        latency_ms -> BigInt,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        model -> Nullable<Text>,
+        tool_calls -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(agent_tags -> agents (agent_id));
 diesel::joinable!(agent_versions -> agents (agent_id));
 diesel::joinable!(auth_sessions -> users (user_id));
@@ -277,5 +333,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_payloads,
     rate_usage,
     clusters,
+    testsets,
+    eval_runs,
+    eval_results,
     change_counter
 );

@@ -32,6 +32,8 @@ fn unique_field(info: &dyn DatabaseErrorInformation) -> Option<&'static str> {
         "tasks_pkey" | "tasks.id" => Some("id"),
         "clusters_pkey" | "clusters.id" => Some("id"),
         "clusters_name_key" | "clusters.name" => Some("name"),
+        "testsets_pkey" | "testsets.id" | "eval_runs_pkey" | "eval_runs.id" => Some("id"),
+        "testsets_name_key" | "testsets.name" => Some("name"),
         _ => None,
     }
 }

@@ -74,6 +74,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         runs: database.runs(),
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
+        evals: database.evals(),
         events: database.events(),
         clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),

@@ -18,12 +18,13 @@ use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
 use crate::metrics::Metrics;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
+    ChangeLog, Clock, ConversationStore, EvalStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
     TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, InstanceSettings,
+    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
+    InstanceSettings,
     Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime,
     RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
@@ -52,6 +53,8 @@ pub struct ServicePorts {
     pub llm: Arc<dyn LlmClientFactory>,
     /// The task queue.
     pub tasks: Arc<dyn TaskStore>,
+    /// Test sets and evaluation runs.
+    pub evals: Arc<dyn EvalStore>,
     /// Events to subscribers (WebSocket clients, task workers), across replicas when the
     /// adapter carries them.
     pub events: Arc<dyn EventBus>,
@@ -90,6 +93,8 @@ pub struct ServiceSettings {
     pub mcp: McpSettings,
     /// Task workers and leases.
     pub tasks: TaskSettings,
+    /// How evaluation runs run.
+    pub evals: EvalSettings,
     /// How turns of cluster agents wait for a slot.
     pub instances: InstanceSettings,
 }
@@ -108,6 +113,7 @@ impl ServiceSettings {
             auth: AuthSettings::default(),
             mcp: McpSettings::default(),
             tasks: TaskSettings::default(),
+            evals: EvalSettings::default(),
             instances: InstanceSettings::default(),
         }
     }
@@ -130,6 +136,8 @@ pub struct Services {
     pub mcp_servers: McpServerService,
     /// Tasks and their workers.
     pub tasks: TaskService,
+    /// Test sets, evaluation runs and their runners.
+    pub evals: EvalService,
     /// The event bus.
     pub events: Arc<dyn EventBus>,
     /// Clusters and the slots of their agents.
@@ -219,6 +227,16 @@ impl Services {
             settings.tasks,
         );
         metrics.add_source(tasks.depth());
+        let evals = EvalService::new(
+            ports.evals,
+            agents.clone(),
+            versions.clone(),
+            providers.clone(),
+            runtime.clone(),
+            ports.events.clone(),
+            ports.clock.clone(),
+            settings.evals,
+        );
         let clusters = ClusterService::new(
             ports.clusters,
             agents.clone(),
@@ -241,6 +259,7 @@ impl Services {
             auth,
             mcp_servers,
             tasks,
+            evals,
             events: ports.events,
             clusters,
             metrics,
@@ -268,16 +287,17 @@ impl Services {
             .map(|c| sync_caches(c, self.cache_sync_interval));
         let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
         let replica = crate::ids::new_id("replica");
-        let workers = self.tasks.workers(self.runtime.clone(), replica);
+        let workers = self.tasks.workers(self.runtime.clone(), replica.clone());
+        let runners = self.evals.runners(replica);
         let clusters = self.clusters.background();
         let depth = self.tasks.sample_depth();
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions, workers, clusters, depth);
+                    tokio::join!(caches, sessions, workers, runners, clusters, depth);
                 }
                 None => {
-                    tokio::join!(sessions, workers, clusters, depth);
+                    tokio::join!(sessions, workers, runners, clusters, depth);
                 }
             }
         }

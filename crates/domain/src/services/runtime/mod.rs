@@ -175,6 +175,14 @@ impl Runtime {
         self
     }
 
+    /// The same runtime counting its turns in `metrics` instead (evaluation traffic is kept
+    /// out of the production counters this way).
+    #[must_use]
+    pub fn counting_in(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// What its turns count.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics

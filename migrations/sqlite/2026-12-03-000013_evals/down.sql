@@ -1,0 +1,3 @@
+DROP TABLE eval_results;
+DROP TABLE eval_runs;
+DROP TABLE testsets;
