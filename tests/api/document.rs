@@ -106,6 +106,9 @@ fn fixture(name: &str) -> Option<&'static str> {
         "user" => Some("bob"),
         "version" => Some("1"),
         "cluster" => Some("my-cluster"),
+        // The test set example's own name: a `PUT` of the example keeps it.
+        "testset" => Some("Customer Support Evaluation"),
+        "case" => Some("case_00000000000000000000000000000001"),
         _ => None,
     }
 }
@@ -137,7 +140,7 @@ async fn send(app: &TestApp, method: &str, path: &str, body: &Value) -> (u16, Va
 
 /// An app holding what the examples and path parameters name: agent `support-bot` with a
 /// published version, provider `local` (created by API), user `bob`, cluster `my-cluster`
-/// (the manifest example's).
+/// (the manifest example's), test set `Customer Support Evaluation` with case `case_…01`.
 async fn world() -> TestApp {
     let app = TestApp::spawn().await;
     let agent = json!({"name": "Support Bot", "key": "support-bot", "model": "mock/echo"});
@@ -149,6 +152,9 @@ async fn world() -> TestApp {
     let provider = json!({"id": "local", "kind": "mock", "models": ["m1"]});
     assert_eq!(app.post("/api/v1/providers", &provider).await.status(), 201);
     app.create_user("bob", "viewer").await;
+    let testset = json!({"name": "Customer Support Evaluation", "cases": [
+        {"id": "case_00000000000000000000000000000001", "input": "Hello", "expected": "Hello"}]});
+    assert_eq!(app.post("/api/v1/testsets", &testset).await.status(), 201);
     let (_, doc) = json(app.get("/openapi.json").await).await;
     let manifest = &doc["components"]["schemas"]["ManifestInput"]["example"];
     let cluster = app.post("/api/v1/clusters", manifest).await;

@@ -42,7 +42,11 @@ async fn testset(app: &TestApp, body: Value) -> Value {
 }
 
 async fn start(app: &TestApp, set: &str, body: Value) -> String {
-    let (status, run) = json(app.post(&format!("/api/v1/testsets/{set}/runs"), &body).await).await;
+    let (status, run) = json(
+        app.post(&format!("/api/v1/testsets/{set}/runs"), &body)
+            .await,
+    )
+    .await;
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["status"], "pending", "{run}");
     run["id"].as_str().unwrap().to_owned()
@@ -100,19 +104,29 @@ async fn seed_000_test_sets_are_created_and_listed() {
     }
     assert_eq!(item["name"], "Customer Support Evaluation");
     assert_eq!(item["case_count"], 2);
-    assert!(item.get("cases").is_none(), "lists leave the cases out: {list}");
+    assert!(
+        item.get("cases").is_none(),
+        "lists leave the cases out: {list}"
+    );
     assert_eq!(list["total"], 1);
     assert_eq!(list["limit"], 20);
 
     // By id and by name, on the /v1 alias too.
-    let (status, by_name) = json(app.get("/v1/testsets/Customer%20Support%20Evaluation").await).await;
+    let (status, by_name) = json(
+        app.get("/v1/testsets/Customer%20Support%20Evaluation")
+            .await,
+    )
+    .await;
     assert_eq!(status, 200, "{by_name}");
     assert_eq!(by_name["id"], id);
 
     // One name per test set.
     let (status, body) = json(
-        app.post("/api/v1/testsets", &json!({"name": "Customer Support Evaluation", "cases": []}))
-            .await,
+        app.post(
+            "/api/v1/testsets",
+            &json!({"name": "Customer Support Evaluation", "cases": []}),
+        )
+        .await,
     )
     .await;
     assert_error(status, &body, 409, "CONFLICT");
@@ -124,16 +138,30 @@ async fn bad_test_sets_and_cases_are_refused_naming_the_field() {
     for (body, field) in [
         (json!({"cases": []}), "name"),
         (json!({"name": "x"}), "cases"),
-        (json!({"name": "x", "cases": [{"input": ""}]}), "cases[0].input"),
-        (json!({"name": "x", "cases": [{"input": "hi"}]}), "cases[0].assertions"),
-        (json!({"name": "x", "cases": [{"input": "hi", "assertions": [{"type": "regex", "pattern": "(("}]}]}),
-         "cases[0].assertions[0].pattern"),
-        (json!({"name": "x", "cases": [{"input": "hi", "assertions": [{"type": "sounds_good"}]}]}),
-         "cases[0].assertions[0].type"),
-        (json!({"name": "x", "cases": [{"input": [{"role": "tool", "content": "x"}], "expected": "y"}]}),
-         "cases[0].input[0].role"),
-        (json!({"name": "x", "cases": [{"input": "hi", "expected": "hi", "colour": "red"}]}),
-         "cases[0].colour"),
+        (
+            json!({"name": "x", "cases": [{"input": ""}]}),
+            "cases[0].input",
+        ),
+        (
+            json!({"name": "x", "cases": [{"input": "hi"}]}),
+            "cases[0].assertions",
+        ),
+        (
+            json!({"name": "x", "cases": [{"input": "hi", "assertions": [{"type": "regex", "pattern": "(("}]}]}),
+            "cases[0].assertions[0].pattern",
+        ),
+        (
+            json!({"name": "x", "cases": [{"input": "hi", "assertions": [{"type": "sounds_good"}]}]}),
+            "cases[0].assertions[0].type",
+        ),
+        (
+            json!({"name": "x", "cases": [{"input": [{"role": "tool", "content": "x"}], "expected": "y"}]}),
+            "cases[0].input[0].role",
+        ),
+        (
+            json!({"name": "x", "cases": [{"input": "hi", "expected": "hi", "colour": "red"}]}),
+            "cases[0].colour",
+        ),
     ] {
         let (status, err) = json(app.post("/api/v1/testsets", &body).await).await;
         let e = assert_error(status, &err, 400, "VALIDATION_ERROR");
@@ -238,9 +266,16 @@ async fn cases_are_edited_one_by_one_and_round_trip_as_jsonl() {
     assert_eq!((status, del["deleted"].clone()), (200, json!(true)));
     let (_, del) = json(app.delete(&format!("{base}/cases/{case}")).await).await;
     assert_eq!(del["deleted"], false);
-    let (status, patched) = json(app.patch(&base, &json!({"name": "edited", "description": null})).await).await;
+    let (status, patched) = json(
+        app.patch(&base, &json!({"name": "edited", "description": null}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200, "{patched}");
-    assert_eq!((patched["name"].clone(), patched["case_count"].clone()), (json!("edited"), json!(1)));
+    assert_eq!(
+        (patched["name"].clone(), patched["case_count"].clone()),
+        (json!("edited"), json!(1))
+    );
     let (_, del) = json(app.delete(&base).await).await;
     assert_eq!(del["deleted"], true);
     let (status, _) = json(app.delete(&base).await).await;
@@ -267,7 +302,11 @@ async fn a_run_over_three_configurations_checks_every_assertion_kind() {
                 "parameters": {"type": "object", "properties": {"id": {"type": "integer"}}}}]}),
     )
     .await;
-    let (status, v) = json(app.post("/api/v1/agents/support/versions", &json!({})).await).await;
+    let (status, v) = json(
+        app.post("/api/v1/agents/support/versions", &json!({}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 201, "{v}");
 
     let set = testset(
@@ -301,8 +340,12 @@ async fn a_run_over_three_configurations_checks_every_assertion_kind() {
     ));
     upstream.push(Scripted::Text("Thank you kindly.".into()));
     // The judge grades case 5 under each configuration in turn.
-    judge.push(Scripted::Text(r#"{"score": 0.9, "reason": "courteous"}"#.into()));
-    judge.push(Scripted::Text("```json\n{\"score\": 0.2, \"reason\": \"curt\"}\n```".into()));
+    judge.push(Scripted::Text(
+        r#"{"score": 0.9, "reason": "courteous"}"#.into(),
+    ));
+    judge.push(Scripted::Text(
+        "```json\n{\"score\": 0.2, \"reason\": \"curt\"}\n```".into(),
+    ));
     judge.push(Scripted::Text(r#"{"score": 0.8, "reason": "fine"}"#.into()));
 
     let id = start(
@@ -319,21 +362,44 @@ async fn a_run_over_three_configurations_checks_every_assertion_kind() {
     let run = wait_for(&app, &id, status_is("completed")).await;
     assert_eq!(run["progress"], json!({"done": 15, "total": 15}), "{run}");
     let summary = run["summary"].as_array().unwrap();
-    let labels: Vec<&str> = summary.iter().map(|s| s["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> = summary
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["live", "upstream", "support@1"]);
-    let rates: Vec<f64> = summary.iter().map(|s| s["pass_rate"].as_f64().unwrap()).collect();
+    let rates: Vec<f64> = summary
+        .iter()
+        .map(|s| s["pass_rate"].as_f64().unwrap())
+        .collect();
     assert_eq!(rates, [1.0, 0.0, 1.0], "{}", json!(summary));
     // Every kind passed at least once and failed at least once.
     for kind in [
-        "equals", "contains", "not_contains", "regex", "json_schema", "max_latency_ms",
-        "max_tokens", "tool_called", "judge",
+        "equals",
+        "contains",
+        "not_contains",
+        "regex",
+        "json_schema",
+        "max_latency_ms",
+        "max_tokens",
+        "tool_called",
+        "judge",
     ] {
-        let passed: u64 = summary.iter().map(|s| s["assertions"][kind]["passed"].as_u64().unwrap()).sum();
-        let total: u64 = summary.iter().map(|s| s["assertions"][kind]["total"].as_u64().unwrap()).sum();
+        let passed: u64 = summary
+            .iter()
+            .map(|s| s["assertions"][kind]["passed"].as_u64().unwrap())
+            .sum();
+        let total: u64 = summary
+            .iter()
+            .map(|s| s["assertions"][kind]["total"].as_u64().unwrap())
+            .sum();
         assert!(passed >= 1 && passed < total, "{kind}: {passed} of {total}");
     }
     assert!(summary[0]["latency_p50_ms"].is_u64());
-    assert!(summary[1]["latency_p95_ms"].as_u64().unwrap() >= 1500, "{}", summary[1]);
+    assert!(
+        summary[1]["latency_p95_ms"].as_u64().unwrap() >= 1500,
+        "{}",
+        summary[1]
+    );
     assert!(summary[0]["tokens"]["total"].as_u64().unwrap() > 0);
 
     let results = run["results"].as_array().unwrap();
@@ -350,41 +416,83 @@ async fn a_run_over_three_configurations_checks_every_assertion_kind() {
     assert_eq!(tool["passed"], true);
     let judged = one("polite", "upstream");
     assert_eq!(judged["assertions"][0]["score"], 0.2, "{judged}");
-    assert!(judged["assertions"][0]["reason"].as_str().unwrap().contains("curt"));
+    assert!(
+        judged["assertions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("curt")
+    );
     let greeting = one("greeting", "upstream");
     assert_eq!(greeting["output"], "Sorry, no.");
     assert!(
-        greeting["assertions"][0]["reason"].as_str().unwrap().contains("expected \"Hello Ada\""),
+        greeting["assertions"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("expected \"Hello Ada\""),
         "{greeting}"
     );
     // The inline preamble reached the upstream as the system message.
     let sent = upstream.requests();
-    assert!(sent[0].body["messages"][0]["content"].as_str().unwrap().contains("Be brief."), "{:?}", sent[0].body);
+    assert!(
+        sent[0].body["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Be brief."),
+        "{:?}",
+        sent[0].body
+    );
     assert_eq!(judge.requests().len(), 3);
 
     // Which cases flipped between the live agent and the inline model.
-    let (status, cmp) = json(app.get(&format!("/api/v1/eval-runs/{id}/compare?base=live&candidate=upstream")).await).await;
+    let (status, cmp) = json(
+        app.get(&format!(
+            "/api/v1/eval-runs/{id}/compare?base=live&candidate=upstream"
+        ))
+        .await,
+    )
+    .await;
     assert_eq!(status, 200, "{cmp}");
     assert_eq!(cmp["regressed"].as_array().unwrap().len(), 5, "{cmp}");
     assert_eq!(cmp["improved"].as_array().unwrap().len(), 0);
     assert_eq!(cmp["pass_rate_delta"], -1.0);
-    let (status, cmp) = json(app.get(&format!("/api/v1/eval-runs/{id}/compare?base=0&candidate=2")).await).await;
+    let (status, cmp) = json(
+        app.get(&format!(
+            "/api/v1/eval-runs/{id}/compare?base=0&candidate=2"
+        ))
+        .await,
+    )
+    .await;
     assert_eq!((status, cmp["unchanged"].clone()), (200, json!(5)), "{cmp}");
-    let (status, err) = json(app.get(&format!("/api/v1/eval-runs/{id}/compare?base=nope")).await).await;
+    let (status, err) = json(
+        app.get(&format!("/api/v1/eval-runs/{id}/compare?base=nope"))
+            .await,
+    )
+    .await;
     assert_error(status, &err, 400, "VALIDATION_ERROR");
 
     // Listed, by test set; the runs are tagged in the run log.
-    let (_, list) = json(app.get(&format!("/api/v1/eval-runs?testset_id={set_id}")).await).await;
+    let (_, list) = json(
+        app.get(&format!("/api/v1/eval-runs?testset_id={set_id}"))
+            .await,
+    )
+    .await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["eval_runs"][0]["progress"]["done"], 15);
     assert!(list["eval_runs"][0].get("results").is_none());
-    let (_, without) = json(app.get(&format!("/api/v1/eval-runs/{id}?results=false")).await).await;
+    let (_, without) = json(
+        app.get(&format!("/api/v1/eval-runs/{id}?results=false"))
+            .await,
+    )
+    .await;
     assert!(without.get("results").is_none() && without["summary"].is_array());
 
     // Evaluation turns are not production traffic: the metrics count none of them.
     let (_, metrics) = json(app.get("/api/v1/metrics").await).await;
     let counted = metrics.to_string();
-    assert!(!counted.contains("\"support\""), "evaluation turns counted: {counted}");
+    assert!(
+        !counted.contains("\"support\""),
+        "evaluation turns counted: {counted}"
+    );
 }
 
 #[tokio::test]
@@ -400,18 +508,40 @@ async fn runs_refuse_what_they_cannot_run() {
     for (body, field) in [
         (json!({}), "configurations"),
         (json!({"configurations": []}), "configurations"),
-        (json!({"configurations": [{"agent": "nobody"}], "judge": "mock/echo"}), "configurations[0].agent"),
-        (json!({"configurations": [{"agent": "a", "version": 4}], "judge": "mock/echo"}), "configurations[0].version"),
-        (json!({"configurations": [{"model": "nowhere/m"}], "judge": "mock/echo"}), "configurations[0].model"),
+        (
+            json!({"configurations": [{"agent": "nobody"}], "judge": "mock/echo"}),
+            "configurations[0].agent",
+        ),
+        (
+            json!({"configurations": [{"agent": "a", "version": 4}], "judge": "mock/echo"}),
+            "configurations[0].version",
+        ),
+        (
+            json!({"configurations": [{"model": "nowhere/m"}], "judge": "mock/echo"}),
+            "configurations[0].model",
+        ),
         (json!({"configurations": [{"agent": "a"}]}), "judge"),
-        (json!({"configurations": [{"agent": "a"}], "judge": "mock/echo", "concurrency": 17}), "concurrency"),
-        (json!({"configurations": [{"agent": "a"}, {"agent": "a"}], "judge": "mock/echo"}), "configurations[1].label"),
+        (
+            json!({"configurations": [{"agent": "a"}], "judge": "mock/echo", "concurrency": 17}),
+            "concurrency",
+        ),
+        (
+            json!({"configurations": [{"agent": "a"}, {"agent": "a"}], "judge": "mock/echo"}),
+            "configurations[1].label",
+        ),
     ] {
         let (status, err) = json(app.post(&path, &body).await).await;
         let e = assert_error(status, &err, 400, "VALIDATION_ERROR");
         assert_eq!(e["details"]["field"], field, "{body}: {err}");
     }
-    let (status, err) = json(app.post("/api/v1/testsets/nope/runs", &json!({"configurations": [{"agent": "a"}]})).await).await;
+    let (status, err) = json(
+        app.post(
+            "/api/v1/testsets/nope/runs",
+            &json!({"configurations": [{"agent": "a"}]}),
+        )
+        .await,
+    )
+    .await;
     assert_error(status, &err, 404, "NOT_FOUND");
     let (_, list) = json(app.get("/api/v1/eval-runs").await).await;
     assert_eq!(list["total"], 0);
@@ -419,21 +549,44 @@ async fn runs_refuse_what_they_cannot_run() {
     // A key limited to agent `a` may not run models directly, nor see others' runs.
     let key = app.create_api_key(&["write"], Some(&["a"])).await;
     let res = app
-        .request_as(Some(&key), Method::POST, &path, Some(&json!({"configurations": [{"model": "mock/echo"}], "judge": "a"})))
+        .request_as(
+            Some(&key),
+            Method::POST,
+            &path,
+            Some(&json!({"configurations": [{"model": "mock/echo"}], "judge": "a"})),
+        )
         .await;
     let (status, err) = json(res).await;
     assert_error(status, &err, 403, "FORBIDDEN");
-    let admin_run = start(&app, set["id"].as_str().unwrap(), json!({"configurations": [{"agent": "a"}], "judge": "mock/echo"})).await;
-    let res = app.request_as(Some(&key), Method::GET, &format!("/api/v1/eval-runs/{admin_run}"), None).await;
+    let admin_run = start(
+        &app,
+        set["id"].as_str().unwrap(),
+        json!({"configurations": [{"agent": "a"}], "judge": "mock/echo"}),
+    )
+    .await;
+    let res = app
+        .request_as(
+            Some(&key),
+            Method::GET,
+            &format!("/api/v1/eval-runs/{admin_run}"),
+            None,
+        )
+        .await;
     assert_eq!(res.status(), 404);
-    let res = app.request_as(Some(&key), Method::GET, "/api/v1/eval-runs", None).await;
+    let res = app
+        .request_as(Some(&key), Method::GET, "/api/v1/eval-runs", None)
+        .await;
     let (_, list) = json(res).await;
     assert_eq!(list["total"], 0, "{list}");
 }
 
 /// A slow agent: each answer takes 300 ms.
 async fn slow_run(app: &TestApp, cases: usize) -> String {
-    create(app, json!({"name": "Slow", "key": "slow", "model": "mock/slow-300"})).await;
+    create(
+        app,
+        json!({"name": "Slow", "key": "slow", "model": "mock/slow-300"}),
+    )
+    .await;
     let cases: Vec<Value> = (0..cases)
         .map(|i| json!({"input": format!("case {i}"), "assertions": [{"type": "contains", "value": "case"}]}))
         .collect();
@@ -455,20 +608,43 @@ async fn progress_shows_while_running_and_cancel_stops_the_run() {
     })
     .await;
     assert_eq!(running["progress"]["total"], 20);
-    let (status, cancelled) = json(app.post(&format!("/api/v1/eval-runs/{id}/cancel"), &json!({})).await).await;
-    assert_eq!((status, cancelled["status"].clone()), (200, json!("cancelled")), "{cancelled}");
+    let (status, cancelled) = json(
+        app.post(&format!("/api/v1/eval-runs/{id}/cancel"), &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, cancelled["status"].clone()),
+        (200, json!("cancelled")),
+        "{cancelled}"
+    );
     tokio::time::sleep(Duration::from_millis(900)).await;
     let after = get_run(&app, &id).await;
     let done = after["progress"]["done"].as_u64().unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     let later = get_run(&app, &id).await;
     assert_eq!(later["status"], "cancelled");
-    assert_eq!(later["progress"]["done"].as_u64().unwrap(), done, "no result after the cancel settled");
+    assert_eq!(
+        later["progress"]["done"].as_u64().unwrap(),
+        done,
+        "no result after the cancel settled"
+    );
     assert!(done < 20, "{later}");
     // Cancelling again returns it unchanged.
-    let (status, again) = json(app.post(&format!("/api/v1/eval-runs/{id}/cancel"), &json!({})).await).await;
+    let (status, again) = json(
+        app.post(&format!("/api/v1/eval-runs/{id}/cancel"), &json!({}))
+            .await,
+    )
+    .await;
     assert_eq!((status, again["status"].clone()), (200, json!("cancelled")));
-    let (status, _) = json(app.post("/api/v1/eval-runs/eval_run_00000000000000000000000000000000/cancel", &json!({})).await).await;
+    let (status, _) = json(
+        app.post(
+            "/api/v1/eval-runs/eval_run_00000000000000000000000000000000/cancel",
+            &json!({}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
@@ -482,7 +658,10 @@ async fn a_restart_in_the_middle_of_a_run_resumes_it() {
     assert_eq!(run["progress"], json!({"done": 12, "total": 12}), "{run}");
     assert_eq!(run["summary"][0]["pass_rate"], 1.0);
     let results = run["results"].as_array().unwrap();
-    let mut cases: Vec<&str> = results.iter().map(|r| r["case_id"].as_str().unwrap()).collect();
+    let mut cases: Vec<&str> = results
+        .iter()
+        .map(|r| r["case_id"].as_str().unwrap())
+        .collect();
     cases.dedup();
     assert_eq!(cases.len(), 12, "each case once: {run}");
 }

@@ -170,7 +170,11 @@ impl Assertion {
     ///
     /// # Errors
     /// [`Invalid`] naming `field` or one of its members.
-    pub fn from_json(field: &str, value: &Value, expected: Option<&Value>) -> Result<Self, Invalid> {
+    pub fn from_json(
+        field: &str,
+        value: &Value,
+        expected: Option<&Value>,
+    ) -> Result<Self, Invalid> {
         let Value::Object(o) = value else {
             return Err(Invalid::new(field, "must be an object"));
         };
@@ -285,9 +289,15 @@ impl Assertion {
                 rubric: text("rubric", 10_000)?,
                 threshold: match o.get("threshold") {
                     None | Some(Value::Null) => DEFAULT_JUDGE_THRESHOLD,
-                    Some(t) => t.as_f64().filter(|t| (0.0..=1.0).contains(t)).ok_or_else(
-                        || Invalid::new(format!("{field}.threshold"), "must be a number from 0 to 1"),
-                    )?,
+                    Some(t) => t
+                        .as_f64()
+                        .filter(|t| (0.0..=1.0).contains(t))
+                        .ok_or_else(|| {
+                            Invalid::new(
+                                format!("{field}.threshold"),
+                                "must be a number from 0 to 1",
+                            )
+                        })?,
                 },
                 judge: match o.get("judge") {
                     None | Some(Value::Null) => None,
@@ -446,7 +456,10 @@ impl TestCase {
                         .as_object()
                         .and_then(|m| m.keys().find(|k| !matches!(k.as_str(), "role" | "content")))
                     {
-                        return Err(Invalid::new(format!("{f}.{extra}"), "is not a field of a message"));
+                        return Err(Invalid::new(
+                            format!("{f}.{extra}"),
+                            "is not a field of a message",
+                        ));
                     }
                     messages.push(PromptMessage::new(role, content));
                 }
@@ -481,7 +494,11 @@ impl TestCase {
                     .iter()
                     .enumerate()
                     .map(|(i, a)| {
-                        Assertion::from_json(&format!("{}[{i}]", at("assertions")), a, expected.as_ref())
+                        Assertion::from_json(
+                            &format!("{}[{i}]", at("assertions")),
+                            a,
+                            expected.as_ref(),
+                        )
                     })
                     .collect::<Result<_, _>>()?
             }
@@ -653,7 +670,10 @@ pub fn cases_from_jsonl(text: &str) -> Result<Vec<TestCase>, Invalid> {
         }
     }
     if cases.is_empty() {
-        return Err(Invalid::new("body", "holds no case (one JSON object a line)"));
+        return Err(Invalid::new(
+            "body",
+            "holds no case (one JSON object a line)",
+        ));
     }
     check_unique("cases", &cases)?;
     Ok(cases)
@@ -791,7 +811,11 @@ impl Configuration {
         };
         let at = |name: &str| format!("{field}.{name}");
         let agent = o.get("agent").or_else(|| o.get("agent_id"));
-        let allowed = if agent.is_some() { AGENT_FIELDS } else { INLINE_FIELDS };
+        let allowed = if agent.is_some() {
+            AGENT_FIELDS
+        } else {
+            INLINE_FIELDS
+        };
         if let Some(extra) = o.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(Invalid::new(
                 at(extra),
@@ -1059,7 +1083,10 @@ impl NewEvalRun {
         judge: Option<String>,
     ) -> Result<Self, Invalid> {
         if configurations.is_empty() {
-            return Err(Invalid::new("configurations", "must hold at least one configuration"));
+            return Err(Invalid::new(
+                "configurations",
+                "must hold at least one configuration",
+            ));
         }
         if configurations.len() > CONFIGURATIONS_MAX {
             return Err(Invalid::new(
@@ -1077,7 +1104,10 @@ impl NewEvalRun {
             if !labels.insert(c.label.as_str()) {
                 return Err(Invalid::new(
                     format!("configurations[{i}].label"),
-                    format!("'{}' labels an earlier configuration: give each a distinct label", c.label),
+                    format!(
+                        "'{}' labels an earlier configuration: give each a distinct label",
+                        c.label
+                    ),
                 ));
             }
         }
@@ -1356,19 +1386,33 @@ pub fn check(assertion: &Assertion, answer: &Answer) -> Option<Verdict> {
     match assertion {
         Assertion::Equals { value, ignore_case } => match value {
             Value::String(s) => {
-                let ok = lower_if(answer.text.trim(), *ignore_case) == lower_if(s.trim(), *ignore_case);
+                let ok =
+                    lower_if(answer.text.trim(), *ignore_case) == lower_if(s.trim(), *ignore_case);
                 verdict(
                     ok,
                     if ok {
                         "the answer equals the expected text".to_owned()
                     } else {
-                        format!("expected \"{}\", got \"{}\"", shorten(s), shorten(answer.text.trim()))
+                        format!(
+                            "expected \"{}\", got \"{}\"",
+                            shorten(s),
+                            shorten(answer.text.trim())
+                        )
                     },
                 )
             }
             other => match json_of(&answer.text) {
-                Some(got) if &got == other => verdict(true, "the answer equals the expected JSON".into()),
-                Some(got) => verdict(false, format!("expected {}, got {}", shorten(&other.to_string()), shorten(&got.to_string()))),
+                Some(got) if &got == other => {
+                    verdict(true, "the answer equals the expected JSON".into())
+                }
+                Some(got) => verdict(
+                    false,
+                    format!(
+                        "expected {}, got {}",
+                        shorten(&other.to_string()),
+                        shorten(&got.to_string())
+                    ),
+                ),
                 None => verdict(false, "the answer is not JSON".into()),
             },
         },
@@ -1384,7 +1428,8 @@ pub fn check(assertion: &Assertion, answer: &Answer) -> Option<Verdict> {
             )
         }
         Assertion::NotContains { value, ignore_case } => {
-            let found = lower_if(&answer.text, *ignore_case).contains(&lower_if(value, *ignore_case));
+            let found =
+                lower_if(&answer.text, *ignore_case).contains(&lower_if(value, *ignore_case));
             verdict(
                 !found,
                 if found {
@@ -1420,12 +1465,18 @@ pub fn check(assertion: &Assertion, answer: &Answer) -> Option<Verdict> {
             format!("the turn took {} ms (at most {value})", answer.latency_ms),
         ),
         Assertion::MaxTokens { value } => match answer.completion_tokens {
-            Some(n) => verdict(n <= *value, format!("the answer used {n} completion tokens (at most {value})")),
+            Some(n) => verdict(
+                n <= *value,
+                format!("the answer used {n} completion tokens (at most {value})"),
+            ),
             None => verdict(false, "the provider reported no token usage".into()),
         },
         Assertion::ToolCalled { name, arguments } => {
-            let named: Vec<&(String, String)> =
-                answer.tool_calls.iter().filter(|(n, _)| n == name).collect();
+            let named: Vec<&(String, String)> = answer
+                .tool_calls
+                .iter()
+                .filter(|(n, _)| n == name)
+                .collect();
             if named.is_empty() {
                 let called: Vec<&str> = answer.tool_calls.iter().map(|(n, _)| n.as_str()).collect();
                 return verdict(
@@ -1452,7 +1503,11 @@ pub fn check(assertion: &Assertion, answer: &Answer) -> Option<Verdict> {
                             format!(
                                 "'{name}' was called, not with {} (got {})",
                                 Value::Object(want.clone()),
-                                named.iter().map(|(_, a)| a.as_str()).collect::<Vec<_>>().join("; ")
+                                named
+                                    .iter()
+                                    .map(|(_, a)| a.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join("; ")
                             )
                         },
                     )
@@ -1470,7 +1525,10 @@ Reply with one JSON object and nothing else: {\"score\": <a number from 0 to 1>,
 
 /// The message a judge grades.
 pub fn judge_prompt(rubric: &str, case: &TestCase, answer: &str) -> String {
-    let mut p = format!("Rubric:\n{rubric}\n\nThe user's input:\n{}\n", case.input_text());
+    let mut p = format!(
+        "Rubric:\n{rubric}\n\nThe user's input:\n{}\n",
+        case.input_text()
+    );
     if let Some(e) = &case.expected {
         let e = match e {
             Value::String(s) => s.clone(),
@@ -1496,7 +1554,10 @@ pub fn read_judgement(text: &str) -> Result<(f64, String), String> {
             .flatten()
     });
     let Some(Value::Object(o)) = candidate else {
-        return Err(format!("the judge's answer is not a JSON object: \"{}\"", shorten(text)));
+        return Err(format!(
+            "the judge's answer is not a JSON object: \"{}\"",
+            shorten(text)
+        ));
     };
     let reason = o
         .get("reason")
@@ -1543,12 +1604,36 @@ mod tests {
     #[test]
     fn every_kind_passes_and_fails() {
         let cases = [
-            (json!({"type": "equals", "value": "Paris"}), " Paris\n", "paris"),
-            (json!({"type": "equals", "value": "paris", "ignore_case": true}), "PARIS", "Lyon"),
-            (json!({"type": "equals", "value": {"a": 1}}), "```json\n{\"a\": 1}\n```", "{\"a\": 2}"),
-            (json!({"type": "contains", "value": "refund"}), "a refund is due", "no money back"),
-            (json!({"type": "not_contains", "value": "sorry"}), "done", "sorry, no"),
-            (json!({"type": "regex", "pattern": "^\\d{3}-\\d{4}$"}), "555-1234", "5551234"),
+            (
+                json!({"type": "equals", "value": "Paris"}),
+                " Paris\n",
+                "paris",
+            ),
+            (
+                json!({"type": "equals", "value": "paris", "ignore_case": true}),
+                "PARIS",
+                "Lyon",
+            ),
+            (
+                json!({"type": "equals", "value": {"a": 1}}),
+                "```json\n{\"a\": 1}\n```",
+                "{\"a\": 2}",
+            ),
+            (
+                json!({"type": "contains", "value": "refund"}),
+                "a refund is due",
+                "no money back",
+            ),
+            (
+                json!({"type": "not_contains", "value": "sorry"}),
+                "done",
+                "sorry, no",
+            ),
+            (
+                json!({"type": "regex", "pattern": "^\\d{3}-\\d{4}$"}),
+                "555-1234",
+                "5551234",
+            ),
             (
                 json!({"type": "json_schema", "schema": {"type": "object", "required": ["ok"]}}),
                 "{\"ok\": true}",
@@ -1559,13 +1644,28 @@ mod tests {
             assert!(verdict(a.clone(), good), "{a} should pass on {good:?}");
             assert!(!verdict(a.clone(), bad), "{a} should fail on {bad:?}");
         }
-        assert!(verdict(json!({"type": "max_latency_ms", "value": 120}), "x"));
-        assert!(!verdict(json!({"type": "max_latency_ms", "value": 119}), "x"));
+        assert!(verdict(
+            json!({"type": "max_latency_ms", "value": 120}),
+            "x"
+        ));
+        assert!(!verdict(
+            json!({"type": "max_latency_ms", "value": 119}),
+            "x"
+        ));
         assert!(verdict(json!({"type": "max_tokens", "value": 30}), "x"));
         assert!(!verdict(json!({"type": "max_tokens", "value": 29}), "x"));
-        assert!(verdict(json!({"type": "tool_called", "name": "lookup", "arguments": {"id": 7}}), "x"));
-        assert!(!verdict(json!({"type": "tool_called", "name": "lookup", "arguments": {"id": 8}}), "x"));
-        assert!(!verdict(json!({"type": "tool_called", "name": "other"}), "x"));
+        assert!(verdict(
+            json!({"type": "tool_called", "name": "lookup", "arguments": {"id": 7}}),
+            "x"
+        ));
+        assert!(!verdict(
+            json!({"type": "tool_called", "name": "lookup", "arguments": {"id": 8}}),
+            "x"
+        ));
+        assert!(!verdict(
+            json!({"type": "tool_called", "name": "other"}),
+            "x"
+        ));
     }
 
     #[test]
@@ -1574,8 +1674,14 @@ mod tests {
             (json!({"type": "regex", "pattern": "("}), "a.pattern"),
             (json!({"type": "nope"}), "a.type"),
             (json!({"type": "contains"}), "a.value"),
-            (json!({"type": "contains", "value": "x", "extra": 1}), "a.extra"),
-            (json!({"type": "judge", "rubric": "polite", "threshold": 2}), "a.threshold"),
+            (
+                json!({"type": "contains", "value": "x", "extra": 1}),
+                "a.extra",
+            ),
+            (
+                json!({"type": "judge", "rubric": "polite", "threshold": 2}),
+                "a.threshold",
+            ),
             (json!({"type": "max_tokens", "value": 0}), "a.value"),
             (json!({"type": "equals"}), "a.value"),
         ];
@@ -1603,13 +1709,24 @@ mod tests {
         let other = TestCase::from_json("", &json!({"input": "x", "expected": "x"})).unwrap();
         let back = cases_from_jsonl(&cases_to_jsonl(&[case.clone(), other.clone()])).unwrap();
         assert_eq!(back, vec![case, other]);
-        assert_eq!(cases_from_jsonl("{\"input\": 1}\n").unwrap_err().field, "line 1.input");
+        assert_eq!(
+            cases_from_jsonl("{\"input\": 1}\n").unwrap_err().field,
+            "line 1.input"
+        );
     }
 
     #[test]
     fn judgements_are_read_strictly() {
-        assert_eq!(read_judgement(r#"{"score": 0.8, "reason": "ok"}"#).unwrap(), (0.8, "ok".into()));
-        assert_eq!(read_judgement("Sure! {\"pass\": false, \"reason\": \"rude\"}").unwrap().0, 0.0);
+        assert_eq!(
+            read_judgement(r#"{"score": 0.8, "reason": "ok"}"#).unwrap(),
+            (0.8, "ok".into())
+        );
+        assert_eq!(
+            read_judgement("Sure! {\"pass\": false, \"reason\": \"rude\"}")
+                .unwrap()
+                .0,
+            0.0
+        );
         assert!(read_judgement(r#"{"score": 7}"#).is_err());
         assert!(read_judgement("looks good").is_err());
     }
@@ -1626,19 +1743,32 @@ mod tests {
     #[test]
     fn configurations_get_distinct_labels() {
         let run = NewEvalRun::new(
-            &[json!({"agent": "support"}), json!({"agent": "support", "version": 2}),
-              json!({"model": "mock/echo", "preamble": "Be brief."})],
+            &[
+                json!({"agent": "support"}),
+                json!({"agent": "support", "version": 2}),
+                json!({"model": "mock/echo", "preamble": "Be brief."}),
+            ],
             None,
             None,
             None,
         )
         .unwrap();
-        let labels: Vec<&str> = run.configurations.iter().map(|c| c.label.as_str()).collect();
+        let labels: Vec<&str> = run
+            .configurations
+            .iter()
+            .map(|c| c.label.as_str())
+            .collect();
         assert_eq!(labels, ["support", "support@2", "mock/echo"]);
-        let e = NewEvalRun::new(&[json!({"agent": "a"}), json!({"agent": "a"})], None, None, None)
-            .unwrap_err();
+        let e = NewEvalRun::new(
+            &[json!({"agent": "a"}), json!({"agent": "a"})],
+            None,
+            None,
+            None,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "configurations[1].label");
-        let e = NewEvalRun::new(&[json!({"model": "m", "agent_x": 1})], None, None, None).unwrap_err();
+        let e =
+            NewEvalRun::new(&[json!({"model": "m", "agent_x": 1})], None, None, None).unwrap_err();
         assert_eq!(e.field, "configurations[0].agent_x");
     }
 }

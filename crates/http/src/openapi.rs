@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, clusters, conversations, evals, health, mcp_servers, metrics, providers,
-    runs, tasks, users, versions,
+    agents, api_keys, auth, chat, clusters, conversations, evals, health, mcp_servers, metrics,
+    providers, runs, tasks, users, versions,
 };
 
 /// The whole API.

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod eval_cli;
 pub mod process_metrics;
 pub mod remote;
 pub mod telemetry;
@@ -25,8 +26,8 @@ use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
-    AuthService, AuthSettings, InstanceSettings, McpSettings, RuntimeSettings, ServicePorts,
-    EvalSettings, ServiceSettings, Services, TaskSettings,
+    AuthService, AuthSettings, EvalSettings, InstanceSettings, McpSettings, RuntimeSettings,
+    ServicePorts, ServiceSettings, Services, TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};

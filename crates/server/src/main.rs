@@ -1,4 +1,5 @@
-//! `agentry serve | migrate | user … | key … | apply | get | delete | scale`, `agentry --version`.
+//! `agentry serve | migrate | user … | key … | apply | get | delete | scale | eval run`,
+//! `agentry --version`.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -73,6 +74,10 @@ enum Command {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Run a test set on a running server and gate on its pass rate (exit 0: every
+    /// configuration reached `--min-pass-rate`; 1: one did not; 2: the run failed).
+    #[command(subcommand)]
+    Eval(agentry::eval_cli::EvalCommand),
 }
 
 /// Runs a cluster command against a server (no configuration needed); gives back the
@@ -115,9 +120,38 @@ enum RemoteRun {
     Scale(ClusterTarget),
 }
 
+/// `agentry eval run`: 0 when every configuration reached the pass rate, 1 when one did
+/// not, 2 when the run could not be made or did not complete.
+async fn eval_run(args: agentry::eval_cli::EvalRunArgs) -> ExitCode {
+    let client = match Remote::new(&args.remote) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match agentry::eval_cli::run(&client, args).await {
+        Ok(report) => {
+            println!("{}", report.text);
+            if report.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("agentry: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Eval(agentry::eval_cli::EvalCommand::Run(args))) = cli.command {
+        return eval_run(args).await;
+    }
     let command = match remote_command(cli.command.unwrap_or(Command::Serve)).await {
         Ok(out) => {
             return match out {
@@ -149,7 +183,8 @@ async fn main() -> ExitCode {
         Command::Apply { .. }
         | Command::Get { .. }
         | Command::Delete { .. }
-        | Command::Scale { .. } => Ok(()),
+        | Command::Scale { .. }
+        | Command::Eval(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,7 +113,7 @@ impl Remote {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,

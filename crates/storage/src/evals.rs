@@ -120,7 +120,9 @@ fn summary(
 
 fn name_taken(e: DieselError, name: &str, id: &str) -> Error {
     match conflict_on(&e) {
-        Some("name") => Error::conflict("name", format!("a test set named '{name}' already exists")),
+        Some("name") => {
+            Error::conflict("name", format!("a test set named '{name}' already exists"))
+        }
         Some(field) => Error::conflict(field, format!("a test set with id '{id}' already exists")),
         None => other(e, "testset", id),
     }
@@ -161,8 +163,13 @@ impl From<&EvalRun> for RunRow {
             testset_id: r.testset_id.to_string(),
             testset_name: r.testset_name.clone(),
             status: r.status.as_str().to_owned(),
-            configurations: Value::Array(r.configurations.iter().map(Configuration::to_json).collect())
-                .to_string(),
+            configurations: Value::Array(
+                r.configurations
+                    .iter()
+                    .map(Configuration::to_json)
+                    .collect(),
+            )
+            .to_string(),
             cases: cases_json(&r.cases),
             concurrency: small(r.concurrency),
             repeats: small(r.repeats),
@@ -183,7 +190,8 @@ impl From<&EvalRun> for RunRow {
 
 fn run_of(row: RunRow, done: u64) -> Result<EvalRun> {
     let bad = |e: Invalid| corrupt("eval_run", &row.id, &e);
-    let configs: Vec<Value> = parse_json("eval_run", &row.id, "configurations", &row.configurations)?;
+    let configs: Vec<Value> =
+        parse_json("eval_run", &row.id, "configurations", &row.configurations)?;
     let unsigned = |n: i32| u32::try_from(n).unwrap_or(0);
     Ok(EvalRun {
         id: EvalRunId::parse(&row.id).map_err(bad)?,
@@ -270,7 +278,8 @@ impl TryFrom<ResultRow> for EvalResult {
 
     fn try_from(row: ResultRow) -> Result<Self> {
         let bad = |e: Invalid| corrupt("eval_result", &row.run_id, &e);
-        let verdicts: Vec<Value> = parse_json("eval_result", &row.run_id, "verdicts", &row.verdicts)?;
+        let verdicts: Vec<Value> =
+            parse_json("eval_result", &row.run_id, "verdicts", &row.verdicts)?;
         let unsigned = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Self {
             run_id: EvalRunId::parse(&row.run_id).map_err(bad)?,
@@ -346,11 +355,9 @@ macro_rules! next_run {
     ($now:expr) => {
         eval_runs::table
             .filter(
-                eval_runs::status
-                    .eq("pending")
-                    .or(eval_runs::status
-                        .eq("running")
-                        .and(eval_runs::lease_expires_at.lt($now))),
+                eval_runs::status.eq("pending").or(eval_runs::status
+                    .eq("running")
+                    .and(eval_runs::lease_expires_at.lt($now))),
             )
             .order((eval_runs::created_at.asc(), eval_runs::id.asc()))
             .select((eval_runs::id, eval_runs::started_at))
@@ -533,7 +540,10 @@ impl EvalStore for DieselStore {
                 .values(&row)
                 .execute(conn)
                 .map_err(|e| match conflict_on(&e) {
-                    Some(_) => Error::conflict("id", format!("an evaluation run with id '{}' already exists", row.id)),
+                    Some(_) => Error::conflict(
+                        "id",
+                        format!("an evaluation run with id '{}' already exists", row.id),
+                    ),
                     None => query_error(e),
                 })?;
             Ok(())
@@ -599,7 +609,8 @@ impl EvalStore for DieselStore {
         now: DateTime<Utc>,
     ) -> Result<Option<EvalRun>> {
         let runner = runner.to_owned();
-        let until = (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)).naive_utc();
+        let until =
+            (now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)).naive_utc();
         let now = now.naive_utc();
         self.run(move |conn| {
             let Some(row) = claim(conn, &runner, until, now).map_err(query_error)? else {
@@ -611,7 +622,12 @@ impl EvalStore for DieselStore {
         .await
     }
 
-    async fn renew_eval_lease(&self, id: &EvalRunId, runner: &str, until: DateTime<Utc>) -> Result<bool> {
+    async fn renew_eval_lease(
+        &self,
+        id: &EvalRunId,
+        runner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
         let (id, runner, until) = (id.to_string(), runner.to_owned(), until.naive_utc());
         self.run(move |conn| {
             diesel::update(
@@ -682,7 +698,11 @@ impl EvalStore for DieselStore {
                     .filter(eval_runs::lease_owner.eq(&runner)),
             )
             .set((
-                eval_runs::status.eq(if error.is_some() { "failed" } else { "completed" }),
+                eval_runs::status.eq(if error.is_some() {
+                    "failed"
+                } else {
+                    "completed"
+                }),
                 eval_runs::error.eq(&error),
                 eval_runs::lease_expires_at.eq(None::<NaiveDateTime>),
                 eval_runs::updated_at.eq(now),
@@ -723,4 +743,3 @@ impl EvalStore for DieselStore {
         .await
     }
 }
-

@@ -38,7 +38,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 12] = [
+const MIGRATIONS: [&str; 13] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -51,6 +51,7 @@ const MIGRATIONS: [&str; 12] = [
     "2026-12-03-000010_mcp_server_tools",
     "2026-12-03-000011_tasks",
     "2026-12-03-000012_clusters",
+    "2026-12-03-000013_evals",
 ];
 
 fn options() -> PoolOptions {
@@ -192,6 +193,9 @@ contract_tests!(
     cluster_duplicate_name_is_a_conflict_on_name,
     cluster_update_is_compare_and_set,
     cluster_list_by_name_and_delete,
+    testsets_round_trip_and_update_by_revision,
+    eval_runs_are_claimed_once_and_leases_guard_every_write,
+    eval_results_are_stored_once_and_counted,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -3804,4 +3808,321 @@ async fn cluster_list_by_name_and_delete(db: Database) {
     assert!(store.delete_cluster(&a.id).await.unwrap());
     assert!(!store.delete_cluster(&a.id).await.unwrap());
     assert_eq!(store.list_clusters(page(10, 0)).await.unwrap().total, 2);
+}
+
+fn eval_case(text: &str) -> agentry_domain::eval::TestCase {
+    agentry_domain::eval::TestCase::from_json(
+        "",
+        &serde_json::json!({"name": text, "input": [{"role": "system", "content": "Be {{tone}}."}, {"role": "user", "content": text}],
+            "context": {"tone": "brief"}, "expected": {"answer": text},
+            "assertions": [{"type": "equals"}, {"type": "regex", "pattern": "^a"}, {"type": "judge", "rubric": "good", "threshold": 0.5, "judge": "mock/echo"},
+                {"type": "tool_called", "name": "t", "arguments": {"x": 1}}, {"type": "json_schema", "schema": {"type": "object"}}]}),
+    )
+    .unwrap()
+}
+
+fn testset(name: &str, at: i64) -> agentry_domain::eval::TestSet {
+    agentry_domain::eval::TestSet {
+        id: agentry_domain::eval::TestSetId::generate(),
+        name: name.to_owned(),
+        description: Some("checks".into()),
+        cases: vec![eval_case("one"), eval_case("two")],
+        revision: 1,
+        created_at: t0() + TimeDelta::seconds(at),
+        updated_at: t0() + TimeDelta::seconds(at),
+    }
+}
+
+async fn testsets_round_trip_and_update_by_revision(db: Database) {
+    let store = db.evals();
+    let a = testset("alpha", 0);
+    let b = testset("beta", 1);
+    store.insert_testset(&a).await.unwrap();
+    store.insert_testset(&b).await.unwrap();
+    assert_eq!(store.get_testset(&a.id).await.unwrap(), a);
+    assert_eq!(store.get_testset_by_name("beta").await.unwrap(), b);
+    let taken = store
+        .insert_testset(&testset("alpha", 2))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_field(&taken), Some("name"));
+    let missing = agentry_domain::eval::TestSetId::generate();
+    assert!(matches!(
+        store.get_testset(&missing).await,
+        Err(Error::NotFound {
+            entity: "testset",
+            ..
+        })
+    ));
+    let listed = store.list_testsets(page(1, 0)).await.unwrap();
+    assert_eq!(listed.total, 2);
+    assert_eq!(listed.items[0].name, "beta", "newest first");
+    assert_eq!(listed.items[0].case_count, 2);
+    // A write names the revision it read: the second of two writers from revision 1 loses.
+    let mut first = a.clone();
+    first.cases.truncate(1);
+    first.revision = 2;
+    assert!(store.update_testset(&first, 1).await.unwrap());
+    let mut second = a.clone();
+    second.name = "alpha two".into();
+    second.revision = 2;
+    assert!(!store.update_testset(&second, 1).await.unwrap());
+    assert_eq!(store.get_testset(&a.id).await.unwrap(), first);
+    let mut clash = first.clone();
+    clash.name = "beta".into();
+    clash.revision = 3;
+    let e = store.update_testset(&clash, 2).await.unwrap_err();
+    assert_eq!(conflict_field(&e), Some("name"));
+    assert!(store.delete_testset(&a.id).await.unwrap());
+    assert!(!store.delete_testset(&a.id).await.unwrap());
+    assert!(matches!(
+        store.update_testset(&first, 2).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+fn eval_run(at: i64) -> agentry_domain::eval::EvalRun {
+    let set = testset("runs", 0);
+    agentry_domain::eval::EvalRun {
+        id: agentry_domain::eval::EvalRunId::generate(),
+        testset_id: set.id.clone(),
+        testset_name: set.name.clone(),
+        status: agentry_domain::eval::EvalStatus::Pending,
+        configurations: agentry_domain::eval::NewEvalRun::new(
+            &[serde_json::json!({"agent": "a", "version": 2}), serde_json::json!({"model": "mock/echo", "preamble": "x", "top_p": 0.5, "max_tokens": 10})],
+            Some(2),
+            Some(3),
+            None,
+        )
+        .unwrap()
+        .configurations,
+        cases: set.cases,
+        concurrency: 2,
+        repeats: 3,
+        judge: Some("mock/echo".into()),
+        total: 12,
+        done: 0,
+        error: None,
+        created_by: Some("user:u1".into()),
+        lease_owner: None,
+        lease_expires_at: None,
+        attempts: 0,
+        created_at: t0() + TimeDelta::seconds(at),
+        updated_at: t0() + TimeDelta::seconds(at),
+        started_at: None,
+        completed_at: None,
+    }
+}
+
+async fn eval_runs_are_claimed_once_and_leases_guard_every_write(db: Database) {
+    use agentry_domain::eval::EvalStatus;
+    let store = db.evals();
+    let now = t0() + TimeDelta::seconds(100);
+    let lease = Duration::from_secs(30);
+    let old = eval_run(0);
+    let new = eval_run(1);
+    store.insert_eval_run(&new).await.unwrap();
+    store.insert_eval_run(&old).await.unwrap();
+    assert_eq!(
+        store.get_eval_run(&old.id).await.unwrap(),
+        old,
+        "round trip"
+    );
+    // Concurrent claims: the two runs, each once, oldest first.
+    let mut claims = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let store = store.clone();
+        claims.spawn(async move {
+            store
+                .claim_eval_run(&format!("r{w}"), lease, now)
+                .await
+                .unwrap()
+        });
+    }
+    let claimed: Vec<_> = claims.join_all().await.into_iter().flatten().collect();
+    assert_eq!(claimed.len(), 2);
+    let first = claimed.iter().find(|r| r.id == old.id).unwrap();
+    assert_eq!(first.status, EvalStatus::Running);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(first.lease_expires_at, Some(now + TimeDelta::seconds(30)));
+    let owner = first.lease_owner.clone().unwrap();
+    assert!(
+        store
+            .claim_eval_run("late", lease, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Only the holder renews or finishes.
+    assert!(
+        !store
+            .renew_eval_lease(&old.id, "someone", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .renew_eval_lease(&old.id, &owner, now + TimeDelta::seconds(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_eval_run(&old.id, "someone", None, now)
+            .await
+            .unwrap()
+    );
+    // An expired lease is taken over (one more attempt, first start kept).
+    let later = now + TimeDelta::seconds(100);
+    let taken = store
+        .claim_eval_run("r9", lease, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.attempts, 2);
+    assert_eq!(taken.started_at, Some(now));
+    assert!(
+        !store
+            .finish_eval_run(&taken.id, &owner, None, later)
+            .await
+            .unwrap(),
+        "the old holder lost it"
+    );
+    assert!(
+        store
+            .finish_eval_run(&taken.id, "r9", Some("boom"), later)
+            .await
+            .unwrap()
+    );
+    let failed = store.get_eval_run(&taken.id).await.unwrap();
+    assert_eq!(
+        (failed.status, failed.error.as_deref()),
+        (EvalStatus::Failed, Some("boom"))
+    );
+    // Cancel wins over the holder; a finished run stays as it is.
+    let other = if taken.id == old.id { &new } else { &old };
+    let cancelled = store.cancel_eval_run(&other.id, later).await.unwrap();
+    assert_eq!(cancelled.status, EvalStatus::Cancelled);
+    assert!(cancelled.lease_owner.is_none());
+    let holder = claimed
+        .iter()
+        .find(|r| r.id == other.id)
+        .unwrap()
+        .lease_owner
+        .clone()
+        .unwrap();
+    assert!(
+        !store
+            .renew_eval_lease(&other.id, &holder, later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .cancel_eval_run(&taken.id, later)
+            .await
+            .unwrap()
+            .status,
+        EvalStatus::Failed
+    );
+    assert!(matches!(
+        store
+            .cancel_eval_run(&agentry_domain::eval::EvalRunId::generate(), later)
+            .await,
+        Err(Error::NotFound {
+            entity: "eval_run",
+            ..
+        })
+    ));
+    // Lists filter by test set and status, newest first.
+    let all = store
+        .list_eval_runs(&Default::default(), page(10, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.items.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        [new.id.clone(), old.id.clone()]
+    );
+    let filter = agentry_domain::eval::EvalRunFilter {
+        status: Some(EvalStatus::Cancelled),
+        created_by: Some("user:u1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_eval_runs(&filter, page(10, 0))
+            .await
+            .unwrap()
+            .total,
+        1
+    );
+    let filter = agentry_domain::eval::EvalRunFilter {
+        testset_id: Some(agentry_domain::eval::TestSetId::generate()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .list_eval_runs(&filter, page(10, 0))
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+}
+
+async fn eval_results_are_stored_once_and_counted(db: Database) {
+    use agentry_domain::eval::{EvalResult, Verdict};
+    let store = db.evals();
+    let run = eval_run(0);
+    store.insert_eval_run(&run).await.unwrap();
+    let result = |config: u32, case: usize, repeat: u32, output: &str| EvalResult {
+        run_id: run.id.clone(),
+        configuration: config,
+        case_id: run.cases[case].id.clone(),
+        repeat,
+        passed: config == 0,
+        output: output.to_owned(),
+        verdicts: vec![
+            Verdict {
+                kind: "judge",
+                passed: true,
+                reason: "score 0.9".into(),
+                score: Some(0.9),
+            },
+            Verdict {
+                kind: "regex",
+                passed: false,
+                reason: "no match".into(),
+                score: None,
+            },
+        ],
+        error: (config == 1).then(|| "provider failed".to_owned()),
+        latency_ms: 12,
+        prompt_tokens: 7,
+        completion_tokens: 3,
+        model: Some("mock/echo".into()),
+        tool_calls: vec![serde_json::json!({"name": "t", "arguments": "{}"})],
+        created_at: t0(),
+    };
+    let a = result(0, 0, 0, "first");
+    store.insert_eval_result(&a).await.unwrap();
+    // A runner that took over may repeat a case: the first result stays.
+    store
+        .insert_eval_result(&result(0, 0, 0, "second"))
+        .await
+        .unwrap();
+    store
+        .insert_eval_result(&result(1, 1, 2, "other"))
+        .await
+        .unwrap();
+    let stored = store.eval_results(&run.id).await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0], a, "round trip");
+    assert_eq!(stored[1].error.as_deref(), Some("provider failed"));
+    assert_eq!(store.get_eval_run(&run.id).await.unwrap().done, 2);
+    let listed = store
+        .list_eval_runs(&Default::default(), page(5, 0))
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].done, 2);
 }

@@ -18,15 +18,14 @@ use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
 use crate::metrics::Metrics;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, EvalStore, McpServerStore, PasswordHasher, RunStore, SecretGenerator,
-    TaskStore, TokenCodec,
+    ChangeLog, Clock, ConversationStore, EvalStore, McpServerStore, PasswordHasher, RunStore,
+    SecretGenerator, TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
-    InstanceSettings,
-    Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime,
-    RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
+    InstanceSettings, Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry,
+    Runtime, RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 

@@ -312,7 +312,8 @@ impl EvalService {
     ) -> Result<()> {
         match &mut config.subject {
             Subject::Agent { agent, version } => {
-                let r = AgentRef::parse(agent).map_err(|e| Error::from(e.renamed(format!("{field}.agent"))))?;
+                let r = AgentRef::parse(agent)
+                    .map_err(|e| Error::from(e.renamed(format!("{field}.agent"))))?;
                 let found = match self.agents.get(&r).await {
                     Ok(a) => a,
                     Err(Error::NotFound { .. }) => {
@@ -329,13 +330,13 @@ impl EvalService {
                         format!("names no agent: '{agent}'"),
                     ));
                 }
-                if let Some(v) = version {
-                    if let Err(Error::NotFound { .. }) = self.versions.get(&r, *v).await {
-                        return Err(Error::invalid(
-                            format!("{field}.version"),
-                            format!("agent '{agent}' has no version {v}"),
-                        ));
-                    }
+                if let Some(v) = version
+                    && let Err(Error::NotFound { .. }) = self.versions.get(&r, *v).await
+                {
+                    return Err(Error::invalid(
+                        format!("{field}.version"),
+                        format!("agent '{agent}' has no version {v}"),
+                    ));
                 }
                 // Turns name the agent by key (an id given here is read as the key it has now).
                 *agent = found.key.to_string();
@@ -369,7 +370,12 @@ impl EvalService {
     }
 
     /// Checks a judge: an agent key the caller may call, or a model.
-    async fn check_judge(&self, caller: Option<&Principal>, field: &str, judge: &str) -> Result<()> {
+    async fn check_judge(
+        &self,
+        caller: Option<&Principal>,
+        field: &str,
+        judge: &str,
+    ) -> Result<()> {
         if let Ok(r) = AgentRef::parse(judge)
             && let Ok(agent) = self.agents.get(&r).await
         {
@@ -422,8 +428,12 @@ impl EvalService {
                         ));
                     }
                     Some(j) if judges.insert(j.to_owned()) => {
-                        self.check_judge(caller, &format!("testset.cases[{i}].assertions.judge"), j)
-                            .await?;
+                        self.check_judge(
+                            caller,
+                            &format!("testset.cases[{i}].assertions.judge"),
+                            j,
+                        )
+                        .await?;
                     }
                     Some(_) => {}
                 }
@@ -565,14 +575,20 @@ impl Runner {
         let e = &self.evals;
         let mut events = e.events.subscribe();
         loop {
-            match e.store.claim_eval_run(&self.name, e.settings.lease, e.clock.now()).await {
+            match e
+                .store
+                .claim_eval_run(&self.name, e.settings.lease, e.clock.now())
+                .await
+            {
                 Ok(Some(run)) => {
                     e.events.publish(status_event(&run, run.done));
                     self.execute(run).await;
                     continue;
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, runner = %self.name, "could not claim an evaluation run"),
+                Err(err) => {
+                    tracing::warn!(error = %err, runner = %self.name, "could not claim an evaluation run")
+                }
             }
             let sleep = tokio::time::sleep(e.settings.poll);
             tokio::pin!(sleep);
@@ -612,7 +628,11 @@ impl Runner {
         for (case_i, case) in run.cases.iter().enumerate() {
             for (config_i, _) in run.configurations.iter().enumerate() {
                 for repeat in 0..run.repeats {
-                    let key = (u32::try_from(config_i).unwrap_or(u32::MAX), case.id.to_string(), repeat);
+                    let key = (
+                        u32::try_from(config_i).unwrap_or(u32::MAX),
+                        case.id.to_string(),
+                        repeat,
+                    );
                     if !done.contains(&key) {
                         items.push((config_i, case_i, repeat));
                     }
@@ -646,8 +666,13 @@ impl Runner {
             async move {
                 loop {
                     match events.recv().await {
-                        Ok(ev) if ev.channels.contains(&channel)
-                            && ev.payload.get("status").and_then(Value::as_str) == Some("cancelled") => return,
+                        Ok(ev)
+                            if ev.channels.contains(&channel)
+                                && ev.payload.get("status").and_then(Value::as_str)
+                                    == Some("cancelled") =>
+                        {
+                            return;
+                        }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             futures_util::future::pending::<()>().await;
@@ -663,7 +688,9 @@ impl Runner {
                 match e.store.renew_eval_lease(&id, &self.name, until).await {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(err) => tracing::warn!(eval_run = %id, error = %err, "could not renew a run's lease"),
+                    Err(err) => {
+                        tracing::warn!(eval_run = %id, error = %err, "could not renew a run's lease")
+                    }
                 }
             }
         };
@@ -681,14 +708,22 @@ impl Runner {
         if finished.is_err() {
             return;
         }
-        match e.store.finish_eval_run(&id, &self.name, None, e.clock.now()).await {
+        match e
+            .store
+            .finish_eval_run(&id, &self.name, None, e.clock.now())
+            .await
+        {
             Ok(true) => {
                 if let Ok(after) = e.store.get_eval_run(&id).await {
                     e.events.publish(status_event(&after, after.done));
                 }
             }
-            Ok(false) => tracing::info!(eval_run = %id, "evaluation run changed hands before it finished"),
-            Err(err) => tracing::warn!(eval_run = %id, error = %err, "could not mark a run completed; it is taken again when its lease expires"),
+            Ok(false) => {
+                tracing::info!(eval_run = %id, "evaluation run changed hands before it finished")
+            }
+            Err(err) => {
+                tracing::warn!(eval_run = %id, error = %err, "could not mark a run completed; it is taken again when its lease expires")
+            }
         }
     }
 
@@ -775,14 +810,22 @@ impl Runner {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = match e.runtime.start_turn(None, target.clone(), request.clone()).await {
+            let outcome = match e
+                .runtime
+                .start_turn(None, target.clone(), request.clone())
+                .await
+            {
                 Ok(turn) => turn.finish().await,
                 Err(err) => Err(err),
             };
             let wait = match &outcome {
-                Err(Error::RateLimited { retry_after, .. } | Error::Busy { retry_after, .. }) => *retry_after,
+                Err(Error::RateLimited { retry_after, .. } | Error::Busy { retry_after, .. }) => {
+                    *retry_after
+                }
                 Err(Error::Unavailable(_)) => Duration::from_secs(1),
-                Err(Error::Provider { error, .. }) if error.is_retryable() => Duration::from_secs(1),
+                Err(Error::Provider { error, .. }) if error.is_retryable() => {
+                    Duration::from_secs(1)
+                }
                 _ => return outcome,
             };
             if attempt >= e.settings.retries.max(1) {
@@ -793,7 +836,13 @@ impl Runner {
     }
 
     /// Asks the judge of `assertion` for a score.
-    async fn judge(&self, run: &EvalRun, case: &TestCase, assertion: &Assertion, answer: &str) -> Verdict {
+    async fn judge(
+        &self,
+        run: &EvalRun,
+        case: &TestCase,
+        assertion: &Assertion,
+        answer: &str,
+    ) -> Verdict {
         let Assertion::Judge {
             rubric,
             threshold,
@@ -827,7 +876,10 @@ impl Runner {
                 ..Params::default()
             },
             ..TurnRequest::new(
-                vec![PromptMessage::new(Role::User, crate::eval::judge_prompt(rubric, case, answer))],
+                vec![PromptMessage::new(
+                    Role::User,
+                    crate::eval::judge_prompt(rubric, case, answer),
+                )],
                 Memory::Run {
                     run_id: None,
                     log_meta,

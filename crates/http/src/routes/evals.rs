@@ -226,7 +226,7 @@ pub struct TestSetList {
 /// Pagination.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PageQuery {
+pub struct TestSetPageQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>)]
     pub limit: Option<String>,
@@ -240,11 +240,11 @@ fn cases(field: &str, items: &[Value]) -> Result<Vec<TestCase>, ApiError> {
 }
 
 /// List test sets, newest first (seed 000).
-#[utoipa::path(get, path = "/api/v1/testsets", tag = "evals", params(PageQuery),
+#[utoipa::path(get, path = "/api/v1/testsets", tag = "evals", params(TestSetPageQuery),
     responses((status = 200, body = TestSetList), (status = 400, body = ErrorEnvelope)))]
 pub async fn list_testsets(
     state: web::Data<AppState>,
-    query: web::Query<PageQuery>,
+    query: web::Query<TestSetPageQuery>,
 ) -> ApiResult<HttpResponse> {
     let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let paged = state.evals.list_testsets(page).await?;
@@ -425,7 +425,10 @@ pub async fn replace_case(
     match body.as_object_mut() {
         Some(o) => match o.get("id") {
             Some(Value::String(given)) if given != id.as_str() => {
-                return Err(ApiError::validation("id", "must be the path's case id (or left out)"));
+                return Err(ApiError::validation(
+                    "id",
+                    "must be the path's case id (or left out)",
+                ));
             }
             _ => {
                 o.insert("id".into(), json!(id.as_str()));
@@ -462,10 +465,7 @@ pub async fn export_cases(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let set = state.evals.get_testset(&path).await?;
-    let file = format!(
-        "{}.jsonl",
-        agentry_domain::text::slugify(&set.name, 100)
-    );
+    let file = format!("{}.jsonl", agentry_domain::text::slugify(&set.name, 100));
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header((
@@ -554,7 +554,7 @@ pub struct ConfigurationDoc {
 #[schema(example = json!({"configurations": [{"agent": "support-bot", "label": "live"},
     {"model": "mock/echo", "preamble": "You are a concise support assistant.", "temperature": 0.2, "label": "concise"}],
     "concurrency": 2}))]
-pub struct RunInput {
+pub struct EvalRunInput {
     /// 1 to 10 configurations.
     #[schema(value_type = Vec<ConfigurationDoc>, required = true)]
     pub configurations: Option<Vec<Value>>,
@@ -591,7 +591,7 @@ pub struct TokenTotals {
 
 /// One configuration's numbers.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SummaryView {
+pub struct EvalSummaryView {
     /// The configuration's position in the run.
     pub configuration: u32,
     /// Its label.
@@ -616,7 +616,7 @@ pub struct SummaryView {
     pub estimated_cost_usd: Option<f64>,
 }
 
-impl SummaryView {
+impl EvalSummaryView {
     fn new(i: usize, s: &Summary) -> Self {
         Self {
             configuration: u32::try_from(i).unwrap_or(u32::MAX),
@@ -652,7 +652,7 @@ impl SummaryView {
 
 /// One case's result under one configuration.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ResultView {
+pub struct EvalResultView {
     /// The configuration's position.
     pub configuration: u32,
     /// The configuration's label.
@@ -685,9 +685,9 @@ pub struct ResultView {
     pub created_at: String,
 }
 
-/// Progress.
+/// EvalProgress.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Progress {
+pub struct EvalProgress {
     /// Results stored.
     pub done: u64,
     /// Results expected.
@@ -696,7 +696,7 @@ pub struct Progress {
 
 /// An evaluation run.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RunView {
+pub struct EvalRunView {
     /// Id (`eval_run_…`).
     pub id: String,
     /// The test set.
@@ -707,7 +707,7 @@ pub struct RunView {
     #[schema(example = "running")]
     pub status: &'static str,
     /// Results stored of those expected.
-    pub progress: Progress,
+    pub progress: EvalProgress,
     /// The configurations, in order (with their labels).
     #[schema(value_type = Vec<Object>)]
     pub configurations: Vec<Value>,
@@ -729,19 +729,19 @@ pub struct RunView {
     pub completed_at: Option<String>,
     /// Per configuration (one run, not lists).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<Vec<SummaryView>>,
+    pub summary: Option<Vec<EvalSummaryView>>,
     /// Per case × configuration × repeat (one run, unless `results=false`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub results: Option<Vec<ResultView>>,
+    pub results: Option<Vec<EvalResultView>>,
 }
 
-fn run_view(run: &EvalRun) -> RunView {
-    RunView {
+fn run_view(run: &EvalRun) -> EvalRunView {
+    EvalRunView {
         id: run.id.to_string(),
         testset_id: run.testset_id.to_string(),
         testset_name: run.testset_name.clone(),
         status: run.status.as_str(),
-        progress: Progress {
+        progress: EvalProgress {
             done: run.done,
             total: run.total,
         },
@@ -759,8 +759,8 @@ fn run_view(run: &EvalRun) -> RunView {
     }
 }
 
-fn result_view(run: &EvalRun, r: &EvalResult) -> ResultView {
-    ResultView {
+fn result_view(run: &EvalRun, r: &EvalResult) -> EvalResultView {
+    EvalResultView {
         configuration: r.configuration,
         label: run
             .configurations
@@ -794,7 +794,10 @@ fn result_view(run: &EvalRun, r: &EvalResult) -> ResultView {
 /// repeat.
 fn ordered(run: &EvalRun, mut results: Vec<EvalResult>) -> Vec<EvalResult> {
     let position = |id: &agentry_domain::eval::CaseId| {
-        run.cases.iter().position(|c| &c.id == id).unwrap_or(usize::MAX)
+        run.cases
+            .iter()
+            .position(|c| &c.id == id)
+            .unwrap_or(usize::MAX)
     };
     results.sort_by_key(|r| (position(&r.case_id), r.configuration, r.repeat));
     results
@@ -802,15 +805,15 @@ fn ordered(run: &EvalRun, mut results: Vec<EvalResult>) -> Vec<EvalResult> {
 
 /// Start a run of the test set against configurations (seed 000): `202` with the run,
 /// `pending`; a runner on any replica executes it (`GET /api/v1/eval-runs/{id}` follows it).
-#[utoipa::path(post, path = "/api/v1/testsets/{testset}/runs", tag = "evals", request_body = RunInput,
+#[utoipa::path(post, path = "/api/v1/testsets/{testset}/runs", tag = "evals", request_body = EvalRunInput,
     params(("testset" = String, Path, description = "Test set id or name")),
-    responses((status = 202, body = RunView), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 202, body = EvalRunView), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn start_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
-    JsonBody(body): JsonBody<RunInput>,
+    JsonBody(body): JsonBody<EvalRunInput>,
 ) -> ApiResult<HttpResponse> {
     let configurations = body
         .configurations
@@ -818,17 +821,14 @@ pub async fn start_run(
     let new = NewEvalRun::new(&configurations, body.concurrency, body.repeats, body.judge)?;
     let run = state.evals.start_run(Some(&caller), &path, new).await?;
     Ok(HttpResponse::Accepted()
-        .insert_header((
-            header::LOCATION,
-            format!("/api/v1/eval-runs/{}", run.id),
-        ))
+        .insert_header((header::LOCATION, format!("/api/v1/eval-runs/{}", run.id)))
         .json(run_view(&run)))
 }
 
 /// Filters and pagination.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RunQuery {
+pub struct EvalRunQuery {
     /// Runs of this test set (id).
     #[param(pattern = "^(testset_[0-9a-f]{32})?$")]
     pub testset_id: Option<String>,
@@ -845,9 +845,9 @@ pub struct RunQuery {
 
 /// A page of runs.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RunList {
+pub struct EvalRunList {
     /// Newest first (without summaries and results).
-    pub eval_runs: Vec<RunView>,
+    pub eval_runs: Vec<EvalRunView>,
     /// Matches in all pages.
     pub total: u64,
     /// Page size.
@@ -857,12 +857,12 @@ pub struct RunList {
 }
 
 /// List runs, newest first.
-#[utoipa::path(get, path = "/api/v1/eval-runs", tag = "evals", params(RunQuery),
-    responses((status = 200, body = RunList), (status = 400, body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/api/v1/eval-runs", tag = "evals", params(EvalRunQuery),
+    responses((status = 200, body = EvalRunList), (status = 400, body = ErrorEnvelope)))]
 pub async fn list_runs(
     state: web::Data<AppState>,
     Caller(caller): Caller,
-    query: web::Query<RunQuery>,
+    query: web::Query<EvalRunQuery>,
 ) -> ApiResult<HttpResponse> {
     let page = crate::routes::providers::page_of(query.limit.as_deref(), query.offset.as_deref())?;
     let filter = EvalRunFilter {
@@ -881,7 +881,7 @@ pub async fn list_runs(
         created_by: None,
     };
     let paged = state.evals.list_runs(Some(&caller), filter, page).await?;
-    Ok(HttpResponse::Ok().json(RunList {
+    Ok(HttpResponse::Ok().json(EvalRunList {
         eval_runs: paged.items.iter().map(run_view).collect(),
         total: paged.total,
         limit: page.limit(),
@@ -896,7 +896,7 @@ fn run_id(raw: &str) -> Result<EvalRunId, ApiError> {
 /// What a run's page holds.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RunDetailQuery {
+pub struct EvalRunDetailQuery {
     /// `false` leaves the per-case results out (the summary stays).
     #[param(value_type = Option<bool>)]
     pub results: Option<String>,
@@ -904,13 +904,13 @@ pub struct RunDetailQuery {
 
 /// Get a run: status, progress, per-configuration summary and per-case results.
 #[utoipa::path(get, path = "/api/v1/eval-runs/{eval_run}", tag = "evals",
-    params(("eval_run" = String, Path, description = "Run id"), RunDetailQuery),
-    responses((status = 200, body = RunView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    params(("eval_run" = String, Path, description = "Run id"), EvalRunDetailQuery),
+    responses((status = 200, body = EvalRunView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn get_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
-    query: web::Query<RunDetailQuery>,
+    query: web::Query<EvalRunDetailQuery>,
 ) -> ApiResult<HttpResponse> {
     let with_results = match query.results.as_deref() {
         None | Some("" | "true") => true,
@@ -926,7 +926,7 @@ pub async fn get_run(
         summaries
             .iter()
             .enumerate()
-            .map(|(i, s)| SummaryView::new(i, s))
+            .map(|(i, s)| EvalSummaryView::new(i, s))
             .collect(),
     );
     if with_results {
@@ -939,21 +939,24 @@ pub async fn get_run(
 /// ended is returned unchanged.
 #[utoipa::path(post, path = "/api/v1/eval-runs/{eval_run}/cancel", tag = "evals",
     params(("eval_run" = String, Path, description = "Run id")),
-    responses((status = 200, body = RunView), (status = 404, body = ErrorEnvelope)))]
+    responses((status = 200, body = EvalRunView), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn cancel_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    let run = state.evals.cancel_run(Some(&caller), &run_id(&path)?).await?;
+    let run = state
+        .evals
+        .cancel_run(Some(&caller), &run_id(&path)?)
+        .await?;
     Ok(HttpResponse::Ok().json(run_view(&run)))
 }
 
 /// Which configurations to compare.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct CompareQuery {
+pub struct EvalCompareQuery {
     /// The base configuration: its label or position (default 0).
     pub base: Option<String>,
     /// The candidate: its label or position (default 1).
@@ -975,7 +978,7 @@ pub struct FlipView {
 
 /// Two configurations compared case by case.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Comparison {
+pub struct EvalComparison {
     /// The base's label.
     pub base: String,
     /// The candidate's label.
@@ -990,12 +993,20 @@ pub struct Comparison {
     pub pass_rate_delta: f64,
 }
 
-fn configuration_index(run: &EvalRun, field: &str, raw: Option<&str>, default: u32) -> Result<u32, ApiError> {
+fn configuration_index(
+    run: &EvalRun,
+    field: &str,
+    raw: Option<&str>,
+    default: u32,
+) -> Result<u32, ApiError> {
     let Some(raw) = raw.filter(|r| !r.is_empty()) else {
         if (default as usize) < run.configurations.len() {
             return Ok(default);
         }
-        return Err(ApiError::validation(field, "the run has no such configuration"));
+        return Err(ApiError::validation(
+            field,
+            "the run has no such configuration",
+        ));
     };
     if let Some(i) = run.configurations.iter().position(|c| c.label == raw) {
         return Ok(u32::try_from(i).unwrap_or(u32::MAX));
@@ -1004,7 +1015,10 @@ fn configuration_index(run: &EvalRun, field: &str, raw: Option<&str>, default: u
         Ok(i) if (i as usize) < run.configurations.len() => Ok(i),
         _ => Err(ApiError::validation(
             field,
-            format!("names no configuration of the run (a label or a position from 0 to {})", run.configurations.len().saturating_sub(1)),
+            format!(
+                "names no configuration of the run (a label or a position from 0 to {})",
+                run.configurations.len().saturating_sub(1)
+            ),
         )),
     }
 }
@@ -1012,13 +1026,13 @@ fn configuration_index(run: &EvalRun, field: &str, raw: Option<&str>, default: u
 /// Compare two configurations of a run: the cases that flipped (a case passes under a
 /// configuration when every repeat passed).
 #[utoipa::path(get, path = "/api/v1/eval-runs/{eval_run}/compare", tag = "evals",
-    params(("eval_run" = String, Path, description = "Run id"), CompareQuery),
-    responses((status = 200, body = Comparison), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
+    params(("eval_run" = String, Path, description = "Run id"), EvalCompareQuery),
+    responses((status = 200, body = EvalComparison), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 pub async fn compare_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
-    query: web::Query<CompareQuery>,
+    query: web::Query<EvalCompareQuery>,
 ) -> ApiResult<HttpResponse> {
     let (run, results) = state.evals.results(Some(&caller), &run_id(&path)?).await?;
     let base = configuration_index(&run, "base", query.base.as_deref(), 0)?;
@@ -1033,10 +1047,14 @@ pub async fn compare_run(
         candidate_passed: f.candidate_passed,
     };
     let label = |i: u32| run.configurations[i as usize].label.clone();
-    Ok(HttpResponse::Ok().json(Comparison {
+    Ok(HttpResponse::Ok().json(EvalComparison {
         base: label(base),
         candidate: label(candidate),
-        improved: flips.iter().filter(|f| f.candidate_passed).map(view).collect(),
+        improved: flips
+            .iter()
+            .filter(|f| f.candidate_passed)
+            .map(view)
+            .collect(),
         regressed: flips.iter().filter(|f| f.base_passed).map(view).collect(),
         unchanged,
         pass_rate_delta: ((rate(candidate) - rate(base)) * 10_000.0).round() / 10_000.0,

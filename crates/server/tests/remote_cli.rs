@@ -1,5 +1,6 @@
-//! `agentry apply | get | delete | scale` against a running server, as an operator runs
-//! them: the real binary on both ends, manifests from a file, a folder and standard input.
+//! `agentry apply | get | delete | scale | eval run` against a running server, as an operator
+//! or a CI pipeline runs them: the real binary on both ends, manifests from a file, a folder
+//! and standard input, a test set gating on its pass rate.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -267,5 +268,110 @@ fn apply_get_scale_delete_against_a_running_server() {
         text(&anonymous).contains("401 UNAUTHORIZED"),
         "{}",
         text(&anonymous)
+    );
+}
+
+/// A JSON request over plain HTTP/1.1 with a bearer key; returns the status and the body.
+fn request(port: u16, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn eval_run_gates_on_the_pass_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = serve(dir.path(), port);
+    let out = agentry(dir.path())
+        .args(["key", "create", "--name", "ci", "--scopes", "write"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .unwrap()
+        .to_owned();
+    let (status, body) = request(
+        port,
+        "POST",
+        "/api/v1/agents",
+        &key,
+        r#"{"name": "Echo", "key": "echo", "model": "mock/echo"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    // The mock echoes: the first case passes, the second cannot.
+    let (status, body) = request(
+        port,
+        "POST",
+        "/api/v1/testsets",
+        &key,
+        r#"{"name": "release gate", "cases": [
+            {"name": "echo", "input": "hello", "assertions": [{"type": "contains", "value": "hello"}]},
+            {"name": "never", "input": "hello", "assertions": [{"type": "equals", "value": "goodbye"}]}]}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let server = format!("http://127.0.0.1:{port}");
+    let eval = |extra: &[&str]| {
+        let mut c = agentry(dir.path());
+        c.args(["eval", "run", "release gate", "--agent", "echo"])
+            .args(extra)
+            .env("AGENTRY_SERVER", &server)
+            .env("AGENTRY_API_KEY", &key);
+        c.output().unwrap()
+    };
+
+    let half = eval(&["--min-pass-rate", "0.5"]);
+    assert_eq!(half.status.code(), Some(0), "{}", text(&half));
+    let table = String::from_utf8_lossy(&half.stdout);
+    assert!(table.contains("CONFIGURATION"), "{table}");
+    assert!(table.contains("50.0%"), "{table}");
+    assert!(table.contains("1/2"), "{table}");
+    assert!(
+        table.contains("echo / never: equals: expected \"goodbye\""),
+        "{table}"
+    );
+    assert!(table.contains("PASSED"), "{table}");
+
+    let strict = eval(&["--min-pass-rate", "0.9"]);
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
+    assert!(String::from_utf8_lossy(&strict.stdout).contains("FAILED: below 90.0%: echo (50.0%)"));
+
+    let json = eval(&["--min-pass-rate", "0.5", "--output", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
+    let run: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["summary"][0]["passed"], 1);
+
+    // What cannot run is exit 2, with the server's reason.
+    let missing = {
+        let mut c = agentry(dir.path());
+        c.args(["eval", "run", "no such set", "--agent", "echo"])
+            .env("AGENTRY_SERVER", &server)
+            .env("AGENTRY_API_KEY", &key);
+        c.output().unwrap()
+    };
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("404"), "{}", text(&missing));
+    let nothing = eval(&["--agent", "nobody"]);
+    assert_eq!(nothing.status.code(), Some(2), "{}", text(&nothing));
+    assert!(
+        text(&nothing).contains("configurations[1].agent"),
+        "{}",
+        text(&nothing)
     );
 }
