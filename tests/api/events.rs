@@ -458,3 +458,33 @@ async fn a_failing_provider_is_announced_once_a_minute_on_the_system_channel() {
     send(&mut ws, json!({"type": "ping"})).await;
     assert_eq!(next(&mut ws).await["type"], "pong");
 }
+
+#[tokio::test]
+async fn eval_run_progress_reaches_its_subscribers() {
+    let app = app().await;
+    create(&app, json!({"name": "Slow", "key": "slow", "model": "mock/slow-300"})).await;
+    let cases: Vec<Value> = (0..3)
+        .map(|i| json!({"input": format!("case {i}"), "expected": format!("case {i}")}))
+        .collect();
+    let (status, set) = json(app.post("/api/v1/testsets", &json!({"name": "ws", "cases": cases})).await).await;
+    assert_eq!(status, 201, "{set}");
+    let (status, run) = json(
+        app.post(
+            &format!("/api/v1/testsets/{}/runs", set["id"].as_str().unwrap()),
+            &json!({"configurations": [{"agent": "slow"}], "concurrency": 1}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let mut ws = connect(&app, "/api/v1/ws", &app.admin_token()).await;
+    let ok = subscribe(&mut ws, &format!("eval_run.{id}")).await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    let seen = until(&mut ws, |m| m["status"] == "completed").await;
+    let last = seen.last().unwrap();
+    assert_eq!((last["type"].clone(), last["done"].clone(), last["total"].clone()), (json!("eval_run.status"), json!(3), json!(3)), "{seen:?}");
+    assert!(seen.iter().any(|m| m["status"] == "running"), "{seen:?}");
+    let bad = subscribe(&mut ws, "eval_run.eval_run_00000000000000000000000000000000").await;
+    assert_eq!(bad["type"], "error", "{bad}");
+}

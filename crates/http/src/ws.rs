@@ -206,7 +206,7 @@ async fn authenticated(
 
 /// `GET /api/v1/ws`: the event stream.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "events",
-    description = "Upgrades to a WebSocket carrying events as JSON messages. Authenticate with a bearer header or `{\"type\":\"auth\",\"token\"}` first; then `{\"type\":\"subscribe\",\"channel\"}` with `agent.{id}.events`, `task.{id}`, `tasks` or `system`. Events: `task.status`, `agent.message`, `system.notification` (see docs/events.md).",
+    description = "Upgrades to a WebSocket carrying events as JSON messages. Authenticate with a bearer header or `{\"type\":\"auth\",\"token\"}` first; then `{\"type\":\"subscribe\",\"channel\"}` with `agent.{id}.events`, `task.{id}`, `tasks`, `eval_run.{id}` or `system`. Events: `task.status`, `eval_run.status`, `agent.message`, `system.notification` (see docs/events.md).",
     responses((status = 101, description = "Switching protocols"), (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorEnvelope)))]
 pub async fn ws_events(
     req: HttpRequest,
@@ -394,6 +394,12 @@ async fn may_subscribe(
         state.tasks.get(Some(principal), &id).await?;
         return Ok((channel.to_owned(), None));
     }
+    if let Some(id) = channel.strip_prefix("eval_run.") {
+        let id = agentry_domain::eval::EvalRunId::parse(id)
+            .map_err(|_| ApiError::from(agentry_domain::Error::not_found("eval_run", id)))?;
+        state.evals.get_run(Some(principal), &id).await?;
+        return Ok((channel.to_owned(), None));
+    }
     if let Some(agent) = channel
         .strip_prefix("agent.")
         .and_then(|rest| rest.strip_suffix(".events"))
@@ -414,7 +420,7 @@ async fn may_subscribe(
     }
     Err(ApiError::validation(
         "channel",
-        "must be agent.{id}.events, task.{id}, tasks or system",
+        "must be agent.{id}.events, task.{id}, tasks, eval_run.{id} or system",
     ))
 }
 
