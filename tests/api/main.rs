@@ -10,6 +10,7 @@ mod document;
 mod evals;
 mod events;
 mod hygiene;
+mod insights;
 mod mcp;
 pub(crate) mod mcp_live;
 mod metrics;

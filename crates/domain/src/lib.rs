@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod event;
 pub mod ids;
+pub mod insight;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;

@@ -658,3 +658,62 @@ pub trait EvalStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<crate::eval::EvalRun>;
 }
+
+/// A conversation waiting for its analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleConversation {
+    /// The conversation.
+    pub id: String,
+    /// Its agent.
+    pub agent_id: AgentId,
+    /// Its messages.
+    pub message_count: u64,
+    /// When its last message was stored.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Durable storage of conversation analyses, and the aggregations insights read.
+#[async_trait]
+pub trait InsightStore: Send + Sync {
+    /// Conversations whose last message is at or after `from` and before `idle_before`, with
+    /// messages, and with no analysis of their latest message; oldest first.
+    async fn idle_conversations(
+        &self,
+        from: DateTime<Utc>,
+        idle_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<IdleConversation>>;
+
+    /// Stores an analysis, replacing the conversation's earlier one (and its issues).
+    async fn save_analysis(&self, analysis: &crate::insight::ConversationAnalysis) -> Result<()>;
+
+    /// The analysis of a conversation, if any.
+    async fn get_analysis(
+        &self,
+        conversation_id: &str,
+    ) -> Result<Option<crate::insight::ConversationAnalysis>>;
+
+    /// The counts over an agent's analyses whose conversation's last message is in
+    /// `[from, to)` (`from` `None`: since the beginning).
+    async fn tally(
+        &self,
+        agent: &AgentId,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+    ) -> Result<crate::insight::Tally>;
+
+    /// The issue labels of the same analyses, most frequent first, at most `limit`.
+    async fn issue_counts(
+        &self,
+        agent: &AgentId,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::insight::IssueCount>>;
+
+    /// Analyses made by `analyser` since `since` (the daily cap of a model analyser).
+    async fn analyses_since(&self, analyser: &str, since: DateTime<Utc>) -> Result<u64>;
+
+    /// The agent's stored conversations.
+    async fn conversation_count(&self, agent: &AgentId) -> Result<u64>;
+}

@@ -49,6 +49,8 @@ pub struct AppState {
     pub tasks: agentry_domain::services::TaskService,
     /// Test sets and evaluation runs.
     pub evals: agentry_domain::services::EvalService,
+    /// Agent status and conversation insights.
+    pub insights: agentry_domain::services::InsightService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.

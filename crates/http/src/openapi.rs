@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, clusters, conversations, evals, health, mcp_servers, metrics,
-    providers, runs, tasks, users, versions,
+    agents, api_keys, auth, chat, clusters, conversations, evals, health, insights, mcp_servers,
+    metrics, providers, runs, tasks, users, versions,
 };
 
 /// The whole API.
@@ -55,6 +55,9 @@ use crate::routes::{
         mcp_servers::restart_mcp_server,
         mcp_servers::mcp_server_logs,
         mcp_servers::mcp_server_tools,
+        insights::agent_status,
+        insights::agent_insights,
+        insights::analyze_agent,
         evals::list_testsets,
         evals::create_testset,
         evals::get_testset,
@@ -126,6 +129,7 @@ use crate::routes::{
     tags(
         (name = "ops", description = "Health and readiness"),
         (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
+        (name = "insights", description = "Agent status and conversation insights (seed 001)"),
         (name = "evals", description = "Test sets and evaluation runs across configurations (seed 000)"),
         (name = "events", description = "The WebSocket event stream: task status, agent messages, system notifications"),
         (name = "ops", description = "Health, readiness and metrics"),

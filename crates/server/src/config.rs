@@ -142,6 +142,17 @@ pub struct Config {
     /// Seconds a runner's claim on an evaluation run lasts unless renewed; a replica that dies
     /// leaves its runs to others after this (`AGENTRY_EVAL_LEASE_SECS`).
     pub eval_lease_secs: u64,
+    /// Minutes without a new message after which a conversation is analysed for insights
+    /// (`AGENTRY_INSIGHTS_IDLE_MINUTES`).
+    pub insights_idle_minutes: u64,
+    /// The analysis model: an agent key or `provider/model` (`AGENTRY_INSIGHTS_MODEL`); none:
+    /// the built-in deterministic analyser.
+    pub insights_model: Option<String>,
+    /// Most analyses by the model in 24 hours, then the built-in analyser
+    /// (`AGENTRY_INSIGHTS_DAILY_CAP`).
+    pub insights_daily_cap: u64,
+    /// Seconds between looks for idle conversations (`AGENTRY_INSIGHTS_SWEEP_SECS`).
+    pub insights_sweep_secs: u64,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -254,6 +265,9 @@ struct Defaults {
     task_retry_base_ms: u64,
     eval_runners: usize,
     eval_lease_secs: u64,
+    insights_idle_minutes: u64,
+    insights_daily_cap: u64,
+    insights_sweep_secs: u64,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -306,6 +320,9 @@ const DEFAULTS: Defaults = Defaults {
     task_retry_base_ms: 5000,
     eval_runners: 1,
     eval_lease_secs: 30,
+    insights_idle_minutes: 30,
+    insights_daily_cap: 1000,
+    insights_sweep_secs: 60,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

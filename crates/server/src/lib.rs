@@ -26,8 +26,8 @@ use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
-    AuthService, AuthSettings, EvalSettings, InstanceSettings, McpSettings, RuntimeSettings,
-    ServicePorts, ServiceSettings, Services, TaskSettings,
+    AuthService, AuthSettings, EvalSettings, InsightSettings, InstanceSettings, McpSettings,
+    RuntimeSettings, ServicePorts, ServiceSettings, Services, TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -242,6 +242,7 @@ pub async fn services(
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
         evals: database.evals(),
+        insights: database.insights(),
         events: database.events(),
         clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(provider_settings(config), mock_script)),
@@ -291,6 +292,13 @@ pub async fn services(
             runners: config.eval_runners,
             lease: Duration::from_secs(config.eval_lease_secs.max(1)),
             ..EvalSettings::default()
+        },
+        insights: InsightSettings {
+            idle: Duration::from_secs(config.insights_idle_minutes.saturating_mul(60)),
+            model: config.insights_model.clone(),
+            daily_cap: config.insights_daily_cap,
+            sweep: Duration::from_secs(config.insights_sweep_secs.max(1)),
+            ..InsightSettings::default()
         },
         instances: InstanceSettings {
             queue_timeout: Duration::from_millis(config.instance_queue_timeout_ms),
@@ -480,6 +488,7 @@ impl Application {
             mcp_servers: services.mcp_servers,
             tasks: services.tasks,
             evals: services.evals,
+            insights: services.insights,
             events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -215,6 +215,11 @@ impl Database {
         Arc::new(self.store())
     }
 
+    /// The store of conversation analyses over this pool.
+    pub fn insights(&self) -> Arc<dyn agentry_domain::ports::InsightStore> {
+        Arc::new(self.store())
+    }
+
     /// The store of clusters over this pool.
     pub fn clusters(&self) -> Arc<dyn agentry_domain::ports::ClusterStore> {
         Arc::new(self.store())

@@ -29,6 +29,7 @@ mod error;
 mod evals;
 mod events;
 mod history_rows;
+mod insights;
 mod mcp_servers;
 mod providers;
 mod rows;

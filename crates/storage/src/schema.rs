@@ -308,7 +308,39 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    conversation_analyses (conversation_id) {
+        conversation_id -> Text,
+        agent_id -> Text,
+        outcome -> Text,
+        completed -> Integer,
+        abandoned -> Integer,
+        escalated -> Integer,
+        task_completed -> Integer,
+        sentiment -> Double,
+        positive -> Integer,
+        negative -> Integer,
+        issues -> Text,
+        analyser -> Text,
+        message_count -> Integer,
+        response_ms -> Nullable<Double>,
+        last_message_at -> Timestamp,
+        analysed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    conversation_issues (conversation_id, label) {
+        conversation_id -> Text,
+        label -> Text,
+        agent_id -> Text,
+        failed -> Integer,
+        last_message_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(agent_tags -> agents (agent_id));
+diesel::joinable!(conversation_analyses -> conversations (conversation_id));
 diesel::joinable!(agent_versions -> agents (agent_id));
 diesel::joinable!(auth_sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
@@ -336,5 +368,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     testsets,
     eval_runs,
     eval_results,
+    conversation_analyses,
+    conversation_issues,
     change_counter
 );

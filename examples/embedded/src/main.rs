@@ -75,6 +75,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         mcp_servers: database.mcp_servers(),
         tasks: database.tasks(),
         evals: database.evals(),
+        insights: database.insights(),
         events: database.events(),
         clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),

@@ -18,14 +18,15 @@ use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
 use crate::metrics::Metrics;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, EvalStore, McpServerStore, PasswordHasher, RunStore,
-    SecretGenerator, TaskStore, TokenCodec,
+    ChangeLog, Clock, ConversationStore, EvalStore, InsightStore, McpServerStore, PasswordHasher,
+    RunStore, SecretGenerator, TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
-    InstanceSettings, Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry,
-    Runtime, RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
+    InsightService, InsightSettings, InstanceSettings, Instances, McpServerService, McpSettings,
+    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, TaskService,
+    TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -54,6 +55,8 @@ pub struct ServicePorts {
     pub tasks: Arc<dyn TaskStore>,
     /// Test sets and evaluation runs.
     pub evals: Arc<dyn EvalStore>,
+    /// Conversation analyses.
+    pub insights: Arc<dyn InsightStore>,
     /// Events to subscribers (WebSocket clients, task workers), across replicas when the
     /// adapter carries them.
     pub events: Arc<dyn EventBus>,
@@ -94,6 +97,8 @@ pub struct ServiceSettings {
     pub tasks: TaskSettings,
     /// How evaluation runs run.
     pub evals: EvalSettings,
+    /// How conversations are analysed.
+    pub insights: InsightSettings,
     /// How turns of cluster agents wait for a slot.
     pub instances: InstanceSettings,
 }
@@ -113,6 +118,7 @@ impl ServiceSettings {
             mcp: McpSettings::default(),
             tasks: TaskSettings::default(),
             evals: EvalSettings::default(),
+            insights: InsightSettings::default(),
             instances: InstanceSettings::default(),
         }
     }
@@ -137,6 +143,8 @@ pub struct Services {
     pub tasks: TaskService,
     /// Test sets, evaluation runs and their runners.
     pub evals: EvalService,
+    /// Agent status, conversation analyses and insights.
+    pub insights: InsightService,
     /// The event bus.
     pub events: Arc<dyn EventBus>,
     /// Clusters and the slots of their agents.
@@ -189,7 +197,7 @@ impl Services {
                 versions: versions.clone(),
                 providers: providers.clone(),
                 llm: ports.llm,
-                conversations: ports.conversations,
+                conversations: ports.conversations.clone(),
                 runs: ports.runs,
                 http_tools: ports.http_tools,
                 mcp: mcp_servers.clone(),
@@ -226,6 +234,14 @@ impl Services {
             settings.tasks,
         );
         metrics.add_source(tasks.depth());
+        let insights = InsightService::new(
+            ports.insights,
+            ports.conversations.clone(),
+            agents.clone(),
+            runtime.clone(),
+            ports.clock.clone(),
+            settings.insights,
+        );
         let evals = EvalService::new(
             ports.evals,
             agents.clone(),
@@ -259,6 +275,7 @@ impl Services {
             mcp_servers,
             tasks,
             evals,
+            insights,
             events: ports.events,
             clusters,
             metrics,
@@ -288,15 +305,18 @@ impl Services {
         let replica = crate::ids::new_id("replica");
         let workers = self.tasks.workers(self.runtime.clone(), replica.clone());
         let runners = self.evals.runners(replica);
+        let analyses = self.insights.sweeper();
         let clusters = self.clusters.background();
         let depth = self.tasks.sample_depth();
         async move {
             match caches {
                 Some(caches) => {
-                    tokio::join!(caches, sessions, workers, runners, clusters, depth);
+                    tokio::join!(
+                        caches, sessions, workers, runners, analyses, clusters, depth
+                    );
                 }
                 None => {
-                    tokio::join!(sessions, workers, runners, clusters, depth);
+                    tokio::join!(sessions, workers, runners, analyses, clusters, depth);
                 }
             }
         }

@@ -6,6 +6,7 @@ mod auth;
 mod build;
 mod clusters;
 mod evals;
+mod insights;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
@@ -25,6 +26,7 @@ pub use clusters::{
     Instances, MemberView, Scaled, SlotState,
 };
 pub use evals::{EvalService, EvalSettings, TestSetFields};
+pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
 pub use mcp_supervisor::{

@@ -8,6 +8,7 @@ pub mod clusters;
 pub mod conversations;
 pub mod evals;
 pub mod health;
+pub mod insights;
 pub mod mcp_servers;
 pub mod metrics;
 pub mod providers;
@@ -29,6 +30,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     clusters::configure(cfg);
     conversations::configure(cfg);
+    insights::configure(cfg);
     evals::configure(cfg);
     mcp_servers::configure(cfg);
     metrics::configure(cfg);

@@ -1,0 +1,2 @@
+DROP TABLE conversation_issues;
+DROP TABLE conversation_analyses;
