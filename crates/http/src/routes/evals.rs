@@ -45,11 +45,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/testsets/{testset}/export").route(web::get().to(export_cases)))
     .service(web::resource("/testsets/{testset}/import").route(web::post().to(import_cases)))
-    .service(web::resource("/testsets/{testset}/runs").route(web::post().to(start_run)))
-    .service(web::resource("/eval-runs").route(web::get().to(list_runs)))
-    .service(web::resource("/eval-runs/{eval_run}").route(web::get().to(get_run)))
-    .service(web::resource("/eval-runs/{eval_run}/cancel").route(web::post().to(cancel_run)))
-    .service(web::resource("/eval-runs/{eval_run}/compare").route(web::get().to(compare_run)));
+    .service(web::resource("/testsets/{testset}/runs").route(web::post().to(start_eval_run)))
+    .service(web::resource("/eval-runs").route(web::get().to(list_eval_runs)))
+    .service(web::resource("/eval-runs/{eval_run}").route(web::get().to(get_eval_run)))
+    .service(web::resource("/eval-runs/{eval_run}/cancel").route(web::post().to(cancel_eval_run)))
+    .service(web::resource("/eval-runs/{eval_run}/compare").route(web::get().to(compare_eval_run)));
 }
 
 /// A message of a case's input.
@@ -809,7 +809,7 @@ fn ordered(run: &EvalRun, mut results: Vec<EvalResult>) -> Vec<EvalResult> {
     params(("testset" = String, Path, description = "Test set id or name")),
     responses((status = 202, body = EvalRunView), (status = 400, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
-pub async fn start_run(
+pub async fn start_eval_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
@@ -859,7 +859,7 @@ pub struct EvalRunList {
 /// List runs, newest first.
 #[utoipa::path(get, path = "/api/v1/eval-runs", tag = "evals", params(EvalRunQuery),
     responses((status = 200, body = EvalRunList), (status = 400, body = ErrorEnvelope)))]
-pub async fn list_runs(
+pub async fn list_eval_runs(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     query: web::Query<EvalRunQuery>,
@@ -906,7 +906,7 @@ pub struct EvalRunDetailQuery {
 #[utoipa::path(get, path = "/api/v1/eval-runs/{eval_run}", tag = "evals",
     params(("eval_run" = String, Path, description = "Run id"), EvalRunDetailQuery),
     responses((status = 200, body = EvalRunView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn get_run(
+pub async fn get_eval_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
@@ -941,7 +941,7 @@ pub async fn get_run(
     params(("eval_run" = String, Path, description = "Run id")),
     responses((status = 200, body = EvalRunView), (status = 404, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
-pub async fn cancel_run(
+pub async fn cancel_eval_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
@@ -1028,7 +1028,7 @@ fn configuration_index(
 #[utoipa::path(get, path = "/api/v1/eval-runs/{eval_run}/compare", tag = "evals",
     params(("eval_run" = String, Path, description = "Run id"), EvalCompareQuery),
     responses((status = 200, body = EvalComparison), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)))]
-pub async fn compare_run(
+pub async fn compare_eval_run(
     state: web::Data<AppState>,
     Caller(caller): Caller,
     path: web::Path<String>,
