@@ -38,7 +38,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 13] = [
+const MIGRATIONS: [&str; 14] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -52,6 +52,7 @@ const MIGRATIONS: [&str; 13] = [
     "2026-12-03-000011_tasks",
     "2026-12-03-000012_clusters",
     "2026-12-03-000013_evals",
+    "2026-12-03-000016_insights",
 ];
 
 fn options() -> PoolOptions {
@@ -196,6 +197,8 @@ contract_tests!(
     testsets_round_trip_and_update_by_revision,
     eval_runs_are_claimed_once_and_leases_guard_every_write,
     eval_results_are_stored_once_and_counted,
+    analyses_are_tallied_per_period_with_their_issues,
+    idle_conversations_wait_for_their_analysis,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -4125,4 +4128,235 @@ async fn eval_results_are_stored_once_and_counted(db: Database) {
         .await
         .unwrap();
     assert_eq!(listed.items[0].done, 2);
+}
+
+fn analysis_at(
+    conversation: &str,
+    agent: &AgentId,
+    outcome: agentry_domain::insight::Outcome,
+    task: bool,
+    sentiment: f64,
+    issues: &[&str],
+    at: DateTime<Utc>,
+) -> agentry_domain::insight::ConversationAnalysis {
+    agentry_domain::insight::ConversationAnalysis {
+        conversation_id: conversation.to_owned(),
+        agent_id: agent.clone(),
+        analysis: agentry_domain::insight::Analysis {
+            outcome,
+            task_completed: task,
+            sentiment,
+            issues: issues.iter().map(|i| (*i).to_owned()).collect(),
+            analyser: "test".into(),
+        },
+        message_count: 4,
+        response_ms: Some(1200.0),
+        last_message_at: at,
+        analysed_at: at,
+    }
+}
+
+async fn analyses_are_tallied_per_period_with_their_issues(db: Database) {
+    use agentry_domain::insight::Outcome::{Abandoned, Completed, Escalated};
+    let store = db.insights();
+    let agent = AgentId::generate();
+    let other = AgentId::generate();
+    let now = t0() + TimeDelta::days(100);
+    let day = |d: i64| now - TimeDelta::days(d);
+    // This week: 4 conversations; the week before: 2; long ago: 1; another agent: 1.
+    for a in [
+        analysis_at(
+            "c1",
+            &agent,
+            Completed,
+            true,
+            0.8,
+            &["slow answers"],
+            day(1),
+        ),
+        analysis_at("c2", &agent, Completed, true, 0.1, &[], day(2)),
+        analysis_at(
+            "c3",
+            &agent,
+            Abandoned,
+            false,
+            -0.6,
+            &["refund problem", "slow answers"],
+            day(3),
+        ),
+        analysis_at(
+            "c4",
+            &agent,
+            Escalated,
+            false,
+            -0.1,
+            &["asked for a human"],
+            day(6),
+        ),
+        analysis_at("p1", &agent, Completed, true, 0.5, &[], day(8)),
+        analysis_at(
+            "p2",
+            &agent,
+            Abandoned,
+            false,
+            -0.9,
+            &["refund problem"],
+            day(13),
+        ),
+        analysis_at("old", &agent, Completed, false, 0.0, &[], day(60)),
+        analysis_at(
+            "x1",
+            &other,
+            Completed,
+            true,
+            1.0,
+            &["slow answers"],
+            day(1),
+        ),
+    ] {
+        store.save_analysis(&a).await.unwrap();
+    }
+    let week = store.tally(&agent, Some(day(7)), now).await.unwrap();
+    assert_eq!(
+        (
+            week.total,
+            week.completed,
+            week.abandoned,
+            week.escalated,
+            week.task_completed,
+            week.positive,
+            week.negative
+        ),
+        (4, 2, 1, 1, 2, 1, 1)
+    );
+    assert!(
+        (week.sentiment_avg.unwrap() - 0.05).abs() < 1e-9,
+        "{week:?}"
+    );
+    assert_eq!(week.response_ms_avg, Some(1200.0));
+    assert_eq!(week.length_avg, Some(4.0));
+    let before = store.tally(&agent, Some(day(14)), day(7)).await.unwrap();
+    assert_eq!((before.total, before.task_completed), (2, 1));
+    // The trend: 50.0 % this week against 50.0 % before, +0.0 points.
+    assert_eq!(
+        agentry_domain::insight::rate(week.task_completed, week.total)
+            - agentry_domain::insight::rate(before.task_completed, before.total),
+        0.0
+    );
+    let all = store.tally(&agent, None, now).await.unwrap();
+    assert_eq!(all.total, 7);
+    let empty = store.tally(&AgentId::generate(), None, now).await.unwrap();
+    assert_eq!(
+        (empty.total, empty.sentiment_avg, empty.length_avg),
+        (0, None, None)
+    );
+
+    let issues = store
+        .issue_counts(&agent, Some(day(7)), now, 10)
+        .await
+        .unwrap();
+    let got: Vec<(&str, u64, u64)> = issues
+        .iter()
+        .map(|i| (i.label.as_str(), i.count, i.failed))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("slow answers", 2, 1),
+            ("asked for a human", 1, 1),
+            ("refund problem", 1, 1)
+        ]
+    );
+    // Analysing again replaces the analysis and its issues.
+    store
+        .save_analysis(&analysis_at(
+            "c3",
+            &agent,
+            Completed,
+            true,
+            0.9,
+            &[],
+            day(3),
+        ))
+        .await
+        .unwrap();
+    let issues = store
+        .issue_counts(&agent, Some(day(7)), now, 10)
+        .await
+        .unwrap();
+    assert_eq!(issues.iter().map(|i| i.count).sum::<u64>(), 2, "{issues:?}");
+    assert_eq!(
+        store
+            .tally(&agent, Some(day(7)), now)
+            .await
+            .unwrap()
+            .completed,
+        3
+    );
+    let got = store.get_analysis("c3").await.unwrap().unwrap();
+    assert_eq!(got.analysis.sentiment, 0.9);
+    assert!(store.get_analysis("nope").await.unwrap().is_none());
+    assert_eq!(
+        store.analyses_since("test", day(2)).await.unwrap(),
+        3,
+        "c1, x1 and the new c3"
+    );
+}
+
+async fn idle_conversations_wait_for_their_analysis(db: Database) {
+    let agent = seed_agent(&db, "idle").await;
+    let convs = db.conversations();
+    let opened = open_new(&db, "conv_idle1", &agent, "s1").await;
+    let msg = msg(&opened, "msg_idle1", 10);
+    convs
+        .append_messages(std::slice::from_ref(&msg))
+        .await
+        .unwrap();
+    let _empty = open_new(&db, "conv_idle2", &agent, "s2").await;
+    let store = db.insights();
+    let updated = convs
+        .get_conversation("conv_idle1")
+        .await
+        .unwrap()
+        .updated_at;
+    let later = updated + TimeDelta::minutes(1);
+    let idle = store
+        .idle_conversations(DateTime::<Utc>::UNIX_EPOCH, later, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        idle.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["conv_idle1"],
+        "no empty conversation"
+    );
+    assert_eq!(idle[0].message_count, 1);
+    assert!(
+        store
+            .idle_conversations(DateTime::<Utc>::UNIX_EPOCH, updated, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not idle yet"
+    );
+    store
+        .save_analysis(&analysis_at(
+            "conv_idle1",
+            &agent,
+            agentry_domain::insight::Outcome::Completed,
+            true,
+            0.0,
+            &[],
+            updated,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .idle_conversations(DateTime::<Utc>::UNIX_EPOCH, later, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "analysed"
+    );
+    assert_eq!(store.conversation_count(&agent).await.unwrap(), 2);
 }
