@@ -1,7 +1,7 @@
 # Agentry — common tasks. Every target uses the same cargo feature set (`--workspace`), so
 # switching between them does not force rebuilds.
 
-.PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz bench clean
+.PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz bench bench-insights clean
 
 run: ## Start the server with its embedded defaults (127.0.0.1:8080, SQLite in ./data, mock provider)
 	cargo run --release --bin agentry -- serve
@@ -29,6 +29,9 @@ test-postgres:
 
 fuzz: ## Schema-based fuzzing of the OpenAPI document (schemathesis; no 5xx allowed)
 	scripts/fuzz.sh
+
+bench-insights: ## Insights at 1,000,000 stored turns on SQLite and PostgreSQL (scripts/bench_insights.py; uses the release binary if built)
+	scripts/bench_insights.py
 
 bench: ## Benchmark (release build, fake upstream, oha): rewrites the results in docs/performance.md. BENCH_LITELLM=1 adds LiteLLM, BENCH_QUICK=1 is a smoke run
 	scripts/bench.sh

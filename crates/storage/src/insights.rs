@@ -1,6 +1,8 @@
-//! [`InsightStore`] over diesel: conversation analyses and the aggregations insights read
-//! (sums of 0/1 columns and averages, one statement per period; issue labels grouped by the
-//! database).
+//! [`InsightStore`] over diesel: conversation analyses, and the daily roll-ups insights read
+//! (`insight_days`, `insight_issue_days`), kept in the transaction that writes an analysis:
+//! the analysis it replaces is taken out of its day, the new one added to its own. A period's
+//! figures then read at most one row per day (and label), whatever the number of
+//! conversations.
 
 use agentry_domain::agent::AgentId;
 use agentry_domain::insight::{
@@ -11,13 +13,14 @@ use agentry_domain::{Error, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::OptionalExtension;
-use diesel::dsl::{avg, count_star, sum};
+use diesel::dsl::sum;
 use diesel::prelude::*;
-use diesel::result::Error as DieselError;
 
 use crate::connection::AnyConnection;
 use crate::rows::{corrupt, parse_json};
-use crate::schema::{conversation_analyses as ca, conversation_issues as ci, conversations};
+use crate::schema::{
+    conversation_analyses as ca, conversations, insight_days as days, insight_issue_days as idays,
+};
 use crate::store::DieselStore;
 use crate::translate::query_error;
 
@@ -105,7 +108,7 @@ fn since(from: Option<DateTime<Utc>>) -> NaiveDateTime {
 }
 
 type Sums = (
-    i64,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -114,8 +117,86 @@ type Sums = (
     Option<i64>,
     Option<f64>,
     Option<f64>,
+    Option<i64>,
     Option<i64>,
 );
+
+/// Runs `$body` with `$c` bound to the backend's own connection (`RETURNING`, upserts).
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            AnyConnection::Sqlite($c) => $body,
+            AnyConnection::Postgres($c) => $body,
+        }
+    };
+}
+
+/// The UTC midnight of `t`: the day an analysis counts in.
+fn day_of(t: NaiveDateTime) -> NaiveDateTime {
+    t.date().and_hms_opt(0, 0, 0).unwrap_or(t)
+}
+
+/// Adds (`sign` 1) or takes out (`sign` -1) an analysis's share of its day's roll-ups.
+fn roll_up(c: &mut AnyConnection, a: &AnalysisRow, sign: i32) -> QueryResult<()> {
+    use diesel::upsert::excluded;
+    let day = day_of(a.last_message_at);
+    let f = f64::from(sign);
+    let failed = i32::from(a.completed == 0 || a.task_completed == 0);
+    let values = (
+        days::agent_id.eq(&a.agent_id),
+        days::day.eq(day),
+        days::conversations.eq(sign),
+        days::completed.eq(sign * a.completed),
+        days::abandoned.eq(sign * a.abandoned),
+        days::escalated.eq(sign * a.escalated),
+        days::task_completed.eq(sign * a.task_completed),
+        days::positive.eq(sign * a.positive),
+        days::negative.eq(sign * a.negative),
+        days::sentiment_sum.eq(f * a.sentiment),
+        days::response_ms_sum.eq(f * a.response_ms.unwrap_or(0.0)),
+        days::responses.eq(sign * i32::from(a.response_ms.is_some())),
+        days::messages.eq(sign * a.message_count),
+    );
+    on_backend!(&mut *c, |b| diesel::insert_into(days::table)
+        .values(values)
+        .on_conflict((days::agent_id, days::day))
+        .do_update()
+        .set((
+            days::conversations.eq(days::conversations + excluded(days::conversations)),
+            days::completed.eq(days::completed + excluded(days::completed)),
+            days::abandoned.eq(days::abandoned + excluded(days::abandoned)),
+            days::escalated.eq(days::escalated + excluded(days::escalated)),
+            days::task_completed.eq(days::task_completed + excluded(days::task_completed)),
+            days::positive.eq(days::positive + excluded(days::positive)),
+            days::negative.eq(days::negative + excluded(days::negative)),
+            days::sentiment_sum.eq(days::sentiment_sum + excluded(days::sentiment_sum)),
+            days::response_ms_sum.eq(days::response_ms_sum + excluded(days::response_ms_sum)),
+            days::responses.eq(days::responses + excluded(days::responses)),
+            days::messages.eq(days::messages + excluded(days::messages)),
+        ))
+        .execute(b))?;
+    let mut labels: Vec<String> = serde_json::from_str(&a.issues).unwrap_or_default();
+    labels.sort();
+    labels.dedup();
+    for label in labels {
+        on_backend!(&mut *c, |b| diesel::insert_into(idays::table)
+            .values((
+                idays::agent_id.eq(&a.agent_id),
+                idays::day.eq(day),
+                idays::label.eq(&label),
+                idays::conversations.eq(sign),
+                idays::failed.eq(sign * failed),
+            ))
+            .on_conflict((idays::agent_id, idays::day, idays::label))
+            .do_update()
+            .set((
+                idays::conversations.eq(idays::conversations + excluded(idays::conversations)),
+                idays::failed.eq(idays::failed + excluded(idays::failed)),
+            ))
+            .execute(b))?;
+    }
+    Ok(())
+}
 
 #[async_trait]
 impl InsightStore for DieselStore {
@@ -164,29 +245,19 @@ impl InsightStore for DieselStore {
 
     async fn save_analysis(&self, analysis: &ConversationAnalysis) -> Result<()> {
         let row = AnalysisRow::from(analysis);
-        let failed = i32::from(analysis.failed());
-        let issues = analysis.analysis.issues.clone();
         self.run(move |conn| {
             conn.transaction(|c| {
-                diesel::delete(ca::table.find(&row.conversation_id)).execute(c)?;
-                diesel::delete(ci::table.filter(ci::conversation_id.eq(&row.conversation_id)))
-                    .execute(c)?;
-                diesel::insert_into(ca::table).values(&row).execute(c)?;
-                let mut labels: Vec<&String> = issues.iter().collect();
-                labels.sort();
-                labels.dedup();
-                for label in labels {
-                    diesel::insert_into(ci::table)
-                        .values((
-                            ci::conversation_id.eq(&row.conversation_id),
-                            ci::label.eq(label),
-                            ci::agent_id.eq(&row.agent_id),
-                            ci::failed.eq(failed),
-                            ci::last_message_at.eq(row.last_message_at),
-                        ))
-                        .execute(c)?;
+                let old = on_backend!(&mut *c, |b| diesel::delete(
+                    ca::table.find(&row.conversation_id)
+                )
+                .returning(AnalysisRow::as_returning())
+                .get_result::<AnalysisRow>(b)
+                .optional())?;
+                if let Some(old) = &old {
+                    roll_up(c, old, -1)?;
                 }
-                Ok::<_, DieselError>(())
+                diesel::insert_into(ca::table).values(&row).execute(c)?;
+                roll_up(c, &row, 1)
             })
             .map_err(query_error)
         })
@@ -216,27 +287,29 @@ impl InsightStore for DieselStore {
     ) -> Result<Tally> {
         let (agent, from, to) = (agent.to_string(), since(from), to.naive_utc());
         self.run(move |conn: &mut AnyConnection| {
-            let sums: Sums = ca::table
-                .filter(ca::agent_id.eq(&agent))
-                .filter(ca::last_message_at.ge(from))
-                .filter(ca::last_message_at.lt(to))
+            let sums: Sums = days::table
+                .filter(days::agent_id.eq(&agent))
+                .filter(days::day.ge(from))
+                .filter(days::day.lt(to))
                 .select((
-                    count_star(),
-                    sum(ca::completed),
-                    sum(ca::abandoned),
-                    sum(ca::escalated),
-                    sum(ca::task_completed),
-                    sum(ca::positive),
-                    sum(ca::negative),
-                    avg(ca::sentiment),
-                    avg(ca::response_ms),
-                    sum(ca::message_count),
+                    sum(days::conversations),
+                    sum(days::completed),
+                    sum(days::abandoned),
+                    sum(days::escalated),
+                    sum(days::task_completed),
+                    sum(days::positive),
+                    sum(days::negative),
+                    sum(days::sentiment_sum),
+                    sum(days::response_ms_sum),
+                    sum(days::responses),
+                    sum(days::messages),
                 ))
                 .first(conn)
                 .map_err(query_error)?;
-            let total = unsigned(Some(sums.0));
+            let total = unsigned(sums.0);
             #[allow(clippy::cast_precision_loss)]
-            let length_avg = (total > 0).then(|| unsigned(sums.9) as f64 / total as f64);
+            let per = |x: f64, n: u64| (n > 0).then(|| x / n as f64);
+            #[allow(clippy::cast_precision_loss)]
             Ok(Tally {
                 total,
                 completed: unsigned(sums.1),
@@ -245,9 +318,9 @@ impl InsightStore for DieselStore {
                 task_completed: unsigned(sums.4),
                 positive: unsigned(sums.5),
                 negative: unsigned(sums.6),
-                sentiment_avg: sums.7,
-                response_ms_avg: sums.8,
-                length_avg,
+                sentiment_avg: per(sums.7.unwrap_or(0.0), total),
+                response_ms_avg: per(sums.8.unwrap_or(0.0), unsigned(sums.9)),
+                length_avg: per(unsigned(sums.10) as f64, total),
             })
         })
         .await
@@ -262,13 +335,13 @@ impl InsightStore for DieselStore {
     ) -> Result<Vec<IssueCount>> {
         let (agent, from, to) = (agent.to_string(), since(from), to.naive_utc());
         self.run(move |conn| {
-            let rows: Vec<(String, i64, Option<i64>)> = ci::table
-                .filter(ci::agent_id.eq(&agent))
-                .filter(ci::last_message_at.ge(from))
-                .filter(ci::last_message_at.lt(to))
-                .group_by(ci::label)
-                .select((ci::label, count_star(), sum(ci::failed)))
-                .order((count_star().desc(), ci::label.asc()))
+            let rows: Vec<(String, Option<i64>, Option<i64>)> = idays::table
+                .filter(idays::agent_id.eq(&agent))
+                .filter(idays::day.ge(from))
+                .filter(idays::day.lt(to))
+                .group_by(idays::label)
+                .select((idays::label, sum(idays::conversations), sum(idays::failed)))
+                .order((sum(idays::conversations).desc(), idays::label.asc()))
                 .limit(i64::from(limit))
                 .load(conn)
                 .map_err(query_error)?;
@@ -276,9 +349,10 @@ impl InsightStore for DieselStore {
                 .into_iter()
                 .map(|(label, count, failed)| IssueCount {
                     label,
-                    count: unsigned(Some(count)),
+                    count: unsigned(count),
                     failed: unsigned(failed),
                 })
+                .filter(|i| i.count > 0)
                 .collect())
         })
         .await

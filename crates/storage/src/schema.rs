@@ -330,12 +330,30 @@ diesel::table! {
 }
 
 diesel::table! {
-    conversation_issues (conversation_id, label) {
-        conversation_id -> Text,
-        label -> Text,
+    insight_days (agent_id, day) {
         agent_id -> Text,
+        day -> Timestamp,
+        conversations -> Integer,
+        completed -> Integer,
+        abandoned -> Integer,
+        escalated -> Integer,
+        task_completed -> Integer,
+        positive -> Integer,
+        negative -> Integer,
+        sentiment_sum -> Double,
+        response_ms_sum -> Double,
+        responses -> Integer,
+        messages -> Integer,
+    }
+}
+
+diesel::table! {
+    insight_issue_days (agent_id, day, label) {
+        agent_id -> Text,
+        day -> Timestamp,
+        label -> Text,
+        conversations -> Integer,
         failed -> Integer,
-        last_message_at -> Timestamp,
     }
 }
 
@@ -369,6 +387,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     eval_runs,
     eval_results,
     conversation_analyses,
-    conversation_issues,
+    insight_days,
+    insight_issue_days,
     change_counter
 );

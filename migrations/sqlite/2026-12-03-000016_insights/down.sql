@@ -1,2 +1,3 @@
-DROP TABLE conversation_issues;
+DROP TABLE insight_issue_days;
+DROP TABLE insight_days;
 DROP TABLE conversation_analyses;

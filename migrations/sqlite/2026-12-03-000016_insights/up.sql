@@ -1,8 +1,6 @@
 -- Conversation analyses (docs/insights.md): one row per analysed conversation, of the
--- conversation up to `last_message_at`; the 0/1 columns beside `outcome` and `sentiment` let
--- insights aggregate with plain sums. Issue labels are rows of their own, so that the most
--- frequent are counted by the database. Rows stay when their conversation is deleted (they
--- hold no text of it).
+-- conversation up to `last_message_at`, with 0/1 columns beside `outcome` and `sentiment`.
+-- Rows stay when their conversation is deleted (they hold no text of it).
 
 CREATE TABLE conversation_analyses (
     conversation_id TEXT NOT NULL PRIMARY KEY,
@@ -26,13 +24,32 @@ CREATE TABLE conversation_analyses (
 CREATE INDEX conversation_analyses_agent_idx ON conversation_analyses (agent_id, last_message_at);
 CREATE INDEX conversation_analyses_analyser_idx ON conversation_analyses (analyser, analysed_at);
 
-CREATE TABLE conversation_issues (
-    conversation_id TEXT NOT NULL,
-    label TEXT NOT NULL,
+-- Daily roll-ups per agent, kept by every analysis written (its old contribution taken out,
+-- the new one added, in one transaction): insights over any period read at most one row per
+-- day and label, however many conversations there are. `day` is the UTC midnight of the
+-- conversation's last message.
+CREATE TABLE insight_days (
     agent_id TEXT NOT NULL,
-    failed INTEGER NOT NULL,
-    last_message_at TIMESTAMP NOT NULL,
-    PRIMARY KEY (conversation_id, label)
+    day TIMESTAMP NOT NULL,
+    conversations INTEGER NOT NULL,
+    completed INTEGER NOT NULL,
+    abandoned INTEGER NOT NULL,
+    escalated INTEGER NOT NULL,
+    task_completed INTEGER NOT NULL,
+    positive INTEGER NOT NULL,
+    negative INTEGER NOT NULL,
+    sentiment_sum DOUBLE PRECISION NOT NULL,
+    response_ms_sum DOUBLE PRECISION NOT NULL,
+    responses INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, day)
 );
 
-CREATE INDEX conversation_issues_agent_idx ON conversation_issues (agent_id, last_message_at);
+CREATE TABLE insight_issue_days (
+    agent_id TEXT NOT NULL,
+    day TIMESTAMP NOT NULL,
+    label TEXT NOT NULL,
+    conversations INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, day, label)
+);

@@ -66,9 +66,9 @@ pub struct Insights {
     pub agent: Agent,
     /// The period asked for.
     pub period: Period,
-    /// Its start (`None`: all time).
+    /// Its start, a UTC midnight (`None`: all time).
     pub from: Option<DateTime<Utc>>,
-    /// Its end (now).
+    /// Its end: the UTC midnight ending today (exclusive).
     pub to: DateTime<Utc>,
     /// This period's counts.
     pub current: Tally,
@@ -80,6 +80,15 @@ pub struct Insights {
     pub recommendations: Vec<String>,
     /// Who analyses conversations.
     pub analyser: String,
+}
+
+/// The next UTC midnight after `now`: the end of today.
+fn end_of_today(now: DateTime<Utc>) -> DateTime<Utc> {
+    let midnight = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map_or(now, |m| m.and_utc());
+    midnight + chrono::Duration::days(1)
 }
 
 /// The insights use cases. Cheap to clone.
@@ -136,7 +145,10 @@ impl InsightService {
         agent: &AgentRef,
     ) -> Result<AgentStatusReport> {
         let agent = self.agents.get_for(caller, agent).await?;
-        let all = self.store.tally(&agent.id, None, self.clock.now()).await?;
+        let all = self
+            .store
+            .tally(&agent.id, None, end_of_today(self.clock.now()))
+            .await?;
         Ok(AgentStatusReport {
             conversation_count: self.store.conversation_count(&agent.id).await?,
             task_completion_rate: crate::insight::rate(all.task_completed, all.total),
@@ -156,7 +168,8 @@ impl InsightService {
         period: Period,
     ) -> Result<Insights> {
         let agent = self.agents.get_for(caller, agent).await?;
-        let to = self.clock.now();
+        // Whole UTC days, today included: the analyses are rolled up per day.
+        let to = end_of_today(self.clock.now());
         let (from, previous) = match period {
             Period::Days(d) => {
                 let length = chrono::Duration::days(i64::from(d));

@@ -99,9 +99,9 @@ pub struct PeriodView {
     /// `7`, `30`, `90`, or `"all"`.
     #[schema(value_type = Object)]
     pub days: serde_json::Value,
-    /// Start (RFC 3339 UTC; `null` for all time).
+    /// Start: the UTC midnight starting the first day (`null` for all time).
     pub from: Option<String>,
-    /// End: now.
+    /// End: the last second of today (UTC).
     pub to: String,
 }
 
@@ -233,7 +233,7 @@ pub async fn agent_insights(
                 Period::All => serde_json::json!("all"),
             },
             from: i.from.map(rfc3339),
-            to: rfc3339(i.to),
+            to: rfc3339(i.to - chrono::Duration::seconds(1)),
         },
         summary: InsightSummary {
             total_conversations: c.total,
