@@ -8,6 +8,7 @@ mod clusters;
 mod compat;
 mod document;
 mod events;
+mod guardrails;
 mod hygiene;
 mod mcp;
 pub(crate) mod mcp_live;

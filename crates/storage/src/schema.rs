@@ -23,6 +23,7 @@ diesel::table! {
         updated_at -> Timestamp,
         fallback_provider_id -> Nullable<Text>,
         fallback_model_name -> Nullable<Text>,
+        guardrails -> Nullable<Text>,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         created_at -> Timestamp,
         tool_calls -> Nullable<Text>,
         tool_call_id -> Nullable<Text>,
+        annotations -> Nullable<Text>,
     }
 }
 

@@ -16,8 +16,9 @@ use agentry_domain::auth::{
     Username,
 };
 use agentry_domain::conversation::{
-    Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
+    Annotations, Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
 };
+use agentry_domain::guardrail::{Action as GuardAction, Guardrails, Stage, Trigger};
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::mcp::{
     McpCatalog, McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTool,
@@ -38,7 +39,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 12] = [
+const MIGRATIONS: [&str; 13] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -51,6 +52,7 @@ const MIGRATIONS: [&str; 12] = [
     "2026-12-03-000010_mcp_server_tools",
     "2026-12-03-000011_tasks",
     "2026-12-03-000012_clusters",
+    "2026-12-03-000014_guardrails",
 ];
 
 fn options() -> PoolOptions {
@@ -220,6 +222,7 @@ fn agent(name: &str) -> Agent {
         tools: Vec::new(),
         cluster: None,
         fallback_model: None,
+        guardrails: Guardrails::default(),
         created_by: None,
         created_at: t0(),
         updated_at: t0(),
@@ -263,6 +266,18 @@ fn full_agent(name: &str) -> Agent {
             provider_id: ProviderId::parse("anthropic").unwrap(),
             model_name: "claude-haiku".into(),
         }),
+        guardrails: Guardrails::parse(&json!({
+            "input": [
+                {"type": "pii", "kinds": ["email", "iban"], "action": "redact"},
+                {"type": "regex", "pattern": "(?i)ünï\\d+ \"x\"", "action": "flag", "name": "odd 'name'"},
+            ],
+            "output": [
+                {"type": "judge", "agent": "moderator", "question": "Is it rude?", "timeout_ms": 1500, "on_error": "block"},
+                {"type": "json_schema", "schema": {"type": "object", "required": ["a"]}},
+            ],
+            "refusal_message": "Désolé \u{1F6AB}",
+        }))
+        .unwrap(),
         created_by: Some("alice@example.com".into()),
         created_at: now - TimeDelta::microseconds(123_457),
         updated_at: now,
@@ -910,6 +925,7 @@ fn msg(conv: &Conversation, id: &str, micros: i64) -> Message {
         agent_version: None,
         status: MessageStatus::Complete,
         created_at: t0() + TimeDelta::microseconds(micros),
+        annotations: Annotations::default(),
     }
 }
 
@@ -1352,6 +1368,16 @@ async fn message_fields_round_trip_exactly(db: Database) {
         agent_version: Some(7),
         status: MessageStatus::Incomplete,
         created_at: now - TimeDelta::microseconds(1),
+        annotations: Annotations {
+            guardrails: vec![Trigger {
+                stage: Stage::Output,
+                index: 3,
+                rule: "pii".into(),
+                name: Some("no 'pii' ü".into()),
+                action: GuardAction::Redact,
+                detail: "2 email".into(),
+            }],
+        },
         ..msg(&conv, "msg_assistant", 0)
     };
     let extremes = Message {
