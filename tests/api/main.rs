@@ -8,6 +8,7 @@ mod clusters;
 mod compat;
 mod document;
 mod events;
+mod files;
 mod guardrails;
 mod hygiene;
 mod mcp;

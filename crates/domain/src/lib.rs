@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod conversation;
 pub mod error;
 pub mod event;
+pub mod file;
 pub mod guardrail;
 pub mod ids;
 pub mod llm;

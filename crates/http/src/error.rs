@@ -251,6 +251,18 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "GUARDRAIL_VIOLATION", format!("The input was blocked by guardrail {}: {}", trigger.label(), trigger.detail))
                     .with_details(Value::Object(details))
             }
+            Error::TooLarge { limit_bytes } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("The upload is larger than the limit of {limit_bytes} bytes"),
+            )
+            .with_details(json!({ "limit_bytes": limit_bytes })),
+            Error::UnsupportedMedia(reason) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                format!("Unsupported media type: {reason}"),
+            )
+            .with_details(json!({ "field": "file", "reason": reason })),
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service temporarily unavailable, please retry")

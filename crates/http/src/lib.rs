@@ -47,6 +47,8 @@ pub struct AppState {
     pub mcp_servers: McpServerService,
     /// Tasks.
     pub tasks: agentry_domain::services::TaskService,
+    /// Uploaded files.
+    pub files: agentry_domain::services::FileService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.

@@ -199,6 +199,25 @@ async fn token_codec(config: &Config, database: &Database) -> Result<JwtCodec, S
     JwtCodec::new(&signing_key, JWT_ISSUER, JWT_AUDIENCE).map_err(auth_error)
 }
 
+/// Where files' bytes go: the S3-compatible bucket of `files_s3`, else `files/` under the
+/// data folder.
+fn blob_store(config: &Config) -> Result<Arc<dyn agentry_domain::file::BlobStore>, StartError> {
+    let blobs = match &config.files_s3 {
+        Some(s3) => agentry_blob::ObjectBlobStore::s3(&agentry_blob::S3Settings {
+            endpoint: s3.endpoint.clone(),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.clone(),
+            allow_http: s3.allow_http,
+        }),
+        None => agentry_blob::ObjectBlobStore::local(&config.data_folder().join("files")),
+    };
+    blobs
+        .map(|b| Arc::new(b) as Arc<dyn agentry_domain::file::BlobStore>)
+        .map_err(|e| StartError::Config(config::ConfigError::invalid(format!("files: {e}"))))
+}
+
 /// The model of an agent saved without one.
 fn default_model(config: &Config) -> ModelSpec {
     ModelSpec {
@@ -247,6 +266,10 @@ pub async fn services(
         mcp: Some(Arc::new(agentry_mcp::RmcpConnector::new(
             Duration::from_secs(config.mcp_stop_grace_secs),
         ))),
+        files: Some(agentry_domain::services::FilePorts {
+            store: database.files(),
+            blobs: blob_store(config)?,
+        }),
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(token_codec(config, database).await?),
         secrets: Arc::new(RandomSecrets),
@@ -289,6 +312,7 @@ pub async fn services(
             queue_timeout: Duration::from_millis(config.instance_queue_timeout_ms),
             queue_max: config.instance_queue_max,
         },
+        file_max_bytes: config.files_max_bytes.max(1),
         ..ServiceSettings::new(fixed, default_model(config))
     };
     Services::build(ports, settings).await.map_err(|e| match e {
@@ -472,6 +496,7 @@ impl Application {
             versions: services.versions,
             mcp_servers: services.mcp_servers,
             tasks: services.tasks,
+            files: services.files,
             events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

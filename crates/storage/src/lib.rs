@@ -27,6 +27,7 @@ mod conversations;
 mod database;
 mod error;
 mod events;
+mod files;
 mod history_rows;
 mod mcp_servers;
 mod providers;

@@ -255,6 +255,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// A stored row that no longer reads, for a reason in words.
+pub(crate) fn corrupt_text(entity: &str, id: &str, reason: &str) -> Error {
+    Error::Internal(format!("stored {entity} '{id}' is invalid: {reason}"))
+}
+
 pub(crate) fn corrupt(entity: &str, id: &str, e: &Invalid) -> Error {
     Error::Internal(format!(
         "stored {entity} '{id}' is invalid: {}: {}",

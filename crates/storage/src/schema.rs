@@ -260,9 +260,25 @@ diesel::joinable!(auth_sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
 diesel::joinable!(api_keys -> users (created_by));
 diesel::joinable!(conversations -> agents (agent_id));
+diesel::table! {
+    files (id) {
+        id -> Text,
+        filename -> Text,
+        content_type -> Text,
+        size_bytes -> BigInt,
+        sha256 -> Text,
+        metadata -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     agents,
+    files,
     agent_tags,
     agent_versions,
     providers,

@@ -23,9 +23,9 @@ use crate::ports::{
 };
 use crate::provider::Provider;
 use crate::services::{
-    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, InstanceSettings,
-    Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime,
-    RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
+    AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, FilePorts, FileService,
+    InstanceSettings, Instances, McpServerService, McpSettings, McpSupervisor, ProviderRegistry,
+    Runtime, RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -63,6 +63,8 @@ pub struct ServicePorts {
     pub tokens: Arc<dyn TokenCodec>,
     /// Random secrets and digests.
     pub secrets: Arc<dyn SecretGenerator>,
+    /// File records and bytes; `None`: the Files API answers 503.
+    pub files: Option<FilePorts>,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }
@@ -92,6 +94,8 @@ pub struct ServiceSettings {
     pub tasks: TaskSettings,
     /// How turns of cluster agents wait for a slot.
     pub instances: InstanceSettings,
+    /// The largest file upload, in bytes.
+    pub file_max_bytes: u64,
 }
 
 impl ServiceSettings {
@@ -109,6 +113,7 @@ impl ServiceSettings {
             mcp: McpSettings::default(),
             tasks: TaskSettings::default(),
             instances: InstanceSettings::default(),
+            file_max_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -136,6 +141,8 @@ pub struct Services {
     pub clusters: ClusterService,
     /// What turns count (and what other parts of the process add as sources).
     pub metrics: Metrics,
+    /// Uploaded files.
+    pub files: FileService,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -228,10 +235,11 @@ impl Services {
             instances,
             metrics.clone(),
             changes,
-            ports.clock,
+            ports.clock.clone(),
             settings.default_model,
         );
         clusters.reload().await?;
+        let files = FileService::new(ports.files, ports.clock.clone(), settings.file_max_bytes);
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
             agents,
@@ -244,6 +252,7 @@ impl Services {
             events: ports.events,
             clusters,
             metrics,
+            files,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),

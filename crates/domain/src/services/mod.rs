@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod build;
 mod clusters;
+mod files;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
@@ -23,6 +24,7 @@ pub use clusters::{
     AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView, InstanceSettings,
     Instances, MemberView, Scaled, SlotState,
 };
+pub use files::{FilePorts, FileService, Received};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
 pub use mcp_supervisor::{

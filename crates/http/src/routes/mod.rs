@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod clusters;
 pub mod conversations;
+pub mod files;
 pub mod health;
 pub mod mcp_servers;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     chat::configure(cfg);
     clusters::configure(cfg);
     conversations::configure(cfg);
+    files::configure(cfg);
     mcp_servers::configure(cfg);
     metrics::configure(cfg);
     providers::configure(cfg);
