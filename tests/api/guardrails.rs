@@ -315,6 +315,14 @@ async fn a_blocked_output_is_a_refusal_on_every_surface() {
         r["output"][0]["content"][0],
         json!({"type": "refusal", "refusal": "I can't help with that."})
     );
+    // Read back later, it is still a refusal.
+    let (status, again) = json(
+        app.get(&format!("/v1/responses/{}", r["id"].as_str().unwrap()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["output"], r["output"], "{again}");
     let (status, body) = text_of(
         &app,
         "/v1/responses",

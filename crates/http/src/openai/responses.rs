@@ -975,7 +975,15 @@ pub async fn get_response(
         _ => "completed",
     };
     let output = answer.map_or_else(Vec::new, |a| {
-        output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+        // An answer an output guardrail blocked is read back as the refusal it was.
+        if a.annotations.guardrails.iter().any(|t| {
+            t.stage == agentry_domain::guardrail::Stage::Output
+                && t.action == agentry_domain::guardrail::Action::Block
+        }) {
+            vec![refusal_item(&a.id, &a.content)]
+        } else {
+            output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+        }
     });
     let shape = Shape {
         id: path.clone(),
