@@ -376,9 +376,9 @@ fn disposition(filename: &str) -> String {
 /// single-range requests (`206` with `Content-Range`; `416` past its end).
 #[utoipa::path(get, path = "/api/v1/files/{file_id}/download", tag = "files", params(("file_id" = String, Path),
         ("Range" = Option<String>, Header, description = "One byte range: `bytes=0-99`, `bytes=100-` or `bytes=-100`")),
-    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream"),
-        (status = 206, description = "The requested range", content_type = "application/octet-stream"),
-        (status = 404, body = ErrorEnvelope), (status = 416, description = "The range is past the file's end")))]
+    responses((status = 200, description = "The file's bytes, with its own `Content-Type`", content_type = "*/*"),
+        (status = 206, description = "The requested range, with the file's own `Content-Type`", content_type = "*/*"),
+        (status = 404, body = ErrorEnvelope), (status = 416, description = "The range is past the file's end (`Content-Range: bytes */size`)", body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn download_file(
     state: web::Data<AppState>,
