@@ -36,6 +36,12 @@ if [ -z "${AGENTRY_TEST_MCP_TIME:-}" ] || [ -z "${AGENTRY_TEST_MCP_EVERYTHING:-}
   echo "WARNING: an MCP test server is missing; its tests will be SKIPPED (AGENTRY_TEST_REQUIRE_MCP=1 makes that a failure)."
 fi
 
+step "an S3-compatible server (moto) for the file storage tests (outside the source tree)"
+eval "$(scripts/s3-server.sh)"
+if [ -z "${AGENTRY_TEST_MOTO_SERVER:-}" ]; then
+  echo "WARNING: moto is missing; the S3 tests will be SKIPPED (AGENTRY_TEST_REQUIRE_S3=1 makes that a failure)."
+fi
+
 step "tests on SQLite (storage contract tests also on PostgreSQL when reachable)"
 cargo nextest run --workspace --no-fail-fast
 

@@ -9,6 +9,8 @@ mod compat;
 mod document;
 mod evals;
 mod events;
+mod files;
+mod guardrails;
 mod hygiene;
 mod insights;
 mod mcp;

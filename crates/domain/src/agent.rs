@@ -533,6 +533,8 @@ pub struct Agent {
     pub cluster: Option<ClusterName>,
     /// Tried when the model's provider fails (after its retries) before any text was sent.
     pub fallback_model: Option<ModelRef>,
+    /// Input and output rules applied by every turn.
+    pub guardrails: crate::guardrail::Guardrails,
     /// Who created it.
     pub created_by: Option<String>,
     /// Creation time.
@@ -574,6 +576,8 @@ pub struct AgentFields {
     pub cluster: Option<Option<ClusterName>>,
     /// Fallback model, resolved by the service; `Some(None)` clears it.
     pub fallback_model: Option<Option<ModelSpec>>,
+    /// Guardrails (an empty set clears them).
+    pub guardrails: Option<crate::guardrail::Guardrails>,
 }
 
 /// Which agents a list returns. Every given criterion must hold.

@@ -118,6 +118,23 @@ pub struct Message {
     pub status: MessageStatus,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// What the turn noted about it (an answer: the guardrails that triggered).
+    pub annotations: Annotations,
+}
+
+/// What a turn notes on its answer, stored with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Annotations {
+    /// Every guardrail that triggered in the turn (input and output), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<crate::guardrail::Trigger>,
+}
+
+impl Annotations {
+    /// Whether there is nothing to note.
+    pub fn is_empty(&self) -> bool {
+        self.guardrails.is_empty()
+    }
 }
 
 /// Which messages a history query returns.

@@ -117,6 +117,23 @@ pub enum Error {
         /// What is busy, in words.
         message: String,
     },
+    /// A guardrail with `action: block` refused the turn's input; nothing reached the model.
+    #[error("blocked by guardrail {}: {}", .trigger.label(), .trigger.detail)]
+    Guardrail {
+        /// The rule that triggered (never the text it matched).
+        trigger: Box<crate::guardrail::Trigger>,
+        /// The input field as the caller named it (`message`, `input`, `messages`).
+        field: String,
+    },
+    /// A body (an uploaded file) is larger than the configured limit; nothing was kept.
+    #[error("too large: more than {limit_bytes} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit_bytes: u64,
+    },
+    /// The content's media type is refused (an executable, a type the content contradicts).
+    #[error("unsupported media type: {0}")]
+    UnsupportedMedia(String),
     /// A backing service (database…) cannot be reached right now.
     #[error("unavailable: {0}")]
     Unavailable(String),

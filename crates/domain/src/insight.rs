@@ -598,6 +598,7 @@ mod tests {
                     MessageStatus::Complete
                 },
                 created_at: Utc::now(),
+                annotations: Default::default(),
             })
             .collect()
     }

@@ -17,6 +17,8 @@ pub mod conversation;
 pub mod error;
 pub mod eval;
 pub mod event;
+pub mod file;
+pub mod guardrail;
 pub mod ids;
 pub mod insight;
 pub mod llm;

@@ -238,6 +238,31 @@ impl From<Error> for ApiError {
                 e.retry_after = Some(secs);
                 e
             }
+            Error::Guardrail { trigger, field } => {
+                let mut details = Map::new();
+                details.insert("field".to_owned(), field.into());
+                details.insert("stage".to_owned(), trigger.stage.as_str().into());
+                details.insert("index".to_owned(), trigger.index.into());
+                details.insert("rule".to_owned(), trigger.rule.clone().into());
+                if let Some(name) = &trigger.name {
+                    details.insert("name".to_owned(), name.clone().into());
+                }
+                details.insert("reason".to_owned(), trigger.detail.clone().into());
+                Self::new(StatusCode::BAD_REQUEST, "GUARDRAIL_VIOLATION", format!("The input was blocked by guardrail {}: {}", trigger.label(), trigger.detail))
+                    .with_details(Value::Object(details))
+            }
+            Error::TooLarge { limit_bytes } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("The upload is larger than the limit of {limit_bytes} bytes"),
+            )
+            .with_details(json!({ "limit_bytes": limit_bytes })),
+            Error::UnsupportedMedia(reason) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                format!("Unsupported media type: {reason}"),
+            )
+            .with_details(json!({ "field": "file", "reason": reason })),
             Error::Unavailable(cause) => {
                 tracing::warn!(%cause, "backing service unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", "Service temporarily unavailable, please retry")

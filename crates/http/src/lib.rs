@@ -51,6 +51,8 @@ pub struct AppState {
     pub evals: agentry_domain::services::EvalService,
     /// Agent status and conversation insights.
     pub insights: agentry_domain::services::InsightService,
+    /// Uploaded files.
+    pub files: agentry_domain::services::FileService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.

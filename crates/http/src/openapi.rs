@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::openai;
 use crate::routes::{
-    agents, api_keys, auth, chat, clusters, conversations, evals, health, insights, mcp_servers,
-    metrics, providers, runs, tasks, users, versions,
+    agents, api_keys, auth, chat, clusters, conversations, evals, files, health, insights,
+    mcp_servers, metrics, providers, runs, tasks, users, versions,
 };
 
 /// The whole API.
@@ -91,6 +91,11 @@ use crate::routes::{
         conversations::list_conversations,
         conversations::get_conversation,
         conversations::delete_conversation,
+        files::upload_file,
+        files::list_files,
+        files::get_file,
+        files::download_file,
+        files::delete_file,
         versions::publish_version,
         versions::list_versions,
         versions::get_version,
@@ -139,6 +144,7 @@ use crate::routes::{
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),
         (name = "runs", description = "One-shot runs, logged with their log_meta"),
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
+        (name = "files", description = "Uploaded files (seed 002): multipart uploads streamed to a local folder or an S3-compatible bucket, downloads with ranges"),
         (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),
         (name = "openai", description = "OpenAI-compatible client API (`model` = agent key); also at /api/client/v1/responses and /api/client/v1/agents/responses"),
         (name = "auth", description = "Login, token refresh, logout and the current caller"),

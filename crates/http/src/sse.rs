@@ -272,6 +272,9 @@ impl Encoder for ChatEncoder {
                 "output": output, "is_error": is_error,
             }))),
             TurnEvent::Finished(outcome) => {
+                if let Some(refusal) = &outcome.refusal {
+                    out.push_back(frame(&json!({"type": "refusal", "content": refusal})));
+                }
                 let last = match outcome.chat.as_ref() {
                     Some(chat) => end_event(&ChatReply::new(chat, &outcome)),
                     None => error_event(

@@ -44,6 +44,30 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
 }
 
+/// An S3-compatible bucket for files (`[files_s3]` in the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The endpoint (`http://127.0.0.1:9000`); AWS's, from the region, when absent.
+    pub endpoint: Option<String>,
+    /// The bucket.
+    pub bucket: String,
+    /// The region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key (write-only: never logged).
+    pub secret_access_key: SecretString,
+    /// Allow an `http://` endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
 /// The server's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +230,13 @@ pub struct Config {
     /// A second listen address serving only `GET /metrics`, without authentication, for
     /// scrapers on a private network (`AGENTRY_METRICS_ADDR`); none by default.
     pub metrics_addr: Option<SocketAddr>,
+    /// The data folder: uploaded files (`files/`) and the knowledge index; the SQLite
+    /// file's folder by default, else `./data` (`AGENTRY_DATA_DIR`).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The largest file upload, in bytes (`AGENTRY_FILES_MAX_BYTES`).
+    pub files_max_bytes: u64,
+    /// Files in an S3-compatible bucket instead of the data folder.
+    pub files_s3: Option<S3Config>,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
@@ -284,6 +315,7 @@ struct Defaults {
     instance_queue_max: u32,
     metrics_prefix: &'static str,
     metrics_public: bool,
+    files_max_bytes: u64,
 }
 
 const DEFAULTS: Defaults = Defaults {
@@ -339,6 +371,7 @@ const DEFAULTS: Defaults = Defaults {
     instance_queue_max: 100,
     metrics_prefix: "agentry",
     metrics_public: false,
+    files_max_bytes: 100 * 1024 * 1024,
 };
 
 /// `AGENTRY_*` variables that are not config keys: read elsewhere (the config file's path; the
@@ -397,6 +430,26 @@ impl Config {
         let config: Self = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
         config.check()?;
         Ok(config)
+    }
+
+    /// The data folder: `data_dir`, else the SQLite file's folder, else `./data`.
+    pub fn data_folder(&self) -> std::path::PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        let file = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or_default());
+        match file
+            .map(std::path::Path::new)
+            .and_then(std::path::Path::parent)
+        {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            Some(_) => std::path::PathBuf::from("."),
+            None => std::path::PathBuf::from("data"),
+        }
     }
 
     /// Checks values the types do not: the metrics prefix must make valid metric names.

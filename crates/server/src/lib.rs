@@ -200,6 +200,25 @@ async fn token_codec(config: &Config, database: &Database) -> Result<JwtCodec, S
     JwtCodec::new(&signing_key, JWT_ISSUER, JWT_AUDIENCE).map_err(auth_error)
 }
 
+/// Where files' bytes go: the S3-compatible bucket of `files_s3`, else `files/` under the
+/// data folder.
+fn blob_store(config: &Config) -> Result<Arc<dyn agentry_domain::file::BlobStore>, StartError> {
+    let blobs = match &config.files_s3 {
+        Some(s3) => agentry_blob::ObjectBlobStore::s3(&agentry_blob::S3Settings {
+            endpoint: s3.endpoint.clone(),
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.clone(),
+            allow_http: s3.allow_http,
+        }),
+        None => agentry_blob::ObjectBlobStore::local(&config.data_folder().join("files")),
+    };
+    blobs
+        .map(|b| Arc::new(b) as Arc<dyn agentry_domain::file::BlobStore>)
+        .map_err(|e| StartError::Config(config::ConfigError::invalid(format!("files: {e}"))))
+}
+
 /// The model of an agent saved without one.
 fn default_model(config: &Config) -> ModelSpec {
     ModelSpec {
@@ -250,6 +269,10 @@ pub async fn services(
         mcp: Some(Arc::new(agentry_mcp::RmcpConnector::new(
             Duration::from_secs(config.mcp_stop_grace_secs),
         ))),
+        files: Some(agentry_domain::services::FilePorts {
+            store: database.files(),
+            blobs: blob_store(config)?,
+        }),
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(token_codec(config, database).await?),
         secrets: Arc::new(RandomSecrets),
@@ -304,6 +327,7 @@ pub async fn services(
             queue_timeout: Duration::from_millis(config.instance_queue_timeout_ms),
             queue_max: config.instance_queue_max,
         },
+        file_max_bytes: config.files_max_bytes.max(1),
         ..ServiceSettings::new(fixed, default_model(config))
     };
     Services::build(ports, settings).await.map_err(|e| match e {
@@ -489,6 +513,7 @@ impl Application {
             tasks: services.tasks,
             evals: services.evals,
             insights: services.insights,
+            files: services.files,
             events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

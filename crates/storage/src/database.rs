@@ -225,6 +225,11 @@ impl Database {
         Arc::new(self.store())
     }
 
+    /// The store of uploaded files' records over this pool.
+    pub fn files(&self) -> Arc<dyn agentry_domain::file::FileStore> {
+        Arc::new(self.store())
+    }
+
     /// The pool's use, as metrics (`agentry_db_pool_connections{state}`,
     /// `agentry_db_pool_max_connections`).
     pub fn pool_metrics(&self) -> Arc<dyn agentry_domain::metrics::MetricsSource> {

@@ -4,7 +4,9 @@
 
 use agentry_domain::Error;
 use agentry_domain::agent::{AgentId, ModelRef};
-use agentry_domain::conversation::{Conversation, Message, MessageStatus, Run, RunStatus};
+use agentry_domain::conversation::{
+    Annotations, Conversation, Message, MessageStatus, Run, RunStatus,
+};
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::provider::ProviderId;
 use chrono::NaiveDateTime;
@@ -51,6 +53,7 @@ pub(crate) struct MessageRow {
     pub created_at: NaiveDateTime,
     pub tool_calls: Option<String>,
     pub tool_call_id: Option<String>,
+    pub annotations: Option<String>,
 }
 
 /// One element of `messages.tool_calls`.
@@ -153,6 +156,13 @@ impl TryFrom<&Message> for MessageRow {
             created_at: m.created_at.naive_utc(),
             tool_calls: tool_calls_column(&m.tool_calls)?,
             tool_call_id: m.tool_call_id.clone(),
+            annotations: if m.annotations.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&m.annotations).map_err(|e| {
+                    Error::Internal(format!("cannot encode the annotations of '{}': {e}", m.id))
+                })?)
+            },
         })
     }
 }
@@ -201,6 +211,10 @@ impl TryFrom<MessageRow> for Message {
                 .map(|text| tool_calls_from(E, id, text))
                 .transpose()?
                 .unwrap_or_default(),
+            annotations: match row.annotations.as_deref() {
+                None => Annotations::default(),
+                Some(text) => parse_json(E, id, "annotations", text)?,
+            },
             content: row.content,
             tool_call_id: row.tool_call_id,
             id: row.id,
@@ -393,6 +407,7 @@ mod tests {
             agent_version: Some(3),
             status: MessageStatus::Complete,
             created_at: Utc::now(),
+            annotations: Default::default(),
         }
     }
 

@@ -28,6 +28,7 @@ mod database;
 mod error;
 mod evals;
 mod events;
+mod files;
 mod history_rows;
 mod insights;
 mod mcp_servers;

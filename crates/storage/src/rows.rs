@@ -8,6 +8,7 @@ use agentry_domain::agent::{
     Agent, AgentId, AgentKey, AgentName, AgentStatus, AgentType, ClusterName, MaxTokens, ModelRef,
     Tag, Temperature, ToolSpec, TopP,
 };
+use agentry_domain::guardrail::Guardrails;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_domain::{Error, Invalid};
 use chrono::NaiveDateTime;
@@ -41,6 +42,7 @@ pub(crate) struct AgentRow {
     pub updated_at: NaiveDateTime,
     pub fallback_provider_id: Option<String>,
     pub fallback_model_name: Option<String>,
+    pub guardrails: Option<String>,
 }
 
 /// One row of `agent_tags`, the index behind the tags filter.
@@ -112,6 +114,8 @@ impl TryFrom<&Agent> for AgentRow {
             updated_at: a.updated_at.naive_utc(),
             fallback_provider_id: a.fallback_model.as_ref().map(|m| m.provider_id.to_string()),
             fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
+            guardrails: (!a.guardrails.is_empty() || a.guardrails.refusal_message.is_some())
+                .then(|| a.guardrails.to_json().to_string()),
         })
     }
 }
@@ -139,6 +143,13 @@ impl TryFrom<AgentRow> for Agent {
         let bad = |e: Invalid| corrupt("agent", &row.id, &e);
         let tags: Vec<String> = parse_json("agent", &row.id, "tags", &row.tags)?;
         let tools: Vec<Value> = parse_json("agent", &row.id, "tools", &row.tools)?;
+        let guardrails = match row.guardrails.as_deref() {
+            None => Guardrails::default(),
+            Some(text) => {
+                let v: Value = parse_json("agent", &row.id, "guardrails", text)?;
+                Guardrails::parse(&v).map_err(bad)?
+            }
+        };
         Ok(Self {
             id: AgentId::parse(&row.id).map_err(bad)?,
             key: AgentKey::parse(&row.key).map_err(bad)?,
@@ -181,6 +192,7 @@ impl TryFrom<AgentRow> for Agent {
                 }),
                 _ => None,
             },
+            guardrails,
             created_by: row.created_by,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),
@@ -241,6 +253,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
             "stored {entity} '{id}' has invalid {column} JSON: {e}"
         ))
     })
+}
+
+/// A stored row that no longer reads, for a reason in words.
+pub(crate) fn corrupt_text(entity: &str, id: &str, reason: &str) -> Error {
+    Error::Internal(format!("stored {entity} '{id}' is invalid: {reason}"))
 }
 
 pub(crate) fn corrupt(entity: &str, id: &str, e: &Invalid) -> Error {

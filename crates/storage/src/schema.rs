@@ -23,6 +23,7 @@ diesel::table! {
         updated_at -> Timestamp,
         fallback_provider_id -> Nullable<Text>,
         fallback_model_name -> Nullable<Text>,
+        guardrails -> Nullable<Text>,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         created_at -> Timestamp,
         tool_calls -> Nullable<Text>,
         tool_call_id -> Nullable<Text>,
+        annotations -> Nullable<Text>,
     }
 }
 
@@ -364,9 +366,25 @@ diesel::joinable!(auth_sessions -> users (user_id));
 diesel::joinable!(refresh_tokens -> auth_sessions (session_id));
 diesel::joinable!(api_keys -> users (created_by));
 diesel::joinable!(conversations -> agents (agent_id));
+diesel::table! {
+    files (id) {
+        id -> Text,
+        filename -> Text,
+        content_type -> Text,
+        size_bytes -> BigInt,
+        sha256 -> Text,
+        metadata -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     agents,
+    files,
     agent_tags,
     agent_versions,
     providers,

@@ -61,6 +61,9 @@ struct Snapshot {
     fallback_provider_id: Option<String>,
     #[serde(default)]
     fallback_model_name: Option<String>,
+    /// Absent from snapshots written before guardrails existed (and when there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    guardrails: Option<Value>,
 }
 
 /// The snapshot of `agent` as stored JSON.
@@ -91,6 +94,8 @@ pub(crate) fn encode_snapshot(a: &Agent) -> Result<String> {
         updated_at: a.updated_at,
         fallback_provider_id: a.fallback_model.as_ref().map(|m| m.provider_id.to_string()),
         fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
+        guardrails: (!a.guardrails.is_empty() || a.guardrails.refusal_message.is_some())
+            .then(|| a.guardrails.to_json()),
     };
     serde_json::to_string(&snapshot)
         .map_err(|e| Error::Internal(format!("cannot encode the snapshot of '{}': {e}", a.id)))
@@ -137,6 +142,7 @@ fn decode_snapshot(row: &VersionRow) -> Result<Agent> {
         updated_at: s.updated_at.naive_utc(),
         fallback_provider_id: s.fallback_provider_id,
         fallback_model_name: s.fallback_model_name,
+        guardrails: s.guardrails.map(|g| g.to_string()),
     };
     Agent::try_from(as_row).map_err(|e| bad(e.to_string()))
 }

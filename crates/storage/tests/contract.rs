@@ -16,8 +16,10 @@ use agentry_domain::auth::{
     Username,
 };
 use agentry_domain::conversation::{
-    Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
+    Annotations, Conversation, Message, MessageQuery, MessageStatus, Run, RunFilter, RunStatus,
 };
+use agentry_domain::file::{FileStatus, StoredFile};
+use agentry_domain::guardrail::{Action as GuardAction, Guardrails, Stage, Trigger};
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::mcp::{
     McpCatalog, McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTool,
@@ -38,7 +40,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 14] = [
+const MIGRATIONS: [&str; 16] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -52,6 +54,8 @@ const MIGRATIONS: [&str; 14] = [
     "2026-12-03-000011_tasks",
     "2026-12-03-000012_clusters",
     "2026-12-03-000013_evals",
+    "2026-12-03-000014_guardrails",
+    "2026-12-03-000015_files",
     "2026-12-03-000016_insights",
 ];
 
@@ -102,6 +106,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    file_records_round_trip_page_and_delete,
     agent_insert_and_get_by_id_and_key,
     agent_fields_round_trip_exactly,
     agent_without_optional_fields_round_trips,
@@ -227,6 +232,7 @@ fn agent(name: &str) -> Agent {
         tools: Vec::new(),
         cluster: None,
         fallback_model: None,
+        guardrails: Guardrails::default(),
         created_by: None,
         created_at: t0(),
         updated_at: t0(),
@@ -270,6 +276,18 @@ fn full_agent(name: &str) -> Agent {
             provider_id: ProviderId::parse("anthropic").unwrap(),
             model_name: "claude-haiku".into(),
         }),
+        guardrails: Guardrails::parse(&json!({
+            "input": [
+                {"type": "pii", "kinds": ["email", "iban"], "action": "redact"},
+                {"type": "regex", "pattern": "(?i)ünï\\d+ \"x\"", "action": "flag", "name": "odd 'name'"},
+            ],
+            "output": [
+                {"type": "judge", "agent": "moderator", "question": "Is it rude?", "timeout_ms": 1500, "on_error": "block"},
+                {"type": "json_schema", "schema": {"type": "object", "required": ["a"]}},
+            ],
+            "refusal_message": "Désolé \u{1F6AB}",
+        }))
+        .unwrap(),
         created_by: Some("alice@example.com".into()),
         created_at: now - TimeDelta::microseconds(123_457),
         updated_at: now,
@@ -856,6 +874,80 @@ async fn provider_api_key_round_trips_and_stays_hidden(db: Database) {
 // Conversations and messages
 
 /// Stores a minimal agent named `name` and returns its id.
+fn stored_file(id: &str, at: DateTime<Utc>) -> StoredFile {
+    let Value::Object(metadata) = json!({"description": "Ünïcode 'quotes' \"x\"", "n": [1, 2.5]})
+    else {
+        unreachable!()
+    };
+    StoredFile {
+        id: id.to_owned(),
+        filename: "rapport d'été.pdf".to_owned(),
+        content_type: "application/pdf".to_owned(),
+        size_bytes: u64::try_from(i64::MAX).unwrap(),
+        sha256: "ab".repeat(32),
+        metadata,
+        status: FileStatus::Processing,
+        status_reason: None,
+        created_by: Some("key:k1".to_owned()),
+        created_at: at,
+    }
+}
+
+async fn file_records_round_trip_page_and_delete(db: Database) {
+    let store = db.files();
+    let now = Utc::now().trunc_subsecs(6);
+    let a = stored_file("file_a", now - TimeDelta::seconds(2));
+    let b = stored_file("file_b", now - TimeDelta::seconds(1));
+    let c = StoredFile {
+        metadata: Map::new(),
+        created_by: None,
+        ..stored_file("file_c", now)
+    };
+    for f in [&a, &b, &c] {
+        store.insert_file(f).await.unwrap();
+    }
+    assert_eq!(store.get_file("file_a").await.unwrap(), a);
+    assert!(matches!(
+        store.insert_file(&a).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.get_file("file_x").await,
+        Err(Error::NotFound { entity: "file", .. })
+    ));
+    let page = store
+        .list_files(Page::new(Some(2), Some(0)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(page.items, vec![c.clone(), b.clone()]);
+    let page = store
+        .list_files(Page::new(Some(2), Some(2)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![a.clone()]);
+    assert!(
+        store
+            .set_file_status("file_a", FileStatus::Failed, Some("no text"))
+            .await
+            .unwrap()
+    );
+    let failed = store.get_file("file_a").await.unwrap();
+    assert_eq!(
+        (failed.status, failed.status_reason.as_deref()),
+        (FileStatus::Failed, Some("no text"))
+    );
+    assert!(
+        !store
+            .set_file_status("file_x", FileStatus::Ready, None)
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_file("file_a").await.unwrap());
+    assert!(!store.delete_file("file_a").await.unwrap());
+    assert_eq!(store.list_files(Page::default()).await.unwrap().total, 2);
+}
+
 async fn seed_agent(db: &Database, name: &str) -> AgentId {
     let a = agent(name);
     db.agents().insert_agent(&a).await.unwrap();
@@ -917,6 +1009,7 @@ fn msg(conv: &Conversation, id: &str, micros: i64) -> Message {
         agent_version: None,
         status: MessageStatus::Complete,
         created_at: t0() + TimeDelta::microseconds(micros),
+        annotations: Annotations::default(),
     }
 }
 
@@ -1359,6 +1452,16 @@ async fn message_fields_round_trip_exactly(db: Database) {
         agent_version: Some(7),
         status: MessageStatus::Incomplete,
         created_at: now - TimeDelta::microseconds(1),
+        annotations: Annotations {
+            guardrails: vec![Trigger {
+                stage: Stage::Output,
+                index: 3,
+                rule: "pii".into(),
+                name: Some("no 'pii' ü".into()),
+                action: GuardAction::Redact,
+                detail: "2 email".into(),
+            }],
+        },
         ..msg(&conv, "msg_assistant", 0)
     };
     let extremes = Message {

@@ -186,6 +186,10 @@ impl TestAppBuilder {
         if let Some(map) = self.map_url.take() {
             self.config.database_url = map(&self.config.database_url);
         }
+        // Uploaded files go to the test's own folder, whatever the backend.
+        if self.config.data_dir.is_none() {
+            self.config.data_dir = Some(dir.path().to_path_buf());
+        }
         let guard = DbGuard {
             _dir: dir,
             _schema: schema,

@@ -82,6 +82,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         http_tools: None,
         // No MCP servers in this program: starting one fails with a clear reason.
         mcp: None,
+        // No uploaded files in this program: the Files API would answer `Unavailable`.
+        files: None,
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(JwtCodec::new(&signing_key, "embedded", "embedded")?),
         secrets: Arc::new(RandomSecrets),

@@ -58,6 +58,14 @@ impl AgentService {
         }
     }
 
+    /// Every judge's model must resolve (an agent judge is looked up when it judges).
+    async fn check_guardrails(&self, g: &crate::guardrail::Guardrails) -> Result<()> {
+        for spec in g.judge_models() {
+            self.resolve_model(spec).await?;
+        }
+        Ok(())
+    }
+
     /// Every MCP server the tools bind must be registered.
     async fn check_tools(&self, tools: &[ToolSpec]) -> Result<()> {
         for (i, tool) in tools.iter().enumerate() {
@@ -122,6 +130,9 @@ impl AgentService {
         if let Some(tools) = &f.tools {
             self.check_tools(tools).await?;
         }
+        if let Some(g) = &f.guardrails {
+            self.check_guardrails(g).await?;
+        }
         Ok(Agent {
             id,
             key,
@@ -138,6 +149,7 @@ impl AgentService {
             tools: f.tools.unwrap_or_default(),
             cluster: f.cluster.flatten(),
             fallback_model,
+            guardrails: f.guardrails.unwrap_or_default(),
             created_by,
             created_at,
             updated_at: self.clock.now(),
@@ -247,6 +259,10 @@ impl AgentService {
                 Some(spec) => Some(self.resolve_model(&spec).await?),
                 None => None,
             };
+        }
+        if let Some(g) = f.guardrails {
+            self.check_guardrails(&g).await?;
+            a.guardrails = g;
         }
         a.updated_at = self.clock.now();
         self.store.update_agent(&a).await?;

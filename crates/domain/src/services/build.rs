@@ -24,9 +24,9 @@ use crate::ports::{
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
-    InsightService, InsightSettings, InstanceSettings, Instances, McpServerService, McpSettings,
-    McpSupervisor, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings, TaskService,
-    TaskSettings, VersionService,
+    FilePorts, FileService, InsightService, InsightSettings, InstanceSettings, Instances,
+    McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime, RuntimePorts,
+    RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -68,6 +68,8 @@ pub struct ServicePorts {
     pub tokens: Arc<dyn TokenCodec>,
     /// Random secrets and digests.
     pub secrets: Arc<dyn SecretGenerator>,
+    /// File records and bytes; `None`: the Files API answers 503.
+    pub files: Option<FilePorts>,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }
@@ -101,6 +103,8 @@ pub struct ServiceSettings {
     pub insights: InsightSettings,
     /// How turns of cluster agents wait for a slot.
     pub instances: InstanceSettings,
+    /// The largest file upload, in bytes.
+    pub file_max_bytes: u64,
 }
 
 impl ServiceSettings {
@@ -120,6 +124,7 @@ impl ServiceSettings {
             evals: EvalSettings::default(),
             insights: InsightSettings::default(),
             instances: InstanceSettings::default(),
+            file_max_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Services {
     pub clusters: ClusterService,
     /// What turns count (and what other parts of the process add as sources).
     pub metrics: Metrics,
+    /// Uploaded files.
+    pub files: FileService,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -261,10 +268,11 @@ impl Services {
             instances,
             metrics.clone(),
             changes,
-            ports.clock,
+            ports.clock.clone(),
             settings.default_model,
         );
         clusters.reload().await?;
+        let files = FileService::new(ports.files, ports.clock.clone(), settings.file_max_bytes);
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
             agents,
@@ -279,6 +287,7 @@ impl Services {
             events: ports.events,
             clusters,
             metrics,
+            files,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),

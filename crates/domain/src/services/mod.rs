@@ -6,6 +6,7 @@ mod auth;
 mod build;
 mod clusters;
 mod evals;
+mod files;
 mod insights;
 mod login_throttle;
 mod mcp;
@@ -26,6 +27,7 @@ pub use clusters::{
     Instances, MemberView, Scaled, SlotState,
 };
 pub use evals::{EvalService, EvalSettings, TestSetFields};
+pub use files::{FilePorts, FileService, Received};
 pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};

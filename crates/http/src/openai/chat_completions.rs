@@ -292,13 +292,15 @@ pub async fn create_chat_completion(
     let id = completion_id(turn.start().run_id.as_deref().unwrap_or_default());
     let created = unix(turn.start().created_at);
     let outcome = turn.finish().await.map_err(OpenAiError::from)?;
-    let content = if outcome.text.is_empty() && !outcome.tool_calls.is_empty() {
+    let content = if (outcome.text.is_empty() && !outcome.tool_calls.is_empty())
+        || outcome.refusal.is_some()
+    {
         Value::Null
     } else {
         Value::String(outcome.text.clone())
     };
-    let mut message =
-        json!({"role": "assistant", "content": content, "refusal": null, "annotations": []});
+    // An answer an output guardrail blocked is OpenAI's refusal: `content` null, `refusal` set.
+    let mut message = json!({"role": "assistant", "content": content, "refusal": outcome.refusal, "annotations": []});
     if !outcome.tool_calls.is_empty()
         && let Value::Object(m) = &mut message
     {
@@ -386,6 +388,9 @@ impl Encoder for ChunkEncoder {
             }
             TurnEvent::ToolCall { .. } | TurnEvent::ToolResult { .. } => {}
             TurnEvent::Finished(outcome) => {
+                if let Some(refusal) = &outcome.refusal {
+                    out.push_back(self.chunk(json!({"refusal": refusal}), None));
+                }
                 out.push_back(self.chunk(json!({}), Some(finish_reason(&outcome))));
                 if self.include_usage {
                     let last = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model, "choices": [], "usage": usage_json(outcome.usage)});

@@ -377,6 +377,12 @@ fn output_text(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
+/// The message item of an answer an output guardrail replaced: one `refusal` content part.
+fn refusal_item(id: &str, refusal: &str) -> Value {
+    json!({"id": id, "type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "refusal", "refusal": refusal}]})
+}
+
 fn message_item(id: &str, status: &str, text: Option<&str>) -> Value {
     let content = text.map_or_else(Vec::new, |t| vec![output_text(t)]);
     json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
@@ -529,13 +535,16 @@ impl Reported {
             _ if o.finish_reason.as_deref() == Some("max_tool_steps") => "incomplete",
             _ => "completed",
         };
-        let output = output_items(
-            &self.answer_id,
-            "completed",
-            &o.steps,
-            &o.text,
-            &o.tool_calls,
-        );
+        let output = match &o.refusal {
+            Some(refusal) => vec![refusal_item(&self.answer_id, refusal)],
+            None => output_items(
+                &self.answer_id,
+                "completed",
+                &o.steps,
+                &o.text,
+                &o.tool_calls,
+            ),
+        };
         let mut v = response_object(&self.shape(status, output, o.usage));
         if o.finish_reason.as_deref() == Some("max_tool_steps") {
             v["incomplete_details"] = json!({"reason": "max_tool_calls"});
@@ -758,6 +767,42 @@ impl EventEncoder {
         });
     }
 
+    /// A refusal message item, streamed as OpenAI streams one (`response.refusal.delta`,
+    /// `response.refusal.done`).
+    fn refusal(&mut self, out: &mut VecDeque<Bytes>, refusal: &str) {
+        let id = if self.next_index == 0 {
+            self.reported.answer_id.clone()
+        } else {
+            format!("{}_{}", self.reported.answer_id, self.next_index)
+        };
+        let index = self.index();
+        let mut added = refusal_item(&id, "");
+        added["status"] = json!("in_progress");
+        added["content"] = json!([]);
+        self.event(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": added}),
+        );
+        self.event(out, "response.content_part.added", json!({"item_id": id, "output_index": index, "content_index": 0, "part": {"type": "refusal", "refusal": ""}}));
+        self.event(
+            out,
+            "response.refusal.delta",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "delta": refusal}),
+        );
+        self.event(
+            out,
+            "response.refusal.done",
+            json!({"item_id": id, "output_index": index, "content_index": 0, "refusal": refusal}),
+        );
+        self.event(out, "response.content_part.done", json!({"item_id": id, "output_index": index, "content_index": 0, "part": {"type": "refusal", "refusal": refusal}}));
+        self.event(
+            out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": refusal_item(&id, refusal)}),
+        );
+    }
+
     fn close_message(&mut self, out: &mut VecDeque<Bytes>) {
         let Some(m) = self.message.take() else {
             return;
@@ -823,6 +868,9 @@ impl Encoder for EventEncoder {
             }
             TurnEvent::Finished(outcome) => {
                 self.close_message(out);
+                if let Some(refusal) = &outcome.refusal {
+                    self.refusal(out, refusal);
+                }
                 let done = self.reported.finished(&outcome);
                 self.event(out, "response.completed", json!({"response": done}));
             }
@@ -927,7 +975,15 @@ pub async fn get_response(
         _ => "completed",
     };
     let output = answer.map_or_else(Vec::new, |a| {
-        output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+        // An answer an output guardrail blocked is read back as the refusal it was.
+        if a.annotations.guardrails.iter().any(|t| {
+            t.stage == agentry_domain::guardrail::Stage::Output
+                && t.action == agentry_domain::guardrail::Action::Block
+        }) {
+            vec![refusal_item(&a.id, &a.content)]
+        } else {
+            output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+        }
     });
     let shape = Shape {
         id: path.clone(),

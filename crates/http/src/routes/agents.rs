@@ -12,6 +12,7 @@ use agentry_domain::agent::{
     parse_description, parse_instructions,
 };
 use agentry_domain::cluster::INSTANCES_MAX;
+use agentry_domain::guardrail::Guardrails;
 use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -186,6 +187,46 @@ pub struct AgentInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<ModelInput>)]
     pub fallback_model: Option<Option<ModelInput>>,
+    /// Input and output rules applied by every turn (docs/guardrails.md); `null` or `{}`
+    /// removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = guardrails_schema)]
+    pub guardrails: Option<Option<Value>>,
+}
+
+/// The document's schema of `guardrails` (the domain's `Guardrails::parse` reads it).
+fn guardrails_schema() -> utoipa::openapi::schema::Schema {
+    let rule = json!({
+        "type": "object",
+        "description": "One rule: `type` is `max_length` (`max_chars`), `blocked_terms` (`terms`), `regex` (`pattern`), `pii` (`kinds`: email, phone, card, iban), `json_schema` (`schema`) or `judge` (`model` or `agent`, `question`, `timeout_ms` 100 to 120000, `on_error` allow | block); `action` is `block` (default), `redact` or `flag`; `name` is optional.",
+        "required": ["type"],
+        "properties": {
+            "type": {"enum": ["max_length", "blocked_terms", "regex", "pii", "json_schema", "judge"]},
+            "action": {"enum": ["block", "redact", "flag"]},
+            "name": {"type": "string", "minLength": 1, "maxLength": 64},
+            "max_chars": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+            "terms": {"type": "array", "minItems": 1, "maxItems": 500, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+            "pattern": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "kinds": {"type": "array", "minItems": 1, "items": {"enum": ["email", "phone", "card", "iban"]}},
+            "schema": {"type": "object"},
+            "model": {"type": "string", "minLength": 1, "maxLength": 256},
+            "agent": {"type": "string", "minLength": 1, "maxLength": 64},
+            "question": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "timeout_ms": {"type": "integer", "minimum": 100, "maximum": 120_000},
+            "on_error": {"enum": ["allow", "block"]},
+        },
+    });
+    raw(json!({
+        "type": ["object", "null"],
+        "description": "Input and output rules applied by every turn (docs/guardrails.md); `null` or `{}` removes them.",
+        "additionalProperties": false,
+        "properties": {
+            "input": {"type": "array", "maxItems": 32, "items": rule.clone()},
+            "output": {"type": "array", "maxItems": 32, "items": rule},
+            "refusal_message": {"type": "string", "minLength": 1, "maxLength": 2000},
+        },
+        "example": {"input": [{"type": "pii", "action": "redact"}], "output": [{"type": "blocked_terms", "terms": ["internal only"]}]},
+    }))
 }
 
 /// An entry of an agent's `tools` (documentation only: entries are read as JSON objects by
@@ -400,6 +441,10 @@ impl AgentInput {
             fallback_model: self
                 .fallback_model
                 .map(|m| m.map(|m| model_spec("fallback_model", m, None))),
+            guardrails: self
+                .guardrails
+                .map(|g| Guardrails::parse(&g.unwrap_or(Value::Null)))
+                .transpose()?,
         })
     }
 }
@@ -448,7 +493,7 @@ const SPELLINGS: [(&str, &[&str]); 5] = [
 ];
 
 /// The fields every agent body may hold, whatever its spelling.
-const SHARED: [&str; 9] = [
+const SHARED: [&str; 10] = [
     "key",
     "name",
     "description",
@@ -458,6 +503,7 @@ const SHARED: [&str; 9] = [
     "tools",
     "cluster",
     "fallback_model",
+    "guardrails",
 ];
 
 /// An agent body as the document shows it: every field in every spelling, with one of
@@ -671,6 +717,9 @@ pub struct AgentView {
     pub cluster: Option<String>,
     /// `provider/model` tried when the model's provider fails, if any.
     pub fallback_model: Option<String>,
+    /// Input and output rules (docs/guardrails.md).
+    #[schema(value_type = Object)]
+    pub guardrails: Value,
     /// Creator.
     pub created_by: Option<String>,
     /// RFC 3339 UTC.
@@ -715,6 +764,7 @@ impl From<&Agent> for AgentView {
                 .collect(),
             cluster: a.cluster.as_ref().map(ToString::to_string),
             fallback_model: a.fallback_model.as_ref().map(ToString::to_string),
+            guardrails: a.guardrails.to_json(),
             created_by: a.created_by.clone(),
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),

@@ -97,6 +97,21 @@ pub struct ChatMetadata {
     pub model: String,
     /// Total tokens.
     pub tokens_used: u32,
+    /// The guardrails that triggered in this turn (`stage`, `index`, `rule`, `name`,
+    /// `action`, `detail`), when some did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub guardrails: Vec<Value>,
+}
+
+/// A guardrail that triggered, as the API shows it (never the text it matched).
+pub fn trigger_json(t: &agentry_domain::guardrail::Trigger) -> Value {
+    let mut v = serde_json::json!({"stage": t.stage.as_str(), "index": t.index, "rule": t.rule,
+        "action": t.action.as_str(), "detail": t.detail});
+    if let Some(n) = &t.name {
+        v["name"] = Value::String(n.clone());
+    }
+    v
 }
 
 /// An agent's answer.
@@ -133,6 +148,10 @@ pub struct ChatReply {
     /// The agent's tool calls during this turn, with their results, in order.
     #[schema(value_type = Vec<Object>)]
     pub tool_calls: Vec<Value>,
+    /// When an output guardrail blocked the answer: the refusal sent instead (also in
+    /// `message`; `finish_reason` is `content_filter`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 impl ChatReply {
@@ -141,6 +160,7 @@ impl ChatReply {
         let mut reply = Self::from(t);
         reply.model = outcome.model.to_string();
         reply.metadata.model = outcome.model.model_name.clone();
+        reply.refusal.clone_from(&outcome.refusal);
         reply
     }
 }
@@ -182,8 +202,10 @@ impl From<&ChatTurn> for ChatReply {
             metadata: ChatMetadata {
                 model: t.agent.model.model_name.clone(),
                 tokens_used,
+                guardrails: a.annotations.guardrails.iter().map(trigger_json).collect(),
             },
             tool_calls: tool_steps(&t.steps),
+            refusal: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod clusters;
 pub mod conversations;
 pub mod evals;
+pub mod files;
 pub mod health;
 pub mod insights;
 pub mod mcp_servers;
@@ -32,6 +33,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     conversations::configure(cfg);
     insights::configure(cfg);
     evals::configure(cfg);
+    files::configure(cfg);
     mcp_servers::configure(cfg);
     metrics::configure(cfg);
     providers::configure(cfg);

@@ -38,6 +38,7 @@ fn same_definition(a: &Agent, b: &Agent) -> bool {
         && a.tools == b.tools
         && a.cluster == b.cluster
         && a.fallback_model == b.fallback_model
+        && a.guardrails == b.guardrails
 }
 
 impl ClusterService {
@@ -104,6 +105,7 @@ impl ClusterService {
             tools: f.tools.unwrap_or_default(),
             cluster: Some(cluster.clone()),
             fallback_model,
+            guardrails: f.guardrails.clone().unwrap_or_default(),
             created_by: None,
             created_at: now,
             updated_at: now,

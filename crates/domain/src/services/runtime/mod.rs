@@ -9,6 +9,9 @@
 //! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
 //! - `tools.rs`: the server-side tools a turn runs.
 
+mod guard;
+#[cfg(test)]
+mod guard_tests;
 #[cfg(test)]
 mod mcp_tests;
 mod prompt;

@@ -158,6 +158,7 @@ mod tests {
             agent_version: None,
             status: MessageStatus::Complete,
             created_at: Utc::now(),
+            annotations: Default::default(),
         }
     }
 

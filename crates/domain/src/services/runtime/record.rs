@@ -13,7 +13,7 @@ use super::Runtime;
 use super::turn::ChatTurn;
 use crate::agent::{Agent, ModelRef};
 use crate::conversation::{
-    Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus, Run, RunStatus,
+    Annotations, Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus, Run, RunStatus,
 };
 use crate::error::Result;
 use crate::ids::new_id;
@@ -61,6 +61,8 @@ pub(super) struct Produced {
     pub latency_ms: u64,
     /// Why it failed, for the run log.
     pub error: Option<String>,
+    /// Noted on the answer (the guardrails that triggered).
+    pub annotations: Annotations,
 }
 
 impl Produced {
@@ -140,6 +142,7 @@ impl Recorder {
                         agent_version: None,
                         status: MessageStatus::Complete,
                         created_at,
+                        annotations: Annotations::default(),
                     }
                 };
                 let input: Vec<Message> = self.input.into_iter().map(|m| next(m.role, m)).collect();
@@ -167,6 +170,7 @@ impl Recorder {
                     agent_version: version,
                     status: p.status,
                     created_at: answered_at,
+                    annotations: p.annotations,
                     ..base
                 };
                 let mut conversation = *conversation;

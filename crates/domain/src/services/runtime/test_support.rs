@@ -496,7 +496,10 @@ impl LlmClient for ScriptedLlm {
         let events = match self.next(request) {
             Script::FailAtStart(e) => return Err(e),
             Script::Events { events, hang } => {
-                assert!(!hang, "a hanging script needs a streamed turn");
+                if hang {
+                    // A model that never answers (a judge's timeout).
+                    std::future::pending::<()>().await;
+                }
                 events
             }
         };
@@ -923,11 +926,20 @@ impl Harness {
             tools: ToolSpec::parse_list(tools).unwrap(),
             cluster: None,
             fallback_model: None,
+            guardrails: Default::default(),
             created_by: None,
             created_at: now,
             updated_at: now,
         };
         self.mem.insert_agent(&agent).await.unwrap();
+        agent
+    }
+
+    /// Stores an agent `key` answered by `mock/echo` with these guardrails (their JSON).
+    pub async fn guarded(&self, key: &str, guardrails: Value) -> Agent {
+        let mut agent = self.agent(key, AgentStatus::Active, "", vec![]).await;
+        agent.guardrails = crate::guardrail::Guardrails::parse(&guardrails).unwrap();
+        self.mem.update_agent(&agent).await.unwrap();
         agent
     }
 

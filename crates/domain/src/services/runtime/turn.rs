@@ -21,6 +21,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
+use super::guard::guard_whole_answer;
 use super::prompt::{check_input, check_length, millis, system_messages, trim_history};
 use super::record::{Produced, Recorded, Recorder, Target};
 use super::routes::{Routes, provider_error};
@@ -29,10 +30,11 @@ use super::{Params, Runtime};
 use crate::agent::{Agent, AgentKey, AgentRef, AgentStatus, ModelRef, ModelSpec};
 use crate::auth::{Principal, Requirement};
 use crate::conversation::{
-    CONVERSATION_ID_PREFIX, Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus, RUN_ID_PREFIX,
-    Run, parse_external_id,
+    Annotations, CONVERSATION_ID_PREFIX, Conversation, MESSAGE_ID_PREFIX, Message, MessageStatus,
+    RUN_ID_PREFIX, Run, parse_external_id,
 };
 use crate::error::{Error, Invalid, Result};
+use crate::guardrail::{OutputGuard, Release, Trigger};
 use crate::ids::new_id;
 use crate::llm::{
     Completion, CompletionRequest, CompletionStream, PromptMessage, ResponseFormat, Role,
@@ -274,6 +276,11 @@ pub struct TurnOutcome {
     pub chat: Option<ChatTurn>,
     /// The logged run (run turns).
     pub run: Option<Run>,
+    /// The refusal that replaced the answer, when an output guardrail blocked it (then
+    /// `text` is the refusal too, and `finish_reason` is `content_filter`).
+    pub refusal: Option<String>,
+    /// Every guardrail that triggered, input then output.
+    pub guardrails: Vec<Trigger>,
 }
 
 /// A running turn: a stream of [`TurnEvent`]s. Dropping it before `Finished` cancels the
@@ -412,6 +419,22 @@ impl Runtime {
         }
         check_options(&req.options)?;
         let resolved = self.resolve(caller, target).await?;
+        // Guardrails: the input rules run before anything reaches a model (a block is an
+        // error here; a redaction changes what is sent and stored); the output guard goes
+        // with the driver.
+        let mut req = req;
+        let guardrails = resolved
+            .served
+            .as_ref()
+            .map(|s| s.agent.guardrails.clone())
+            .unwrap_or_default();
+        let input_triggers = if guardrails.input.is_empty() {
+            Vec::new()
+        } else {
+            self.guard_input(&guardrails.input, &mut req.input, req.input_field)
+                .await?
+        };
+        let output_guard = OutputGuard::new(&guardrails);
         // Counted from here (the agent is known); a cluster agent's turn takes one of its
         // slots, waiting in line for one when all are busy.
         let served_key = resolved.served.as_ref().map(|s| s.agent.key.as_str());
@@ -641,6 +664,11 @@ impl Runtime {
             step_count: 0,
             recorder: Some(recorder),
             started,
+            runtime: self.clone(),
+            guard: output_guard,
+            input_triggers,
+            held: String::new(),
+            refused: false,
         };
         let events = futures_util::stream::unfold(driver, |mut d| async move {
             d.next_event().await.map(|e| (e, d))
@@ -975,6 +1003,7 @@ impl Produced {
             status: MessageStatus::Incomplete,
             latency_ms: millis(started),
             error: Some(error.to_string()),
+            annotations: Annotations::default(),
         }
     }
 }
@@ -1053,6 +1082,16 @@ struct Driver {
     /// Taken when the turn is recorded; still here on drop means "cut".
     recorder: Option<Recorder>,
     started: Instant,
+    /// For the guardrails' judges.
+    runtime: Runtime,
+    /// The output guardrails, when the agent has some.
+    guard: Option<OutputGuard>,
+    /// The input guardrails that triggered (and let the turn go on).
+    input_triggers: Vec<Trigger>,
+    /// Checked text not sent yet: the whole answer, when an output rule must see it whole.
+    held: String,
+    /// An output guardrail blocked the answer: `text` is the refusal.
+    refused: bool,
 }
 
 impl Driver {
@@ -1076,6 +1115,17 @@ impl Driver {
             };
             match upstream.next().await {
                 Some(Ok(StreamEvent::Delta(delta))) => {
+                    let delta = match self.guard.as_mut().map(|g| g.push(&delta)) {
+                        None => delta,
+                        Some(Release::Text(t)) => t,
+                        Some(Release::Blocked(_)) => {
+                            self.refuse().await;
+                            continue;
+                        }
+                    };
+                    if delta.is_empty() {
+                        continue;
+                    }
                     self.text.push_str(&delta);
                     return Some(TurnEvent::TextDelta(delta));
                 }
@@ -1097,7 +1147,9 @@ impl Driver {
                     );
                     self.usage = add_usage(self.usage, usage);
                     self.finish_reason = finish_reason;
-                    self.answered().await;
+                    if self.flush_guard().await {
+                        self.answered().await;
+                    }
                 }
                 None => {
                     self.upstream = None;
@@ -1105,7 +1157,9 @@ impl Driver {
                         self.model.provider_id.as_str(),
                         self.call_started.elapsed(),
                     );
-                    self.answered().await;
+                    if self.flush_guard().await {
+                        self.answered().await;
+                    }
                 }
                 Some(Err(e)) => {
                     self.upstream = None;
@@ -1119,6 +1173,85 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A model answer ended: the guard releases the text it held (sent now, or once the
+    /// whole-answer rules passed). `false` when it blocked the answer (the turn is over).
+    async fn flush_guard(&mut self) -> bool {
+        let Some(guard) = self.guard.as_mut() else {
+            return true;
+        };
+        match guard.flush() {
+            Release::Text(t) if t.is_empty() => true,
+            Release::Text(t) => {
+                self.text.push_str(&t);
+                if guard.holds_whole_answer() {
+                    self.held.push_str(&t);
+                } else {
+                    self.pending.push_back(TurnEvent::TextDelta(t));
+                }
+                true
+            }
+            Release::Blocked(_) => {
+                self.refuse().await;
+                false
+            }
+        }
+    }
+
+    /// An output guardrail blocked the answer: the model call is dropped (cancelled), the
+    /// answer becomes the refusal, and the turn finishes.
+    async fn refuse(&mut self) {
+        self.upstream = None;
+        self.refused = true;
+        self.held.clear();
+        self.calls.clear();
+        self.text = self
+            .guard
+            .as_ref()
+            .map(|g| g.refusal().to_owned())
+            .unwrap_or_default();
+        self.finish_reason = Some("content_filter".to_owned());
+        self.finish(Vec::new()).await;
+    }
+
+    /// Before a final answer is recorded: the output rules that judge a whole answer; then
+    /// the text held for them is sent (or replaced by the refusal).
+    async fn guard_final_answer(&mut self) {
+        let Some(guard) = self.guard.as_mut() else {
+            return;
+        };
+        if self.refused {
+            return;
+        }
+        let rules = guard.whole_answer_rules();
+        if !rules.is_empty() {
+            let (triggers, blocked) =
+                Box::pin(guard_whole_answer(&self.runtime, &rules, &self.text)).await;
+            for t in triggers {
+                guard.record(t);
+            }
+            if blocked.is_some() {
+                self.refused = true;
+                self.held.clear();
+                self.text = guard.refusal().to_owned();
+                self.finish_reason = Some("content_filter".to_owned());
+                return;
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            self.pending.push_back(TurnEvent::TextDelta(held));
+        }
+    }
+
+    /// Every guardrail that triggered so far, input then output.
+    fn triggers(&self) -> Vec<Trigger> {
+        let mut all = self.input_triggers.clone();
+        if let Some(g) = &self.guard {
+            all.extend(g.triggers().iter().cloned());
+        }
+        all
     }
 
     /// A model call ended: finish, or run the server-side calls and ask again.
@@ -1156,6 +1289,10 @@ impl Driver {
                 .push_back(TurnEvent::TextDelta(self.text.clone()));
             return self.finish(Vec::new()).await;
         }
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            self.pending.push_back(TurnEvent::TextDelta(held));
+        }
         let assistant = PromptMessage::assistant_calls(std::mem::take(&mut self.text), calls);
         self.request.messages.push(assistant.clone());
         self.steps.push(assistant);
@@ -1188,7 +1325,11 @@ impl Driver {
 
     fn produced(&mut self, tool_calls: Vec<ToolCall>, status: MessageStatus) -> Produced {
         answer_pending_calls(&mut self.steps);
+        let annotations = Annotations {
+            guardrails: self.triggers(),
+        };
         Produced {
+            annotations,
             text: std::mem::take(&mut self.text),
             tool_calls,
             steps: std::mem::take(&mut self.steps),
@@ -1201,6 +1342,8 @@ impl Driver {
     }
 
     async fn finish(&mut self, tool_calls: Vec<ToolCall>) {
+        self.guard_final_answer().await;
+        let tool_calls = if self.refused { Vec::new() } else { tool_calls };
         self.phase = Phase::Done;
         let Some(recorder) = self.recorder.take() else {
             return;
@@ -1212,6 +1355,8 @@ impl Driver {
         let (usage, model, latency_ms) =
             (produced.usage, produced.model.clone(), produced.latency_ms);
         let finish_reason = self.finish_reason.clone();
+        let guardrails = produced.annotations.guardrails.clone();
+        let refusal = self.refused.then(|| text.clone());
         let event = match Box::pin(recorder.record(produced, finish_reason.clone())).await {
             Ok(Recorded { chat, run }) => TurnEvent::Finished(Box::new(TurnOutcome {
                 text,
@@ -1223,6 +1368,8 @@ impl Driver {
                 latency_ms,
                 chat,
                 run,
+                refusal,
+                guardrails,
             })),
             Err(e) => TurnEvent::Failed(e),
         };

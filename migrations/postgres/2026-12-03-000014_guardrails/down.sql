@@ -1,0 +1,2 @@
+ALTER TABLE messages DROP COLUMN annotations;
+ALTER TABLE agents DROP COLUMN guardrails;

@@ -1,0 +1,17 @@
+-- Uploaded files: their records (their bytes are in the blob store under `files/<id>`).
+-- Constraints are named explicitly, as in the other tables.
+CREATE TABLE files (
+    id TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    created_by TEXT,
+    created_at TIMESTAMP NOT NULL,
+    CONSTRAINT files_pkey PRIMARY KEY (id)
+);
+CREATE INDEX files_created_at ON files (created_at);
+
