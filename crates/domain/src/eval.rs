@@ -962,56 +962,9 @@ impl Configuration {
     }
 }
 
-/// Where a run is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EvalStatus {
-    /// Waiting for a runner.
-    Pending,
-    /// A runner holds it.
-    Running,
-    /// Every result is in.
-    Completed,
-    /// It could not go on (see `error`).
-    Failed,
-    /// Cancelled by a caller.
-    Cancelled,
-}
-
-impl EvalStatus {
-    /// Parses a status.
-    ///
-    /// # Errors
-    /// [`Invalid`] naming `status`.
-    pub fn parse(value: &str) -> Result<Self, Invalid> {
-        match value {
-            "pending" => Ok(Self::Pending),
-            "running" => Ok(Self::Running),
-            "completed" => Ok(Self::Completed),
-            "failed" => Ok(Self::Failed),
-            "cancelled" => Ok(Self::Cancelled),
-            _ => Err(Invalid::new(
-                "status",
-                "must be pending, running, completed, failed or cancelled",
-            )),
-        }
-    }
-
-    /// The wire spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// Whether it has ended.
-    pub fn is_final(&self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
-    }
-}
+/// Where a run is in its life: the words of a task's (`pending`, `running`, `completed`,
+/// `failed`, `cancelled`), with the same meanings.
+pub use crate::task::TaskStatus as EvalStatus;
 
 /// An evaluation run.
 #[derive(Debug, Clone, PartialEq)]

@@ -234,9 +234,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                     "Content-Type must be application/json",
                 ));
             }
-            let limits = req
-                .app_data::<web::Data<BodyLimits>>()
-                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let limits = limits_of(&req);
             let bytes = read_body(&req, payload, limits).await?;
             parse_json(&bytes).map(JsonBody)
         })
@@ -256,9 +254,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJsonBody<T> {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            let limits = req
-                .app_data::<web::Data<BodyLimits>>()
-                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let limits = limits_of(&req);
             let bytes = read_body(&req, payload, limits).await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Self(None));
@@ -317,9 +313,7 @@ impl FromRequest for DocumentBody {
                     "Content-Type must be application/json or application/yaml",
                 ));
             }
-            let limits = req
-                .app_data::<web::Data<BodyLimits>>()
-                .map_or_else(BodyLimits::default, |l| *l.get_ref());
+            let limits = limits_of(&req);
             let bytes = read_body(&req, payload, limits).await?;
             if !yaml {
                 return parse_json(&bytes).map(DocumentBody);
@@ -427,6 +421,39 @@ fn on_surface(error: ApiError, req: &HttpRequest) -> actix_web::Error {
     }
 }
 
+/// A UTF-8 text body (JSON Lines imports), read with the JSON body's size limit and deadline;
+/// any content type is taken.
+#[derive(Debug)]
+pub struct TextBody(pub String);
+
+impl FromRequest for TextBody {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let limits = limits_of(&req);
+            let bytes = read_body(&req, payload, limits).await?;
+            let text = String::from_utf8(bytes.to_vec())
+                .map_err(|_| ApiError::invalid_request("The request body is not UTF-8 text"))?;
+            if text.contains('\0') {
+                return Err(ApiError::invalid_request(
+                    "The request body contains a NUL character, which is not accepted",
+                ));
+            }
+            Ok(TextBody(text))
+        })
+    }
+}
+
+/// The body limits the app set, or the defaults.
+fn limits_of(req: &HttpRequest) -> BodyLimits {
+    req.app_data::<web::Data<BodyLimits>>()
+        .map_or_else(BodyLimits::default, |l| *l.get_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,34 +536,5 @@ mod tests {
             );
         }
         assert!(parse_json::<Probe>(b"{\"name\":\"a\"} \r\n\t").is_ok());
-    }
-}
-
-/// A UTF-8 text body (JSON Lines imports), read with the JSON body's size limit and deadline;
-/// any content type is taken.
-#[derive(Debug)]
-pub struct TextBody(pub String);
-
-impl FromRequest for TextBody {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        let payload = payload.take();
-        Box::pin(async move {
-            let limits = req
-                .app_data::<web::Data<BodyLimits>>()
-                .map_or_else(BodyLimits::default, |l| *l.get_ref());
-            let bytes = read_body(&req, payload, limits).await?;
-            let text = String::from_utf8(bytes.to_vec())
-                .map_err(|_| ApiError::invalid_request("The request body is not UTF-8 text"))?;
-            if text.contains('\0') {
-                return Err(ApiError::invalid_request(
-                    "The request body contains a NUL character, which is not accepted",
-                ));
-            }
-            Ok(TextBody(text))
-        })
     }
 }

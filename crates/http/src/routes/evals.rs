@@ -239,6 +239,19 @@ fn cases(field: &str, items: &[Value]) -> Result<Vec<TestCase>, ApiError> {
     Ok(agentry_domain::eval::cases_from_json(field, items)?)
 }
 
+impl TestSetInput {
+    /// Its name, description and cases, the required ones checked.
+    fn into_parts(self) -> Result<(String, Option<String>, Vec<TestCase>), ApiError> {
+        let name = self
+            .name
+            .ok_or_else(|| ApiError::validation("name", "is required"))?;
+        let items = self
+            .cases
+            .ok_or_else(|| ApiError::validation("cases", "is required"))?;
+        Ok((name, self.description, cases("cases", &items)?))
+    }
+}
+
 /// List test sets, newest first (seed 000).
 #[utoipa::path(get, path = "/api/v1/testsets", tag = "evals", params(TestSetPageQuery),
     responses((status = 200, body = TestSetList), (status = 400, body = ErrorEnvelope)))]
@@ -264,15 +277,10 @@ pub async fn create_testset(
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<TestSetInput>,
 ) -> ApiResult<HttpResponse> {
-    let name = body
-        .name
-        .ok_or_else(|| ApiError::validation("name", "is required"))?;
-    let items = body
-        .cases
-        .ok_or_else(|| ApiError::validation("cases", "is required"))?;
+    let (name, description, cases) = body.into_parts()?;
     let set = state
         .evals
-        .create_testset(&name, body.description, cases("cases", &items)?)
+        .create_testset(&name, description, cases)
         .await?;
     Ok(HttpResponse::Created().json(full(&set)))
 }
@@ -299,16 +307,11 @@ pub async fn replace_testset(
     path: web::Path<String>,
     JsonBody(body): JsonBody<TestSetInput>,
 ) -> ApiResult<HttpResponse> {
-    let name = body
-        .name
-        .ok_or_else(|| ApiError::validation("name", "is required"))?;
-    let items = body
-        .cases
-        .ok_or_else(|| ApiError::validation("cases", "is required"))?;
+    let (name, description, cases) = body.into_parts()?;
     let fields = TestSetFields {
         name: Some(name),
-        description: Some(body.description),
-        cases: Some(cases("cases", &items)?),
+        description: Some(description),
+        cases: Some(cases),
     };
     let set = state.evals.update_testset(&path, fields).await?;
     Ok(HttpResponse::Ok().json(full(&set)))
