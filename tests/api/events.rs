@@ -462,11 +462,19 @@ async fn a_failing_provider_is_announced_once_a_minute_on_the_system_channel() {
 #[tokio::test]
 async fn eval_run_progress_reaches_its_subscribers() {
     let app = app().await;
-    create(&app, json!({"name": "Slow", "key": "slow", "model": "mock/slow-300"})).await;
+    create(
+        &app,
+        json!({"name": "Slow", "key": "slow", "model": "mock/slow-300"}),
+    )
+    .await;
     let cases: Vec<Value> = (0..3)
         .map(|i| json!({"input": format!("case {i}"), "expected": format!("case {i}")}))
         .collect();
-    let (status, set) = json(app.post("/api/v1/testsets", &json!({"name": "ws", "cases": cases})).await).await;
+    let (status, set) = json(
+        app.post("/api/v1/testsets", &json!({"name": "ws", "cases": cases}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 201, "{set}");
     let (status, run) = json(
         app.post(
@@ -483,8 +491,20 @@ async fn eval_run_progress_reaches_its_subscribers() {
     assert_eq!(ok["type"], "subscribed", "{ok}");
     let seen = until(&mut ws, |m| m["status"] == "completed").await;
     let last = seen.last().unwrap();
-    assert_eq!((last["type"].clone(), last["done"].clone(), last["total"].clone()), (json!("eval_run.status"), json!(3), json!(3)), "{seen:?}");
+    assert_eq!(
+        (
+            last["type"].clone(),
+            last["done"].clone(),
+            last["total"].clone()
+        ),
+        (json!("eval_run.status"), json!(3), json!(3)),
+        "{seen:?}"
+    );
     assert!(seen.iter().any(|m| m["status"] == "running"), "{seen:?}");
-    let bad = subscribe(&mut ws, "eval_run.eval_run_00000000000000000000000000000000").await;
+    let bad = subscribe(
+        &mut ws,
+        "eval_run.eval_run_00000000000000000000000000000000",
+    )
+    .await;
     assert_eq!(bad["type"], "error", "{bad}");
 }

@@ -142,6 +142,9 @@ pub struct Config {
     /// Seconds a runner's claim on an evaluation run lasts unless renewed; a replica that dies
     /// leaves its runs to others after this (`AGENTRY_EVAL_LEASE_SECS`).
     pub eval_lease_secs: u64,
+    /// Milliseconds between an idle runner's looks for a run; new runs wake runners at once
+    /// (`AGENTRY_EVAL_POLL_MS`).
+    pub eval_poll_ms: u64,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -254,6 +257,7 @@ struct Defaults {
     task_retry_base_ms: u64,
     eval_runners: usize,
     eval_lease_secs: u64,
+    eval_poll_ms: u64,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -306,6 +310,7 @@ const DEFAULTS: Defaults = Defaults {
     task_retry_base_ms: 5000,
     eval_runners: 1,
     eval_lease_secs: 30,
+    eval_poll_ms: 2000,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

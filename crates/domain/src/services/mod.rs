@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod build;
 mod clusters;
+mod dormant;
 mod evals;
 mod login_throttle;
 mod mcp;
@@ -24,6 +25,7 @@ pub use clusters::{
     AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView, InstanceSettings,
     Instances, MemberView, Scaled, SlotState,
 };
+pub use dormant::DORMANT_POLLS;
 pub use evals::{EvalService, EvalSettings, TestSetFields};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
