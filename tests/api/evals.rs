@@ -17,6 +17,7 @@ async fn app() -> TestApp {
     TestApp::builder()
         .configure(|c| {
             c.eval_lease_secs = 2;
+            c.eval_poll_ms = 100;
         })
         .spawn()
         .await
@@ -664,4 +665,34 @@ async fn a_restart_in_the_middle_of_a_run_resumes_it() {
         .collect();
     cases.dedup();
     assert_eq!(cases.len(), 12, "each case once: {run}");
+}
+
+/// A replica that has never seen a run (its runner dormant: looking every ten polls) still
+/// executes a run started on a replica that executes none; on SQLite it learns of it only
+/// from the database.
+#[tokio::test]
+async fn a_dormant_replica_executes_a_run_started_on_another() {
+    let runner = app().await;
+    let starter = runner.replica_with(|c| c.eval_runners = 0).await.unwrap();
+    create(
+        &starter,
+        json!({"name": "Echo", "key": "echo", "model": "mock/echo"}),
+    )
+    .await;
+    let set = testset(
+        &starter,
+        json!({"name": "far set", "cases": [
+            {"input": "far one", "assertions": [{"type": "contains", "value": "far"}]},
+            {"input": "far two", "assertions": [{"type": "contains", "value": "two"}]}]}),
+    )
+    .await;
+    let id = start(
+        &starter,
+        set["id"].as_str().unwrap(),
+        json!({"configurations": [{"agent": "echo"}]}),
+    )
+    .await;
+    let run = wait_for(&starter, &id, status_is("completed")).await;
+    assert_eq!(run["progress"], json!({"done": 2, "total": 2}), "{run}");
+    assert_eq!(run["summary"][0]["pass_rate"], 1.0, "{run}");
 }

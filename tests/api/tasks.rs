@@ -521,3 +521,34 @@ async fn two_replicas_run_each_task_exactly_once() {
     }
     assert_eq!(replicas.len(), 2, "{replicas:?}");
 }
+
+/// A replica that has never seen a task (its workers dormant: one looking every ten polls)
+/// still runs the tasks created on another replica that runs none, which it learns of only
+/// from the database on SQLite (no event crosses processes there); the first one wakes its
+/// other workers.
+#[tokio::test]
+async fn a_dormant_replica_runs_tasks_created_on_another() {
+    let runner = app(2).await;
+    let creator = runner.replica_with(|c| c.task_workers = 0).await.unwrap();
+    create(&creator, json!({"name": "Far", "key": "far"})).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (status, task) = json(
+            creator
+                .post(
+                    "/api/v1/tasks",
+                    &json!({"title": format!("far-{n}"), "agent_id": "far"}),
+                )
+                .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{task}");
+        ids.push(task["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let done = wait_status(&creator, id, "completed").await;
+        let response = done["result"]["response"].as_str().unwrap();
+        assert!(response.contains("Task: far-"), "{response}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+}

@@ -161,7 +161,12 @@ pub fn app(
         .service(web::scope("/api/client/v1").configure(openai::configure_client))
         .configure(compat::configure)
         .route("/docs", web::get().to(docs_redirect))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::document()))
+        // The document is served from one copy built on its first request; Swagger UI only
+        // points at it.
+        .route("/openapi.json", web::get().to(openapi::serve_document))
+        .service(
+            SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
+        )
         .default_service(web::to(route_not_found))
         // The last `wrap` runs first: request id, then authentication, then rate limits.
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))

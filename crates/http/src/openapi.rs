@@ -463,3 +463,33 @@ fn references(
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
+
+/// The document serialised, built on the first request for it and shared by every worker
+/// afterwards. Built eagerly, as Swagger UI's `url(…, document())` did in each worker's app
+/// factory, it cost every idle server the document twice over and the start-up run of its
+/// generated code (decision 96).
+fn document_json() -> Result<&'static actix_web::web::Bytes, &'static str> {
+    static JSON: std::sync::OnceLock<Result<actix_web::web::Bytes, String>> =
+        std::sync::OnceLock::new();
+    JSON.get_or_init(|| {
+        serde_json::to_vec(&document())
+            .map(actix_web::web::Bytes::from)
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(String::as_str)
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn serve_document() -> actix_web::HttpResponse {
+    match document_json() {
+        Ok(json) => actix_web::HttpResponse::Ok()
+            .content_type(actix_web::http::header::ContentType::json())
+            .body(json.clone()),
+        Err(e) => actix_web::ResponseError::error_response(&crate::error::ApiError::new(
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            format!("the OpenAPI document cannot be serialised: {e}"),
+        )),
+    }
+}

@@ -177,6 +177,9 @@ pub struct Config {
     pub insights_daily_cap: u64,
     /// Seconds between looks for idle conversations (`AGENTRY_INSIGHTS_SWEEP_SECS`).
     pub insights_sweep_secs: u64,
+    /// Milliseconds between an idle runner's looks for a run; new runs wake runners at once
+    /// (`AGENTRY_EVAL_POLL_MS`).
+    pub eval_poll_ms: u64,
     /// The first admin's username, created on first start (`AGENTRY_ADMIN_USERNAME`).
     pub admin_username: String,
     /// The first admin's password (`AGENTRY_ADMIN_PASSWORD`); a random one is printed once
@@ -299,6 +302,7 @@ struct Defaults {
     insights_idle_minutes: u64,
     insights_daily_cap: u64,
     insights_sweep_secs: u64,
+    eval_poll_ms: u64,
     admin_username: &'static str,
     auth_disabled: bool,
     access_token_ttl_secs: u64,
@@ -355,6 +359,7 @@ const DEFAULTS: Defaults = Defaults {
     insights_idle_minutes: 30,
     insights_daily_cap: 1000,
     insights_sweep_secs: 60,
+    eval_poll_ms: 2000,
     admin_username: "admin",
     auth_disabled: false,
     access_token_ttl_secs: 15 * 60,

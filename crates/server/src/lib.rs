@@ -314,6 +314,7 @@ pub async fn services(
         evals: EvalSettings {
             runners: config.eval_runners,
             lease: Duration::from_secs(config.eval_lease_secs.max(1)),
+            poll: Duration::from_millis(config.eval_poll_ms.max(10)),
             ..EvalSettings::default()
         },
         insights: InsightSettings {

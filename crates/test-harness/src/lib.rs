@@ -336,6 +336,17 @@ impl TestApp {
         .await
     }
 
+    /// [`TestApp::replica`] with changes to its configuration (say, a replica that runs no
+    /// tasks).
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the replica does not start.
+    pub async fn replica_with(&self, f: impl FnOnce(&mut Config)) -> Result<Self, HarnessError> {
+        let mut config = self.config.clone();
+        f(&mut config);
+        Self::start(config, self.backend, None, self.mock_script.clone()).await
+    }
+
     /// The server's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

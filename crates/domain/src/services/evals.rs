@@ -26,6 +26,7 @@ use crate::event::{Event, EventBus};
 use crate::llm::{PromptMessage, Role};
 use crate::page::{Page, Paged};
 use crate::ports::{Clock, EvalStore};
+use crate::services::dormant::FirstWork;
 use crate::services::{
     AgentService, Memory, Params, ProviderRegistry, Runtime, TurnRequest, TurnTarget,
     VersionService, may_call_models_directly,
@@ -38,7 +39,9 @@ pub struct EvalSettings {
     pub runners: usize,
     /// A runner's lease on a run; renewed every third of it.
     pub lease: Duration,
-    /// How often an idle runner looks for a run (a new run also wakes it at once).
+    /// How often an idle runner looks for a run (a new run also wakes it at once). Until the
+    /// process has seen a run, runner 0 looks every
+    /// [`DORMANT_POLLS`](crate::services::DORMANT_POLLS) polls and the others wait for it.
     pub poll: Duration,
     /// Tries of a case whose turn was refused for a rate limit or an unavailable provider.
     pub retries: u32,
@@ -541,12 +544,18 @@ impl EvalService {
     // ----- runners -----
 
     /// This process's runners, as one future that never ends (nothing when `runners` is 0).
+    /// They start dormant, as task workers do ([`TaskService::workers`]).
+    ///
+    /// [`TaskService::workers`]: crate::services::TaskService::workers
     pub fn runners(&self, replica: String) -> impl Future<Output = ()> + Send + 'static {
+        let first = FirstWork::new();
         let runners: Vec<_> = (0..self.settings.runners)
             .map(|n| {
                 Runner {
                     evals: self.clone(),
                     name: format!("{replica}/eval-{n}"),
+                    first: first.clone(),
+                    lead: n == 0,
                 }
                 .run()
                 .boxed()
@@ -561,6 +570,10 @@ impl EvalService {
 struct Runner {
     evals: EvalService,
     name: String,
+    /// Whether this process has seen a run yet.
+    first: FirstWork,
+    /// The runner that looks for runs while the others wait for the first.
+    lead: bool,
 }
 
 /// One result to produce: configuration, case and repeat (positions).
@@ -573,6 +586,9 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 impl Runner {
     async fn run(self) {
         let e = &self.evals;
+        if !self.lead {
+            self.first.wait().await;
+        }
         let mut events = e.events.subscribe();
         loop {
             match e
@@ -581,6 +597,7 @@ impl Runner {
                 .await
             {
                 Ok(Some(run)) => {
+                    self.first.seen();
                     e.events.publish(status_event(&run, run.done));
                     self.execute(run).await;
                     continue;
@@ -590,14 +607,17 @@ impl Runner {
                     tracing::warn!(error = %err, runner = %self.name, "could not claim an evaluation run")
                 }
             }
-            let sleep = tokio::time::sleep(e.settings.poll);
+            let sleep = tokio::time::sleep(self.first.idle(e.settings.poll));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
                     got = events.recv() => match got {
                         Ok(ev) if ev.kind() == "eval_run.status"
-                            && ev.payload.get("status").and_then(Value::as_str) == Some("pending") => break,
+                            && ev.payload.get("status").and_then(Value::as_str) == Some("pending") => {
+                            self.first.seen();
+                            break;
+                        }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             (&mut sleep).await;

@@ -5,6 +5,7 @@ mod agents;
 mod auth;
 mod build;
 mod clusters;
+mod dormant;
 mod evals;
 mod files;
 mod insights;
@@ -26,6 +27,7 @@ pub use clusters::{
     AgentChange, Applied, AppliedAgent, ApplyResult, ClusterService, ClusterView, InstanceSettings,
     Instances, MemberView, Scaled, SlotState,
 };
+pub use dormant::DORMANT_POLLS;
 pub use evals::{EvalService, EvalSettings, TestSetFields};
 pub use files::{FilePorts, FileService, Received};
 pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};

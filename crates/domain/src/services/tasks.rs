@@ -22,6 +22,7 @@ use crate::event::{Event, EventBus};
 use crate::llm::{PromptMessage, Role};
 use crate::page::{Page, Paged};
 use crate::ports::{AgentStore, Clock, TaskStore};
+use crate::services::dormant::FirstWork;
 use crate::services::{Memory, Runtime, TurnRequest, TurnTarget};
 use crate::task::{NewTask, Task, TaskFilter, TaskId, TaskOutcome, TaskStatus};
 
@@ -32,7 +33,9 @@ pub struct TaskSettings {
     pub workers: usize,
     /// A claim's lease; renewed every third of it while the task runs.
     pub lease: Duration,
-    /// How often an idle worker looks for work (new tasks also wake it at once).
+    /// How often an idle worker looks for work (new tasks also wake it at once). Until the
+    /// process has seen a task, worker 0 looks every
+    /// [`DORMANT_POLLS`](crate::services::DORMANT_POLLS) polls and the others wait for it.
     pub poll: Duration,
     /// The delay before a failed attempt is retried; doubled each attempt.
     pub retry_base: Duration,
@@ -257,17 +260,25 @@ impl TaskService {
 
     /// This process's workers, as one future that never ends (nothing when `workers` is 0).
     /// `replica` names this process in leases (`<replica>/<n>`).
+    ///
+    /// They start dormant: worker 0 looks for a task every
+    /// [`DORMANT_POLLS`](crate::services::DORMANT_POLLS) polls (so it finds a task created
+    /// by another replica), the others wait. The first task it claims, or a new task
+    /// announced on the event bus, wakes them all, at `poll` from then on.
     pub fn workers(
         &self,
         runtime: Runtime,
         replica: String,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let first = FirstWork::new();
         let workers: Vec<_> = (0..self.settings.workers)
             .map(|n| {
                 Worker {
                     tasks: self.clone(),
                     runtime: runtime.clone(),
                     name: format!("{replica}/{n}"),
+                    first: first.clone(),
+                    lead: n == 0,
                 }
                 .run()
                 .boxed()
@@ -283,6 +294,10 @@ struct Worker {
     tasks: TaskService,
     runtime: Runtime,
     name: String,
+    /// Whether this process has seen a task yet.
+    first: FirstWork,
+    /// The worker that looks for work while the others wait for the first task.
+    lead: bool,
 }
 
 /// Whether an event says a task became runnable (a new or retried task).
@@ -301,6 +316,9 @@ fn cancels(event: &Event, id: &str) -> bool {
 impl Worker {
     async fn run(self) {
         let t = &self.tasks;
+        if !self.lead {
+            self.first.wait().await;
+        }
         let mut events = t.events.subscribe();
         loop {
             let now = t.clock.now();
@@ -315,6 +333,7 @@ impl Worker {
             }
             match t.store.claim_task(&self.name, t.settings.lease, now).await {
                 Ok(Some(task)) => {
+                    self.first.seen();
                     t.events.publish(task.status_event());
                     self.attempt(task).await;
                     continue;
@@ -323,13 +342,16 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, worker = %self.name, "could not claim a task"),
             }
             // Idle: wait for a new task (any replica's, through the bus) or the poll.
-            let sleep = tokio::time::sleep(t.settings.poll);
+            let sleep = tokio::time::sleep(self.first.idle(t.settings.poll));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
                     got = events.recv() => match got {
-                        Ok(e) if wakes(&e) => break,
+                        Ok(e) if wakes(&e) => {
+                            self.first.seen();
+                            break;
+                        }
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             (&mut sleep).await;
