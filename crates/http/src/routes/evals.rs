@@ -492,7 +492,7 @@ pub struct ImportQuery {
 /// a line is refused; the error names it (`line 3.input`).
 #[utoipa::path(post, path = "/api/v1/testsets/{testset}/import", tag = "evals",
     params(("testset" = String, Path, description = "Test set id or name"), ImportQuery),
-    request_body(content = String, content_type = "application/x-ndjson", description = "One case a line"),
+    request_body(content = String, content_type = "text/plain", description = "One case a line (JSON Lines); sent as `text/plain`, `application/x-ndjson` or any other type"),
     responses((status = 200, body = TestSetView), (status = 400, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope), (status = 413, body = ErrorEnvelope)))]
 #[tracing::instrument(skip_all)]
 pub async fn import_cases(

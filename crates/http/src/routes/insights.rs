@@ -93,11 +93,19 @@ pub struct InsightsQuery {
     pub days: Option<String>,
 }
 
+/// The schema of `period.days`: a number of days or `"all"`.
+fn period_days() -> utoipa::openapi::Schema {
+    crate::schema::raw(serde_json::json!({
+        "description": "`7`, `30`, `90`, or `\"all\"`.",
+        "anyOf": [{"type": "integer", "enum": [7, 30, 90]}, {"type": "string", "enum": ["all"]}]
+    }))
+}
+
 /// The period covered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PeriodView {
     /// `7`, `30`, `90`, or `"all"`.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = period_days)]
     pub days: serde_json::Value,
     /// Start: the UTC midnight starting the first day (`null` for all time).
     pub from: Option<String>,
