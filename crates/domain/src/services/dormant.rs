@@ -47,4 +47,34 @@ impl FirstWork {
             poll.saturating_mul(DORMANT_POLLS)
         }
     }
+
+    /// An idle worker's wait: until its next look (`idle(poll)`), or until an event on the
+    /// bus says new work came (`wakes`; recorded as work seen). A closed bus waits out the
+    /// poll.
+    pub(crate) async fn idle_wait(
+        &self,
+        events: &mut tokio::sync::broadcast::Receiver<Arc<crate::event::Event>>,
+        poll: Duration,
+        wakes: impl Fn(&crate::event::Event) -> bool,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        let sleep = tokio::time::sleep(self.idle(poll));
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return,
+                got = events.recv() => match got {
+                    Ok(e) if wakes(&e) => {
+                        self.seen();
+                        return;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => {
+                        (&mut sleep).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
 }

@@ -607,25 +607,12 @@ impl Runner {
                     tracing::warn!(error = %err, runner = %self.name, "could not claim an evaluation run")
                 }
             }
-            let sleep = tokio::time::sleep(self.first.idle(e.settings.poll));
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    () = &mut sleep => break,
-                    got = events.recv() => match got {
-                        Ok(ev) if ev.kind() == "eval_run.status"
-                            && ev.payload.get("status").and_then(Value::as_str) == Some("pending") => {
-                            self.first.seen();
-                            break;
-                        }
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            (&mut sleep).await;
-                            break;
-                        }
-                    },
-                }
-            }
+            self.first
+                .idle_wait(&mut events, e.settings.poll, |ev| {
+                    ev.kind() == "eval_run.status"
+                        && ev.payload.get("status").and_then(Value::as_str) == Some("pending")
+                })
+                .await;
         }
     }
 

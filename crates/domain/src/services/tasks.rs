@@ -342,24 +342,9 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, worker = %self.name, "could not claim a task"),
             }
             // Idle: wait for a new task (any replica's, through the bus) or the poll.
-            let sleep = tokio::time::sleep(self.first.idle(t.settings.poll));
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    () = &mut sleep => break,
-                    got = events.recv() => match got {
-                        Ok(e) if wakes(&e) => {
-                            self.first.seen();
-                            break;
-                        }
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                            (&mut sleep).await;
-                            break;
-                        }
-                    },
-                }
-            }
+            self.first
+                .idle_wait(&mut events, t.settings.poll, wakes)
+                .await;
         }
     }
 
