@@ -261,3 +261,116 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+const SEED_001: &str = "/compat/agents-api";
+
+/// Seed 001's own shapes under `/compat/agents-api`: its request examples, answered in
+/// camelCase with `content`/`llmModel`, lists as `data` + `pagination`, errors with
+/// `details: {"<field>": "<reason>"}`, status and insights included.
+#[tokio::test]
+async fn seed_001_routes_answer_in_its_shapes() {
+    let app = seed_app().await;
+    let (status, created) = json(
+        app.post(
+            &format!("{SEED_001}/api/v1/agents"),
+            &json!({"name": "Customer Support", "content": "You are a helpful customer support agent...",
+                "llmModel": "gpt-4o", "description": "Main support chatbot", "tags": ["support", "production"],
+                "maxTokens": 300}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["id"].as_str().unwrap().starts_with("agent_"));
+    assert_eq!(
+        created["content"],
+        "You are a helpful customer support agent..."
+    );
+    assert!(
+        created["llmModel"].as_str().unwrap().ends_with("gpt-4o"),
+        "{created}"
+    );
+    assert_eq!(created["maxTokens"], 300);
+    assert_eq!(created["status"], "active");
+    assert!(created["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert!(created["updatedAt"].is_string());
+    assert!(created.get("instructions").is_none() && created.get("created_at").is_none());
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (status, list) = json(
+        app.get(&format!(
+            "{SEED_001}/api/v1/agents?limit=20&offset=0&tags=support&status=active"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"][0]["name"], "Customer Support");
+    assert_eq!(
+        list["pagination"],
+        json!({"total": 1, "limit": 20, "offset": 0})
+    );
+
+    let (_, one) = json(app.get(&format!("{SEED_001}/api/v1/agents/{id}")).await).await;
+    assert_eq!(
+        one["content"],
+        "You are a helpful customer support agent..."
+    );
+    let (status, patched) = json(
+        app.patch(
+            &format!("{SEED_001}/api/v1/agents/{id}"),
+            &json!({"content": "Updated system prompt...", "tags": ["support", "v2"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["content"], "Updated system prompt...");
+    assert!(patched["updatedAt"].is_string());
+
+    let (status, st) = json(
+        app.get(&format!("{SEED_001}/api/v1/agents/{id}/status"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(st["optimizationState"], "idle");
+    assert!(st["metrics"]["conversationCount"].is_u64());
+    let (status, ins) = json(
+        app.get(&format!("{SEED_001}/api/v1/agents/{id}/insights?days=30"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ins["agentId"], id.as_str());
+    assert!(ins["metrics"]["taskCompletion"].is_object());
+
+    // Errors as seed 001 shows them.
+    let (status, err) = json(
+        app.post(
+            &format!("{SEED_001}/api/v1/agents"),
+            &json!({"name": "Bad", "content": "x", "llmModel": "no-such-model"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "VALIDATION_ERROR");
+    assert!(err["error"]["details"]["llmModel"].is_string(), "{err}");
+    let (status, err) = json(
+        app.get(&format!("{SEED_001}/api/v1/agents/agent_nope"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "NOT_FOUND");
+    assert!(err["error"]["message"].is_string());
+
+    let (status, deleted) = json(app.delete(&format!("{SEED_001}/api/v1/agents/{id}")).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(deleted["success"], true);
+    assert_eq!(deleted["message"], "Agent deleted");
+    // The canonical API is unchanged.
+    let (_, canonical) = json(app.get("/api/v1/agents").await).await;
+    assert!(canonical["agents"].is_array() && canonical["total"].is_u64());
+}

@@ -18,6 +18,7 @@ pub(crate) mod mcp_live;
 mod metrics;
 mod openai;
 mod ops;
+mod optimization;
 mod providers;
 pub mod runtime;
 mod security;

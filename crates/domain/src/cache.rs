@@ -287,10 +287,12 @@ impl VersionStore for CachedVersions {
         note: Option<&str>,
         created_by: Option<&str>,
         now: DateTime<Utc>,
+        draft: bool,
     ) -> Result<AgentVersion> {
         write(
             &self.coherence,
-            self.inner.publish_version(snapshot, note, created_by, now),
+            self.inner
+                .publish_version(snapshot, note, created_by, now, draft),
         )
         .await
     }

@@ -758,12 +758,15 @@ pub fn check_description(description: &str) -> Result<(), Invalid> {
 /// What answers a run's cases.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Subject {
-    /// An agent: its live definition, or a published version.
+    /// An agent: its live definition, or a version; optionally with other instructions in
+    /// place of its own (a candidate prompt, tools and settings unchanged).
     Agent {
         /// The agent's key or id.
         agent: String,
         /// A version to pin.
         version: Option<u32>,
+        /// Instructions that replace the agent's own.
+        instructions: Option<String>,
     },
     /// A model with inline instructions and parameters.
     Inline {
@@ -789,7 +792,14 @@ pub struct Configuration {
     pub subject: Subject,
 }
 
-const AGENT_FIELDS: &[&str] = &["label", "agent", "agent_id", "version"];
+const AGENT_FIELDS: &[&str] = &[
+    "label",
+    "agent",
+    "agent_id",
+    "version",
+    "preamble",
+    "instructions",
+];
 const INLINE_FIELDS: &[&str] = &[
     "label",
     "model",
@@ -820,7 +830,7 @@ impl Configuration {
             return Err(Invalid::new(
                 at(extra),
                 if agent.is_some() {
-                    "is not a field of an agent configuration (agent, version, label)"
+                    "is not a field of an agent configuration (agent, version, preamble or instructions, label)"
                 } else {
                     "is not a field of an inline configuration (model, preamble or instructions, temperature, top_p, max_tokens, label)"
                 },
@@ -833,6 +843,27 @@ impl Configuration {
                 Some(s.clone())
             }
             Some(_) => return Err(Invalid::new(at("label"), "must be a string")),
+        };
+        let instructions = match (o.get("preamble"), o.get("instructions")) {
+            (Some(_), Some(_)) => {
+                return Err(Invalid::new(
+                    at("instructions"),
+                    "give `preamble` or `instructions`, not both",
+                ));
+            }
+            (Some(v), None) | (None, Some(v)) if !v.is_null() => {
+                let name = if o.contains_key("preamble") {
+                    "preamble"
+                } else {
+                    "instructions"
+                };
+                let text = v
+                    .as_str()
+                    .ok_or_else(|| Invalid::new(at(name), "must be a string"))?;
+                check_text(&at(name), text, 0, 100_000, true)?;
+                Some(text.to_owned())
+            }
+            _ => None,
         };
         let subject = if let Some(agent) = agent {
             let agent = agent
@@ -851,6 +882,7 @@ impl Configuration {
             Subject::Agent {
                 agent: agent.to_owned(),
                 version,
+                instructions,
             }
         } else {
             let model = o
@@ -864,27 +896,6 @@ impl Configuration {
                     )
                 })?;
             check_text(&at("model"), model, 1, 200, false)?;
-            let instructions = match (o.get("preamble"), o.get("instructions")) {
-                (Some(_), Some(_)) => {
-                    return Err(Invalid::new(
-                        at("instructions"),
-                        "give `preamble` or `instructions`, not both",
-                    ));
-                }
-                (Some(v), None) | (None, Some(v)) if !v.is_null() => {
-                    let name = if o.contains_key("preamble") {
-                        "preamble"
-                    } else {
-                        "instructions"
-                    };
-                    let text = v
-                        .as_str()
-                        .ok_or_else(|| Invalid::new(at(name), "must be a string"))?;
-                    check_text(&at(name), text, 0, 100_000, true)?;
-                    Some(text.to_owned())
-                }
-                _ => None,
-            };
             let number = |name: &str, max: f64| -> Result<Option<f64>, Invalid> {
                 match o.get(name) {
                     None | Some(Value::Null) => Ok(None),
@@ -919,6 +930,7 @@ impl Configuration {
             Subject::Agent {
                 agent,
                 version: Some(v),
+                ..
             } => format!("{agent}@{v}"),
             Subject::Agent { agent, .. } => agent.clone(),
             Subject::Inline { model, .. } => model.clone(),
@@ -931,10 +943,17 @@ impl Configuration {
         let mut o = Map::new();
         o.insert("label".into(), json!(self.label));
         match &self.subject {
-            Subject::Agent { agent, version } => {
+            Subject::Agent {
+                agent,
+                version,
+                instructions,
+            } => {
                 o.insert("agent".into(), json!(agent));
                 if let Some(v) = version {
                     o.insert("version".into(), json!(v));
+                }
+                if let Some(i) = instructions {
+                    o.insert("preamble".into(), json!(i));
                 }
             }
             Subject::Inline {

@@ -24,6 +24,7 @@ pub mod insight;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
+pub mod optimization;
 pub mod page;
 pub mod ports;
 pub mod provider;

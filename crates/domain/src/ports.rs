@@ -64,7 +64,8 @@ pub trait AgentStore: Send + Sync {
 #[async_trait]
 pub trait VersionStore: Send + Sync {
     /// Stores `snapshot` as the agent's next version (one more than its highest, starting at
-    /// 1), atomically: two concurrent publishes get two different numbers.
+    /// 1), atomically: two concurrent publishes get two different numbers. A `draft` version
+    /// takes a number too but is never the latest published one.
     ///
     /// # Errors
     /// MUST return `NotFound` (entity `agent`) when the agent does not exist.
@@ -74,6 +75,7 @@ pub trait VersionStore: Send + Sync {
         note: Option<&str>,
         created_by: Option<&str>,
         now: DateTime<Utc>,
+        draft: bool,
     ) -> Result<AgentVersion>;
 
     /// One version.
@@ -82,7 +84,7 @@ pub trait VersionStore: Send + Sync {
     /// MUST return `NotFound` (entity `version`) when the agent has no such version.
     async fn get_version(&self, agent: &AgentId, version: u32) -> Result<AgentVersion>;
 
-    /// The highest version, if any.
+    /// The highest version that is not a draft, if any.
     async fn latest_version(&self, agent: &AgentId) -> Result<Option<AgentVersion>>;
 
     /// Versions of an agent, newest first, with the total.
@@ -657,6 +659,79 @@ pub trait EvalStore: Send + Sync {
         id: &crate::eval::EvalRunId,
         now: DateTime<Utc>,
     ) -> Result<crate::eval::EvalRun>;
+}
+
+/// Durable storage of prompt optimisations (claimed by runners like evaluation runs).
+#[async_trait]
+pub trait OptimizationStore: Send + Sync {
+    /// Stores a new optimisation (`pending`).
+    ///
+    /// # Errors
+    /// MUST return `Conflict` (field `agent`) when the agent has one pending or running.
+    async fn insert_optimization(&self, o: &crate::optimization::Optimization) -> Result<()>;
+
+    /// One optimisation.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `optimization`) when absent.
+    async fn get_optimization(
+        &self,
+        id: &crate::optimization::OptimizationId,
+    ) -> Result<crate::optimization::Optimization>;
+
+    /// An agent's optimisations, newest first, with the total.
+    async fn list_optimizations(
+        &self,
+        agent: &AgentId,
+        page: Page,
+    ) -> Result<Paged<crate::optimization::Optimization>>;
+
+    /// The agent's latest optimisation and when its latest completed one ended.
+    async fn optimization_state(
+        &self,
+        agent: &AgentId,
+    ) -> Result<(
+        Option<crate::optimization::Optimization>,
+        Option<DateTime<Utc>>,
+    )>;
+
+    /// Claims the oldest optimisation that is pending, or running under a lease that expired
+    /// before `now`, for `runner` (lease until `now + lease`, one more attempt, `started_at`
+    /// set if it was not). Two runners never hold one at once.
+    async fn claim_optimization(
+        &self,
+        runner: &str,
+        lease: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::optimization::Optimization>>;
+
+    /// Stores a running optimisation's phase and progress and renews its lease, when `runner`
+    /// still holds it; `false` (nothing changed) when it does not (cancelled, taken over).
+    async fn save_optimization(
+        &self,
+        o: &crate::optimization::Optimization,
+        runner: &str,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Ends a running optimisation held by `runner`: `completed` (with its progress and
+    /// draft version) or `failed` (with `error`). `false` when it does not hold it.
+    async fn finish_optimization(
+        &self,
+        o: &crate::optimization::Optimization,
+        runner: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Cancels a pending or running optimisation (one that ended stays as it is) and returns it.
+    ///
+    /// # Errors
+    /// MUST return `NotFound` (entity `optimization`) when absent.
+    async fn cancel_optimization(
+        &self,
+        id: &crate::optimization::OptimizationId,
+        now: DateTime<Utc>,
+    ) -> Result<crate::optimization::Optimization>;
 }
 
 /// A conversation waiting for its analysis.

@@ -17,7 +17,9 @@ pub const MOCK_SLOW_MAX_MS: u64 = 600_000;
 
 /// Whether `model` names one of the scripted behaviours of the mock (`docs/providers.md`),
 /// which every provider of kind `mock` serves whatever its model list says: `slow-<ms>`
-/// (0 to [`MOCK_SLOW_MAX_MS`]), `error-<status>` (an HTTP error status, 400 to 599) and `cut`.
+/// (0 to [`MOCK_SLOW_MAX_MS`]), `error-<status>` (an HTTP error status, 400 to 599), `cut`, and
+/// `instructions` (answers with the system instructions it was sent: a model that follows its
+/// prompt to the letter, for testing prompt changes offline).
 pub fn is_mock_behaviour(model: &str) -> bool {
     let number = |digits: &str| {
         (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
@@ -30,7 +32,7 @@ pub fn is_mock_behaviour(model: &str) -> bool {
     if let Some(status) = model.strip_prefix("error-") {
         return number(status).is_some_and(|s| (400..=599).contains(&s));
     }
-    model == "cut"
+    model == "cut" || model == "instructions"
 }
 
 /// A provider's identifier, such as `openai-prod`: a slug of at most 64 characters.
@@ -292,6 +294,7 @@ mod tests {
             "error-429",
             "error-500",
             "cut",
+            "instructions",
         ] {
             assert!(mock.serves(served), "{served}");
         }

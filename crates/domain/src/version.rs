@@ -23,6 +23,9 @@ pub struct AgentVersion {
     pub created_by: Option<String>,
     /// When it was published.
     pub created_at: DateTime<Utc>,
+    /// A draft: proposed (by an optimisation), pinnable and restorable, but never served by
+    /// default — the latest published version is the highest one that is not a draft.
+    pub draft: bool,
 }
 
 /// Which definition serves a call.

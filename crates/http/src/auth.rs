@@ -51,7 +51,7 @@ impl FromRequest for Caller {
 /// `Some(Err)` for a header of another shape.
 fn bearer(req: &ServiceRequest) -> Option<Result<String, ()>> {
     let value = req.headers().get(AUTHORIZATION)?;
-    let basic_allowed = req.path().starts_with(crate::compat::COMPAT_PREFIX);
+    let basic_allowed = crate::compat::allows_basic(req.path());
     let parsed = value
         .to_str()
         .ok()

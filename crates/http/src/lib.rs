@@ -51,6 +51,8 @@ pub struct AppState {
     pub evals: agentry_domain::services::EvalService,
     /// Agent status and conversation insights.
     pub insights: agentry_domain::services::InsightService,
+    /// Prompt optimisations.
+    pub optimizations: agentry_domain::services::OptimizationService,
     /// Uploaded files.
     pub files: agentry_domain::services::FileService,
     /// The event bus (WebSocket subscriptions).
@@ -172,6 +174,7 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(ratelimit::limit))
         .wrap(actix_web::middleware::from_fn(auth::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
-        // Seed 004's envelope for `/compat/goagents/api/…`, errors of the layers above included.
+        // The compatibility mounts' shapes (seed 004's envelope, seed 001's camelCase), errors
+        // of the layers above included.
         .wrap(actix_web::middleware::from_fn(compat::wrap))
 }

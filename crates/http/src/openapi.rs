@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use crate::openai;
 use crate::routes::{
     agents, api_keys, auth, chat, clusters, conversations, evals, files, health, insights,
-    mcp_servers, metrics, providers, runs, tasks, users, versions,
+    mcp_servers, metrics, optimizations, providers, runs, tasks, users, versions,
 };
 
 /// The whole API.
@@ -16,7 +16,7 @@ use crate::routes::{
     info(
         title = "Agentry",
         description = "Define LLM agents once; serve, test, watch and improve them.\n\n\
-            Every route under `/api/v1` is also served under the `/v1` alias, and under `/compat/goagents/api/v1` in seed 004's `{\"success\", \"data\", \"message\", \"timestamp\"}` envelope (docs/clusters.md); trailing slashes are ignored. \
+            Every route under `/api/v1` is also served under the `/v1` alias, under `/compat/goagents/api/v1` in seed 004's `{\"success\", \"data\", \"message\", \"timestamp\"}` envelope (docs/clusters.md), and under `/compat/agents-api/api/v1` in seed 001's camelCase shapes (`content`, `llmModel`, `{\"data\", \"pagination\"}` lists; docs/agents.md); trailing slashes are ignored. \
             Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.\n\n\
             Authenticate with `Authorization: Bearer <token>`: an access token from `POST /api/v1/auth/login`, or an API key (`agk_…`). \
             `/health`, `/ready`, `/docs`, `/openapi.json`, login and refresh are public; everything else needs a role or scope (see docs/security.md). \
@@ -58,6 +58,10 @@ use crate::routes::{
         insights::agent_status,
         insights::agent_insights,
         insights::analyze_agent,
+        optimizations::start_optimization,
+        optimizations::list_optimizations,
+        optimizations::get_optimization,
+        optimizations::cancel_optimization,
         evals::list_testsets,
         evals::create_testset,
         evals::get_testset,
@@ -135,6 +139,7 @@ use crate::routes::{
         (name = "ops", description = "Health and readiness"),
         (name = "tasks", description = "Asynchronous agent work, run by workers on any replica"),
         (name = "insights", description = "Agent status and conversation insights (seed 001)"),
+        (name = "optimization", description = "Prompt optimisation: candidates measured on a test set, the best saved as a draft version"),
         (name = "evals", description = "Test sets and evaluation runs across configurations (seed 000)"),
         (name = "events", description = "The WebSocket event stream: task status, agent messages, system notifications"),
         (name = "ops", description = "Health, readiness and metrics"),

@@ -179,7 +179,7 @@ fn matches(pattern: &str, path: &str) -> bool {
 
 /// What a request with `method` on `path` needs.
 pub fn requirement(method: &Method, path: &str) -> Requirement {
-    // Seed 004's compatibility mount has the rules of the routes it mounts.
+    // The compatibility mounts have the rules of the routes they mount.
     let path = crate::compat::canonical(path);
     let canonical;
     let path = match path.strip_prefix("/v1/") {

@@ -220,6 +220,11 @@ impl Database {
         Arc::new(self.store())
     }
 
+    /// The store of prompt optimisations over this pool.
+    pub fn optimizations(&self) -> Arc<dyn agentry_domain::ports::OptimizationStore> {
+        Arc::new(self.store())
+    }
+
     /// The store of clusters over this pool.
     pub fn clusters(&self) -> Arc<dyn agentry_domain::ports::ClusterStore> {
         Arc::new(self.store())

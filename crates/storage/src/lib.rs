@@ -32,6 +32,7 @@ mod files;
 mod history_rows;
 mod insights;
 mod mcp_servers;
+mod optimizations;
 mod providers;
 mod rows;
 mod run_log;

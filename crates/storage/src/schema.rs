@@ -111,6 +111,7 @@ diesel::table! {
         note -> Nullable<Text>,
         created_by -> Nullable<Text>,
         created_at -> Timestamp,
+        draft -> Integer,
     }
 }
 
@@ -292,6 +293,28 @@ diesel::table! {
 }
 
 diesel::table! {
+    optimizations (id) {
+        id -> Text,
+        agent_id -> Text,
+        testset_id -> Text,
+        status -> Text,
+        phase -> Nullable<Text>,
+        request -> Text,
+        progress -> Text,
+        draft_version -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        created_by -> Nullable<Text>,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        completed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
     eval_results (run_id, configuration, case_id, repetition) {
         run_id -> Text,
         configuration -> Integer,
@@ -404,6 +427,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     testsets,
     eval_runs,
     eval_results,
+    optimizations,
     conversation_analyses,
     insight_days,
     insight_issue_days,

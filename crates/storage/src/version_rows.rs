@@ -30,6 +30,8 @@ pub(crate) struct VersionRow {
     pub note: Option<String>,
     pub created_by: Option<String>,
     pub created_at: NaiveDateTime,
+    /// 1 for a draft (an optimisation's proposal, never served by default).
+    pub draft: i32,
 }
 
 /// An agent definition as stored in a version.
@@ -165,6 +167,7 @@ impl TryFrom<VersionRow> for AgentVersion {
             note: row.note,
             created_by: row.created_by,
             created_at: row.created_at.and_utc(),
+            draft: row.draft != 0,
         })
     }
 }
@@ -185,6 +188,7 @@ mod tests {
             note: None,
             created_by: None,
             created_at: NaiveDateTime::default(),
+            draft: 0,
         }
     }
 

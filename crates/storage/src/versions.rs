@@ -33,6 +33,7 @@ impl VersionStore for DieselStore {
         note: Option<&str>,
         created_by: Option<&str>,
         now: DateTime<Utc>,
+        draft: bool,
     ) -> Result<AgentVersion> {
         let draft = VersionRow {
             agent_id: snapshot.id.to_string(),
@@ -41,6 +42,7 @@ impl VersionStore for DieselStore {
             note: note.map(str::to_owned),
             created_by: created_by.map(str::to_owned),
             created_at: now.trunc_subsecs(6).naive_utc(),
+            draft: i32::from(draft),
         };
         self.run(move |conn| publish(conn, draft)).await?.try_into()
     }
@@ -70,6 +72,7 @@ impl VersionStore for DieselStore {
             .run(move |conn| {
                 agent_versions::table
                     .filter(agent_versions::agent_id.eq(&agent))
+                    .filter(agent_versions::draft.eq(0))
                     .order(agent_versions::version.desc())
                     .select(VersionRow::as_select())
                     .first(conn)

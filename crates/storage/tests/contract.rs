@@ -40,7 +40,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 16] = [
+const MIGRATIONS: [&str; 17] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -57,6 +57,7 @@ const MIGRATIONS: [&str; 16] = [
     "2026-12-03-000014_guardrails",
     "2026-12-03-000015_files",
     "2026-12-03-000016_insights",
+    "2026-12-03-000018_optimizations",
 ];
 
 fn options() -> PoolOptions {
@@ -164,6 +165,7 @@ contract_tests!(
     concurrent_publishes_get_distinct_numbers,
     publish_for_a_missing_agent_is_not_found,
     get_latest_and_list_versions,
+    drafts_take_numbers_but_are_never_the_latest,
     versions_are_per_agent,
     deleting_the_agent_cascades_versions,
     user_insert_get_find_and_list,
@@ -2096,7 +2098,13 @@ async fn get_missing_run_is_not_found(db: Database) {
 /// Publishes `agent` with `note` at `t0` + `secs` seconds.
 async fn publish(db: &Database, agent: &Agent, note: Option<&str>, secs: i64) -> AgentVersion {
     db.versions()
-        .publish_version(agent, note, Some("alice"), t0() + TimeDelta::seconds(secs))
+        .publish_version(
+            agent,
+            note,
+            Some("alice"),
+            t0() + TimeDelta::seconds(secs),
+            false,
+        )
         .await
         .unwrap()
 }
@@ -2126,7 +2134,7 @@ async fn version_snapshot_round_trips_exactly(db: Database) {
     let at = Utc::now().trunc_subsecs(6) - TimeDelta::microseconds(1);
     let published = db
         .versions()
-        .publish_version(&a, Some("ünïcode \u{1F600}\n'quoted'"), None, at)
+        .publish_version(&a, Some("ünïcode \u{1F600}\n'quoted'"), None, at, false)
         .await
         .unwrap();
     let got = db.versions().get_version(&a.id, 1).await.unwrap();
@@ -2166,7 +2174,7 @@ async fn bare_snapshot_round_trips(db: Database) {
     db.agents().insert_agent(&a).await.unwrap();
     let v = db
         .versions()
-        .publish_version(&a, None, None, t0())
+        .publish_version(&a, None, None, t0(), false)
         .await
         .unwrap();
     assert_eq!((v.note.clone(), v.created_by.clone()), (None, None));
@@ -2183,7 +2191,9 @@ async fn concurrent_publishes_get_distinct_numbers(db: Database) {
             let (store, a) = (db.versions(), a.clone());
             tokio::spawn(async move {
                 let note = format!("task {i}");
-                store.publish_version(&a, Some(&note), None, t0()).await
+                store
+                    .publish_version(&a, Some(&note), None, t0(), false)
+                    .await
             })
         })
         .collect();
@@ -2206,7 +2216,7 @@ async fn publish_for_a_missing_agent_is_not_found(db: Database) {
     let ghost = agent("Ghost");
     let err = db
         .versions()
-        .publish_version(&ghost, None, None, t0())
+        .publish_version(&ghost, None, None, t0(), false)
         .await
         .unwrap_err();
     assert!(
@@ -2219,6 +2229,36 @@ async fn publish_for_a_missing_agent_is_not_found(db: Database) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+async fn drafts_take_numbers_but_are_never_the_latest(db: Database) {
+    let store = db.versions();
+    let a = agent("Drafted");
+    db.agents().insert_agent(&a).await.unwrap();
+    let draft_only = store
+        .publish_version(&a, Some("proposal"), None, t0(), true)
+        .await
+        .unwrap();
+    assert_eq!((draft_only.version, draft_only.draft), (1, true));
+    assert!(store.latest_version(&a.id).await.unwrap().is_none());
+    let published = publish(&db, &a, None, 1).await;
+    assert_eq!((published.version, published.draft), (2, false));
+    let draft = store
+        .publish_version(&a, None, None, t0(), true)
+        .await
+        .unwrap();
+    assert_eq!(draft.version, 3);
+    assert_eq!(store.latest_version(&a.id).await.unwrap(), Some(published));
+    assert_eq!(store.get_version(&a.id, 3).await.unwrap(), draft);
+    let listed = store.list_versions(&a.id, page(10, 0)).await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|v| (v.version, v.draft))
+            .collect::<Vec<_>>(),
+        [(3, true), (2, false), (1, true)]
     );
 }
 

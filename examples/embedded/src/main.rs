@@ -76,6 +76,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         tasks: database.tasks(),
         evals: database.evals(),
         insights: database.insights(),
+        optimizations: database.optimizations(),
         events: database.events(),
         clusters: database.clusters(),
         llm: Arc::new(ClientFactory::new(ProviderSettings::default(), None)),

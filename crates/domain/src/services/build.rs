@@ -18,15 +18,15 @@ use crate::llm::LlmClientFactory;
 use crate::mcp::McpConnector;
 use crate::metrics::Metrics;
 use crate::ports::{
-    ChangeLog, Clock, ConversationStore, EvalStore, InsightStore, McpServerStore, PasswordHasher,
-    RunStore, SecretGenerator, TaskStore, TokenCodec,
+    ChangeLog, Clock, ConversationStore, EvalStore, InsightStore, McpServerStore,
+    OptimizationStore, PasswordHasher, RunStore, SecretGenerator, TaskStore, TokenCodec,
 };
 use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
     FilePorts, FileService, InsightService, InsightSettings, InstanceSettings, Instances,
-    McpServerService, McpSettings, McpSupervisor, ProviderRegistry, Runtime, RuntimePorts,
-    RuntimeSettings, TaskService, TaskSettings, VersionService,
+    McpServerService, McpSettings, McpSupervisor, OptimizationService, ProviderRegistry, Runtime,
+    RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -57,6 +57,8 @@ pub struct ServicePorts {
     pub evals: Arc<dyn EvalStore>,
     /// Conversation analyses.
     pub insights: Arc<dyn InsightStore>,
+    /// Prompt optimisations.
+    pub optimizations: Arc<dyn OptimizationStore>,
     /// Events to subscribers (WebSocket clients, task workers), across replicas when the
     /// adapter carries them.
     pub events: Arc<dyn EventBus>,
@@ -150,6 +152,8 @@ pub struct Services {
     pub evals: EvalService,
     /// Agent status, conversation analyses and insights.
     pub insights: InsightService,
+    /// Prompt optimisations and their runner.
+    pub optimizations: OptimizationService,
     /// The event bus.
     pub events: Arc<dyn EventBus>,
     /// Clusters and the slots of their agents.
@@ -259,6 +263,18 @@ impl Services {
             ports.clock.clone(),
             settings.evals,
         );
+        let optimizations = OptimizationService::new(
+            ports.optimizations,
+            agents.clone(),
+            versions.clone(),
+            evals.clone(),
+            insights.clone(),
+            runtime.clone(),
+            ports.events.clone(),
+            ports.clock.clone(),
+            settings.evals.lease,
+            settings.evals.poll,
+        );
         let clusters = ClusterService::new(
             ports.clusters,
             agents.clone(),
@@ -284,6 +300,7 @@ impl Services {
             tasks,
             evals,
             insights,
+            optimizations,
             events: ports.events,
             clusters,
             metrics,
@@ -313,7 +330,8 @@ impl Services {
         let sessions = purge_sessions(self.auth.clone(), self.session_purge_interval);
         let replica = crate::ids::new_id("replica");
         let workers = self.tasks.workers(self.runtime.clone(), replica.clone());
-        let runners = self.evals.runners(replica);
+        let runners = self.evals.runners(replica.clone());
+        let optimizer = self.optimizations.runner(replica);
         let analyses = self.insights.sweeper();
         let clusters = self.clusters.background();
         let depth = self.tasks.sample_depth();
@@ -321,11 +339,13 @@ impl Services {
             match caches {
                 Some(caches) => {
                     tokio::join!(
-                        caches, sessions, workers, runners, analyses, clusters, depth
+                        caches, sessions, workers, runners, optimizer, analyses, clusters, depth
                     );
                 }
                 None => {
-                    tokio::join!(sessions, workers, runners, analyses, clusters, depth);
+                    tokio::join!(
+                        sessions, workers, runners, optimizer, analyses, clusters, depth
+                    );
                 }
             }
         }

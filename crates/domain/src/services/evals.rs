@@ -314,7 +314,16 @@ impl EvalService {
         config: &mut Configuration,
     ) -> Result<()> {
         match &mut config.subject {
-            Subject::Agent { agent, version } => {
+            Subject::Agent {
+                agent,
+                version,
+                instructions,
+            } => {
+                if instructions.is_some() && !may_call_models_directly(caller) {
+                    return Err(Error::forbidden(
+                        "a configuration that replaces an agent's instructions calls its model with a prompt of the caller's: an editor, an admin or a key with `write` scope and no agent allowlist may",
+                    ));
+                }
                 let r = AgentRef::parse(agent)
                     .map_err(|e| Error::from(e.renamed(format!("{field}.agent"))))?;
                 let found = match self.agents.get(&r).await {
@@ -372,8 +381,9 @@ impl EvalService {
         }
     }
 
-    /// Checks a judge: an agent key the caller may call, or a model.
-    async fn check_judge(
+    /// Checks a judge (or another helper model, such as an optimizer): an agent key the
+    /// caller may call, or a model.
+    pub(crate) async fn check_judge(
         &self,
         caller: Option<&Principal>,
         field: &str,
@@ -935,7 +945,11 @@ fn turn_for(
         log_now: false,
     };
     match &config.subject {
-        Subject::Agent { agent, version } => {
+        Subject::Agent {
+            agent,
+            version,
+            instructions,
+        } => {
             let target = match version {
                 None => match AgentRef::parse(agent) {
                     Ok(r) => TurnTarget::LiveAgent(r),
@@ -949,7 +963,11 @@ fn turn_for(
                     version: Some(*v),
                 },
             };
-            (target, TurnRequest::new(messages, memory))
+            let request = TurnRequest {
+                agent_instructions: instructions.clone(),
+                ..TurnRequest::new(messages, memory)
+            };
+            (target, request)
         }
         Subject::Inline {
             model,

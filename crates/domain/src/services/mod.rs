@@ -12,6 +12,7 @@ mod insights;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
+mod optimizations;
 mod providers;
 mod runtime;
 mod tasks;
@@ -37,6 +38,7 @@ pub use mcp_supervisor::{
     LOG_LINE_MAX, McpLogLevel, McpLogLine, McpLogSource, McpRuntimeState, McpSettings,
     McpSupervisor,
 };
+pub use optimizations::OptimizationService;
 pub use providers::ProviderRegistry;
 pub use runtime::{
     CallOptions, ChatTurn, MESSAGE_MAX_CHARS, Memory, Params, RunRequest, Runtime, RuntimePorts,

@@ -64,6 +64,30 @@ impl VersionService {
                 note.as_deref(),
                 created_by.as_deref(),
                 self.clock.now(),
+                false,
+            )
+            .await
+    }
+
+    /// Saves `snapshot` as the agent's next version, a **draft**: pinnable and restorable,
+    /// never served by default (an optimisation's proposal).
+    ///
+    /// # Errors
+    /// `NotFound` (agent).
+    pub async fn save_draft(
+        &self,
+        snapshot: &Agent,
+        note: String,
+        created_by: Option<String>,
+    ) -> Result<AgentVersion> {
+        let note: String = note.chars().take(NOTE_MAX_CHARS).collect();
+        self.versions
+            .publish_version(
+                snapshot,
+                Some(&note),
+                created_by.as_deref(),
+                self.clock.now(),
+                true,
             )
             .await
     }

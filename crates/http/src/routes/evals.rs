@@ -524,8 +524,10 @@ pub async fn import_cases(
     Ok(HttpResponse::Ok().json(full(&set)))
 }
 
-/// What answers a run's cases: an agent (`agent`, optional `version`), or a model with inline
-/// settings (`model`, `preamble` or `instructions`, `temperature`, `top_p`, `max_tokens`);
+/// What answers a run's cases: an agent (`agent`, optional `version`, optional `preamble` or
+/// `instructions` in place of its own: a candidate prompt with the agent's tools and
+/// settings), or a model with inline settings (`model`, `preamble` or `instructions`,
+/// `temperature`, `top_p`, `max_tokens`);
 /// `label` names it in summaries (default: the agent key, `key@version`, or the model).
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
@@ -535,11 +537,12 @@ pub struct ConfigurationDoc {
     label: Option<String>,
     /// An agent's key or id.
     agent: Option<String>,
-    /// A published version of the agent.
+    /// A version of the agent (published or draft).
     version: Option<u32>,
     /// `provider/model` (inline configurations).
     model: Option<String>,
-    /// System instructions (inline).
+    /// System instructions (inline), or the agent's replacement instructions (an editor's,
+    /// an admin's or an unrestricted `write` key's).
     preamble: Option<String>,
     /// Same as `preamble`.
     instructions: Option<String>,

@@ -53,7 +53,7 @@ pub struct AgentStatusView {
     pub optimization_state: &'static str,
     /// Figures over its analysed conversations.
     pub metrics: StatusMetrics,
-    /// When an optimisation last ended (`null`: never).
+    /// When an optimisation last completed (`null`: never).
     pub last_optimized: Option<String>,
 }
 
@@ -70,17 +70,18 @@ pub async fn agent_status(
         .insights
         .status(Some(&caller), &agent_ref(&path)?)
         .await?;
+    let (optimization_state, last_optimized) = state.optimizations.state(&report.agent).await?;
     Ok(HttpResponse::Ok().json(AgentStatusView {
         id: report.agent.id.to_string(),
         name: report.agent.name.to_string(),
         status: report.agent.status.as_str(),
-        optimization_state: "idle",
+        optimization_state,
         metrics: StatusMetrics {
             conversation_count: report.conversation_count,
             task_completion_rate: report.task_completion_rate,
             avg_sentiment: report.avg_sentiment,
         },
-        last_optimized: None,
+        last_optimized: last_optimized.map(rfc3339),
     }))
 }
 

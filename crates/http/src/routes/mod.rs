@@ -12,6 +12,7 @@ pub mod health;
 pub mod insights;
 pub mod mcp_servers;
 pub mod metrics;
+pub mod optimizations;
 pub mod providers;
 pub mod runs;
 pub mod tasks;
@@ -32,6 +33,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     clusters::configure(cfg);
     conversations::configure(cfg);
     insights::configure(cfg);
+    optimizations::configure(cfg);
     evals::configure(cfg);
     files::configure(cfg);
     mcp_servers::configure(cfg);

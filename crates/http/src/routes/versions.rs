@@ -47,6 +47,10 @@ pub struct VersionView {
     pub agent_id: String,
     /// 1, 2, 3… per agent, in publishing order.
     pub version: u32,
+    /// `published`, or `draft`: an optimisation's proposal, pinnable and restorable but never
+    /// served by default (restore it, then publish, to serve it).
+    #[schema(example = "published")]
+    pub status: &'static str,
     /// Why it was published.
     pub note: Option<String>,
     /// Who published it: a user's id (`user_…`), `key:<key id>` for an API key, or
@@ -63,6 +67,7 @@ impl From<&AgentVersion> for VersionView {
         Self {
             agent_id: v.agent_id.to_string(),
             version: v.version,
+            status: if v.draft { "draft" } else { "published" },
             note: v.note.clone(),
             created_by: v.created_by.clone(),
             created_at: rfc3339(v.created_at),

@@ -5,7 +5,8 @@
 //! for, with what the tools said after a call, or with `{"echo":…}` when JSON is asked for.
 //! Names script other behaviours: `error-<status>` (that status's error; `error-429` asks to retry after
 //! 1 s), `slow-<ms>` (echo after `ms`, and `ms` between streamed words), `cut` (stream half the
-//! words, then [`ProviderError::Unavailable`]). A [`MockScript`] queue, when not empty, wins
+//! words, then [`ProviderError::Unavailable`]), `instructions` (answer with the system
+//! instructions sent, or `(no instructions)`: a model that follows its prompt to the letter). A [`MockScript`] queue, when not empty, wins
 //! over the model name. Answers report `mock:<model>` as their model.
 
 mod reply;
@@ -117,6 +118,7 @@ enum Outcome {
     ToolCalls(Vec<ToolCall>),
     Error(ProviderError),
     Cut,
+    Instructions,
 }
 
 #[derive(Debug)]
@@ -150,6 +152,9 @@ impl Plan {
         }
         if model == "cut" {
             return Self::now(Outcome::Cut);
+        }
+        if model == "instructions" {
+            return Self::now(Outcome::Instructions);
         }
         Self::now(Outcome::Echo)
     }
@@ -221,6 +226,22 @@ fn answer(outcome: Outcome, request: &CompletionRequest) -> Result<(Reply, bool)
             false,
         )),
         Outcome::Cut => Ok((text(last_user_text(request)), true)),
+        Outcome::Instructions => {
+            let system: Vec<&str> = request
+                .messages
+                .iter()
+                .filter(|m| m.role == Role::System)
+                .map(|m| m.content.as_str())
+                .collect();
+            Ok((
+                text(if system.is_empty() {
+                    "(no instructions)".to_owned()
+                } else {
+                    system.join("\n\n")
+                }),
+                false,
+            ))
+        }
         Outcome::Error(error) => Err(error),
     }
 }

@@ -146,6 +146,7 @@ impl VersionStore for Mem {
         note: Option<&str>,
         created_by: Option<&str>,
         now: DateTime<Utc>,
+        draft: bool,
     ) -> Result<AgentVersion> {
         if !lock(&self.agents).contains_key(snapshot.id.as_str()) {
             return Err(Error::not_found("agent", snapshot.id.as_str()));
@@ -165,6 +166,7 @@ impl VersionStore for Mem {
             note: note.map(str::to_owned),
             created_by: created_by.map(str::to_owned),
             created_at: now,
+            draft,
         };
         versions.push(v.clone());
         Ok(v)
@@ -179,7 +181,7 @@ impl VersionStore for Mem {
     async fn latest_version(&self, agent: &AgentId) -> Result<Option<AgentVersion>> {
         Ok(lock(&self.versions)
             .iter()
-            .filter(|v| &v.agent_id == agent)
+            .filter(|v| &v.agent_id == agent && !v.draft)
             .max_by_key(|v| v.version)
             .cloned())
     }

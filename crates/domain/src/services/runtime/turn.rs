@@ -142,6 +142,9 @@ pub struct TurnRequest {
     pub memory: Memory,
     /// The caller's instructions, sent after the agent's.
     pub instructions: Option<String>,
+    /// Instructions that replace the agent's own for this turn (evaluating a candidate
+    /// prompt; set by trusted code such as an evaluation run, never from a client's field).
+    pub agent_instructions: Option<String>,
     /// The caller's parameters, over the agent's.
     pub params: Params,
     /// Tools, structured output and sampling options.
@@ -159,6 +162,7 @@ impl TurnRequest {
             input_field: "input",
             memory,
             instructions: None,
+            agent_instructions: None,
             params: Params::default(),
             options: CallOptions::default(),
             stream: false,
@@ -418,11 +422,17 @@ impl Runtime {
             check_length("instructions", i)?;
         }
         check_options(&req.options)?;
-        let resolved = self.resolve(caller, target).await?;
+        let mut resolved = self.resolve(caller, target).await?;
+        let mut req = req;
+        if let Some(text) = req.agent_instructions.take()
+            && let Some(served) = resolved.served.as_mut()
+        {
+            check_length("agent_instructions", &text)?;
+            served.agent.instructions = text;
+        }
         // Guardrails: the input rules run before anything reaches a model (a block is an
         // error here; a redaction changes what is sent and stored); the output guard goes
         // with the driver.
-        let mut req = req;
         let guardrails = resolved
             .served
             .as_ref()

@@ -1,0 +1,2 @@
+DROP TABLE optimizations;
+ALTER TABLE agent_versions DROP COLUMN draft;
