@@ -335,3 +335,44 @@ async fn requests_are_checked_and_an_optimisation_can_be_cancelled() {
     let (_, versions) = json(app.get("/api/v1/agents/refunds/versions").await).await;
     assert_eq!(versions["total"], 1, "{versions}");
 }
+
+#[tokio::test]
+async fn a_restarted_server_goes_on_from_the_last_step() {
+    let app = app().await;
+    // A slow echo: the baseline run is still going when the server stops.
+    setup(&app, "mock/slow-400").await;
+    let (code, started) = json(
+        app.post(
+            "/api/v1/agents/refunds/optimize",
+            &json!({"testset_id": "refund-questions", "concurrency": 1}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let mut baseline = Value::Null;
+    for _ in 0..200 {
+        let (_, o) = json(app.get(&format!("/api/v1/optimizations/{id}")).await).await;
+        if !o["baseline_run_id"].is_null() {
+            baseline = o["baseline_run_id"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(baseline.is_string(), "the baseline run never started");
+    let app = app.restart().await.unwrap();
+    // The lease (2 s) runs out; the new process's optimiser takes over from the stored step.
+    let (done, _) = finish(&app, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["baseline_run_id"], baseline,
+        "the baseline run was not started again"
+    );
+    assert_eq!(done["evidence"]["scores"][0]["label"], "current");
+    let (_, runs) = json(app.get("/api/v1/eval-runs").await).await;
+    assert_eq!(
+        runs["total"], 2,
+        "one baseline run and one testing run: {runs}"
+    );
+}

@@ -203,6 +203,7 @@ contract_tests!(
     cluster_list_by_name_and_delete,
     testsets_round_trip_and_update_by_revision,
     eval_runs_are_claimed_once_and_leases_guard_every_write,
+    optimizations_one_active_per_agent_claimed_once_and_leased,
     eval_results_are_stored_once_and_counted,
     analyses_are_tallied_per_period_with_their_issues,
     idle_conversations_wait_for_their_analysis,
@@ -4058,6 +4059,147 @@ fn eval_run(at: i64) -> agentry_domain::eval::EvalRun {
         started_at: None,
         completed_at: None,
     }
+}
+
+async fn optimizations_one_active_per_agent_claimed_once_and_leased(db: Database) {
+    use agentry_domain::optimization::{
+        Optimization, OptimizationId, OptimizationRequest, Phase, Progress,
+    };
+    let store = db.optimizations();
+    let a = agent("Optimised");
+    db.agents().insert_agent(&a).await.unwrap();
+    let at = |s: i64| t0() + TimeDelta::seconds(s);
+    let new = |s: i64| Optimization {
+        id: OptimizationId::generate(),
+        agent_id: a.id.clone(),
+        testset_id: agentry_domain::eval::TestSetId::generate(),
+        status: TaskStatus::Pending,
+        phase: None,
+        request: OptimizationRequest {
+            testset: "testset_00000000000000000000000000000001".into(),
+            candidates: 2,
+            optimizer_model: Some("mock/echo".into()),
+            concurrency: 3,
+        },
+        progress: Progress::default(),
+        draft_version: None,
+        error: None,
+        created_by: Some("user:alice".into()),
+        lease_owner: None,
+        lease_expires_at: None,
+        attempts: 0,
+        created_at: at(s),
+        updated_at: at(s),
+        started_at: None,
+        completed_at: None,
+    };
+    let first = new(0);
+    store.insert_optimization(&first).await.unwrap();
+    assert_eq!(
+        store.get_optimization(&first.id).await.unwrap(),
+        first,
+        "round trip"
+    );
+    // One pending or running optimisation per agent.
+    assert!(matches!(
+        store.insert_optimization(&new(1)).await,
+        Err(Error::Conflict { .. })
+    ));
+    let (latest, last) = store.optimization_state(&a.id).await.unwrap();
+    assert_eq!((latest.map(|o| o.id), last), (Some(first.id.clone()), None));
+    // Claimed once.
+    let lease = Duration::from_secs(30);
+    let mut claims = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let store = store.clone();
+        claims.spawn(async move {
+            store
+                .claim_optimization(&format!("r{w}"), lease, at(10))
+                .await
+                .unwrap()
+        });
+    }
+    let claimed: Vec<_> = claims.join_all().await.into_iter().flatten().collect();
+    assert_eq!(claimed.len(), 1);
+    let mut running = claimed[0].clone();
+    assert_eq!((running.status, running.attempts), (TaskStatus::Running, 1));
+    let owner = running.lease_owner.clone().unwrap();
+    // Progress is saved by the holder only.
+    running.phase = Some(Phase::Optimizing);
+    running.progress.issues = vec!["slow answers".into()];
+    running.progress.baseline = Some("Be helpful.".into());
+    assert!(
+        !store
+            .save_optimization(&running, "intruder", at(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_optimization(&running, &owner, at(60))
+            .await
+            .unwrap()
+    );
+    let saved = store.get_optimization(&running.id).await.unwrap();
+    assert_eq!(saved.phase, Some(Phase::Optimizing));
+    assert_eq!(saved.progress, running.progress);
+    // An expired lease lets another runner take it over, with its progress.
+    assert!(
+        store
+            .claim_optimization("r9", lease, at(30))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let taken = store
+        .claim_optimization("r9", lease, at(61))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((taken.attempts, taken.progress.issues.len()), (2, 1));
+    assert!(
+        !store
+            .finish_optimization(&taken, &owner, at(62))
+            .await
+            .unwrap()
+    );
+    let mut done = taken.clone();
+    done.status = TaskStatus::Completed;
+    done.draft_version = Some(3);
+    assert!(
+        store
+            .finish_optimization(&done, "r9", at(62))
+            .await
+            .unwrap()
+    );
+    let (latest, last) = store.optimization_state(&a.id).await.unwrap();
+    assert_eq!(latest.unwrap().draft_version, Some(3));
+    assert_eq!(last, Some(at(62)));
+    // The agent is free again; a cancel of a pending one sticks, of an ended one changes nothing.
+    let second = new(100);
+    store.insert_optimization(&second).await.unwrap();
+    let cancelled = store
+        .cancel_optimization(&second.id, at(101))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, TaskStatus::Cancelled);
+    assert_eq!(
+        store
+            .cancel_optimization(&first.id, at(102))
+            .await
+            .unwrap()
+            .status,
+        TaskStatus::Completed
+    );
+    let page = store.list_optimizations(&a.id, page(1, 0)).await.unwrap();
+    assert_eq!((page.total, page.items[0].id.clone()), (2, second.id));
+    assert!(matches!(
+        store.get_optimization(&OptimizationId::generate()).await,
+        Err(Error::NotFound {
+            entity: "optimization",
+            ..
+        })
+    ));
 }
 
 async fn eval_runs_are_claimed_once_and_leases_guard_every_write(db: Database) {

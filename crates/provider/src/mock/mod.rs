@@ -3,10 +3,11 @@
 //! Model `echo` (and any name not below) answers with the last user message, or, as
 //! [`reply::echo`] reads the request, with the tool calls a `/call` or `/loop` message asks
 //! for, with what the tools said after a call, or with `{"echo":…}` when JSON is asked for.
-//! Names script other behaviours: `error-<status>` (that status's error; `error-429` asks to retry after
-//! 1 s), `slow-<ms>` (echo after `ms`, and `ms` between streamed words), `cut` (stream half the
-//! words, then [`ProviderError::Unavailable`]), `instructions` (answer with the system
-//! instructions sent, or `(no instructions)`: a model that follows its prompt to the letter). A [`MockScript`] queue, when not empty, wins
+//! Names script other behaviours: `error-<status>` (that status's error; `error-429` asks to
+//! retry after 1 s), `slow-<ms>` (echo after `ms`, and `ms` between streamed words), `cut`
+//! (stream half the words, then [`ProviderError::Unavailable`]), `instructions` (answer with
+//! the system instructions sent, or `(no instructions)`: a model that follows its prompt to
+//! the letter). A [`MockScript`] queue, when not empty, wins
 //! over the model name. Answers report `mock:<model>` as their model.
 
 mod reply;
