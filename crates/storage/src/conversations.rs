@@ -40,7 +40,7 @@ impl DieselStore {
             updated_at: last.created_at.naive_utc(),
             rows,
         };
-        self.run(move |conn| {
+        self.grouped(move |conn| {
             let appended = conn.transaction(|c| append(c, &batch));
             appended.map_err(|e| match e {
                 AppendError::Port(e) => e,
@@ -153,7 +153,7 @@ impl ConversationStore for DieselStore {
             .iter()
             .map(MessageRow::try_from)
             .collect::<Result<Vec<_>>>()?;
-        self.run(move |conn| {
+        self.grouped(move |conn| {
             let stored = conn.transaction(|c| {
                 diesel::insert_into(conversations::table)
                     .values(&row)
@@ -187,9 +187,11 @@ impl ConversationStore for DieselStore {
                     ),
                     None => query_error(e),
                 }
-            })
+            })?;
+            Ok(true)
         })
         .await
+        .map(|_| ())
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {

@@ -75,6 +75,7 @@ pub struct Database {
     run_log: Arc<RunLog>,
     target: Target,
     events: Arc<std::sync::OnceLock<Arc<dyn EventBus>>>,
+    group: Arc<crate::group_commit::GroupCommit>,
 }
 
 impl Database {
@@ -113,6 +114,7 @@ impl Database {
             run_log,
             target,
             events: Arc::new(std::sync::OnceLock::new()),
+            group: Arc::default(),
         })
     }
 
@@ -252,7 +254,7 @@ impl Database {
     }
 
     fn store(&self) -> DieselStore {
-        DieselStore::new(self.pool.clone(), self.run_log.clone())
+        DieselStore::new(self.pool.clone(), self.run_log.clone(), self.group.clone())
     }
 
     /// Stores every run queued by `log_run` and stops the background writer; later logs are

@@ -29,6 +29,7 @@ mod error;
 mod evals;
 mod events;
 mod files;
+mod group_commit;
 mod history_rows;
 mod insights;
 mod mcp_servers;

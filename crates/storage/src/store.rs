@@ -19,14 +19,30 @@ use crate::translate::{pool_error, query_error};
 pub(crate) struct DieselStore {
     pool: Pool<Manager>,
     pub(crate) run_log: std::sync::Arc<crate::run_log::RunLog>,
+    group: std::sync::Arc<crate::group_commit::GroupCommit>,
 }
 
 impl DieselStore {
     pub(crate) fn new(
         pool: Pool<Manager>,
         run_log: std::sync::Arc<crate::run_log::RunLog>,
+        group: std::sync::Arc<crate::group_commit::GroupCommit>,
     ) -> Self {
-        Self { pool, run_log }
+        Self {
+            pool,
+            run_log,
+            group,
+        }
+    }
+
+    /// Runs `work` (a write whose caller waits for it) in the next group commit: one
+    /// transaction with every other write ready at the time, `work` in a savepoint of its own
+    /// (so its own transaction, if it opens one, nests). Answers once that transaction committed.
+    pub(crate) async fn grouped<F>(&self, work: F) -> Result<bool>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<bool> + Send + 'static,
+    {
+        self.group.run(&self.pool, work).await
     }
 
     /// Runs `work` with a pooled connection on the blocking pool. `work` translates its own
