@@ -9,11 +9,14 @@ mod dormant;
 mod evals;
 mod files;
 mod insights;
+mod knowledge;
+#[cfg(test)]
+mod knowledge_tests;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
 mod providers;
-mod runtime;
+pub(crate) mod runtime;
 mod tasks;
 mod versions;
 
@@ -31,6 +34,7 @@ pub use dormant::DORMANT_POLLS;
 pub use evals::{EvalService, EvalSettings, TestSetFields};
 pub use files::{FilePorts, FileService, Received};
 pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};
+pub use knowledge::{KnowledgePorts, KnowledgeService, KnowledgeSettings};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
 pub use mcp_supervisor::{

@@ -18,7 +18,7 @@ mod prompt;
 mod record;
 mod routes;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -92,6 +92,8 @@ pub struct RuntimePorts {
     pub http_tools: Option<Arc<dyn HttpToolClient>>,
     /// MCP servers whose tools agents bind (and their supervision).
     pub mcp: crate::services::McpServerService,
+    /// Retrieval for agents with knowledge (a service without ports retrieves nothing).
+    pub knowledge: crate::services::KnowledgeService,
     /// Where turns publish `agent.message` events (when someone listens).
     pub events: Arc<dyn crate::event::EventBus>,
     /// Time.
