@@ -31,6 +31,7 @@ mod events;
 mod files;
 mod history_rows;
 mod insights;
+mod knowledge;
 mod mcp_servers;
 mod providers;
 mod rows;
