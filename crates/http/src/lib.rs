@@ -53,6 +53,8 @@ pub struct AppState {
     pub insights: agentry_domain::services::InsightService,
     /// Uploaded files.
     pub files: agentry_domain::services::FileService,
+    /// Knowledge searches.
+    pub knowledge: agentry_domain::services::KnowledgeService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.
