@@ -19,7 +19,7 @@ const SHIPPING: &str =
     "Parcels leave Rotterdam every morning; delivery inside the Netherlands takes two days.\n";
 
 /// The file once it is no longer `processing` (within 20 seconds).
-async fn settled(app: &TestApp, id: &str) -> Value {
+pub async fn settled(app: &TestApp, id: &str) -> Value {
     for _ in 0..400 {
         let (status, f) = json(app.get(&format!("/api/v1/files/{id}")).await).await;
         assert_eq!(status, 200, "{f}");

@@ -102,3 +102,46 @@ async fn a_damaged_index_is_recreated_empty() {
         .unwrap();
     assert_eq!(index.search("alpha", None, 3).await.unwrap().len(), 1);
 }
+
+/// A one-page PDF whose page says `text` in Helvetica (a standard font), with a correct
+/// cross-reference table.
+pub fn tiny_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for off in offsets {
+        out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+#[test]
+fn pdf_text_is_extracted() {
+    use agentry_domain::knowledge::TextExtractor;
+    let text = super::Extractor
+        .extract("application/pdf", &tiny_pdf("Refunds take fourteen days"))
+        .unwrap();
+    assert!(text.contains("Refunds take fourteen days"), "{text:?}");
+}

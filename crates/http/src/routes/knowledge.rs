@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use agentry_domain::Error;
 use agentry_domain::knowledge::{Hit, TOP_K_DEFAULT, TOP_K_MAX};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -21,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A search of the indexed files.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"query": "How long do refunds take?", "top_k": 4}))]
 pub struct SearchInput {
     /// What to look for (1 to 4,000 characters): words, not a query language.
     #[schema(
