@@ -7,7 +7,6 @@ use actix_web::{HttpResponse, web};
 use agentry_domain::Error;
 use agentry_domain::knowledge::{Hit, TOP_K_DEFAULT, TOP_K_MAX};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use crate::AppState;
