@@ -457,3 +457,40 @@ fn tiny_pdf(text: &str) -> Vec<u8> {
     );
     out
 }
+
+/// The index is a cache of the database: a replica with its own, empty data folder builds
+/// its index from the stored chunks, and follows the other replica's deletions (both within
+/// the sync interval, 5 s).
+#[tokio::test]
+async fn a_missing_index_is_rebuilt_and_replicas_follow_each_other() {
+    let app = TestApp::spawn().await;
+    let policy = ready(&app, "policy.md", REFUNDS.as_bytes()).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let folder = elsewhere.path().to_path_buf();
+    let other = app
+        .replica_with(move |c| c.data_dir = Some(folder))
+        .await
+        .unwrap();
+    let hits = |found: &Value| found["results"].as_array().map_or(0, Vec::len);
+    let mut found = json!({});
+    for _ in 0..300 {
+        found = search(&other, json!({"query": "refunds"})).await.1;
+        if hits(&found) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found["results"][0]["file_id"], policy.as_str(), "{found}");
+    assert!(elsewhere.path().join("knowledge").exists());
+    // Deleted through the first replica: gone from the second's index too.
+    let (status, _) = json(app.delete(&format!("/api/v1/files/{policy}")).await).await;
+    assert_eq!(status, 200);
+    for _ in 0..300 {
+        found = search(&other, json!({"query": "refunds"})).await.1;
+        if hits(&found) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found["results"], json!([]), "{found}");
+}

@@ -224,7 +224,7 @@ impl FileService {
         Ok((file, body))
     }
 
-    /// Deletes a file: its bytes, then its record, then its chunks and index entries. Returns whether it existed; deleting an
+    /// Deletes a file: its bytes, its chunks and index entries, then its record. Returns whether it existed; deleting an
     /// absent file is not an error.
     ///
     /// # Errors
@@ -237,10 +237,11 @@ impl FileService {
         };
         let ports = self.ports()?;
         ports.blobs.delete(&file.blob_key()).await?;
-        let existed = ports.store.delete_file(&file.id).await?;
+        // Its chunks and index entries before its record: a failure leaves the record, so
+        // deleting again finishes the job.
         if let Some(k) = &self.knowledge {
             k.forget(&file.id).await?;
         }
-        Ok(existed)
+        ports.store.delete_file(&file.id).await
     }
 }
