@@ -183,6 +183,18 @@ async fn an_uploaded_file_is_searchable_and_an_agent_cites_it_on_every_surface()
         content.contains("[1] policy.md") && content.contains("fourteen days"),
         "{content}"
     );
+    // Its run log notes the retrieval: its time and the citations.
+    let mut noted = Value::Null;
+    for _ in 0..100 {
+        let (_, runs) = json(app.get("/api/v1/runs").await).await;
+        noted = runs["runs"][0]["log_meta"]["knowledge"].clone();
+        if noted.is_object() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(noted["retrieval_ms"].is_u64(), "{noted}");
+    assert_eq!(noted["citations"][0]["file_id"], policy.as_str(), "{noted}");
 }
 
 #[tokio::test]
@@ -243,6 +255,26 @@ async fn knowledge_is_validated_and_changes_nothing_when_bad() {
         &v1
     };
     assert_eq!(snapshot["knowledge"]["files"], json!([policy]), "{v1}");
+    // Searching as an agent obeys an API key's allowlist; a key that may only invoke
+    // agents may not search.
+    create(&app, json!({"name": "someone-else"})).await;
+    let body = json!({"query": "refunds", "agent": "kb"});
+    for (scopes, agents, want) in [
+        (&["read"][..], Some(&["someone-else"][..]), 404),
+        (&["read"][..], Some(&["kb"][..]), 200),
+        (&["invoke"][..], None, 403),
+    ] {
+        let key = app.create_api_key(scopes, agents).await;
+        let res = app
+            .request_as(
+                Some(&key),
+                reqwest::Method::POST,
+                "/api/v1/knowledge/search",
+                Some(&body),
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), want, "{scopes:?} {agents:?}");
+    }
     // An agent without knowledge answers without citations.
     let (_, reply) = json(
         app.post("/api/v1/agents/kb/chat", &json!({"message": "refunds?"}))

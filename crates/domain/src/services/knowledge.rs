@@ -257,10 +257,16 @@ impl KnowledgeService {
             _ => Vec::new(),
         };
         let budget = usize::try_from(knowledge.max_context_chars).unwrap_or(usize::MAX);
-        Retrieval {
+        let retrieval = Retrieval {
             passages: fit_budget(hits, budget),
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        }
+        };
+        tracing::debug!(
+            passages = retrieval.passages.len(),
+            ms = retrieval.elapsed_ms,
+            "knowledge retrieved"
+        );
+        retrieval
     }
 
     /// Makes the index hold exactly the files that have stored chunks: indexes the missing

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use agentry_domain::Error;
 use agentry_domain::knowledge::{Hit, TOP_K_DEFAULT, TOP_K_MAX};
 use serde::{Deserialize, Serialize};
@@ -89,6 +89,7 @@ pub struct SearchResults {
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all)]
 pub async fn search_knowledge(
+    req: HttpRequest,
     state: web::Data<AppState>,
     JsonBody(body): JsonBody<SearchInput>,
 ) -> ApiResult<HttpResponse> {
@@ -113,9 +114,11 @@ pub async fn search_knowledge(
     }
     let mut top_k = body.top_k;
     if let Some(raw) = &body.agent {
+        // An API key's allowlist hides the other agents, as on every read.
+        let caller = crate::auth::principal(&req);
         let agent = state
             .agents
-            .get(&crate::routes::agents::agent_ref(raw)?)
+            .get_for(caller.as_ref(), &crate::routes::agents::agent_ref(raw)?)
             .await?;
         let mine = agent.knowledge.files.clone();
         files = Some(match files {
