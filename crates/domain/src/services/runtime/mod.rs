@@ -7,6 +7,7 @@
 //! - `routes.rs`: the model that answers and its fallback;
 //! - `turn.rs`: access rules, the prompt, the model calls, the tool loop, the events;
 //! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
+//! - `retrieve.rs`: retrieval for agents with knowledge (passages into the prompt);
 //! - `tools.rs`: the server-side tools a turn runs.
 
 mod guard;
@@ -16,6 +17,7 @@ mod guard_tests;
 mod mcp_tests;
 mod prompt;
 mod record;
+mod retrieve;
 mod routes;
 #[cfg(test)]
 pub(crate) mod test_support;

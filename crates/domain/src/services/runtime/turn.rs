@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use super::guard::guard_whole_answer;
 use super::prompt::{check_input, check_length, millis, system_messages, trim_history};
 use super::record::{Produced, Recorded, Recorder, Target};
+use super::retrieve::with_sources;
 use super::routes::{Routes, provider_error};
 use super::tools::ServerTools;
 use super::{Params, Runtime};
@@ -36,7 +37,7 @@ use crate::conversation::{
 use crate::error::{Error, Invalid, Result};
 use crate::guardrail::{OutputGuard, Release, Trigger};
 use crate::ids::new_id;
-use crate::knowledge::{Citation, Retrieval, prompt_with_sources};
+use crate::knowledge::{Citation, Retrieval};
 use crate::llm::{
     Completion, CompletionRequest, CompletionStream, PromptMessage, ResponseFormat, Role,
     StreamEvent, TokenUsage, ToolCall, ToolChoice, ToolDefinition,
@@ -442,19 +443,9 @@ impl Runtime {
         let output_guard = OutputGuard::new(&guardrails);
         // Retrieval: an agent with knowledge gets the best passages for the user's message
         // (after input redaction); an agent without any never touches the index.
-        let retrieval = match resolved.served.as_ref().map(|s| &s.agent.knowledge) {
-            Some(k) if !k.is_empty() => {
-                let question = req
-                    .input
-                    .iter()
-                    .rev()
-                    .find(|m| m.role == Role::User)
-                    .map(|m| m.content.clone())
-                    .unwrap_or_default();
-                Some(self.ports.knowledge.retrieve(k, &question).await)
-            }
-            _ => None,
-        };
+        let retrieval = self
+            .retrieve(resolved.served.as_ref().map(|s| &s.agent), &req.input)
+            .await;
         // Counted from here (the agent is known); a cluster agent's turn takes one of its
         // slots, waiting in line for one when all are busy.
         let served_key = resolved.served.as_ref().map(|s| s.agent.key.as_str());
@@ -592,12 +583,7 @@ impl Runtime {
             }
         };
         let mut messages = messages;
-        if let Some(r) = retrieval.as_ref().filter(|r| !r.passages.is_empty())
-            && let Some(last) = messages.iter_mut().rev().find(|m| m.role == Role::User)
-        {
-            // The passages go with the question, as sent (the stored input is the user's).
-            last.content = prompt_with_sources(&r.passages, &last.content);
-        }
+        with_sources(&mut messages, retrieval.as_ref());
         let o = req.options;
         let client_names: Vec<String> = o.client_tools.iter().map(|t| t.name.clone()).collect();
         let mut tools: Vec<ToolDefinition> = server_tools.definitions().collect();
