@@ -119,8 +119,11 @@ async fn round_trip(app: &TestApp) {
         file["metadata"],
         json!({"description": "Document for processing"})
     );
-    assert_eq!(file["status"], "ready");
+    // Text is indexed in the background (docs/knowledge.md): `processing`, then `ready`.
+    assert_eq!(file["status"], "processing");
     assert!(file["created_by"].is_string() && file["created_at"].is_string());
+    let file = crate::knowledge::settled(app, &id).await;
+    assert_eq!(file["status"], "ready", "{file}");
 
     // Seed 002's spelling: /v1/files/…, trailing slashes ignored.
     let (status, list) = json(app.get("/v1/files/").await).await;

@@ -13,6 +13,7 @@ mod files;
 mod guardrails;
 mod hygiene;
 mod insights;
+mod knowledge;
 mod mcp;
 pub(crate) mod mcp_live;
 mod metrics;

@@ -535,6 +535,8 @@ pub struct Agent {
     pub fallback_model: Option<ModelRef>,
     /// Input and output rules applied by every turn.
     pub guardrails: crate::guardrail::Guardrails,
+    /// The files searched on each turn, and how (empty: no retrieval).
+    pub knowledge: crate::knowledge::Knowledge,
     /// Who created it.
     pub created_by: Option<String>,
     /// Creation time.
@@ -578,6 +580,8 @@ pub struct AgentFields {
     pub fallback_model: Option<Option<ModelSpec>>,
     /// Guardrails (an empty set clears them).
     pub guardrails: Option<crate::guardrail::Guardrails>,
+    /// Knowledge (one naming no file clears it).
+    pub knowledge: Option<crate::knowledge::Knowledge>,
 }
 
 /// Which agents a list returns. Every given criterion must hold.

@@ -123,17 +123,23 @@ pub struct Message {
 }
 
 /// What a turn notes on its answer, stored with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Annotations {
     /// Every guardrail that triggered in the turn (input and output), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guardrails: Vec<crate::guardrail::Trigger>,
+    /// The knowledge passages the answer was given, in their marker order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<crate::knowledge::Citation>,
+    /// Time the turn spent retrieving them, in milliseconds (turns of agents with knowledge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieval_ms: Option<u64>,
 }
 
 impl Annotations {
     /// Whether there is nothing to note.
     pub fn is_empty(&self) -> bool {
-        self.guardrails.is_empty()
+        self.guardrails.is_empty() && self.citations.is_empty() && self.retrieval_ms.is_none()
     }
 }
 

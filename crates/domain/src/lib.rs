@@ -21,6 +21,7 @@ pub mod file;
 pub mod guardrail;
 pub mod ids;
 pub mod insight;
+pub mod knowledge;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;

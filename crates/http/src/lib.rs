@@ -55,6 +55,8 @@ pub struct AppState {
     pub optimizations: agentry_domain::services::OptimizationService,
     /// Uploaded files.
     pub files: agentry_domain::services::FileService,
+    /// Knowledge searches.
+    pub knowledge: agentry_domain::services::KnowledgeService,
     /// The event bus (WebSocket subscriptions).
     pub events: Arc<dyn agentry_domain::event::EventBus>,
     /// Database reachability, for `/ready`.

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use crate::openai;
 use crate::routes::{
     agents, api_keys, auth, chat, clusters, conversations, evals, files, health, insights,
-    mcp_servers, metrics, optimizations, providers, runs, tasks, users, versions,
+    knowledge, mcp_servers, metrics, optimizations, providers, runs, tasks, users, versions,
 };
 
 /// The whole API.
@@ -100,6 +100,7 @@ use crate::routes::{
         files::get_file,
         files::download_file,
         files::delete_file,
+        knowledge::search_knowledge,
         versions::publish_version,
         versions::list_versions,
         versions::get_version,
@@ -149,6 +150,7 @@ use crate::routes::{
         (name = "mcp-servers", description = "MCP servers (stdio commands or remote streamable-HTTP endpoints): the resource, their supervision on this replica (start, stop, restart, logs) and their tools"),
         (name = "runs", description = "One-shot runs, logged with their log_meta"),
         (name = "chat", description = "Chat with agents, streaming, history and conversations"),
+        (name = "knowledge", description = "Knowledge (RAG): searches of the indexed files' chunks, for debugging retrieval (docs/knowledge.md)"),
         (name = "files", description = "Uploaded files (seed 002): multipart uploads streamed to a local folder or an S3-compatible bucket, downloads with ranges"),
         (name = "versions", description = "Published agent versions: immutable, numbered snapshots"),
         (name = "openai", description = "OpenAI-compatible client API (`model` = agent key); also at /api/client/v1/responses and /api/client/v1/agents/responses"),

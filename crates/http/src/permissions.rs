@@ -100,6 +100,8 @@ pub const ROUTE_PERMISSIONS: &[(Methods, &str, Requirement)] = &[
     (Any, "/v1/uploads/*", Invoke),
     (Any, "/v1/vector_stores/*", Invoke),
     (Any, "/v1/videos/*", Invoke),
+    // A knowledge search reads (its body is the query).
+    (Post, "/api/v1/knowledge/search", Read),
     // Everything else: reads and writes of the management API.
     (Get, "/*", Read),
     (Any, "/*", Write),

@@ -274,6 +274,13 @@ pub async fn services(
             store: database.files(),
             blobs: blob_store(config)?,
         }),
+        knowledge: Some(agentry_domain::services::KnowledgePorts {
+            chunks: database.knowledge_chunks(),
+            index: Arc::new(agentry_knowledge::TantivyIndex::new(
+                &config.data_folder().join("knowledge"),
+            )),
+            extractor: Arc::new(agentry_knowledge::Extractor),
+        }),
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(token_codec(config, database).await?),
         secrets: Arc::new(RandomSecrets),
@@ -517,6 +524,7 @@ impl Application {
             insights: services.insights,
             optimizations: services.optimizations,
             files: services.files,
+            knowledge: services.knowledge,
             events: services.events,
             health: database.health(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -237,6 +237,11 @@ impl Database {
         Arc::new(self.store())
     }
 
+    /// The store of files' chunks (knowledge) over this pool.
+    pub fn knowledge_chunks(&self) -> Arc<dyn agentry_domain::knowledge::ChunkStore> {
+        Arc::new(self.store())
+    }
+
     /// The pool's use, as metrics (`agentry_db_pool_connections{state}`,
     /// `agentry_db_pool_max_connections`).
     pub fn pool_metrics(&self) -> Arc<dyn agentry_domain::metrics::MetricsSource> {

@@ -32,6 +32,7 @@ mod files;
 mod group_commit;
 mod history_rows;
 mod insights;
+mod knowledge;
 mod mcp_servers;
 mod optimizations;
 mod providers;

@@ -9,6 +9,7 @@ use agentry_domain::agent::{
     Tag, Temperature, ToolSpec, TopP,
 };
 use agentry_domain::guardrail::Guardrails;
+use agentry_domain::knowledge::Knowledge;
 use agentry_domain::provider::{BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource};
 use agentry_domain::{Error, Invalid};
 use chrono::NaiveDateTime;
@@ -43,6 +44,7 @@ pub(crate) struct AgentRow {
     pub fallback_provider_id: Option<String>,
     pub fallback_model_name: Option<String>,
     pub guardrails: Option<String>,
+    pub knowledge: Option<String>,
 }
 
 /// One row of `agent_tags`, the index behind the tags filter.
@@ -116,6 +118,7 @@ impl TryFrom<&Agent> for AgentRow {
             fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
             guardrails: (!a.guardrails.is_empty() || a.guardrails.refusal_message.is_some())
                 .then(|| a.guardrails.to_json().to_string()),
+            knowledge: (!a.knowledge.is_empty()).then(|| a.knowledge.to_json().to_string()),
         })
     }
 }
@@ -148,6 +151,13 @@ impl TryFrom<AgentRow> for Agent {
             Some(text) => {
                 let v: Value = parse_json("agent", &row.id, "guardrails", text)?;
                 Guardrails::parse(&v).map_err(bad)?
+            }
+        };
+        let knowledge = match row.knowledge.as_deref() {
+            None => Knowledge::default(),
+            Some(text) => {
+                let v: Value = parse_json("agent", &row.id, "knowledge", text)?;
+                Knowledge::parse(&v, "knowledge").map_err(bad)?
             }
         };
         Ok(Self {
@@ -193,6 +203,7 @@ impl TryFrom<AgentRow> for Agent {
                 _ => None,
             },
             guardrails,
+            knowledge,
             created_by: row.created_by,
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),

@@ -24,6 +24,7 @@ diesel::table! {
         fallback_provider_id -> Nullable<Text>,
         fallback_model_name -> Nullable<Text>,
         guardrails -> Nullable<Text>,
+        knowledge -> Nullable<Text>,
     }
 }
 
@@ -404,10 +405,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    knowledge_chunks (file_id, position) {
+        file_id -> Text,
+        position -> Integer,
+        text -> Text,
+    }
+}
+
 diesel::joinable!(messages -> conversations (conversation_id));
 diesel::allow_tables_to_appear_in_same_query!(
     agents,
     files,
+    knowledge_chunks,
     agent_tags,
     agent_versions,
     providers,

@@ -66,6 +66,9 @@ struct Snapshot {
     /// Absent from snapshots written before guardrails existed (and when there are none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     guardrails: Option<Value>,
+    /// Absent from snapshots written before knowledge existed (and when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    knowledge: Option<Value>,
 }
 
 /// The snapshot of `agent` as stored JSON.
@@ -98,6 +101,7 @@ pub(crate) fn encode_snapshot(a: &Agent) -> Result<String> {
         fallback_model_name: a.fallback_model.as_ref().map(|m| m.model_name.clone()),
         guardrails: (!a.guardrails.is_empty() || a.guardrails.refusal_message.is_some())
             .then(|| a.guardrails.to_json()),
+        knowledge: (!a.knowledge.is_empty()).then(|| a.knowledge.to_json()),
     };
     serde_json::to_string(&snapshot)
         .map_err(|e| Error::Internal(format!("cannot encode the snapshot of '{}': {e}", a.id)))
@@ -145,6 +149,7 @@ fn decode_snapshot(row: &VersionRow) -> Result<Agent> {
         fallback_provider_id: s.fallback_provider_id,
         fallback_model_name: s.fallback_model_name,
         guardrails: s.guardrails.map(|g| g.to_string()),
+        knowledge: s.knowledge.map(|k| k.to_string()),
     };
     Agent::try_from(as_row).map_err(|e| bad(e.to_string()))
 }

@@ -20,6 +20,7 @@ use agentry_domain::conversation::{
 };
 use agentry_domain::file::{FileStatus, StoredFile};
 use agentry_domain::guardrail::{Action as GuardAction, Guardrails, Stage, Trigger};
+use agentry_domain::knowledge::{Chunk, Citation, Knowledge};
 use agentry_domain::llm::{Role, TokenUsage, ToolCall};
 use agentry_domain::mcp::{
     McpCatalog, McpServer, McpServerId, McpServerName, McpServerRef, McpSlug, McpStatus, McpTool,
@@ -40,7 +41,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 17] = [
+const MIGRATIONS: [&str; 18] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -57,6 +58,7 @@ const MIGRATIONS: [&str; 17] = [
     "2026-12-03-000014_guardrails",
     "2026-12-03-000015_files",
     "2026-12-03-000016_insights",
+    "2026-12-03-000017_knowledge",
     "2026-12-03-000018_optimizations",
 ];
 
@@ -108,6 +110,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     file_records_round_trip_page_and_delete,
+    knowledge_chunks_replace_list_and_delete,
     agent_insert_and_get_by_id_and_key,
     agent_fields_round_trip_exactly,
     agent_without_optional_fields_round_trips,
@@ -236,6 +239,7 @@ fn agent(name: &str) -> Agent {
         cluster: None,
         fallback_model: None,
         guardrails: Guardrails::default(),
+        knowledge: Knowledge::default(),
         created_by: None,
         created_at: t0(),
         updated_at: t0(),
@@ -290,6 +294,12 @@ fn full_agent(name: &str) -> Agent {
             ],
             "refusal_message": "Désolé \u{1F6AB}",
         }))
+        .unwrap(),
+        knowledge: Knowledge::parse(
+            &json!({"files": ["file_0123456789abcdef0123456789abcdef", "file_fedcba9876543210fedcba9876543210"],
+                "top_k": 7, "max_context_chars": 12_345}),
+            "knowledge",
+        )
         .unwrap(),
         created_by: Some("alice@example.com".into()),
         created_at: now - TimeDelta::microseconds(123_457),
@@ -951,6 +961,47 @@ async fn file_records_round_trip_page_and_delete(db: Database) {
     assert_eq!(store.list_files(Page::default()).await.unwrap().total, 2);
 }
 
+fn chunk(file: &str, position: u32, text: &str) -> Chunk {
+    Chunk {
+        file_id: file.to_owned(),
+        position,
+        text: text.to_owned(),
+    }
+}
+
+async fn knowledge_chunks_replace_list_and_delete(db: Database) {
+    let store = db.knowledge_chunks();
+    assert!(store.chunked_files().await.unwrap().is_empty());
+    let odd = "Héllo \u{1F600}\n\t'single' \"double\" \\ back; DROP TABLE knowledge_chunks; --";
+    let a: Vec<Chunk> = (0..250)
+        .map(|i| chunk("file_a", i, &format!("part {i}")))
+        .collect();
+    store.replace_chunks("file_a", &a).await.unwrap();
+    store
+        .replace_chunks("file_b", &[chunk("file_b", 0, odd), chunk("file_b", 1, "")])
+        .await
+        .unwrap();
+    assert_eq!(store.chunks_of("file_a").await.unwrap(), a);
+    assert_eq!(store.chunks_of("file_b").await.unwrap()[0].text, odd);
+    assert_eq!(store.chunked_files().await.unwrap(), ["file_a", "file_b"]);
+    // Replacing drops the old chunks (fewer now).
+    let fewer = vec![chunk("file_a", 0, "only")];
+    store.replace_chunks("file_a", &fewer).await.unwrap();
+    assert_eq!(store.chunks_of("file_a").await.unwrap(), fewer);
+    // A chunk of another file is refused and changes nothing.
+    assert!(
+        store
+            .replace_chunks("file_a", &[chunk("file_b", 5, "x")])
+            .await
+            .is_err()
+    );
+    assert_eq!(store.chunks_of("file_a").await.unwrap(), fewer);
+    store.delete_chunks("file_a").await.unwrap();
+    store.delete_chunks("file_x").await.unwrap();
+    assert!(store.chunks_of("file_a").await.unwrap().is_empty());
+    assert_eq!(store.chunked_files().await.unwrap(), ["file_b"]);
+}
+
 async fn seed_agent(db: &Database, name: &str) -> AgentId {
     let a = agent(name);
     db.agents().insert_agent(&a).await.unwrap();
@@ -1464,6 +1515,14 @@ async fn message_fields_round_trip_exactly(db: Database) {
                 action: GuardAction::Redact,
                 detail: "2 email".into(),
             }],
+            citations: vec![Citation {
+                index: 0,
+                file_id: "file_0123456789abcdef0123456789abcdef".into(),
+                filename: "rapport d'été \"v2\".pdf".into(),
+                position: 41,
+                score: 3.25,
+            }],
+            retrieval_ms: Some(17),
         },
         ..msg(&conv, "msg_assistant", 0)
     };

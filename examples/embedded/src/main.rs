@@ -85,6 +85,8 @@ async fn run() -> Result<(), Box<dyn Error>> {
         mcp: None,
         // No uploaded files in this program: the Files API would answer `Unavailable`.
         files: None,
+        // Nor knowledge: agents with knowledge would retrieve nothing.
+        knowledge: None,
         hasher: Arc::new(Argon2Hasher),
         tokens: Arc::new(JwtCodec::new(&signing_key, "embedded", "embedded")?),
         secrets: Arc::new(RandomSecrets),

@@ -21,6 +21,8 @@ pub struct AgentService {
     mcp_servers: Arc<dyn McpServerStore>,
     clock: Arc<dyn Clock>,
     default_model: ModelSpec,
+    /// File records, to check the files an agent's knowledge names (`None`: any file id).
+    files: Option<Arc<dyn crate::file::FileStore>>,
 }
 
 impl AgentService {
@@ -38,7 +40,36 @@ impl AgentService {
             mcp_servers,
             clock,
             default_model,
+            files: None,
         }
+    }
+
+    /// The same service checking that the files an agent's knowledge names exist.
+    #[must_use]
+    pub fn with_files(mut self, files: Arc<dyn crate::file::FileStore>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
+    /// Every file the knowledge names must exist.
+    async fn check_knowledge(&self, k: &crate::knowledge::Knowledge) -> Result<()> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        for (i, id) in k.files.iter().enumerate() {
+            match files.get_file(id).await {
+                Ok(_) => {}
+                Err(Error::NotFound { .. }) => {
+                    return Err(Invalid::new(
+                        format!("knowledge.files[{i}]"),
+                        format!("no file has the id '{id}'"),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Resolves the model of an agent being saved: an unknown model is a validation error
@@ -133,6 +164,9 @@ impl AgentService {
         if let Some(g) = &f.guardrails {
             self.check_guardrails(g).await?;
         }
+        if let Some(k) = &f.knowledge {
+            self.check_knowledge(k).await?;
+        }
         Ok(Agent {
             id,
             key,
@@ -150,6 +184,7 @@ impl AgentService {
             cluster: f.cluster.flatten(),
             fallback_model,
             guardrails: f.guardrails.unwrap_or_default(),
+            knowledge: f.knowledge.unwrap_or_default(),
             created_by,
             created_at,
             updated_at: self.clock.now(),
@@ -263,6 +298,10 @@ impl AgentService {
         if let Some(g) = f.guardrails {
             self.check_guardrails(&g).await?;
             a.guardrails = g;
+        }
+        if let Some(k) = f.knowledge {
+            self.check_knowledge(&k).await?;
+            a.knowledge = k;
         }
         a.updated_at = self.clock.now();
         self.store.update_agent(&a).await?;

@@ -25,8 +25,9 @@ use crate::provider::Provider;
 use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
     FilePorts, FileService, InsightService, InsightSettings, InstanceSettings, Instances,
-    McpServerService, McpSettings, McpSupervisor, OptimizationService, ProviderRegistry, Runtime,
-    RuntimePorts, RuntimeSettings, TaskService, TaskSettings, VersionService,
+    KnowledgePorts, KnowledgeService, KnowledgeSettings, McpServerService, McpSettings,
+    McpSupervisor, OptimizationService, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings,
+    TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -72,6 +73,9 @@ pub struct ServicePorts {
     pub secrets: Arc<dyn SecretGenerator>,
     /// File records and bytes; `None`: the Files API answers 503.
     pub files: Option<FilePorts>,
+    /// Text extraction, chunks and the full-text index; `None` (or no `files`): files are
+    /// not indexed and knowledge searches answer 503.
+    pub knowledge: Option<KnowledgePorts>,
     /// The time.
     pub clock: Arc<dyn Clock>,
 }
@@ -107,6 +111,8 @@ pub struct ServiceSettings {
     pub instances: InstanceSettings,
     /// The largest file upload, in bytes.
     pub file_max_bytes: u64,
+    /// How files are chunked and indexed.
+    pub knowledge: KnowledgeSettings,
 }
 
 impl ServiceSettings {
@@ -127,6 +133,7 @@ impl ServiceSettings {
             insights: InsightSettings::default(),
             instances: InstanceSettings::default(),
             file_max_bytes: 100 * 1024 * 1024,
+            knowledge: KnowledgeSettings::default(),
         }
     }
 }
@@ -162,6 +169,8 @@ pub struct Services {
     pub metrics: Metrics,
     /// Uploaded files.
     pub files: FileService,
+    /// Knowledge: indexing and search of files' text.
+    pub knowledge: KnowledgeService,
     coherence: Option<Arc<Coherence>>,
     cache_sync_interval: Duration,
     session_purge_interval: Duration,
@@ -202,6 +211,8 @@ impl Services {
         let metrics = Metrics::new();
         let instances = Instances::new(settings.instances);
         metrics.add_source(Arc::new(instances.clone()));
+        let knowledge =
+            KnowledgeService::new(ports.knowledge, ports.files.clone(), settings.knowledge);
         let runtime = Runtime::new(
             RuntimePorts {
                 agents: stores.agents.clone(),
@@ -212,6 +223,7 @@ impl Services {
                 runs: ports.runs,
                 http_tools: ports.http_tools,
                 mcp: mcp_servers.clone(),
+                knowledge: knowledge.clone(),
                 events: ports.events.clone(),
                 clock: ports.clock.clone(),
             },
@@ -230,13 +242,16 @@ impl Services {
             },
             settings.auth,
         );
-        let agents = AgentService::new(
+        let mut agents = AgentService::new(
             stores.agents.clone(),
             providers.clone(),
             ports.mcp_servers,
             ports.clock.clone(),
             settings.default_model.clone(),
         );
+        if let Some(f) = &ports.files {
+            agents = agents.with_files(f.store.clone());
+        }
         let tasks = TaskService::new(
             ports.tasks,
             stores.agents.clone(),
@@ -288,7 +303,8 @@ impl Services {
             settings.default_model,
         );
         clusters.reload().await?;
-        let files = FileService::new(ports.files, ports.clock.clone(), settings.file_max_bytes);
+        let files = FileService::new(ports.files, ports.clock.clone(), settings.file_max_bytes)
+            .with_knowledge(knowledge.clone());
         let caching = !settings.cache_max_age.is_zero();
         Ok(Self {
             agents,
@@ -305,6 +321,7 @@ impl Services {
             clusters,
             metrics,
             files,
+            knowledge,
             coherence: caching.then_some(coherence),
             cache_sync_interval: settings.cache_sync_interval.max(Duration::from_millis(1)),
             session_purge_interval: settings.session_purge_interval.max(Duration::from_secs(1)),
@@ -335,16 +352,18 @@ impl Services {
         let analyses = self.insights.sweeper();
         let clusters = self.clusters.background();
         let depth = self.tasks.sample_depth();
+        let knowledge = self.knowledge.background();
         async move {
             match caches {
                 Some(caches) => {
                     tokio::join!(
-                        caches, sessions, workers, runners, optimizer, analyses, clusters, depth
+                        caches, sessions, workers, runners, optimizer, analyses, clusters, depth,
+                        knowledge
                     );
                 }
                 None => {
                     tokio::join!(
-                        sessions, workers, runners, optimizer, analyses, clusters, depth
+                        sessions, workers, runners, optimizer, analyses, clusters, depth, knowledge
                     );
                 }
             }

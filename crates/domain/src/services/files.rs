@@ -31,6 +31,8 @@ pub struct FileService {
     ports: Option<FilePorts>,
     clock: Arc<dyn Clock>,
     max_bytes: u64,
+    /// Indexes the files that have text (`None`: files are `ready` once stored).
+    knowledge: Option<crate::services::KnowledgeService>,
 }
 
 /// An upload whose bytes are stored but not recorded yet.
@@ -64,7 +66,17 @@ impl FileService {
             ports,
             clock,
             max_bytes,
+            knowledge: None,
         }
+    }
+
+    /// The same service indexing the files that have text with `knowledge`: they are
+    /// recorded `processing` and indexed in the background; deleting a file removes its
+    /// chunks and index entries.
+    #[must_use]
+    pub fn with_knowledge(mut self, knowledge: crate::services::KnowledgeService) -> Self {
+        self.knowledge = Some(knowledge);
+        self
     }
 
     /// The largest upload, in bytes.
@@ -143,6 +155,7 @@ impl FileService {
                 return Err(Error::UnsupportedMedia(reason));
             }
         };
+        let indexed = self.knowledge.as_ref().filter(|k| k.indexes(&content_type));
         let file = StoredFile {
             id: received.id.clone(),
             filename,
@@ -150,7 +163,11 @@ impl FileService {
             size_bytes: received.size,
             sha256: received.sha256.clone(),
             metadata,
-            status: FileStatus::Ready,
+            status: if indexed.is_some() {
+                FileStatus::Processing
+            } else {
+                FileStatus::Ready
+            },
             status_reason: None,
             created_by,
             created_at: self.clock.now(),
@@ -158,6 +175,9 @@ impl FileService {
         if let Err(e) = ports.store.insert_file(&file).await {
             self.discard(received).await;
             return Err(e);
+        }
+        if let Some(k) = indexed {
+            k.process_in_background(file.clone());
         }
         Ok(file)
     }
@@ -204,7 +224,7 @@ impl FileService {
         Ok((file, body))
     }
 
-    /// Deletes a file: its bytes, then its record. Returns whether it existed; deleting an
+    /// Deletes a file: its bytes, its chunks and index entries, then its record. Returns whether it existed; deleting an
     /// absent file is not an error.
     ///
     /// # Errors
@@ -217,6 +237,11 @@ impl FileService {
         };
         let ports = self.ports()?;
         ports.blobs.delete(&file.blob_key()).await?;
+        // Its chunks and index entries before its record: a failure leaves the record, so
+        // deleting again finishes the job.
+        if let Some(k) = &self.knowledge {
+            k.forget(&file.id).await?;
+        }
         ports.store.delete_file(&file.id).await
     }
 }

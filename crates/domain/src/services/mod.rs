@@ -9,12 +9,15 @@ mod dormant;
 mod evals;
 mod files;
 mod insights;
+mod knowledge;
+#[cfg(test)]
+mod knowledge_tests;
 mod login_throttle;
 mod mcp;
 mod mcp_supervisor;
 mod optimizations;
 mod providers;
-mod runtime;
+pub(crate) mod runtime;
 mod tasks;
 mod versions;
 
@@ -32,6 +35,7 @@ pub use dormant::DORMANT_POLLS;
 pub use evals::{EvalService, EvalSettings, TestSetFields};
 pub use files::{FilePorts, FileService, Received};
 pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};
+pub use knowledge::{KnowledgePorts, KnowledgeService, KnowledgeSettings};
 pub use login_throttle::LoginThrottle;
 pub use mcp::{LOGS_TAIL_MAX, McpServerService, McpServerView};
 pub use mcp_supervisor::{

@@ -377,6 +377,32 @@ fn output_text(text: &str) -> Value {
     json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
 }
 
+/// A knowledge citation as a Responses annotation (`file_citation`; `index` is the
+/// source's place in the turn's list of sources, its marker in the text being
+/// `[index + 1]`).
+fn file_citation(c: &agentry_domain::knowledge::Citation) -> Value {
+    json!({"type": "file_citation", "file_id": c.file_id, "filename": c.filename, "index": c.index})
+}
+
+/// Puts the citations on the answer's text (the last message item's `output_text`).
+fn cite(output: &mut [Value], citations: &[agentry_domain::knowledge::Citation]) {
+    if citations.is_empty() {
+        return;
+    }
+    let text_part = output
+        .iter_mut()
+        .rev()
+        .filter(|item| item["type"] == "message")
+        .find_map(|item| {
+            item["content"]
+                .as_array_mut()
+                .and_then(|parts| parts.iter_mut().find(|p| p["type"] == "output_text"))
+        });
+    if let Some(part) = text_part {
+        part["annotations"] = Value::Array(citations.iter().map(file_citation).collect());
+    }
+}
+
 /// The message item of an answer an output guardrail replaced: one `refusal` content part.
 fn refusal_item(id: &str, refusal: &str) -> Value {
     json!({"id": id, "type": "message", "status": "completed", "role": "assistant",
@@ -537,13 +563,17 @@ impl Reported {
         };
         let output = match &o.refusal {
             Some(refusal) => vec![refusal_item(&self.answer_id, refusal)],
-            None => output_items(
-                &self.answer_id,
-                "completed",
-                &o.steps,
-                &o.text,
-                &o.tool_calls,
-            ),
+            None => {
+                let mut items = output_items(
+                    &self.answer_id,
+                    "completed",
+                    &o.steps,
+                    &o.text,
+                    &o.tool_calls,
+                );
+                cite(&mut items, &o.citations);
+                items
+            }
         };
         let mut v = response_object(&self.shape(status, output, o.usage));
         if o.finish_reason.as_deref() == Some("max_tool_steps") {
@@ -867,6 +897,14 @@ impl Encoder for EventEncoder {
                 }
             }
             TurnEvent::Finished(outcome) => {
+                if outcome.refusal.is_none()
+                    && let Some((id, index)) =
+                        self.message.as_ref().map(|m| (m.id.clone(), m.index))
+                {
+                    for (i, c) in outcome.citations.iter().enumerate() {
+                        self.event(out, "response.output_text.annotation.added", json!({"item_id": id, "output_index": index, "content_index": 0, "annotation_index": i, "annotation": file_citation(c)}));
+                    }
+                }
                 self.close_message(out);
                 if let Some(refusal) = &outcome.refusal {
                     self.refusal(out, refusal);
@@ -982,7 +1020,9 @@ pub async fn get_response(
         }) {
             vec![refusal_item(&a.id, &a.content)]
         } else {
-            output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls)
+            let mut items = output_items(&a.id, "completed", &steps, &a.content, &a.tool_calls);
+            cite(&mut items, &a.annotations.citations);
+            items
         }
     });
     let shape = Shape {

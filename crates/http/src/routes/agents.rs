@@ -13,6 +13,7 @@ use agentry_domain::agent::{
 };
 use agentry_domain::cluster::INSTANCES_MAX;
 use agentry_domain::guardrail::Guardrails;
+use agentry_domain::knowledge::Knowledge;
 use agentry_domain::page::Page;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -192,6 +193,34 @@ pub struct AgentInput {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(schema_with = guardrails_schema)]
     pub guardrails: Option<Option<Value>>,
+    /// The files searched on each turn (docs/knowledge.md): file ids, or `{"files",
+    /// "top_k", "max_context_chars"}`; `null` or `[]` removes them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = knowledge_schema)]
+    pub knowledge: Option<Option<Value>>,
+    /// Seed 003's name of `knowledge` (the same value; give one of them).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(schema_with = knowledge_schema)]
+    pub rag_modules: Option<Option<Value>>,
+}
+
+/// The document's schema of `knowledge` (the domain's `Knowledge::parse` reads it).
+fn knowledge_schema() -> utoipa::openapi::schema::Schema {
+    let files = json!({"type": "array", "maxItems": agentry_domain::knowledge::FILES_MAX,
+        "items": {"type": "string", "pattern": "^file_[0-9a-f]{32}$"}});
+    raw(json!({
+        "description": "The files searched on each turn (docs/knowledge.md): an array of file ids, or an object with `files`, `top_k` (passages per turn, 1 to 20, default 4) and `max_context_chars` (200 to 100000, default 6000); `null` or `[]` removes them. Every file must exist.",
+        "oneOf": [
+            {"type": "null"},
+            files.clone(),
+            {"type": "object", "additionalProperties": false, "properties": {
+                "files": files,
+                "top_k": {"type": "integer", "minimum": 1, "maximum": agentry_domain::knowledge::TOP_K_MAX},
+                "max_context_chars": {"type": "integer", "minimum": agentry_domain::knowledge::CONTEXT_CHARS_MIN, "maximum": agentry_domain::knowledge::CONTEXT_CHARS_MAX},
+            }},
+        ],
+        "example": {"files": ["file_0193a1b2c3d4e5f60718293a4b5c6d7e"], "top_k": 4},
+    }))
 }
 
 /// The document's schema of `guardrails` (the domain's `Guardrails::parse` reads it).
@@ -445,6 +474,12 @@ impl AgentInput {
                 .guardrails
                 .map(|g| Guardrails::parse(&g.unwrap_or(Value::Null)))
                 .transpose()?,
+            knowledge: one_of(vec![
+                ("knowledge", self.knowledge),
+                ("rag_modules", self.rag_modules),
+            ])?
+            .map(|(_, k)| Knowledge::parse(&k.unwrap_or(Value::Null), "knowledge"))
+            .transpose()?,
         })
     }
 }
@@ -493,7 +528,7 @@ const SPELLINGS: [(&str, &[&str]); 5] = [
 ];
 
 /// The fields every agent body may hold, whatever its spelling.
-const SHARED: [&str; 10] = [
+const SHARED: [&str; 12] = [
     "key",
     "name",
     "description",
@@ -504,6 +539,8 @@ const SHARED: [&str; 10] = [
     "cluster",
     "fallback_model",
     "guardrails",
+    "knowledge",
+    "rag_modules",
 ];
 
 /// An agent body as the document shows it: every field in every spelling, with one of
@@ -720,6 +757,10 @@ pub struct AgentView {
     /// Input and output rules (docs/guardrails.md).
     #[schema(value_type = Object)]
     pub guardrails: Value,
+    /// The files searched on each turn: `{"files": [...], "top_k", "max_context_chars"}`
+    /// (docs/knowledge.md).
+    #[schema(value_type = Object)]
+    pub knowledge: Value,
     /// Creator.
     pub created_by: Option<String>,
     /// RFC 3339 UTC.
@@ -765,6 +806,7 @@ impl From<&Agent> for AgentView {
             cluster: a.cluster.as_ref().map(ToString::to_string),
             fallback_model: a.fallback_model.as_ref().map(ToString::to_string),
             guardrails: a.guardrails.to_json(),
+            knowledge: a.knowledge.to_json(),
             created_by: a.created_by.clone(),
             created_at: rfc3339(a.created_at),
             updated_at: rfc3339(a.updated_at),

@@ -102,6 +102,15 @@ pub struct ChatMetadata {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub guardrails: Vec<Value>,
+    /// The knowledge passages the answer was given (`index`, `marker` as in the prompt,
+    /// `file_id`, `filename`, `position`, `score`), when the agent has knowledge and some
+    /// were found (docs/knowledge.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub citations: Vec<Value>,
+    /// Time the turn spent retrieving them, in milliseconds (agents with knowledge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval_ms: Option<u64>,
 }
 
 /// A guardrail that triggered, as the API shows it (never the text it matched).
@@ -203,6 +212,13 @@ impl From<&ChatTurn> for ChatReply {
                 model: t.agent.model.model_name.clone(),
                 tokens_used,
                 guardrails: a.annotations.guardrails.iter().map(trigger_json).collect(),
+                citations: a
+                    .annotations
+                    .citations
+                    .iter()
+                    .map(agentry_domain::knowledge::Citation::to_json)
+                    .collect(),
+                retrieval_ms: a.annotations.retrieval_ms,
             },
             tool_calls: tool_steps(&t.steps),
             refusal: None,

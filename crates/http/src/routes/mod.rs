@@ -10,6 +10,7 @@ pub mod evals;
 pub mod files;
 pub mod health;
 pub mod insights;
+pub mod knowledge;
 pub mod mcp_servers;
 pub mod metrics;
 pub mod optimizations;
@@ -36,6 +37,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     optimizations::configure(cfg);
     evals::configure(cfg);
     files::configure(cfg);
+    knowledge::configure(cfg);
     mcp_servers::configure(cfg);
     metrics::configure(cfg);
     providers::configure(cfg);

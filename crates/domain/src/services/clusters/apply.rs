@@ -39,6 +39,7 @@ fn same_definition(a: &Agent, b: &Agent) -> bool {
         && a.cluster == b.cluster
         && a.fallback_model == b.fallback_model
         && a.guardrails == b.guardrails
+        && a.knowledge == b.knowledge
 }
 
 impl ClusterService {
@@ -106,6 +107,7 @@ impl ClusterService {
             cluster: Some(cluster.clone()),
             fallback_model,
             guardrails: f.guardrails.clone().unwrap_or_default(),
+            knowledge: f.knowledge.clone().unwrap_or_default(),
             created_by: None,
             created_at: now,
             updated_at: now,

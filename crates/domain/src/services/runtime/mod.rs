@@ -7,6 +7,7 @@
 //! - `routes.rs`: the model that answers and its fallback;
 //! - `turn.rs`: access rules, the prompt, the model calls, the tool loop, the events;
 //! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
+//! - `retrieve.rs`: retrieval for agents with knowledge (passages into the prompt);
 //! - `tools.rs`: the server-side tools a turn runs.
 
 mod guard;
@@ -16,9 +17,10 @@ mod guard_tests;
 mod mcp_tests;
 mod prompt;
 mod record;
+mod retrieve;
 mod routes;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -92,6 +94,8 @@ pub struct RuntimePorts {
     pub http_tools: Option<Arc<dyn HttpToolClient>>,
     /// MCP servers whose tools agents bind (and their supervision).
     pub mcp: crate::services::McpServerService,
+    /// Retrieval for agents with knowledge (a service without ports retrieves nothing).
+    pub knowledge: crate::services::KnowledgeService,
     /// Where turns publish `agent.message` events (when someone listens).
     pub events: Arc<dyn crate::event::EventBus>,
     /// Time.

@@ -854,6 +854,17 @@ impl Harness {
     }
 
     pub fn with(settings: RuntimeSettings) -> Self {
+        Self::with_knowledge(
+            settings,
+            crate::services::KnowledgeService::new(None, None, Default::default()),
+        )
+    }
+
+    /// A harness whose turns retrieve with `knowledge`.
+    pub fn with_knowledge(
+        settings: RuntimeSettings,
+        knowledge: crate::services::KnowledgeService,
+    ) -> Self {
         let mem = Arc::new(Mem::default());
         let llm = Arc::new(ScriptedLlm::default());
         let tools = Arc::new(FakeTools::default());
@@ -888,6 +899,7 @@ impl Harness {
             runs: mem.clone(),
             http_tools: Some(tools.clone()),
             mcp: mcp_servers.clone(),
+            knowledge,
             events: events.clone(),
             clock,
         };
@@ -929,6 +941,7 @@ impl Harness {
             cluster: None,
             fallback_model: None,
             guardrails: Default::default(),
+            knowledge: Default::default(),
             created_by: None,
             created_at: now,
             updated_at: now,

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use super::guard::guard_whole_answer;
 use super::prompt::{check_input, check_length, millis, system_messages, trim_history};
 use super::record::{Produced, Recorded, Recorder, Target};
+use super::retrieve::with_sources;
 use super::routes::{Routes, provider_error};
 use super::tools::ServerTools;
 use super::{Params, Runtime};
@@ -36,6 +37,7 @@ use crate::conversation::{
 use crate::error::{Error, Invalid, Result};
 use crate::guardrail::{OutputGuard, Release, Trigger};
 use crate::ids::new_id;
+use crate::knowledge::{Citation, Retrieval};
 use crate::llm::{
     Completion, CompletionRequest, CompletionStream, PromptMessage, ResponseFormat, Role,
     StreamEvent, TokenUsage, ToolCall, ToolChoice, ToolDefinition,
@@ -285,6 +287,10 @@ pub struct TurnOutcome {
     pub refusal: Option<String>,
     /// Every guardrail that triggered, input then output.
     pub guardrails: Vec<Trigger>,
+    /// The knowledge passages the model was given, in marker order (`[index + 1]`).
+    pub citations: Vec<Citation>,
+    /// Time spent retrieving them, in milliseconds (agents with knowledge).
+    pub retrieval_ms: Option<u64>,
 }
 
 /// A running turn: a stream of [`TurnEvent`]s. Dropping it before `Finished` cancels the
@@ -445,6 +451,11 @@ impl Runtime {
                 .await?
         };
         let output_guard = OutputGuard::new(&guardrails);
+        // Retrieval: an agent with knowledge gets the best passages for the user's message
+        // (after input redaction); an agent without any never touches the index.
+        let retrieval = self
+            .retrieve(resolved.served.as_ref().map(|s| &s.agent), &req.input)
+            .await;
         // Counted from here (the agent is known); a cluster agent's turn takes one of its
         // slots, waiting in line for one when all are busy.
         let served_key = resolved.served.as_ref().map(|s| s.agent.key.as_str());
@@ -541,6 +552,9 @@ impl Runtime {
                         .entry("agent")
                         .or_insert_with(|| Value::String(a.key.to_string()));
                 }
+                if let Some(r) = &retrieval {
+                    log_meta.entry("knowledge").or_insert_with(|| r.log_json());
+                }
                 let run_id = match run_id {
                     Some(id) => parse_external_id("run_id", &id)?,
                     None => new_id(RUN_ID_PREFIX),
@@ -578,6 +592,8 @@ impl Runtime {
                 (messages, recorder, None, Some(run_id))
             }
         };
+        let mut messages = messages;
+        with_sources(&mut messages, retrieval.as_ref());
         let o = req.options;
         let client_names: Vec<String> = o.client_tools.iter().map(|t| t.name.clone()).collect();
         let mut tools: Vec<ToolDefinition> = server_tools.definitions().collect();
@@ -677,6 +693,7 @@ impl Runtime {
             runtime: self.clone(),
             guard: output_guard,
             input_triggers,
+            retrieval,
             held: String::new(),
             refused: false,
         };
@@ -1098,6 +1115,8 @@ struct Driver {
     guard: Option<OutputGuard>,
     /// The input guardrails that triggered (and let the turn go on).
     input_triggers: Vec<Trigger>,
+    /// What the retrieval step gave the model (agents with knowledge).
+    retrieval: Option<Retrieval>,
     /// Checked text not sent yet: the whole answer, when an output rule must see it whole.
     held: String,
     /// An output guardrail blocked the answer: `text` is the refusal.
@@ -1337,6 +1356,12 @@ impl Driver {
         answer_pending_calls(&mut self.steps);
         let annotations = Annotations {
             guardrails: self.triggers(),
+            citations: self
+                .retrieval
+                .as_ref()
+                .map(Retrieval::citations)
+                .unwrap_or_default(),
+            retrieval_ms: self.retrieval.as_ref().map(|r| r.elapsed_ms),
         };
         Produced {
             annotations,
@@ -1366,6 +1391,8 @@ impl Driver {
             (produced.usage, produced.model.clone(), produced.latency_ms);
         let finish_reason = self.finish_reason.clone();
         let guardrails = produced.annotations.guardrails.clone();
+        let citations = produced.annotations.citations.clone();
+        let retrieval_ms = produced.annotations.retrieval_ms;
         let refusal = self.refused.then(|| text.clone());
         let event = match Box::pin(recorder.record(produced, finish_reason.clone())).await {
             Ok(Recorded { chat, run }) => TurnEvent::Finished(Box::new(TurnOutcome {
@@ -1380,6 +1407,8 @@ impl Driver {
                 run,
                 refusal,
                 guardrails,
+                citations,
+                retrieval_ms,
             })),
             Err(e) => TurnEvent::Failed(e),
         };

@@ -1,0 +1,2 @@
+DROP TABLE knowledge_chunks;
+ALTER TABLE agents DROP COLUMN knowledge;
