@@ -276,10 +276,95 @@ async fn slow_request_bodies_are_cut_at_the_deadline() {
     assert_eq!(app.get("/health").await.status(), 200);
 }
 
-/// Past `max_connections` the server stops accepting rather than running out of file
-/// descriptors; the next connection is served once one closes.
+/// Sends one raw HTTP/1.1 request on a new connection and reads until the server closes it:
+/// the status line, the lowercased header section, and the body.
+async fn raw_request(app: &TestApp, request: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut buf),
+    )
+    .await
+    .expect("the server answered and closed the connection")
+    .unwrap();
+    parse_raw(&buf)
+}
+
+fn parse_raw(buf: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+/// Request heads over the server's own limits (16 KiB of path and query, 64 header lines,
+/// 64 KiB of headers) get 414 and 431 in the error envelope of their surface, with the
+/// request id; what is under them is served. Past actix-http's hard limits (a URI over 65,534
+/// bytes, a 128 KiB head) the answer stays actix-http's bare one (decision 59).
 #[tokio::test]
-async fn connections_past_the_cap_wait_for_a_free_one() {
+async fn oversized_request_heads_get_the_error_envelope() {
+    let app = TestApp::spawn().await;
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n").into_bytes()
+    };
+    // 10,000 query parameters: 40 KB of URI.
+    let params = "a=1&".repeat(10_000);
+    let (status, head, body) =
+        raw_request(&app, &get(&format!("/api/v1/agents?{params}"), "")).await;
+    let body: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{head}{body}"));
+    let err = assert_error(status, &body, 414, "URI_TOO_LONG");
+    assert_eq!(err["details"]["limit_bytes"], 16 * 1024, "{body}");
+    assert!(head.contains("x-request-id: req_"), "{head}");
+    // On the OpenAI surface, in OpenAI's format.
+    let (status, _, body) = raw_request(&app, &get(&format!("/v1/models?{params}"), "")).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 414, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(body["error"]["code"], "uri_too_long", "{body}");
+    // 70 header lines, and one 70 KiB header.
+    let many: String = (0..70).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(70 * 1024));
+    for extra in [&many, &big] {
+        let (status, head, body) = raw_request(&app, &get("/health", extra)).await;
+        let body: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("{head}{body}"));
+        let err = assert_error(status, &body, 431, "HEADERS_TOO_LARGE");
+        assert_eq!(err["details"]["limit_headers"], 64, "{body}");
+        assert!(head.contains("x-request-id: req_"), "{head}");
+    }
+    // Just under the limits: 60 header lines of 1 KiB, and a 15 KiB query, are served.
+    let under: String = (0..60)
+        .map(|i| format!("X-H{i}: {}\r\n", "v".repeat(1000)))
+        .collect();
+    let (status, head, _) = raw_request(&app, &get("/health", &under)).await;
+    assert_eq!(status, 200, "{head}");
+    let (status, head, _) =
+        raw_request(&app, &get(&format!("/health?{}", "a=1&".repeat(3_800)), "")).await;
+    assert_eq!(status, 200, "{head}");
+    // Past actix-http's own limits the answer is its bare one, and the server goes on.
+    let (status, _, _) = raw_request(
+        &app,
+        &get(&format!("/health?{}", "a=1&".repeat(17_000)), ""),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(app.get("/health").await.status(), 200);
+}
+
+/// Past `max_connections` a new connection's requests are answered 503 in the error envelope
+/// with `Retry-After`, and the connection is closed, instead of waiting unanswered in the
+/// listen backlog; `/health` still answers there. Once connections close (their counters are
+/// dropped with them) requests are served again.
+#[tokio::test]
+async fn connections_past_the_cap_are_told_503() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::builder()
         .configure(|c| {
@@ -288,39 +373,55 @@ async fn connections_past_the_cap_wait_for_a_free_one() {
         })
         .spawn()
         .await;
-    // The harness's own client may hold an idle keep-alive connection: let it close first.
-    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    // One connection served and held (whatever the harness's own client holds besides).
     let mut holder = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
     holder
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let mut waiting = tokio::net::TcpStream::connect(app.addr()).await.unwrap();
-    waiting
-        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let early = tokio::time::timeout(
-        std::time::Duration::from_millis(700),
-        waiting.read_to_end(&mut buf),
+    let mut buf = [0u8; 1024];
+    let n = holder.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    holder.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+    // The next connection, past the cap: 503 and closed, keep-alive asked or not.
+    let (status, head, body) = raw_request(
+        &app,
+        b"GET /api/v1/agents HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
     )
     .await;
-    assert!(
-        early.is_err(),
-        "answered past the cap: {}",
-        String::from_utf8_lossy(&buf)
-    );
-    drop(holder);
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        waiting.read_to_end(&mut buf),
+    let body: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("{head}{body}"));
+    let err = assert_error(status, &body, 503, "SERVICE_UNAVAILABLE");
+    assert_eq!(err["details"]["retry_after_seconds"], 1, "{body}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // Monitors still get their answer.
+    let (status, head, _) = raw_request(
+        &app,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
-    .await
-    .expect("served once the first connection closed")
-    .unwrap();
-    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+    .await;
+    assert_eq!(status, 200, "{head}");
+    // Once the held connections close, requests are served again (401: it got past the cap).
+    drop(holder);
+    let mut last = 0;
+    for _ in 0..100 {
+        let (status, _, _) = raw_request(
+            &app,
+            b"GET /api/v1/agents HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        last = status;
+        if status != 503 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(last, 401, "connections were never counted out");
 }
 
 #[tokio::test]

@@ -186,6 +186,14 @@ async fn the_openapi_document_lists_every_answer_and_alias() {
             if op.get("requestBody").is_some() {
                 assert!(responses.contains_key("415"), "{method} {path} lacks 415");
             }
+            // The request middleware's answers: head limits everywhere, the connection limit
+            // everywhere but the monitors' routes.
+            for code in ["414", "431"] {
+                assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+            }
+            if !["/health", "/ready", "/metrics"].contains(&path.as_str()) {
+                assert!(responses.contains_key("503"), "{method} {path} lacks 503");
+            }
             for p in op["parameters"].as_array().into_iter().flatten() {
                 if p["name"] == "limit" || p["name"] == "offset" {
                     assert_eq!(p["schema"]["type"], "integer", "{method} {path} {p}");

@@ -92,6 +92,11 @@ impl ApiError {
         e
     }
 
+    /// Sets the seconds to wait before retrying (`Retry-After`).
+    pub fn set_retry_after(&mut self, secs: u64) {
+        self.retry_after = Some(secs);
+    }
+
     /// Seconds to wait before retrying, for a 429.
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after

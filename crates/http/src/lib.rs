@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod compat;
+pub mod connections;
 pub mod error;
 pub mod extract;
 pub mod middleware;

@@ -4,7 +4,7 @@
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue};
-use actix_web::http::{StatusCode, Uri};
+use actix_web::http::{ConnectionType, StatusCode, Uri};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError};
 use tracing::Instrument;
@@ -88,7 +88,13 @@ pub async fn request_context(
     let started = std::time::Instant::now();
     let result: Result<ServiceResponse<BoxBody>, Error> = REQUEST_ID
         .scope(id, async move {
-            let res = if has_nul(req.uri()) {
+            let res = if let Some((api, close)) = refusal(&req) {
+                let mut res = render(api, &path);
+                if close {
+                    res.head_mut().set_connection_type(ConnectionType::Close);
+                }
+                req.into_response(res)
+            } else if has_nul(req.uri()) {
                 // Refused once, here, for every route: no stored text may hold NUL (PostgreSQL
                 // cannot store it in `text`), and nothing else needs it.
                 let api = ApiError::invalid_request(
@@ -156,7 +162,75 @@ pub async fn request_context(
     result
 }
 
-/// The error in the format of the surface it happened on: OpenAI's on the client API.
+/// The longest path and query served; longer ones are `414 URI_TOO_LONG`. actix-http
+/// answers a bare `400` past 65,534 bytes before this middleware runs (decision 59).
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// The most request header lines served; more are `431 HEADERS_TOO_LARGE`. actix-http
+/// answers a bare `431` past 96.
+pub const MAX_HEADERS: usize = 64;
+/// The most header bytes served (names and values, 4 bytes of separators each); more are
+/// `431 HEADERS_TOO_LARGE`. actix-http answers a bare `431` past a 128 KiB head.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Paths still served on a connection past the connection cap: what load balancers and
+/// monitors ask, so an overloaded replica is not taken for a dead one.
+fn serves_past_cap(path: &str) -> bool {
+    matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Why a request is refused before routing, if it is, and whether its connection must close:
+/// a connection accepted past the connection cap (503), a URI or header section past the
+/// server's limits (414, 431). O(headers), no allocation unless refused.
+fn refusal(req: &ServiceRequest) -> Option<(ApiError, bool)> {
+    if req
+        .conn_data::<crate::connections::Connection>()
+        .is_some_and(crate::connections::Connection::refused)
+        && !serves_past_cap(req.path())
+    {
+        let mut api = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "The server is at its connection limit; retry on a new connection shortly",
+        )
+        .with_details(serde_json::json!({ "retry_after_seconds": 1 }));
+        api.set_retry_after(1);
+        return Some((api, true));
+    }
+    let uri = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri > MAX_URI_BYTES {
+        let api = ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "URI_TOO_LONG",
+            format!("The path and query are {uri} bytes long, over the limit of {MAX_URI_BYTES}"),
+        )
+        .with_details(serde_json::json!({ "limit_bytes": MAX_URI_BYTES }));
+        return Some((api, false));
+    }
+    let headers = req.headers();
+    let count = headers.len();
+    // At most 96 lines: actix-http refuses more before this runs.
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if count > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let api = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "HEADERS_TOO_LARGE",
+            format!(
+                "The request has {count} header lines ({bytes} bytes); at most \
+                 {MAX_HEADERS} lines and {MAX_HEADER_BYTES} bytes are read"
+            ),
+        )
+        .with_details(serde_json::json!({
+            "limit_headers": MAX_HEADERS,
+            "limit_bytes": MAX_HEADER_BYTES,
+        }));
+        return Some((api, false));
+    }
+    None
+}
+
 /// Whether the request's path or query carries a percent-encoded NUL.
 fn has_nul(uri: &actix_web::http::Uri) -> bool {
     let raw = uri.path_and_query().map_or("", |pq| pq.as_str()).as_bytes();
@@ -164,6 +238,7 @@ fn has_nul(uri: &actix_web::http::Uri) -> bool {
         .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
 }
 
+/// The error in the format of the surface it happened on: OpenAI's on the client API.
 fn render(api: ApiError, path: &str) -> actix_web::HttpResponse {
     if crate::permissions::is_openai_surface(path) {
         crate::openai::OpenAiError::from(api).error_response()

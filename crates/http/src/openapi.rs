@@ -20,7 +20,8 @@ use crate::routes::{
             Errors use `{\"error\": {\"code\", \"message\", \"details\", \"request_id\"}}` and every response carries `X-Request-Id`.\n\n\
             Authenticate with `Authorization: Bearer <token>`: an access token from `POST /api/v1/auth/login`, or an API key (`agk_…`). \
             `/health`, `/ready`, `/docs`, `/openapi.json`, login and refresh are public; everything else needs a role or scope (see docs/security.md). \
-            Rate-limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`; a refused request is 429 `RATE_LIMITED` with `Retry-After`.",
+            Rate-limited responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`; a refused request is 429 `RATE_LIMITED` with `Retry-After`. \
+            A path and query over 16 KiB is 414 `URI_TOO_LONG`, more than 64 header lines or 64 KiB of headers 431 `HEADERS_TOO_LARGE`; a connection opened past the server's `max_connections` gets 503 `SERVICE_UNAVAILABLE` with `Retry-After` and is closed (`/health`, `/ready` and `/metrics` still answer).",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -224,7 +225,8 @@ impl Modify for ClientAliases {
 
 /// The answers every route can give that the handlers do not list one by one: 401, 403 and
 /// 429 on every route that needs a credential, 400 on every route with parameters or a body,
-/// 413 and 415 on every route with a body, in the
+/// 413 and 415 on every route with a body, 414 and 431 (request head limits) everywhere, 503
+/// (connection limit) everywhere but `/health`, `/ready` and `/metrics`, in the
 /// error format of its surface; and `limit`/`offset` typed as the integers they are, with
 /// their bounds (the handlers read them as text to name them in errors).
 struct CommonResponses;
@@ -254,6 +256,15 @@ impl Modify for CommonResponses {
             "/api/v1/auth/login",
             "/api/v1/auth/refresh",
         ];
+        use crate::middleware::{MAX_HEADER_BYTES, MAX_HEADERS, MAX_URI_BYTES};
+        let uri_too_long = format!(
+            "The path and query are longer than {} KiB",
+            MAX_URI_BYTES / 1024
+        );
+        let headers_too_large = format!(
+            "The request has more than {MAX_HEADERS} header lines or {} KiB of headers",
+            MAX_HEADER_BYTES / 1024
+        );
         for (path, item) in &mut openapi.paths.paths {
             let openai = crate::permissions::is_openai_surface(path);
             let envelope = if openai {
@@ -285,6 +296,8 @@ impl Modify for CommonResponses {
                 "/api/client/v1/agents/responses",
             ]
             .contains(&path.as_str());
+            // Served even past the connection limit (monitors' routes).
+            let past_cap = ["/health", "/ready", "/metrics"].contains(&path.as_str());
             for op in operations(item) {
                 let responses = &mut op.responses.responses;
                 let mut add = |code: &str, description: &str| {
@@ -317,9 +330,18 @@ impl Modify for CommonResponses {
                 if starts_turns {
                     add(
                         "503",
-                        "Every instance of the cluster agent is busy (`Retry-After` says when to retry)",
+                        "Every instance of the cluster agent is busy, or the server is at its \
+                         connection limit (`Retry-After` says when to retry)",
+                    );
+                } else if !past_cap {
+                    add(
+                        "503",
+                        "The server is at its connection limit (`Retry-After` says when to retry \
+                         on a new connection)",
                     );
                 }
+                add("414", &uri_too_long);
+                add("431", &headers_too_large);
                 if op.request_body.is_some() {
                     add("413", "The body is larger than `json_limit_bytes`");
                     add("415", "The body is not `application/json`");

@@ -90,9 +90,10 @@ pub struct Config {
     pub default_model: String,
     /// HTTP worker threads; one per core when absent (`AGENTRY_WORKERS`).
     pub workers: Option<usize>,
-    /// Most client connections held at once, over all workers (`AGENTRY_MAX_CONNECTIONS`);
+    /// Most client connections served at once, over all workers (`AGENTRY_MAX_CONNECTIONS`);
     /// when absent, the process's open-files limit less [`FD_RESERVE`] for the database,
-    /// providers, tools and logs.
+    /// providers, tools and logs. Connections opened past it are answered 503 and closed; an
+    /// eighth more (8 to 64) are accepted for that, past which the server stops accepting.
     pub max_connections: Option<usize>,
     /// Seconds to finish in-flight requests on SIGTERM (`AGENTRY_SHUTDOWN_TIMEOUT_SECS`).
     pub shutdown_timeout_secs: u64,

@@ -577,14 +577,19 @@ impl Application {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
             .max(1);
         server = server.workers(workers);
-        // Past the cap a worker stops accepting (connections wait in the listen backlog)
-        // instead of running out of file descriptors that the database pool and provider
-        // sockets need; slow clients are cut by the header and body deadlines.
-        if let Some(total) = config
+        // Connections past `max_connections` are answered 503 (`Retry-After`, then closed);
+        // a margin above it, each worker stops accepting (connections wait in the listen
+        // backlog) instead of running out of the file descriptors that the database pool and
+        // provider sockets need. Slow clients are cut by the header and body deadlines.
+        if let Some(soft_cap) = config
             .max_connections
             .or_else(config::default_max_connections)
         {
-            server = server.max_connections(total.div_ceil(workers).max(1));
+            let hard_cap = soft_cap + agentry_http::connections::overflow_margin(soft_cap);
+            let gauge = agentry_http::connections::ConnectionGauge::new(soft_cap);
+            server = server
+                .max_connections(hard_cap.div_ceil(workers).max(1))
+                .on_connect(move |_, extensions| gauge.admit(extensions));
         }
         if options.disable_signals {
             server = server.disable_signals();

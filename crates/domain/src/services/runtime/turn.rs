@@ -1124,6 +1124,10 @@ struct Driver {
 }
 
 impl Driver {
+    /// The next event. Every await but the model stream's is boxed: this future lives inside
+    /// the turn for the whole stream, sized by its largest await, and the rare ones (a tool
+    /// step, recording, a failure, a guardrail's refusal) would otherwise make every open
+    /// stream carry their state.
     async fn next_event(&mut self) -> Option<TurnEvent> {
         loop {
             if let Some(event) = self.pending.pop_front() {
@@ -1138,7 +1142,7 @@ impl Driver {
                 Phase::Streaming => {}
             }
             let Some(upstream) = self.upstream.as_mut() else {
-                self.fail(Error::Internal("the turn lost its model call".to_owned()))
+                Box::pin(self.fail(Error::Internal("the turn lost its model call".to_owned())))
                     .await;
                 continue;
             };
@@ -1148,7 +1152,7 @@ impl Driver {
                         None => delta,
                         Some(Release::Text(t)) => t,
                         Some(Release::Blocked(_)) => {
-                            self.refuse().await;
+                            Box::pin(self.refuse()).await;
                             continue;
                         }
                     };
@@ -1176,8 +1180,8 @@ impl Driver {
                     );
                     self.usage = add_usage(self.usage, usage);
                     self.finish_reason = finish_reason;
-                    if self.flush_guard().await {
-                        self.answered().await;
+                    if Box::pin(self.flush_guard()).await {
+                        Box::pin(self.answered()).await;
                     }
                 }
                 None => {
@@ -1186,8 +1190,8 @@ impl Driver {
                         self.model.provider_id.as_str(),
                         self.call_started.elapsed(),
                     );
-                    if self.flush_guard().await {
-                        self.answered().await;
+                    if Box::pin(self.flush_guard()).await {
+                        Box::pin(self.answered()).await;
                     }
                 }
                 Some(Err(e)) => {
@@ -1198,7 +1202,7 @@ impl Driver {
                     if let Some(recorder) = &self.recorder {
                         recorder.runtime.provider_failed(&error);
                     }
-                    self.fail(error).await;
+                    Box::pin(self.fail(error)).await;
                 }
             }
         }
