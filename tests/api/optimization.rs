@@ -75,6 +75,18 @@ async fn finish(app: &TestApp, id: &str) -> (Value, Vec<String>) {
     panic!("optimisation {id} did not end in 30 s");
 }
 
+/// Waits until the optimisation has started its baseline run; that run's id.
+async fn baseline_run(app: &TestApp, id: &str) -> Value {
+    for _ in 0..400 {
+        let (_, o) = json(app.get(&format!("/api/v1/optimizations/{id}")).await).await;
+        if !o["baseline_run_id"].is_null() {
+            return o["baseline_run_id"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("optimisation {id} never started its baseline run");
+}
+
 #[tokio::test]
 async fn a_better_prompt_becomes_a_draft_and_nothing_is_published() {
     let app = app().await;
@@ -278,16 +290,7 @@ async fn requests_are_checked_and_an_optimisation_can_be_cancelled() {
     .await;
     assert_eq!(code, 202, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
-    let mut baseline = Value::Null;
-    for _ in 0..200 {
-        let (_, o) = json(app.get(&format!("/api/v1/optimizations/{id}")).await).await;
-        if !o["baseline_run_id"].is_null() {
-            baseline = o["baseline_run_id"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(baseline.is_string(), "the baseline run never started");
+    let baseline = baseline_run(&app, &id).await;
     assert_eq!(status(&app).await["optimizationState"], "analyzing");
     let (code, cancelled) = json(
         app.post(&format!("/api/v1/optimizations/{id}/cancel"), &json!({}))
@@ -351,16 +354,7 @@ async fn a_restarted_server_goes_on_from_the_last_step() {
     .await;
     assert_eq!(code, 202, "{started}");
     let id = started["id"].as_str().unwrap().to_owned();
-    let mut baseline = Value::Null;
-    for _ in 0..200 {
-        let (_, o) = json(app.get(&format!("/api/v1/optimizations/{id}")).await).await;
-        if !o["baseline_run_id"].is_null() {
-            baseline = o["baseline_run_id"].clone();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(baseline.is_string(), "the baseline run never started");
+    let baseline = baseline_run(&app, &id).await;
     let app = app.restart().await.unwrap();
     // The lease (2 s) runs out; the new process's optimiser takes over from the stored step.
     let (done, _) = finish(&app, &id).await;
