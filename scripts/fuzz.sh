@@ -27,7 +27,7 @@ for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$port/ready" >/dev/null && b
 # Fuzz as the admin, so requests reach the handlers instead of stopping at 401.
 token=$(curl -s -X POST "http://127.0.0.1:$port/api/v1/auth/login" -H 'Content-Type: application/json' \
   -d "{\"username\":\"admin\",\"password\":\"$password\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $token" \
+"$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" -H "Authorization: Bearer $token" \
   --exclude-path /api/v1/auth/logout \
   --checks "${FUZZ_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance}" --max-examples "$examples" --workers 1
 if grep -q 'panicked' "$dir/server.log"; then
