@@ -246,15 +246,20 @@ impl OptimizationService {
             return Ok(before);
         }
         let after = self.store.cancel_optimization(id, self.clock.now()).await?;
-        for run in [&after.progress.testing_run, &after.progress.baseline_run]
+        self.cancel_runs(&after).await;
+        Ok(after)
+    }
+
+    /// Cancels the evaluation runs `o` started (a run that ended stays as it is).
+    async fn cancel_runs(&self, o: &Optimization) {
+        for run in [&o.progress.testing_run, &o.progress.baseline_run]
             .into_iter()
             .flatten()
         {
             if let Err(e) = self.evals.cancel_run(None, run).await {
-                tracing::warn!(optimization = %id, eval_run = %run, error = %e, "could not cancel an optimisation's evaluation run");
+                tracing::warn!(optimization = %o.id, eval_run = %run, error = %e, "could not cancel an optimisation's evaluation run");
             }
         }
-        Ok(after)
     }
 
     /// This process's runner, as one future that never ends. It starts dormant, as
@@ -380,12 +385,7 @@ impl Step<'_> {
                 if let Ok(now) = self.s.store.get_optimization(&o.id).await
                     && now.status == TaskStatus::Cancelled
                 {
-                    for run in [&o.progress.testing_run, &o.progress.baseline_run]
-                        .into_iter()
-                        .flatten()
-                    {
-                        let _ = self.s.evals.cancel_run(None, run).await;
-                    }
+                    self.s.cancel_runs(&o).await;
                 }
                 Err(Stop::Lost)
             }
