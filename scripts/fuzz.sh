@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${FUZZ_VENV:-$HOME/.cache/agentry-fuzz-venv}
 examples=${FUZZ_EXAMPLES:-50}
-[ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q schemathesis; }
+[ -x "$venv/bin/schemathesis" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "schemathesis==4.32.5"; }
 cargo build --bin agentry
 dir=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
