@@ -340,6 +340,22 @@ pub trait LlmClient: Send + Sync {
     /// # Errors
     /// [`ProviderError`] as classified by the adapter.
     async fn stream(&self, request: CompletionRequest) -> Result<CompletionStream, ProviderError>;
+
+    /// The embeddings of `inputs` by `model` (the name at the provider): one vector per
+    /// input, in order. Adapters batch long lists into several upstream calls. The default
+    /// is for providers without an embeddings endpoint.
+    ///
+    /// # Errors
+    /// [`ProviderError`] as classified by the adapter; [`ProviderError::InvalidRequest`]
+    /// (status 400) when the provider has no embeddings endpoint; [`ProviderError::Malformed`]
+    /// when the answer lacks a vector for some input.
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let _ = (model, inputs);
+        Err(ProviderError::InvalidRequest {
+            status: 400,
+            message: "this provider has no embeddings endpoint".to_owned(),
+        })
+    }
 }
 
 /// Makes clients for provider definitions (one per provider kind).

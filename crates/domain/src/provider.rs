@@ -12,6 +12,10 @@ use crate::text::{check_slug, check_text};
 pub const MOCK_PROVIDER_ID: &str = "mock";
 /// The mock provider's model that answers with the last user message.
 pub const MOCK_ECHO_MODEL: &str = "echo";
+/// The mock provider's embedding model (`mock/lexical`): a deterministic hashed bag of
+/// stemmed words and character trigrams. A lexical stand-in for offline use and tests, not a
+/// semantic model (docs/knowledge.md).
+pub const MOCK_EMBEDDING_MODEL: &str = "lexical";
 /// The longest wait a `slow-<ms>` mock model may ask for (ten minutes).
 pub const MOCK_SLOW_MAX_MS: u64 = 600_000;
 

@@ -2,7 +2,8 @@
 //! that start with its preface) HTTP/2 without TLS, speaking the real wire formats:
 //!
 //! - OpenAI: `POST /v1/chat/completions` (JSON, and SSE with `stream: true`, honouring
-//!   `stream_options.include_usage`), `GET /v1/models`;
+//!   `stream_options.include_usage`), `POST /v1/embeddings` (deterministic hashed-word
+//!   vectors, `float` or `base64`), `GET /v1/models`;
 //! - Anthropic: `POST /v1/messages` (JSON and SSE; `max_tokens` required as upstream does).
 //!
 //! By default it answers with the last user message ("echo"). The behaviour of a request is
@@ -36,6 +37,7 @@
 //! ```
 
 mod anthropic;
+mod embeddings;
 mod openai;
 mod script;
 mod server;

@@ -80,6 +80,7 @@ async fn handle(
     let reply = match (parts.method.as_str(), parts.uri.path()) {
         ("POST", "/v1/chat/completions") => respond::<OpenAi>(&state, json).await,
         ("POST", "/v1/messages") => respond::<Anthropic>(&state, json).await,
+        ("POST", "/v1/embeddings") => crate::embeddings::respond(&state, json).await,
         ("GET", "/v1/models") => openai::models(),
         _ => OpenAi::error(404, Some("Unknown request URL.")),
     };

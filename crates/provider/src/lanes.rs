@@ -148,6 +148,11 @@ impl LlmClient for Lanes {
             _ticket: ticket,
         }))
     }
+
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let (client, _ticket) = self.take()?;
+        client.embed(model, inputs).await
+    }
 }
 
 #[cfg(test)]

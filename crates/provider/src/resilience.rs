@@ -129,6 +129,11 @@ impl LlmClient for ResilientClient {
             self.settings.stream_idle_timeout,
         )))
     }
+
+    /// Each attempt is limited by `request_timeout`, and retried as `complete` is.
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        self.with_retries(|| self.inner.embed(model, inputs)).await
+    }
 }
 
 /// `first`, then `rest` with at most `idle` between events; ends after `Done` or an error

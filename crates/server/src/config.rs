@@ -241,6 +241,10 @@ pub struct Config {
     pub files_max_bytes: u64,
     /// Files in an S3-compatible bucket instead of the data folder.
     pub files_s3: Option<S3Config>,
+    /// The embedding model of hybrid knowledge ranking, `provider/model`
+    /// (`AGENTRY_KNOWLEDGE_EMBEDDING_MODEL`): a provider of kind `openai` (any server with
+    /// `/v1/embeddings`) or `mock/lexical`; unset or blank: BM25 alone (docs/knowledge.md).
+    pub knowledge_embedding_model: Option<String>,
     /// Providers defined in the file (in addition to the built-in `mock`).
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,

@@ -26,8 +26,9 @@ use agentry_domain::provider::{
     BaseUrl, Provider, ProviderId, ProviderKind, ProviderSource, parse_models,
 };
 use agentry_domain::services::{
-    AuthService, AuthSettings, EvalSettings, InsightSettings, InstanceSettings, McpSettings,
-    RuntimeSettings, ServicePorts, ServiceSettings, Services, TaskSettings,
+    AuthService, AuthSettings, EMBEDDING_MODEL_FIELD, EvalSettings, InsightSettings,
+    InstanceSettings, McpSettings, RuntimeSettings, ServicePorts, ServiceSettings, Services,
+    TaskSettings,
 };
 use agentry_domain::tool::ToolLimits;
 use agentry_http::ratelimit::{RateLimitSettings, RateLimits};
@@ -337,11 +338,21 @@ pub async fn services(
             queue_max: config.instance_queue_max,
         },
         file_max_bytes: config.files_max_bytes.max(1),
+        knowledge_embedding_model: config
+            .knowledge_embedding_model
+            .clone()
+            .filter(|m| !m.trim().is_empty()),
         ..ServiceSettings::new(fixed, default_model(config))
     };
     Services::build(ports, settings).await.map_err(|e| match e {
         agentry_domain::Error::Unavailable(_) | agentry_domain::Error::Internal(_) => {
             StartError::Database(e.to_string())
+        }
+        agentry_domain::Error::Invalid(i) if i.field == EMBEDDING_MODEL_FIELD => {
+            StartError::Config(config::ConfigError::invalid(format!(
+                "{EMBEDDING_MODEL_FIELD} (AGENTRY_KNOWLEDGE_EMBEDDING_MODEL) {}",
+                i.reason
+            )))
         }
         e => provider_error("default_model", e.to_string()),
     })

@@ -410,6 +410,8 @@ diesel::table! {
         file_id -> Text,
         position -> Integer,
         text -> Text,
+        embedding_model -> Nullable<Text>,
+        embedding -> Nullable<Binary>,
     }
 }
 

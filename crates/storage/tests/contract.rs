@@ -41,7 +41,7 @@ use tempfile::TempDir;
 // Fixtures
 
 /// Every migration, in order (the same names in both trees).
-const MIGRATIONS: [&str; 18] = [
+const MIGRATIONS: [&str; 19] = [
     "2026-11-23-000001_init",
     "2026-11-23-000002_conversations_runs",
     "2026-11-23-000003_auth",
@@ -60,6 +60,7 @@ const MIGRATIONS: [&str; 18] = [
     "2026-12-03-000016_insights",
     "2026-12-03-000017_knowledge",
     "2026-12-03-000018_optimizations",
+    "2026-12-03-000019_knowledge_vectors",
 ];
 
 fn options() -> PoolOptions {
@@ -111,6 +112,7 @@ macro_rules! contract_tests {
 contract_tests!(
     file_records_round_trip_page_and_delete,
     knowledge_chunks_replace_list_and_delete,
+    knowledge_vectors_are_stored_per_model_and_go_with_their_chunks,
     agent_insert_and_get_by_id_and_key,
     agent_fields_round_trip_exactly,
     agent_without_optional_fields_round_trips,
@@ -1000,6 +1002,101 @@ async fn knowledge_chunks_replace_list_and_delete(db: Database) {
     store.delete_chunks("file_x").await.unwrap();
     assert!(store.chunks_of("file_a").await.unwrap().is_empty());
     assert_eq!(store.chunked_files().await.unwrap(), ["file_b"]);
+}
+
+async fn knowledge_vectors_are_stored_per_model_and_go_with_their_chunks(db: Database) {
+    let store = db.knowledge_chunks();
+    let a: Vec<Chunk> = (0..3)
+        .map(|i| chunk("file_a", i, &format!("part {i}")))
+        .collect();
+    store.replace_chunks("file_a", &a).await.unwrap();
+    store
+        .replace_chunks("file_b", &[chunk("file_b", 0, "b")])
+        .await
+        .unwrap();
+    let missing = |n| {
+        let store = store.clone();
+        async move {
+            store
+                .chunks_without_vectors("p/m1", n)
+                .await
+                .unwrap()
+                .iter()
+                .map(|c| (c.file_id.clone(), c.position))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        missing(2).await,
+        [("file_a".to_owned(), 0), ("file_a".to_owned(), 1)]
+    );
+    assert_eq!(missing(10).await.len(), 4);
+    // Exact f32s survive (odd values included); an unknown position is ignored.
+    let v0 = vec![0.1_f32, -2.5, 1.0e-20, f32::MAX];
+    store
+        .set_vectors(
+            "file_a",
+            "p/m1",
+            &[
+                (0, v0.clone()),
+                (1, vec![1.0, 0.0, 0.0, 0.0]),
+                (9, vec![1.0]),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .set_vectors("file_b", "p/m2", &[(0, vec![0.0, 1.0, 0.0, 0.0])])
+        .await
+        .unwrap();
+    assert_eq!(
+        missing(10).await,
+        [("file_a".to_owned(), 2), ("file_b".to_owned(), 0)]
+    );
+    let all = store.vectors_of(None, "p/m1").await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].position, all[0].text.as_str()), (0, "part 0"));
+    assert_eq!(all[0].vector, v0);
+    assert_eq!(
+        store.vectors_of(None, "p/m2").await.unwrap()[0].file_id,
+        "file_b"
+    );
+    let only_b = ["file_b".to_owned()];
+    assert!(
+        store
+            .vectors_of(Some(&only_b), "p/m1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .vectors_of(Some(&[]), "p/m1")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The model changes: vectors of the old one are replaced.
+    store
+        .set_vectors("file_b", "p/m1", &[(0, vec![0.5, 0.5, 0.5, 0.5])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.vectors_of(Some(&only_b), "p/m1").await.unwrap().len(),
+        1
+    );
+    assert!(store.vectors_of(None, "p/m2").await.unwrap().is_empty());
+    // The chunks are replaced or deleted: their vectors go with them.
+    store
+        .replace_chunks("file_a", &[chunk("file_a", 0, "new")])
+        .await
+        .unwrap();
+    assert_eq!(store.vectors_of(None, "p/m1").await.unwrap().len(), 1);
+    assert_eq!(missing(10).await, [("file_a".to_owned(), 0)]);
+    store.delete_chunks("file_b").await.unwrap();
+    assert!(store.vectors_of(None, "p/m1").await.unwrap().is_empty());
+    // Chunks without vectors still read as they were.
+    assert_eq!(store.chunks_of("file_a").await.unwrap()[0].text, "new");
 }
 
 async fn seed_agent(db: &Database, name: &str) -> AgentId {

@@ -305,7 +305,17 @@ impl TestApp {
     ///
     /// # Errors
     /// [`HarnessError`] when the new server does not start.
-    pub async fn restart(mut self) -> Result<Self, HarnessError> {
+    pub async fn restart(self) -> Result<Self, HarnessError> {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`TestApp::restart`] with changes to its configuration (say, another embedding
+    /// model), as an operator restarting with a changed config file.
+    ///
+    /// # Errors
+    /// [`HarnessError`] when the new server does not start.
+    pub async fn restart_with(mut self, f: impl FnOnce(&mut Config)) -> Result<Self, HarnessError> {
+        f(&mut self.config);
         self.server.stop();
         let db = self
             .db

@@ -1,8 +1,9 @@
 //! Knowledge (RAG): files whose text is extracted, cut into overlapping chunks, indexed, and
 //! searched on each turn of an agent that names them (docs/knowledge.md).
 //!
-//! - this module: an agent's [`Knowledge`] setting, chunks, hits and citations, and the
-//!   ports ([`TextExtractor`], [`ChunkStore`], [`KnowledgeIndex`], [`Embedder`]);
+//! - this module: an agent's [`Knowledge`] setting, chunks, hits and citations, the
+//!   ports ([`TextExtractor`], [`ChunkStore`], [`KnowledgeIndex`], [`Embedder`]), and the
+//!   pieces of hybrid ranking ([`cosine`], [`reciprocal_rank_fusion`]);
 //! - `chunk.rs`: cutting text into overlapping chunks;
 //! - the use case is [`crate::services::KnowledgeService`]; the turn's retrieval step is in
 //!   `services/runtime/retrieve.rs`.
@@ -184,8 +185,52 @@ pub struct Hit {
     pub position: u32,
     /// The chunk's text.
     pub text: String,
-    /// Its relevance (BM25 score; higher is better).
+    /// Its relevance, higher is better: the BM25 score, or with [`Ranking::Hybrid`] the
+    /// reciprocal-rank-fusion score (at most 2 / 61).
     pub score: f32,
+}
+
+/// How a search ranked its chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ranking {
+    /// Full-text (BM25) alone: no embedding model is configured, it failed for this query,
+    /// or none of the candidate chunks has a vector yet.
+    #[default]
+    Bm25,
+    /// BM25 and cosine similarity of embeddings, fused by reciprocal rank fusion.
+    Hybrid,
+}
+
+impl Ranking {
+    /// `bm25` or `hybrid`, as the API says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bm25 => "bm25",
+            Self::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// A search's chunks, best first, and how they were ranked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranked {
+    /// Best first.
+    pub hits: Vec<Hit>,
+    /// The ranking used.
+    pub ranking: Ranking,
+}
+
+/// A stored chunk with its vector: a candidate of the similarity ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkVector {
+    /// The file.
+    pub file_id: String,
+    /// The chunk's place in the file, from 0.
+    pub position: u32,
+    /// The chunk's text.
+    pub text: String,
+    /// Its embedding.
+    pub vector: Vec<f32>,
 }
 
 /// A source a turn's answer was given, noted on the answer: its marker in the prompt is
@@ -218,8 +263,10 @@ impl Citation {
 pub struct Retrieval {
     /// The passages given to the model, in rank order (cut to the context budget).
     pub passages: Vec<Hit>,
-    /// Time spent retrieving, in milliseconds.
+    /// Time spent retrieving (embedding the question included), in milliseconds.
     pub elapsed_ms: u64,
+    /// How the passages were ranked.
+    pub ranking: Ranking,
 }
 
 impl Retrieval {
@@ -242,6 +289,7 @@ impl Retrieval {
     pub fn log_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("retrieval_ms".to_owned(), json!(self.elapsed_ms));
+        m.insert("ranking".to_owned(), json!(self.ranking.as_str()));
         m.insert(
             "citations".to_owned(),
             Value::Array(self.citations().iter().map(Citation::to_json).collect()),
@@ -278,6 +326,23 @@ pub trait ChunkStore: Send + Sync {
 
     /// The ids of the files that have chunks.
     async fn chunked_files(&self) -> Result<Vec<String>>;
+
+    /// Stores the vectors of some of a file's chunks (`(position, vector)`), computed by
+    /// `model`, replacing any earlier ones; positions the file does not have are ignored.
+    async fn set_vectors(
+        &self,
+        file_id: &str,
+        model: &str,
+        vectors: &[(u32, Vec<f32>)],
+    ) -> Result<()>;
+
+    /// The chunks that have a vector computed by `model`, of `files` when given (an empty
+    /// list gives nothing), with their text and vector.
+    async fn vectors_of(&self, files: Option<&[String]>, model: &str) -> Result<Vec<ChunkVector>>;
+
+    /// At most `limit` chunks without a vector computed by `model` (none, or one of
+    /// another model), by file and position.
+    async fn chunks_without_vectors(&self, model: &str, limit: usize) -> Result<Vec<Chunk>>;
 }
 
 /// A full-text index of chunks (BM25). A cache of the [`ChunkStore`]: it may be lost and is
@@ -299,13 +364,43 @@ pub trait KnowledgeIndex: Send + Sync {
     async fn file_ids(&self) -> Result<Vec<String>>;
 }
 
-/// Vectors of texts, from a provider serving `/v1/embeddings`. **Designed, not built**
-/// (docs/knowledge.md, decision 113): with one configured, retrieval would rank chunks by
-/// BM25 and by cosine similarity and fuse both lists (reciprocal rank fusion, k = 60).
+/// Vectors of texts, from a provider serving `/v1/embeddings` (docs/knowledge.md,
+/// decision 116). With one configured, chunks get vectors when they are indexed, and
+/// searches rank chunks by BM25 and by cosine similarity and fuse both lists (reciprocal
+/// rank fusion, k = 60).
 #[async_trait]
 pub trait Embedder: Send + Sync {
-    /// One vector per text, in order.
+    /// The model's name as stored with the vectors it made (`provider/model`): vectors of
+    /// another model are not compared with its own, and are computed again.
+    fn model(&self) -> &str;
+
+    /// One vector per text, in order, all of the same length.
+    ///
+    /// # Errors
+    /// `Provider` (or `Unavailable`…) when the provider fails; `Internal` when its answer
+    /// does not have one vector per text.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The cosine similarity of two vectors (-1 to 1); 0 when their lengths differ or either
+/// is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        return 0.0;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let c = (dot / (na.sqrt() * nb.sqrt())) as f32;
+    c
 }
 
 /// Fuses ranked lists by reciprocal rank fusion: each item scores `Σ 1 / (k + rank)` over

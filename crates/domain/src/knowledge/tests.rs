@@ -101,7 +101,26 @@ fn sources_are_marked() {
     let r = Retrieval {
         passages: vec![p],
         elapsed_ms: 3,
+        ranking: Ranking::Bm25,
     };
     assert_eq!(r.citations()[0].index, 0);
     assert_eq!(r.log_json()["citations"][0]["marker"], "[1]");
+}
+
+#[test]
+fn cosine_compares_directions_and_refuses_mismatches() {
+    assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);
+    assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-6);
+    assert!((cosine(&[1.0, 1.0], &[-1.0, -1.0]) + 1.0).abs() < 1e-6);
+    assert_eq!(cosine(&[1.0, 0.0], &[1.0, 0.0, 0.0]), 0.0);
+    assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    assert_eq!(cosine(&[], &[]), 0.0);
+}
+
+#[test]
+fn rankings_are_named_as_the_api_says() {
+    assert_eq!(Ranking::default().as_str(), "bm25");
+    assert_eq!(Ranking::Hybrid.as_str(), "hybrid");
+    let r = Retrieval::default();
+    assert_eq!(r.log_json()["ranking"], "bm25");
 }

@@ -26,8 +26,8 @@ use crate::services::{
     AgentService, AuthPorts, AuthService, AuthSettings, ClusterService, EvalService, EvalSettings,
     FilePorts, FileService, InsightService, InsightSettings, InstanceSettings, Instances,
     KnowledgePorts, KnowledgeService, KnowledgeSettings, McpServerService, McpSettings,
-    McpSupervisor, OptimizationService, ProviderRegistry, Runtime, RuntimePorts, RuntimeSettings,
-    TaskService, TaskSettings, VersionService,
+    McpSupervisor, OptimizationService, ProviderEmbedder, ProviderRegistry, Runtime, RuntimePorts,
+    RuntimeSettings, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -113,6 +113,9 @@ pub struct ServiceSettings {
     pub file_max_bytes: u64,
     /// How files are chunked and indexed.
     pub knowledge: KnowledgeSettings,
+    /// The embedding model of hybrid ranking (`provider/model`), checked when the services
+    /// are built; `None`: BM25 alone (docs/knowledge.md).
+    pub knowledge_embedding_model: Option<String>,
 }
 
 impl ServiceSettings {
@@ -134,6 +137,7 @@ impl ServiceSettings {
             instances: InstanceSettings::default(),
             file_max_bytes: 100 * 1024 * 1024,
             knowledge: KnowledgeSettings::default(),
+            knowledge_embedding_model: None,
         }
     }
 }
@@ -182,7 +186,8 @@ impl Services {
     ///
     /// # Errors
     /// The model resolution's error when `default_model` names no known provider or model
-    /// (the store is read for providers created by API, so a store error is returned as such).
+    /// (the store is read for providers created by API, so a store error is returned as such);
+    /// `Invalid` naming `knowledge_embedding_model` when it names no usable embedding model.
     pub async fn build(ports: ServicePorts, settings: ServiceSettings) -> Result<Self> {
         let changes = ports.changes.clone();
         let coherence = Coherence::new(ports.changes, settings.cache_max_age);
@@ -211,8 +216,13 @@ impl Services {
         let metrics = Metrics::new();
         let instances = Instances::new(settings.instances);
         metrics.add_source(Arc::new(instances.clone()));
-        let knowledge =
+        let mut knowledge =
             KnowledgeService::new(ports.knowledge, ports.files.clone(), settings.knowledge);
+        if let Some(spec) = &settings.knowledge_embedding_model {
+            let embedder =
+                ProviderEmbedder::new(spec, providers.clone(), ports.llm.clone()).await?;
+            knowledge = knowledge.with_embedder(Arc::new(embedder));
+        }
         let runtime = Runtime::new(
             RuntimePorts {
                 agents: stores.agents.clone(),

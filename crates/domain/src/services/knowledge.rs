@@ -4,7 +4,13 @@
 //! budget. The index is a cache of the stored chunks: [`KnowledgeService::sync`] adds what
 //! it lacks and drops what the database no longer has (at start, so a lost index is rebuilt,
 //! and periodically, so replicas follow each other's uploads and deletions).
+//!
+//! With an [`Embedder`] (`knowledge_embedding_model`), chunks also get vectors, stored with
+//! them, when their file is indexed (and later by the periodic sync for chunks that have
+//! none of the configured model: a failed embedding, a changed model); searches then fuse the
+//! BM25 list with a cosine-similarity list by reciprocal rank fusion (decisions 116-118).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +20,9 @@ use tokio::sync::Semaphore;
 use crate::error::{Error, Invalid, Result};
 use crate::file::{FileStatus, StoredFile};
 use crate::knowledge::{
-    ChunkStore, Hit, Knowledge, KnowledgeIndex, QUERY_MAX_CHARS, Retrieval, TOP_K_MAX,
-    TextExtractor, chunk_text, fit_budget,
+    Chunk, ChunkStore, ChunkVector, Embedder, Hit, Knowledge, KnowledgeIndex, QUERY_MAX_CHARS,
+    Ranked, Ranking, Retrieval, TOP_K_MAX, TextExtractor, chunk_text, cosine, fit_budget,
+    reciprocal_rank_fusion,
 };
 use crate::page::Page;
 use crate::services::FilePorts;
@@ -58,6 +65,15 @@ impl Default for KnowledgeSettings {
     }
 }
 
+/// Reciprocal rank fusion's constant (the usual 60: a rank's weight is `1 / (60 + rank)`).
+pub const RRF_K: f32 = 60.0;
+/// Chunks taken from each list (BM25, similarity) before fusion, at least `top_k`.
+const FUSION_DEPTH: usize = 50;
+/// Texts per call of the embedder while indexing or catching up.
+const EMBED_BATCH: usize = 64;
+/// Batches embedded by one periodic catch-up, at most (the rest waits for the next one).
+const CATCH_UP_BATCHES: usize = 16;
+
 /// Indexes files and searches them. Cheap to clone.
 #[derive(Clone)]
 pub struct KnowledgeService {
@@ -65,6 +81,7 @@ pub struct KnowledgeService {
     files: Option<FilePorts>,
     settings: KnowledgeSettings,
     permits: Arc<Semaphore>,
+    embedder: Option<Arc<dyn Embedder>>,
 }
 
 impl KnowledgeService {
@@ -80,7 +97,21 @@ impl KnowledgeService {
             files,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
+            embedder: None,
         }
+    }
+
+    /// The same service ranking by BM25 and by the similarity of `embedder`'s vectors
+    /// (hybrid); chunks get vectors when they are indexed.
+    #[must_use]
+    pub fn with_embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// The embedding model in use (`provider/model`), if any.
+    pub fn embedding_model(&self) -> Option<&str> {
+        self.embedder.as_deref().map(Embedder::model)
     }
 
     fn ports(&self) -> Result<(&KnowledgePorts, &FilePorts)> {
@@ -185,7 +216,42 @@ impl KnowledgeService {
             .put_file(&file.id, &file.filename, &chunks)
             .await
             .map_err(|e| format!("could not index the chunks: {e}"))?;
+        // Fails open (decision 117): the file is ready and ranked by BM25 alone until the
+        // periodic catch-up gives its chunks vectors.
+        if let Some(embedder) = &self.embedder {
+            for batch in chunks.chunks(EMBED_BATCH) {
+                if let Err(e) = embed_batch(k, embedder.as_ref(), batch).await {
+                    tracing::warn!(file = %file.id, error = %e, "could not embed the file's chunks; BM25 alone ranks them until the next catch-up");
+                    break;
+                }
+            }
+        }
         Ok(chunks.len())
+    }
+
+    /// Gives vectors of the configured model to stored chunks that lack them (an embedding
+    /// that failed while indexing, a model changed since): at most
+    /// `EMBED_BATCH * CATCH_UP_BATCHES` chunks per call. Returns how many were embedded.
+    ///
+    /// # Errors
+    /// Storage or embedder failures (what was embedded before stays).
+    pub async fn embed_missing(&self) -> Result<usize> {
+        let (Some(k), Some(embedder)) = (&self.ports, &self.embedder) else {
+            return Ok(0);
+        };
+        let mut done = 0;
+        for _ in 0..CATCH_UP_BATCHES {
+            let missing = k
+                .chunks
+                .chunks_without_vectors(embedder.model(), EMBED_BATCH)
+                .await?;
+            if missing.is_empty() {
+                break;
+            }
+            embed_batch(k, embedder.as_ref(), &missing).await?;
+            done += missing.len();
+        }
+        Ok(done)
     }
 
     /// Removes a file's chunks and index entries (a deleted file).
@@ -200,7 +266,8 @@ impl KnowledgeService {
         k.index.remove_file(file_id).await
     }
 
-    /// The best chunks for `query`: of `files` when given, at most `top_k` (1 to 20).
+    /// The best chunks for `query`: of `files` when given, at most `top_k` (1 to 20), and
+    /// the ranking used (hybrid when an embedder is configured and answered).
     ///
     /// # Errors
     /// `Invalid` (`query` blank or too long, `top_k` out of range), `Unavailable`, index
@@ -210,7 +277,7 @@ impl KnowledgeService {
         query: &str,
         files: Option<&[String]>,
         top_k: u32,
-    ) -> Result<Vec<Hit>> {
+    ) -> Result<Ranked> {
         if query.trim().is_empty() {
             return Err(Invalid::new("query", "must not be blank").into());
         }
@@ -224,46 +291,129 @@ impl KnowledgeService {
         if !(1..=TOP_K_MAX).contains(&top_k) {
             return Err(Invalid::new("top_k", format!("must be from 1 to {TOP_K_MAX}")).into());
         }
-        let (k, _) = self.ports()?;
-        k.index
-            .search(query, files, usize::try_from(top_k).unwrap_or(1))
+        self.rank(query, files, usize::try_from(top_k).unwrap_or(1))
             .await
     }
 
-    /// A turn's retrieval: the best passages of `knowledge`'s files for `question`, within
-    /// its budget, and the time it took. Fails open: an index failure is logged and the
-    /// turn goes on without passages.
+    /// The best `top_k` chunks for `query`: by BM25 alone without an embedder; else the BM25
+    /// list and the cosine-similarity list (each [`FUSION_DEPTH`] long) fused by reciprocal
+    /// rank fusion. When the question cannot be embedded, or no candidate chunk has a vector
+    /// yet, BM25 alone (logged), as [`Ranked::ranking`] then says.
+    async fn rank(&self, query: &str, files: Option<&[String]>, top_k: usize) -> Result<Ranked> {
+        let (k, f) = self.ports()?;
+        let Some(embedder) = &self.embedder else {
+            return Ok(Ranked {
+                hits: k.index.search(query, files, top_k).await?,
+                ranking: Ranking::Bm25,
+            });
+        };
+        let depth = FUSION_DEPTH.max(top_k);
+        let mut bm25 = k.index.search(query, files, depth).await?;
+        let similar = match similar(k, embedder.as_ref(), query, files, depth).await {
+            Ok(similar) => similar,
+            Err(e) => {
+                tracing::warn!(error = %e, model = embedder.model(), "the query could not be ranked by similarity; BM25 alone ranks it");
+                Vec::new()
+            }
+        };
+        if similar.is_empty() {
+            bm25.truncate(top_k);
+            return Ok(Ranked {
+                hits: bm25,
+                ranking: Ranking::Bm25,
+            });
+        }
+        let key = |file_id: &str, position: u32| (file_id.to_owned(), position);
+        let lists = [
+            bm25.iter().map(|h| key(&h.file_id, h.position)).collect(),
+            similar
+                .iter()
+                .map(|c| key(&c.file_id, c.position))
+                .collect(),
+        ];
+        let mut names: HashMap<String, String> = bm25
+            .iter()
+            .map(|h| (h.file_id.clone(), h.filename.clone()))
+            .collect();
+        let mut hits = Vec::with_capacity(top_k);
+        for ((file_id, position), score) in reciprocal_rank_fusion(&lists, RRF_K) {
+            if hits.len() >= top_k {
+                break;
+            }
+            if let Some(h) = bm25
+                .iter()
+                .find(|h| h.file_id == file_id && h.position == position)
+            {
+                hits.push(Hit { score, ..h.clone() });
+                continue;
+            }
+            let Some(c) = similar
+                .iter()
+                .find(|c| c.file_id == file_id && c.position == position)
+            else {
+                continue;
+            };
+            let filename = match names.get(&file_id) {
+                Some(name) => name.clone(),
+                None => match f.store.get_file(&file_id).await {
+                    Ok(file) => {
+                        names.insert(file_id.clone(), file.filename.clone());
+                        file.filename
+                    }
+                    // Deleted meanwhile: its chunks go with it.
+                    Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            hits.push(Hit {
+                file_id,
+                filename,
+                position,
+                text: c.text.clone(),
+                score,
+            });
+        }
+        Ok(Ranked {
+            hits,
+            ranking: Ranking::Hybrid,
+        })
+    }
+
+    /// A turn's retrieval: the best passages of `knowledge`'s files for `question` (ranked
+    /// as [`KnowledgeService::search`] ranks), within its budget, and the time it took
+    /// (embedding the question included). Fails open: an index failure is logged and the
+    /// turn goes on without passages; an embedder failure leaves BM25 alone.
     pub async fn retrieve(&self, knowledge: &Knowledge, question: &str) -> Retrieval {
         let started = Instant::now();
         let question: String = question.chars().take(QUERY_MAX_CHARS).collect();
-        let hits = match self.ports() {
-            Ok((k, _)) if !question.trim().is_empty() => {
-                match k
-                    .index
-                    .search(
-                        &question,
-                        Some(&knowledge.files),
-                        usize::try_from(knowledge.top_k).unwrap_or(1),
-                    )
-                    .await
-                {
-                    Ok(hits) => hits,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retrieval failed; the turn goes on without passages");
-                        Vec::new()
-                    }
+        let ranked = if self.ports().is_ok() && !question.trim().is_empty() {
+            match self
+                .rank(
+                    &question,
+                    Some(&knowledge.files),
+                    usize::try_from(knowledge.top_k).unwrap_or(1),
+                )
+                .await
+            {
+                Ok(ranked) => ranked,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retrieval failed; the turn goes on without passages");
+                    Ranked::default()
                 }
             }
-            _ => Vec::new(),
+        } else {
+            Ranked::default()
         };
         let budget = usize::try_from(knowledge.max_context_chars).unwrap_or(usize::MAX);
         let retrieval = Retrieval {
-            passages: fit_budget(hits, budget),
+            passages: fit_budget(ranked.hits, budget),
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ranking: ranked.ranking,
         };
         tracing::debug!(
             passages = retrieval.passages.len(),
             ms = retrieval.elapsed_ms,
+            ranking = retrieval.ranking.as_str(),
             "knowledge retrieved"
         );
         retrieval
@@ -348,6 +498,7 @@ impl KnowledgeService {
             }
             let mut every = tokio::time::interval(this.settings.sync_interval);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut embedding_fails = false;
             loop {
                 every.tick().await;
                 match this.sync().await {
@@ -357,7 +508,70 @@ impl KnowledgeService {
                     }
                     Err(e) => tracing::warn!(error = %e, "could not sync the knowledge index"),
                 }
+                // Logged when it starts or stops failing, not at every tick.
+                match this.embed_missing().await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(chunks = n, "knowledge chunks embedded");
+                        }
+                        if embedding_fails {
+                            embedding_fails = false;
+                            tracing::info!("knowledge chunks can be embedded again");
+                        }
+                    }
+                    Err(e) if !embedding_fails => {
+                        embedding_fails = true;
+                        tracing::warn!(error = %e, "could not embed knowledge chunks; retried at each sync");
+                    }
+                    Err(_) => {}
+                }
             }
         }
     }
+}
+
+/// Embeds `chunks` (a batch) and stores their vectors, grouped by file.
+async fn embed_batch(k: &KnowledgePorts, embedder: &dyn Embedder, chunks: &[Chunk]) -> Result<()> {
+    let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+    let vectors = embedder.embed(&texts).await?;
+    let mut by_file: Vec<(&str, Vec<(u32, Vec<f32>)>)> = Vec::new();
+    for (c, v) in chunks.iter().zip(vectors) {
+        match by_file.iter_mut().find(|(f, _)| *f == c.file_id) {
+            Some((_, list)) => list.push((c.position, v)),
+            None => by_file.push((&c.file_id, vec![(c.position, v)])),
+        }
+    }
+    for (file_id, vectors) in by_file {
+        k.chunks
+            .set_vectors(file_id, embedder.model(), &vectors)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The `depth` stored chunks (of `files` when given) most similar to `query`, best first;
+/// only those with a positive cosine similarity.
+async fn similar(
+    k: &KnowledgePorts,
+    embedder: &dyn Embedder,
+    query: &str,
+    files: Option<&[String]>,
+    depth: usize,
+) -> Result<Vec<ChunkVector>> {
+    let asked = embedder
+        .embed(&[query.to_owned()])
+        .await?
+        .pop()
+        .ok_or_else(|| Error::Internal("the embedder gave no vector".to_owned()))?;
+    let mut scored: Vec<(f32, ChunkVector)> = k
+        .chunks
+        .vectors_of(files, embedder.model())
+        .await?
+        .into_iter()
+        .map(|c| (cosine(&asked, &c.vector), c))
+        .filter(|(s, _)| *s > 0.0)
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(depth);
+    Ok(scored.into_iter().map(|(_, c)| c).collect())
 }

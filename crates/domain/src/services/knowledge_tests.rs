@@ -16,7 +16,10 @@ use super::{FilePorts, FileService, KnowledgePorts, KnowledgeService, KnowledgeS
 use crate::agent::AgentRef;
 use crate::error::{Error, Result};
 use crate::file::{BlobStore, ByteStream, FileStatus, FileStore, StoredFile};
-use crate::knowledge::{Chunk, ChunkStore, Hit, Knowledge, KnowledgeIndex, TextExtractor};
+use crate::knowledge::{
+    Chunk, ChunkStore, ChunkVector, Embedder, Hit, Knowledge, KnowledgeIndex, Ranking,
+    TextExtractor,
+};
 use crate::llm::Role;
 use crate::page::{Page, Paged};
 use crate::ports::SystemClock;
@@ -114,13 +117,18 @@ impl TextExtractor for Extract {
     }
 }
 
+/// Chunks by file, and their vectors by `(file, position)` with the model that made them.
 #[derive(Default)]
-pub struct Chunks(Mutex<HashMap<String, Vec<Chunk>>>);
+pub struct Chunks(
+    Mutex<HashMap<String, Vec<Chunk>>>,
+    pub Mutex<HashMap<(String, u32), (String, Vec<f32>)>>,
+);
 
 #[async_trait]
 impl ChunkStore for Chunks {
     async fn replace_chunks(&self, file_id: &str, chunks: &[Chunk]) -> Result<()> {
         lock(&self.0).insert(file_id.to_owned(), chunks.to_vec());
+        lock(&self.1).retain(|(f, _), _| f != file_id);
         Ok(())
     }
     async fn chunks_of(&self, file_id: &str) -> Result<Vec<Chunk>> {
@@ -128,10 +136,123 @@ impl ChunkStore for Chunks {
     }
     async fn delete_chunks(&self, file_id: &str) -> Result<()> {
         lock(&self.0).remove(file_id);
+        lock(&self.1).retain(|(f, _), _| f != file_id);
         Ok(())
     }
     async fn chunked_files(&self) -> Result<Vec<String>> {
         Ok(lock(&self.0).keys().cloned().collect())
+    }
+    async fn set_vectors(
+        &self,
+        file_id: &str,
+        model: &str,
+        vectors: &[(u32, Vec<f32>)],
+    ) -> Result<()> {
+        let chunks = lock(&self.0);
+        let Some(have) = chunks.get(file_id) else {
+            return Ok(());
+        };
+        for (position, v) in vectors {
+            if have.iter().any(|c| c.position == *position) {
+                lock(&self.1).insert(
+                    (file_id.to_owned(), *position),
+                    (model.to_owned(), v.clone()),
+                );
+            }
+        }
+        Ok(())
+    }
+    async fn vectors_of(&self, files: Option<&[String]>, model: &str) -> Result<Vec<ChunkVector>> {
+        let chunks = lock(&self.0);
+        let vectors = lock(&self.1);
+        Ok(chunks
+            .values()
+            .flatten()
+            .filter(|c| files.is_none_or(|f| f.contains(&c.file_id)))
+            .filter_map(|c| {
+                let (m, v) = vectors.get(&(c.file_id.clone(), c.position))?;
+                (m == model).then(|| ChunkVector {
+                    file_id: c.file_id.clone(),
+                    position: c.position,
+                    text: c.text.clone(),
+                    vector: v.clone(),
+                })
+            })
+            .collect())
+    }
+    async fn chunks_without_vectors(&self, model: &str, limit: usize) -> Result<Vec<Chunk>> {
+        let chunks = lock(&self.0);
+        let vectors = lock(&self.1);
+        Ok(chunks
+            .values()
+            .flatten()
+            .filter(|c| {
+                vectors
+                    .get(&(c.file_id.clone(), c.position))
+                    .is_none_or(|(m, _)| m != model)
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+/// An embedder of concepts: one dimension per group of related words (so "money back" is
+/// near "refunds" although they share no word); fails while `failing` is set; counts calls.
+pub struct Concepts {
+    pub name: String,
+    pub failing: std::sync::atomic::AtomicBool,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Concepts {
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            failing: false.into(),
+            calls: 0.into(),
+        })
+    }
+    pub fn fail(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+const CONCEPTS: [&[&str]; 3] = [
+    &["refund", "money back", "reimburse"],
+    &["parcel", "deliver", "ship"],
+    &["bicycle", "bike", "frame"],
+];
+
+#[async_trait]
+impl Embedder for Concepts {
+    fn model(&self) -> &str {
+        &self.name
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Unavailable("the embedder is down".to_owned()));
+        }
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let t = t.to_lowercase();
+                let mut v: Vec<f32> = CONCEPTS
+                    .iter()
+                    .map(|words| {
+                        if words.iter().any(|w| t.contains(w)) {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                v.push(0.01);
+                v
+            })
+            .collect())
     }
 }
 
@@ -201,6 +322,11 @@ pub struct Kit {
 }
 
 pub fn kit() -> Kit {
+    kit_with(None)
+}
+
+/// A kit whose knowledge ranks with `embedder` (hybrid) when given.
+pub fn kit_with(embedder: Option<Arc<dyn Embedder>>) -> Kit {
     let store = Arc::new(Files::default());
     let chunks = Arc::new(Chunks::default());
     let index = Arc::new(Index::default());
@@ -208,7 +334,7 @@ pub fn kit() -> Kit {
         store: store.clone(),
         blobs: store.clone(),
     };
-    let knowledge = KnowledgeService::new(
+    let mut knowledge = KnowledgeService::new(
         Some(KnowledgePorts {
             chunks: chunks.clone(),
             index: index.clone(),
@@ -221,6 +347,9 @@ pub fn kit() -> Kit {
             ..KnowledgeSettings::default()
         },
     );
+    if let Some(e) = embedder {
+        knowledge = knowledge.with_embedder(e);
+    }
     let files = FileService::new(Some(file_ports), Arc::new(SystemClock), 1 << 20)
         .with_knowledge(knowledge.clone());
     Kit {
@@ -272,7 +401,8 @@ async fn an_upload_is_processing_then_ready_and_searchable() {
         .knowledge
         .search("when are refunds paid", None, 5)
         .await
-        .unwrap();
+        .unwrap()
+        .hits;
     assert_eq!(hits[0].file_id, f.id);
     assert_eq!(hits[0].filename, "policy.txt");
 }
@@ -314,6 +444,7 @@ async fn deleting_a_file_removes_its_chunks_and_hits() {
             .search("refunds", None, 5)
             .await
             .unwrap()
+            .hits
             .is_empty()
     );
 }
@@ -342,7 +473,7 @@ async fn a_lost_index_is_rebuilt_from_the_stored_chunks() {
         .unwrap();
     assert_eq!(k.knowledge.sync().await.unwrap(), (2, 1));
     assert_eq!(
-        k.knowledge.search("parcels", None, 5).await.unwrap()[0].file_id,
+        k.knowledge.search("parcels", None, 5).await.unwrap().hits[0].file_id,
         b.id
     );
     assert_eq!(k.knowledge.sync().await.unwrap(), (0, 0));
@@ -501,4 +632,119 @@ async fn nothing_found_sends_the_question_alone() {
     assert_eq!(sent.last().unwrap().content, "What about penguins?");
     assert!(out.citations.is_empty());
     assert!(out.retrieval_ms.is_some());
+}
+
+const MONEY: &str = "Money back is wired to the card you paid with.";
+
+#[tokio::test]
+async fn hybrid_ranking_finds_what_words_alone_miss() {
+    let embedder = Concepts::new("test/concepts");
+    let k = kit_with(Some(embedder.clone()));
+    let money = k.upload("money.txt", MONEY).await;
+    let shipping = k.upload("shipping.txt", SHIPPING).await;
+    assert_eq!(k.settled(&money.id).await.status, FileStatus::Ready);
+    assert_eq!(k.settled(&shipping.id).await.status, FileStatus::Ready);
+    // BM25 (the fake's word matching) finds nothing for "refunds"; the vectors do.
+    let bm25 = kit();
+    let m = bm25.upload("money.txt", MONEY).await;
+    bm25.settled(&m.id).await;
+    let alone = bm25.knowledge.search("refunds", None, 3).await.unwrap();
+    assert_eq!((alone.hits.len(), alone.ranking), (0, Ranking::Bm25));
+    let found = k.knowledge.search("refunds", None, 3).await.unwrap();
+    assert_eq!(found.ranking, Ranking::Hybrid);
+    assert_eq!(found.hits[0].file_id, money.id);
+    assert_eq!(found.hits[0].filename, "money.txt");
+    assert!(found.hits[0].score > 0.0 && found.hits[0].score <= 2.0 / 61.0);
+    // Agreement of both lists ranks first: "parcels" is a word of SHIPPING and its concept.
+    let found = k.knowledge.search("parcels", None, 3).await.unwrap();
+    assert_eq!(found.hits[0].file_id, shipping.id);
+    // Limited to some files: nothing of the others, by either list.
+    let only = k
+        .knowledge
+        .search("refunds", Some(std::slice::from_ref(&shipping.id)), 3)
+        .await
+        .unwrap();
+    assert!(
+        only.hits.iter().all(|h| h.file_id == shipping.id),
+        "{only:?}"
+    );
+    // The turn's retrieval ranks the same way and says so in the run log.
+    let knowledge = Knowledge {
+        files: vec![money.id.clone()],
+        ..Knowledge::default()
+    };
+    let r = k
+        .knowledge
+        .retrieve(&knowledge, "how do refunds work")
+        .await;
+    assert_eq!(r.ranking, Ranking::Hybrid);
+    assert_eq!(r.passages[0].file_id, money.id);
+    assert_eq!(r.log_json()["ranking"], "hybrid");
+}
+
+#[tokio::test]
+async fn a_failing_embedder_leaves_bm25_and_vectors_catch_up() {
+    let embedder = Concepts::new("test/concepts");
+    embedder.fail(true);
+    let k = kit_with(Some(embedder.clone()));
+    let refunds = k.upload("refunds.txt", REFUNDS).await;
+    // Fails open: the file is ready, ranked by BM25 alone.
+    assert_eq!(k.settled(&refunds.id).await.status, FileStatus::Ready);
+    assert!(lock(&k.chunks.1).is_empty());
+    let found = k.knowledge.search("refunds", None, 3).await.unwrap();
+    assert_eq!(found.ranking, Ranking::Bm25);
+    assert_eq!(found.hits[0].file_id, refunds.id);
+    let knowledge = Knowledge {
+        files: vec![refunds.id.clone()],
+        ..Knowledge::default()
+    };
+    let r = k.knowledge.retrieve(&knowledge, "refunds").await;
+    assert_eq!((r.ranking, r.passages.len()), (Ranking::Bm25, 1));
+    assert!(k.knowledge.embed_missing().await.is_err());
+    // Back: the catch-up gives the chunks vectors; searches are hybrid again.
+    embedder.fail(false);
+    assert_eq!(k.knowledge.embed_missing().await.unwrap(), 1);
+    assert_eq!(k.knowledge.embed_missing().await.unwrap(), 0);
+    let found = k.knowledge.search("refunds", None, 3).await.unwrap();
+    assert_eq!(found.ranking, Ranking::Hybrid);
+    // The question alone failing (vectors stored): BM25 alone, no error.
+    embedder.fail(true);
+    let found = k.knowledge.search("refunds", None, 3).await.unwrap();
+    assert_eq!((found.ranking, found.hits.len()), (Ranking::Bm25, 1));
+}
+
+#[tokio::test]
+async fn a_changed_model_embeds_the_chunks_again() {
+    let old = Concepts::new("test/old");
+    let k = kit_with(Some(old.clone()));
+    let refunds = k.upload("refunds.txt", REFUNDS).await;
+    k.settled(&refunds.id).await;
+    assert_eq!(lock(&k.chunks.1).values().next().unwrap().0, "test/old");
+    // Another service over the same chunks with another model: the old vectors are not
+    // compared with the new model's (BM25 alone) until the catch-up replaces them.
+    let new = Concepts::new("test/new");
+    let other = KnowledgeService::new(
+        Some(KnowledgePorts {
+            chunks: k.chunks.clone(),
+            index: k.index.clone(),
+            extractor: Arc::new(Extract),
+        }),
+        Some(FilePorts {
+            store: Arc::new(Files::default()),
+            blobs: Arc::new(Files::default()),
+        }),
+        KnowledgeSettings::default(),
+    )
+    .with_embedder(new.clone());
+    assert_eq!(other.embedding_model(), Some("test/new"));
+    assert_eq!(
+        other.search("refunds", None, 3).await.unwrap().ranking,
+        Ranking::Bm25
+    );
+    assert_eq!(other.embed_missing().await.unwrap(), 1);
+    assert_eq!(lock(&k.chunks.1).values().next().unwrap().0, "test/new");
+    assert_eq!(
+        other.search("refunds", None, 3).await.unwrap().ranking,
+        Ranking::Hybrid
+    );
 }

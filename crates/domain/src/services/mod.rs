@@ -6,6 +6,7 @@ mod auth;
 mod build;
 mod clusters;
 mod dormant;
+mod embedder;
 mod evals;
 mod files;
 mod insights;
@@ -32,6 +33,7 @@ pub use clusters::{
     Instances, MemberView, Scaled, SlotState,
 };
 pub use dormant::DORMANT_POLLS;
+pub use embedder::{EMBEDDING_MODEL_FIELD, ProviderEmbedder};
 pub use evals::{EvalService, EvalSettings, TestSetFields};
 pub use files::{FilePorts, FileService, Received};
 pub use insights::{AgentStatusReport, InsightService, InsightSettings, Insights, REANALYSE_MAX};

@@ -50,7 +50,8 @@ pub struct SearchHit {
     pub filename: String,
     /// The chunk's place in the file, from 0.
     pub position: u32,
-    /// BM25 relevance; higher is better.
+    /// Relevance, higher is better: the BM25 score (`ranking` `bm25`), or the reciprocal
+    /// rank fusion score, at most 2/61 (`ranking` `hybrid`).
     pub score: f32,
     /// The chunk's text.
     pub text: String,
@@ -73,7 +74,9 @@ impl From<Hit> for SearchHit {
 pub struct SearchResults {
     /// Best first.
     pub results: Vec<SearchHit>,
-    /// The ranking used: `bm25` (embeddings are not built yet; docs/knowledge.md).
+    /// The ranking used: `hybrid` (BM25 and embeddings' cosine similarity, fused by
+    /// reciprocal rank fusion) when an embedding model is configured and answered, else
+    /// `bm25` (docs/knowledge.md).
     pub ranking: String,
     /// Time the search took, in milliseconds.
     pub took_ms: u64,
@@ -131,13 +134,13 @@ pub async fn search_knowledge(
     if !(1..=TOP_K_MAX).contains(&top_k) {
         return Err(Error::invalid("top_k", format!("must be from 1 to {TOP_K_MAX}")).into());
     }
-    let hits = state
+    let ranked = state
         .knowledge
         .search(&body.query, files.as_deref(), top_k)
         .await?;
     Ok(HttpResponse::Ok().json(SearchResults {
-        results: hits.into_iter().map(SearchHit::from).collect(),
-        ranking: "bm25".to_owned(),
+        results: ranked.hits.into_iter().map(SearchHit::from).collect(),
+        ranking: ranked.ranking.as_str().to_owned(),
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
 }

@@ -9,7 +9,12 @@
 //! the system instructions sent, or `(no instructions)`: a model that follows its prompt to
 //! the letter). A [`MockScript`] queue, when not empty, wins
 //! over the model name. Answers report `mock:<model>` as their model.
+//!
+//! Embeddings: model `lexical` ([`embed`]: a hashed bag of words, a lexical stand-in, not a
+//! semantic model); `error-<status>` fails with that status; other names are refused. The
+//! script queue is not read by embeddings (it scripts answers).
 
+mod embed;
 mod reply;
 
 use std::collections::VecDeque;
@@ -289,6 +294,26 @@ impl LlmClient for MockClient {
             },
         );
         Ok(Box::pin(paced))
+    }
+
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if let Some(status) = model
+            .strip_prefix("error-")
+            .and_then(|s| s.parse::<u16>().ok())
+            .filter(|s| (400..=599).contains(s))
+        {
+            return Err(status_error(status));
+        }
+        if model != agentry_domain::provider::MOCK_EMBEDDING_MODEL {
+            return Err(ProviderError::InvalidRequest {
+                status: 404,
+                message: format!(
+                    "the mock has no embedding model '{model}' (it has '{}')",
+                    agentry_domain::provider::MOCK_EMBEDDING_MODEL
+                ),
+            });
+        }
+        Ok(inputs.iter().map(|t| embed::embed(t)).collect())
     }
 }
 

@@ -11,6 +11,7 @@
 //! plain stream adapter over the HTTP body: nothing is spawned, and dropping the stream drops
 //! the body, which closes the connection (or resets the HTTP/2 stream).
 
+mod embeddings;
 mod stream;
 mod wire;
 
@@ -134,6 +135,49 @@ impl LlmClient for OpenAiClient {
         let events = stream::translate(response, request.model)
             .map(move |item| item.map_err(|e| scrub(e, key.as_ref())));
         Ok(Box::pin(events))
+    }
+
+    /// `POST {base_url}/embeddings`, [`embeddings::BATCH_INPUTS`] inputs per call, one call
+    /// after the other.
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let mut vectors = Vec::with_capacity(inputs.len());
+        for batch in inputs.chunks(embeddings::BATCH_INPUTS) {
+            vectors.extend(
+                self.embed_batch(model, batch)
+                    .await
+                    .map_err(|e| scrub(e, self.api_key.as_ref()))?,
+            );
+        }
+        Ok(vectors)
+    }
+}
+
+impl OpenAiClient {
+    /// One embeddings call.
+    async fn embed_batch(
+        &self,
+        model: &str,
+        inputs: &[String],
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let config = self.client.config();
+        let response = self
+            .http
+            .post(config.url("/embeddings"))
+            .headers(config.headers())
+            .json(&embeddings::EmbeddingRequest::new(model, inputs))
+            .send()
+            .await
+            .map_err(|e| from_reqwest(e, &self.settings))?;
+        if !response.status().is_success() {
+            return Err(errors::from_response(response).await);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| from_reqwest(e, &self.settings))?;
+        serde_json::from_slice::<embeddings::EmbeddingResponse>(&body)
+            .map_err(malformed)?
+            .into_vectors(inputs.len())
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod anthropic;
 mod anthropic_tools;
+mod embeddings;
 mod factory;
 mod http2;
 mod mock;
