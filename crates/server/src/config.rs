@@ -568,6 +568,19 @@ mod tests {
     }
 
     #[test]
+    fn the_embedding_model_is_a_key_unset_by_default() {
+        assert_eq!(Config::defaults().unwrap().knowledge_embedding_model, None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "knowledge_embedding_model = \"mock/lexical\"\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.knowledge_embedding_model.as_deref(), Some("mock/lexical"));
+        std::fs::write(&file, "knowledge_embeding_model = \"mock/lexical\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("knowledge_embeding_model"), "{err}");
+    }
+
+    #[test]
     fn metrics_settings_are_checked() {
         let c = Config::defaults().unwrap();
         assert_eq!(

@@ -50,7 +50,7 @@ fn encode(vector: &[f32]) -> Vec<u8> {
 
 /// A stored vector; `None` when the bytes are not a whole number of f32s.
 fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

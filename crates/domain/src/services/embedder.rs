@@ -18,9 +18,11 @@ pub const EMBEDDING_MODEL_FIELD: &str = "knowledge_embedding_model";
 /// Embeds texts with a model of a provider, looked up at each call (so a provider edited
 /// through the API is followed).
 pub struct ProviderEmbedder {
-    name: String,
+    /// `provider/model`, as stored with the vectors.
+    qualified: String,
     provider_id: ProviderId,
-    model: String,
+    /// The model's name at the provider.
+    model_name: String,
     providers: ProviderRegistry,
     llm: Arc<dyn LlmClientFactory>,
 }
@@ -87,9 +89,9 @@ impl ProviderEmbedder {
         llm.client(&provider)
             .map_err(|e| invalid(format!("provider '{pid}' cannot be used: {e}")))?;
         Ok(Self {
-            name: format!("{pid}/{model}"),
+            qualified: format!("{pid}/{model}"),
             provider_id,
-            model: model.to_owned(),
+            model_name: model.to_owned(),
             providers,
             llm,
         })
@@ -99,7 +101,7 @@ impl ProviderEmbedder {
 #[async_trait]
 impl Embedder for ProviderEmbedder {
     fn model(&self) -> &str {
-        &self.name
+        &self.qualified
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
@@ -112,12 +114,15 @@ impl Embedder for ProviderEmbedder {
             error,
         };
         let client = self.llm.client(&provider).map_err(failed)?;
-        let vectors = client.embed(&self.model, texts).await.map_err(failed)?;
+        let vectors = client
+            .embed(&self.model_name, texts)
+            .await
+            .map_err(failed)?;
         let dims = vectors.first().map_or(0, Vec::len);
         if vectors.len() != texts.len() || dims == 0 || vectors.iter().any(|v| v.len() != dims) {
             return Err(Error::Internal(format!(
                 "embedding model {} gave {} vectors for {} texts, or vectors of unequal or zero length",
-                self.name,
+                self.qualified,
                 vectors.len(),
                 texts.len()
             )));

@@ -534,7 +534,8 @@ impl KnowledgeService {
 async fn embed_batch(k: &KnowledgePorts, embedder: &dyn Embedder, chunks: &[Chunk]) -> Result<()> {
     let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
     let vectors = embedder.embed(&texts).await?;
-    let mut by_file: Vec<(&str, Vec<(u32, Vec<f32>)>)> = Vec::new();
+    type Vectors = Vec<(u32, Vec<f32>)>;
+    let mut by_file: Vec<(&str, Vectors)> = Vec::new();
     for (c, v) in chunks.iter().zip(vectors) {
         match by_file.iter_mut().find(|(f, _)| *f == c.file_id) {
             Some((_, list)) => list.push((c.position, v)),

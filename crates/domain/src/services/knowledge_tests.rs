@@ -117,12 +117,12 @@ impl TextExtractor for Extract {
     }
 }
 
-/// Chunks by file, and their vectors by `(file, position)` with the model that made them.
+/// Vectors by `(file, position)`, with the model that made them.
+type Vectors = HashMap<(String, u32), (String, Vec<f32>)>;
+
+/// Chunks by file, and their vectors.
 #[derive(Default)]
-pub struct Chunks(
-    Mutex<HashMap<String, Vec<Chunk>>>,
-    pub Mutex<HashMap<(String, u32), (String, Vec<f32>)>>,
-);
+pub struct Chunks(Mutex<HashMap<String, Vec<Chunk>>>, pub Mutex<Vectors>);
 
 #[async_trait]
 impl ChunkStore for Chunks {
