@@ -551,7 +551,8 @@ async fn embed_batch(k: &KnowledgePorts, embedder: &dyn Embedder, chunks: &[Chun
 }
 
 /// The `depth` stored chunks (of `files` when given) most similar to `query`, best first;
-/// only those with a positive cosine similarity.
+/// only those with a positive cosine similarity. The question is embedded only when some
+/// candidate chunk has a vector to compare it with (no provider call otherwise).
 async fn similar(
     k: &KnowledgePorts,
     embedder: &dyn Embedder,
@@ -559,15 +560,16 @@ async fn similar(
     files: Option<&[String]>,
     depth: usize,
 ) -> Result<Vec<ChunkVector>> {
+    let stored = k.chunks.vectors_of(files, embedder.model()).await?;
+    if stored.is_empty() {
+        return Ok(Vec::new());
+    }
     let asked = embedder
         .embed(&[query.to_owned()])
         .await?
         .pop()
         .ok_or_else(|| Error::Internal("the embedder gave no vector".to_owned()))?;
-    let mut scored: Vec<(f32, ChunkVector)> = k
-        .chunks
-        .vectors_of(files, embedder.model())
-        .await?
+    let mut scored: Vec<(f32, ChunkVector)> = stored
         .into_iter()
         .map(|c| (cosine(&asked, &c.vector), c))
         .filter(|(s, _)| *s > 0.0)

@@ -691,9 +691,15 @@ async fn a_failing_embedder_leaves_bm25_and_vectors_catch_up() {
     // Fails open: the file is ready, ranked by BM25 alone.
     assert_eq!(k.settled(&refunds.id).await.status, FileStatus::Ready);
     assert!(lock(&k.chunks.1).is_empty());
+    let calls = embedder.calls.load(std::sync::atomic::Ordering::SeqCst);
     let found = k.knowledge.search("refunds", None, 3).await.unwrap();
     assert_eq!(found.ranking, Ranking::Bm25);
     assert_eq!(found.hits[0].file_id, refunds.id);
+    // No vector to compare with: the question is not even sent to the embedder.
+    assert_eq!(
+        embedder.calls.load(std::sync::atomic::Ordering::SeqCst),
+        calls
+    );
     let knowledge = Knowledge {
         files: vec![refunds.id.clone()],
         ..Knowledge::default()
