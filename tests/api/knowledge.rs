@@ -47,6 +47,23 @@ async fn search(app: &TestApp, body: Value) -> (u16, Value) {
     json(app.post("/api/v1/knowledge/search", &body).await).await
 }
 
+/// Makes agent `helper` with `file` as its knowledge, asks it `message` through agent chat
+/// and checks that the answer cites `file` first; returns the answer.
+async fn helper_cites(app: &TestApp, file: &str, message: &str) -> Value {
+    create(app, json!({"name": "helper", "knowledge": [file]})).await;
+    let (status, reply) = json(
+        app.post("/api/v1/agents/helper/chat", &json!({"message": message}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["metadata"]["citations"][0]["file_id"], file,
+        "{reply}"
+    );
+    reply
+}
+
 #[tokio::test]
 async fn an_uploaded_file_is_searchable_and_an_agent_cites_it_on_every_surface() {
     let app = TestApp::spawn().await;
@@ -387,20 +404,7 @@ async fn knowledge_works_on_postgres_too() {
         return;
     };
     let policy = ready(&app, "policy.md", REFUNDS.as_bytes()).await;
-    create(&app, json!({"name": "helper", "knowledge": [policy]})).await;
-    let (_, reply) = json(
-        app.post(
-            "/api/v1/agents/helper/chat",
-            &json!({"message": "refunds paid?"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(
-        reply["metadata"]["citations"][0]["file_id"],
-        policy.as_str(),
-        "{reply}"
-    );
+    helper_cites(&app, &policy, "refunds paid?").await;
 }
 
 /// Uploads the retrieval set's corpus (`tests/knowledge/corpus`) and asks its questions
@@ -563,21 +567,7 @@ async fn hybrid_ranking_embeds_chunks_and_questions_through_the_provider() {
     );
     // The turn retrieves the same way: the question is embedded, the passage cited, the
     // ranking noted with the retrieval time.
-    create(&app, json!({"name": "helper", "knowledge": [policy]})).await;
-    let (status, reply) = json(
-        app.post(
-            "/api/v1/agents/helper/chat",
-            &json!({"message": "how long until my money is back?"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(
-        reply["metadata"]["citations"][0]["file_id"],
-        policy.as_str(),
-        "{reply}"
-    );
+    let reply = helper_cites(&app, &policy, "how long until my money is back?").await;
     assert!(reply["metadata"]["retrieval_ms"].is_u64(), "{reply}");
     assert!(embedding_inputs(&fake).contains(&json!("how long until my money is back?")));
 }
@@ -601,21 +591,7 @@ async fn a_failing_embedder_leaves_bm25_and_the_turn_goes_on() {
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["ranking"], "bm25", "{found}");
     assert_eq!(found["results"][0]["file_id"], policy.as_str(), "{found}");
-    create(&app, json!({"name": "helper", "knowledge": [policy]})).await;
-    let (status, reply) = json(
-        app.post(
-            "/api/v1/agents/helper/chat",
-            &json!({"message": "refunds paid?"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, 200, "{reply}");
-    assert_eq!(
-        reply["metadata"]["citations"][0]["file_id"],
-        policy.as_str(),
-        "{reply}"
-    );
+    helper_cites(&app, &policy, "refunds paid?").await;
 }
 
 #[tokio::test]
