@@ -513,6 +513,17 @@ async fn embedding_app(fake: &FakeUpstream, model: &str) -> TestApp {
         .await
 }
 
+/// Checks that some text sent to the fake's `/v1/embeddings` contained `needle`.
+fn assert_chunk_embedded(fake: &FakeUpstream, needle: &str) {
+    let inputs = embedding_inputs(fake);
+    assert!(
+        inputs
+            .iter()
+            .any(|i| i.as_str().is_some_and(|t| t.contains(needle))),
+        "{inputs:?}"
+    );
+}
+
 fn embedding_inputs(fake: &FakeUpstream) -> Vec<Value> {
     fake.requests()
         .iter()
@@ -528,13 +539,7 @@ async fn hybrid_ranking_embeds_chunks_and_questions_through_the_provider() {
     let policy = ready(&app, "policy.md", REFUNDS.as_bytes()).await;
     let shipping = ready(&app, "shipping.txt", SHIPPING.as_bytes()).await;
     // Each chunk was embedded when its file was indexed (before it was ready).
-    let inputs = embedding_inputs(&fake);
-    assert!(
-        inputs
-            .iter()
-            .any(|i| i.as_str().is_some_and(|t| t.contains("fourteen days"))),
-        "{inputs:?}"
-    );
+    assert_chunk_embedded(&fake, "fourteen days");
     let (status, found) = search(&app, json!({"query": "When are refunds paid back?"})).await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["ranking"], "hybrid", "{found}");
@@ -580,13 +585,7 @@ async fn a_failing_embedder_leaves_bm25_and_the_turn_goes_on() {
     // Indexing fails open: the file is ready (not failed, not stuck), ranked by BM25; with
     // no vector stored, questions are not sent to the embedder.
     let policy = ready(&app, "policy.md", REFUNDS.as_bytes()).await;
-    let tried = embedding_inputs(&fake);
-    assert!(
-        tried
-            .iter()
-            .any(|i| i.as_str().is_some_and(|t| t.contains("fourteen days"))),
-        "{tried:?}"
-    );
+    assert_chunk_embedded(&fake, "fourteen days");
     let (status, found) = search(&app, json!({"query": "refunds"})).await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["ranking"], "bm25", "{found}");
