@@ -10,6 +10,8 @@ loopback, with oha as the load generator:
   and at fixed rates of 500, 1,000 and 2,000 requests/s, for each fake latency (0 and 50 ms);
   overhead = through - direct at each percentile;
 - streaming time-to-first-token, direct vs through (sequential requests);
+- Responses turns continuing the previous one (`previous_response_id`), with the conversation
+  cache on and off (two servers asked in alternation);
 - resident memory: idle, and with 1,000 and 10,000 concurrent open SSE streams (through the
   fake upstream over HTTP/1.1 and over HTTP/2, and on the in-process mock provider);
 - time from process start to `/ready` answering 200;
@@ -28,6 +30,7 @@ Environment (all optional):
   BENCH_STREAMS=1000,10000 concurrent SSE streams held for the memory measurement
   BENCH_STREAM_SETTLE=6    seconds between the last stream opening and the memory reading
   BENCH_TTFT_N=200         sequential streamed requests per path for time-to-first-token
+  BENCH_CHAIN_N=400        chained Responses turns per server (cache on, cache off)
   BENCH_READY_STARTS=7     starts measured for time-to-ready
   BENCH_DB=sqlite|postgres BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/test
   BENCH_WORKERS=n          AGENTRY_WORKERS for the server (default: one per core)
@@ -660,6 +663,72 @@ def ttft_section(fake: Fake, ag: Agentry, results: dict) -> None:
               f"p99 {fmt(r['p99'])} ms  failures {failures[pid]}", flush=True)
 
 
+CHAIN_N = env_int("BENCH_CHAIN_N", 40 if QUICK else 400)
+CHAIN_LENGTH = 20
+
+
+def chain_section(run: Run, dbs: Databases, fake: Fake, ag: Agentry, results: dict) -> None:
+    """Responses turns continuing the previous one (`previous_response_id`), sequential on a
+    keep-alive connection, chains of CHAIN_LENGTH turns: on `ag` (the conversation cache on,
+    the default) and on a second server with `conversation_cache_bytes = 0`, turn by turn in
+    alternation so both see the same machine."""
+    print(f"\n== {CHAIN_N} chained Responses turns per server (chains of {CHAIN_LENGTH})",
+          flush=True)
+    off = Agentry(run, dbs, "agentry-no-conversation-cache",
+                  {"AGENTRY_CONVERSATION_CACHE_BYTES": "0"})
+    off.setup(fake, {"bench": "up/fake-echo"})
+    servers = [("cache", ag), ("no_cache", off)]
+    conns = {name: http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+             for name, s in servers}
+    headers = {"Content-Type": "application/json", **AUTH}
+    previous: dict[str, str | None] = {name: None for name, _ in servers}
+    samples: dict[str, list[float]] = {name: [] for name, _ in servers}
+    cpu: dict[str, float] = {name: 0.0 for name, _ in servers}
+    failures: dict[str, int] = {name: 0 for name, _ in servers}
+
+    def one(name: str, server: Agentry, timed: bool) -> None:
+        body = {"model": "bench", "input": MESSAGE}
+        if previous[name]:
+            body["previous_response_id"] = previous[name]
+        c0 = cpu_seconds(server.proc.pid)
+        t0 = time.perf_counter()
+        conns[name].request("POST", "/v1/responses", json.dumps(body), headers)
+        resp = conns[name].getresponse()
+        data = resp.read()
+        took = time.perf_counter() - t0
+        used = cpu_seconds(server.proc.pid) - c0
+        if resp.status != 200:
+            failures[name] += 1
+            previous[name] = None
+            return
+        previous[name] = json.loads(data).get("id")
+        if timed:
+            samples[name].append(took * 1000)
+            cpu[name] += used
+
+    for i in range(CHAIN_LENGTH):  # warm-up: one chain each
+        for name, server in servers:
+            one(name, server, False)
+    for i in range(CHAIN_N):
+        for name, server in servers:
+            if i % CHAIN_LENGTH == 0:
+                previous[name] = None
+            one(name, server, True)
+    for name, _ in servers:
+        conns[name].close()
+        s = sorted(samples[name])
+        results["chain"][name] = {
+            "n": len(s), "failures": failures[name],
+            "p50": percentile(s, 50), "p90": percentile(s, 90), "p99": percentile(s, 99),
+            "cpu_us": cpu[name] / len(s) * 1e6 if s else None,
+        }
+        r = results["chain"][name]
+        print(f"  {name:<9} n={r['n']}  p50 {fmt(r['p50'])}  p90 {fmt(r['p90'])}  "
+              f"p99 {fmt(r['p99'])} ms  CPU {fmt(r['cpu_us'])} µs/turn  "
+              f"failures {failures[name]}", flush=True)
+    off.close()
+
+
 def percentile(sorted_values: list[float], p: float) -> float | None:
     if not sorted_values:
         return None
@@ -1131,6 +1200,22 @@ def report(results: dict) -> str:
         lines.append(f"| {labels[pid]} | {why} | | | | | |")
     lines.append("")
 
+    ch = results.get("chain", {})
+    if ch:
+        lines += [f"### Continuing a response: {CHAIN_N} sequential `/v1/responses` turns with "
+                  f"`previous_response_id` (chains of {CHAIN_LENGTH}), fake latency 0 ms", "",
+                  "CPU = Agentry's CPU time per turn. The two servers are asked in alternation, "
+                  "turn by turn.", "",
+                  "| server | n | p50 | p90 | p99 | CPU µs/turn | failed |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        chain_labels = {"cache": "conversation cache on (default, 8 MiB)",
+                        "no_cache": "conversation cache off (`conversation_cache_bytes = 0`)"}
+        for name, r in ch.items():
+            lines.append(f"| {chain_labels[name]} | {r['n']} | {fmt(r['p50'])} | "
+                         f"{fmt(r['p90'])} | {fmt(r['p99'])} | {fmt(r['cpu_us'])} | "
+                         f"{r['failures'] or ''} |")
+        lines.append("")
+
     mem = results["memory"]
     lines += ["### Resident memory (VmRSS of the Agentry process)", "",
               "| state | VmRSS MB | peak (VmHWM) MB | threads |", "|---|---:|---:|---:|",
@@ -1195,7 +1280,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(), "oha_version": oha_version, "quick": QUICK,
         "db": DB_KIND, "duration_s": DURATION, "note": os.environ.get("BENCH_NOTE", ""),
-        "load": {}, "ttft": {}, "ttft_skipped": {}, "memory": {}, "litellm": {},
+        "load": {}, "ttft": {}, "ttft_skipped": {}, "chain": {}, "memory": {}, "litellm": {},
     }
     print(f"bench: run directory {run.dir} ({'quick' if QUICK else 'full'} run, {DB_KIND})")
 
@@ -1203,6 +1288,7 @@ def main() -> None:
         fake, ag = load_section(run, dbs, latency, results)
         if latency == 0:
             ttft_section(fake, ag, results)
+            chain_section(run, dbs, fake, ag, results)
             ag.close()  # idle processes only from here on
             if LITELLM:
                 litellm_section(run, fake, results)

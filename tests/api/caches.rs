@@ -158,3 +158,93 @@ async fn a_role_change_on_one_replica_applies_on_another() {
     })
     .await;
 }
+
+/// Asks agent `cached` on `app` through the Responses API, continuing `previous` when given.
+async fn respond(app: &TestApp, input: &str, previous: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"model": "cached", "input": input});
+    if let Some(p) = previous {
+        body["previous_response_id"] = json!(p);
+    }
+    json(app.post("/v1/responses", &body).await).await
+}
+
+/// The user texts of a response's conversation up to its question, oldest first.
+async fn inputs_of(app: &TestApp, id: &str) -> Vec<String> {
+    let (status, items) = json(
+        app.get(&format!("/v1/responses/{id}/input_items?order=asc"))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{items}");
+    items["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            item["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_answer_continued_on_another_replica_is_not_continued_from_a_stale_cache() {
+    let a = TestApp::spawn().await;
+    let b = a.replica().await.unwrap();
+    let (status, _) = json(a.post("/api/v1/agents", &json!({"name": "Cached"})).await).await;
+    assert_eq!(status, 201);
+    // A stores the first turn and keeps its tail.
+    let (status, first) = respond(&a, "one", None).await;
+    assert_eq!(status, 200, "{first}");
+    let first_id = first["id"].as_str().unwrap();
+    let line = first["conversation"]["id"].as_str().unwrap().to_owned();
+    // B continues it (reading the database): the answer is no longer the newest.
+    let (status, there) = respond(&b, "elsewhere", Some(first_id)).await;
+    assert_eq!(status, 200, "{there}");
+    assert_eq!(there["conversation"]["id"], line.as_str());
+    // A's tail still names the first answer as the newest; the store refuses the append, and
+    // the turn becomes a branch holding the line up to the first answer.
+    let (status, here) = respond(&a, "here", Some(first_id)).await;
+    assert_eq!(status, 200, "{here}");
+    assert_ne!(here["conversation"]["id"], line.as_str());
+    let there_id = there["id"].as_str().unwrap();
+    let here_id = here["id"].as_str().unwrap();
+    assert_eq!(inputs_of(&a, there_id).await, ["one", "elsewhere"]);
+    assert_eq!(inputs_of(&a, here_id).await, ["one", "here"]);
+    // And a chain on A goes on from its own answers.
+    let (status, next) = respond(&a, "more", Some(here_id)).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["conversation"]["id"], here["conversation"]["id"]);
+    assert_eq!(
+        inputs_of(&a, next["id"].as_str().unwrap()).await,
+        ["one", "here", "more"]
+    );
+}
+
+#[tokio::test]
+async fn a_response_deleted_on_one_replica_cannot_be_continued_on_another() {
+    let a = TestApp::spawn().await;
+    let b = a.replica().await.unwrap();
+    let (status, _) = json(a.post("/api/v1/agents", &json!({"name": "Cached"})).await).await;
+    assert_eq!(status, 201);
+    let (_, first) = respond(&a, "one", None).await;
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let (status, deleted) = json(b.delete(&format!("/v1/responses/{first_id}")).await).await;
+    assert_eq!(status, 200, "{deleted}");
+    // A kept the conversation's tail when it stored the turn; the deletion empties it
+    // within a sync interval, after which A refuses before it calls the model: a streamed
+    // request is answered 404, not a stream that fails at its end.
+    eventually("A refuses the deleted response", || async {
+        let res = a
+            .post(
+                "/v1/responses",
+                &json!({"model": "cached", "input": "two", "stream": true,
+                        "previous_response_id": first_id}),
+            )
+            .await;
+        res.status() == 404
+    })
+    .await;
+}

@@ -66,7 +66,7 @@ impl Coherence {
         })
     }
 
-    fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
@@ -77,7 +77,7 @@ impl Coherence {
 
     /// After a write: empties every cache here and tells the other replicas. A failure to
     /// tell them is logged (they catch up after `max_age`); the write itself stands.
-    async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         self.invalidate();
         if let Err(e) = self.changes.record_change().await {
             tracing::warn!(error = %e, "could not record a change for the other replicas' caches");

@@ -122,6 +122,10 @@ pub struct Config {
     /// Characters of earlier messages sent upstream, at most; the oldest are dropped first
     /// (`AGENTRY_HISTORY_MAX_CHARS`).
     pub history_max_chars: usize,
+    /// Bytes (about) of the conversations this server just stored that it keeps in memory,
+    /// so that a turn continuing from one of their answers (`previous_response_id`) reads
+    /// nothing back; the oldest go first; 0 turns it off (`AGENTRY_CONVERSATION_CACHE_BYTES`).
+    pub conversation_cache_bytes: usize,
     /// Rounds of an agent's own tool calls in one turn, at most; a model asking for more is
     /// stopped with a clear answer (`AGENTRY_MAX_TOOL_STEPS`).
     pub max_tool_steps: u32,
@@ -288,6 +292,7 @@ struct Defaults {
     provider_http_version: HttpVersion,
     history_max_messages: u32,
     history_max_chars: usize,
+    conversation_cache_bytes: usize,
     max_tool_steps: u32,
     tool_timeout_secs: u64,
     tool_max_response_bytes: usize,
@@ -345,6 +350,7 @@ const DEFAULTS: Defaults = Defaults {
     provider_http_version: HttpVersion::Auto,
     history_max_messages: 50,
     history_max_chars: 32_000,
+    conversation_cache_bytes: 8 * 1024 * 1024,
     max_tool_steps: 8,
     tool_timeout_secs: 10,
     tool_max_response_bytes: 64 * 1024,

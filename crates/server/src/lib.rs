@@ -298,6 +298,7 @@ pub async fn services(
                 timeout: Duration::from_secs(config.tool_timeout_secs.max(1)),
                 max_response_bytes: config.tool_max_response_bytes.max(1),
             },
+            conversation_cache_bytes: config.conversation_cache_bytes,
         },
         auth: AuthSettings {
             access_token_ttl: Duration::from_secs(config.access_token_ttl_secs.max(1)),

@@ -27,7 +27,7 @@ use crate::services::{
     FilePorts, FileService, InsightService, InsightSettings, InstanceSettings, Instances,
     KnowledgePorts, KnowledgeService, KnowledgeSettings, McpServerService, McpSettings,
     McpSupervisor, OptimizationService, ProviderEmbedder, ProviderRegistry, Runtime, RuntimePorts,
-    RuntimeSettings, TaskService, TaskSettings, VersionService,
+    RuntimeSettings, Tails, TaskService, TaskSettings, VersionService,
 };
 use crate::tool::HttpToolClient;
 
@@ -239,7 +239,11 @@ impl Services {
             },
             settings.runtime,
         )
-        .with_instances(instances.clone(), metrics.clone());
+        .with_instances(instances.clone(), metrics.clone())
+        .with_tails(Tails::new(
+            coherence.clone(),
+            settings.runtime.conversation_cache_bytes,
+        ));
         let auth = AuthService::new(
             AuthPorts {
                 users: stores.users.clone(),

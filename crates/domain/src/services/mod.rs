@@ -48,7 +48,7 @@ pub use optimizations::OptimizationService;
 pub use providers::ProviderRegistry;
 pub use runtime::{
     CallOptions, ChatTurn, MESSAGE_MAX_CHARS, Memory, Params, RunRequest, Runtime, RuntimePorts,
-    RuntimeSettings, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
+    RuntimeSettings, Tails, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
     may_call_models_directly,
 };
 pub use tasks::{QueueDepth, TaskService, TaskSettings};

@@ -8,7 +8,8 @@
 //! - `turn.rs`: access rules, the prompt, the model calls, the tool loop, the events;
 //! - `record.rs`: what a turn stores when it finishes, is cut, or fails;
 //! - `retrieve.rs`: retrieval for agents with knowledge (passages into the prompt);
-//! - `tools.rs`: the server-side tools a turn runs.
+//! - `tools.rs`: the server-side tools a turn runs;
+//! - `tails.rs`: the conversations just stored, for the turn that continues them.
 
 mod guard;
 #[cfg(test)]
@@ -19,6 +20,9 @@ mod prompt;
 mod record;
 mod retrieve;
 mod routes;
+mod tails;
+#[cfg(test)]
+mod tails_tests;
 #[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
@@ -42,6 +46,7 @@ use crate::services::{ProviderRegistry, VersionService};
 use crate::tool::{HttpToolClient, ToolLimits};
 
 pub use prompt::{MESSAGE_MAX_CHARS, Params};
+pub use tails::Tails;
 pub use turn::{
     CallOptions, ChatTurn, Memory, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart,
     TurnTarget, may_call_models_directly,
@@ -62,6 +67,9 @@ pub struct RuntimeSettings {
     pub max_tool_steps: u32,
     /// Bounds of one server-side tool call.
     pub tool_limits: ToolLimits,
+    /// About how many bytes of just-stored conversation tails the runtime built by
+    /// [`crate::services::Services`] keeps for turns continuing them (0: none).
+    pub conversation_cache_bytes: usize,
 }
 
 impl Default for RuntimeSettings {
@@ -71,6 +79,7 @@ impl Default for RuntimeSettings {
             history_max_chars: 32_000,
             max_tool_steps: 8,
             tool_limits: ToolLimits::default(),
+            conversation_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -113,6 +122,8 @@ pub struct Runtime {
     instances: crate::services::Instances,
     /// What turns count.
     metrics: crate::metrics::Metrics,
+    /// The tails of conversations just stored here.
+    tails: Tails,
 }
 
 /// A one-shot call (seed 000).
@@ -141,6 +152,7 @@ impl Runtime {
             alarms: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
             instances: crate::services::Instances::default(),
             metrics: crate::metrics::Metrics::new(),
+            tails: Tails::off(),
         }
     }
 
@@ -179,6 +191,14 @@ impl Runtime {
     ) -> Self {
         self.instances = instances;
         self.metrics = metrics;
+        self
+    }
+
+    /// The same runtime keeping the tails of the conversations it stores in `tails`, so that
+    /// a turn continuing from an answer stored here reads nothing back (by default: off).
+    #[must_use]
+    pub fn with_tails(mut self, tails: Tails) -> Self {
+        self.tails = tails;
         self
     }
 
@@ -430,7 +450,11 @@ impl Runtime {
     /// Storage failures.
     pub async fn delete_conversation(&self, caller: Option<&Principal>, id: &str) -> Result<bool> {
         match self.usable_conversation(caller, id).await {
-            Ok(_) => self.ports.conversations.delete_conversation(id).await,
+            Ok(_) => {
+                let deleted = self.ports.conversations.delete_conversation(id).await?;
+                self.tails.deleted(id).await;
+                Ok(deleted)
+            }
             Err(Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e),
         }

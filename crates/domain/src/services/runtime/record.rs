@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::Runtime;
+use super::tails::Tail;
 use super::turn::ChatTurn;
 use crate::agent::{Agent, ModelRef};
 use crate::conversation::{
@@ -33,6 +34,9 @@ pub(super) enum Target {
         /// The answer this turn continues right after: if another turn was stored after it
         /// meanwhile, this one becomes a branch instead of merging into that line.
         continued_from: Option<String>,
+        /// The history the turn continued (when it continues an answer and tails are kept):
+        /// with the turn's messages, the conversation's new tail.
+        tail_before: Option<Vec<Message>>,
         /// `false`: answered, then forgotten.
         store: bool,
     },
@@ -110,6 +114,7 @@ impl Recorder {
                 new_conversation,
                 copied,
                 continued_from,
+                tail_before,
                 store,
             } => {
                 let runtime = self.runtime;
@@ -185,10 +190,20 @@ impl Recorder {
                     conversation.message_count += all.len() as u64;
                     conversation.updated_at = answered_at;
                     let store = &runtime.ports.conversations;
+                    let generation = runtime.tails.generation();
+                    // The stored conversation's tail, when it is known exactly: all of a new
+                    // conversation, or a continuation the store accepted at the count read.
+                    let mut new_tail = None;
                     if new_conversation {
                         store.start_conversation(&conversation, &all).await?;
+                        new_tail = runtime.tails.is_on().then_some(all);
                     } else if let Some(from) = continued_from {
-                        if !store.append_messages_if(&all, read_count).await? {
+                        if store.append_messages_if(&all, read_count).await? {
+                            new_tail = tail_before.map(|mut before| {
+                                before.extend(all);
+                                before
+                            });
+                        } else {
                             // Another turn continued the same answer first: branch.
                             conversation = runtime
                                 .branch_with(&conversation, &from, &mut all, answered_at)
@@ -201,6 +216,19 @@ impl Recorder {
                         }
                     } else {
                         store.append_messages(&all).await?;
+                    }
+                    if let Some(mut messages) = new_tail {
+                        let keep = usize::try_from(runtime.settings.history_max_messages)
+                            .unwrap_or(usize::MAX);
+                        messages.drain(..messages.len().saturating_sub(keep));
+                        let conversation = conversation.clone();
+                        runtime.tails.keep(
+                            Tail {
+                                conversation,
+                                messages,
+                            },
+                            generation,
+                        );
                     }
                 }
                 Ok(Recorded {

@@ -60,6 +60,9 @@ pub struct Mem {
     pub messages: Mutex<Vec<Message>>,
     pub runs: Mutex<Vec<Run>>,
     pub mcp_servers: Mutex<Vec<McpServer>>,
+    /// Reads of a conversation or its messages (`get_conversation`, `get_message`,
+    /// `last_messages`, `find_conversation`).
+    pub conversation_reads: AtomicUsize,
 }
 
 impl Mem {
@@ -267,12 +270,14 @@ impl ConversationStore for Mem {
         agent: &AgentId,
         session_key: &str,
     ) -> Result<Option<Conversation>> {
+        self.conversation_reads.fetch_add(1, Ordering::SeqCst);
         Ok(lock(&self.conversations)
             .values()
             .find(|c| &c.agent_id == agent && c.session_key == session_key)
             .cloned())
     }
     async fn get_conversation(&self, id: &str) -> Result<Conversation> {
+        self.conversation_reads.fetch_add(1, Ordering::SeqCst);
         lock(&self.conversations)
             .get(id)
             .cloned()
@@ -296,6 +301,7 @@ impl ConversationStore for Mem {
         })
     }
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        self.conversation_reads.fetch_add(1, Ordering::SeqCst);
         Ok(lock(&self.messages).iter().find(|m| m.id == id).cloned())
     }
     async fn delete_conversation(&self, id: &str) -> Result<bool> {
@@ -351,6 +357,7 @@ impl ConversationStore for Mem {
         Ok(())
     }
     async fn last_messages(&self, conversation_id: &str, limit: u32) -> Result<Vec<Message>> {
+        self.conversation_reads.fetch_add(1, Ordering::SeqCst);
         let all = self.messages_of(conversation_id);
         let skip = all.len().saturating_sub(limit as usize);
         Ok(all.into_iter().skip(skip).collect())

@@ -521,6 +521,9 @@ impl Runtime {
                         now,
                     )
                     .await?;
+                // What the conversation's tail will be after this turn, when it is kept.
+                let tail_before = (self.tails.is_on() && store && continued_from.is_some())
+                    .then(|| history.clone());
                 let mut messages =
                     system_messages(&served.agent.instructions, req.instructions.as_deref());
                 messages.extend(trim_history(history, self.settings.history_max_chars));
@@ -534,6 +537,7 @@ impl Runtime {
                         new_conversation,
                         copied,
                         continued_from,
+                        tail_before,
                         store,
                     },
                     input: req.input,
@@ -865,6 +869,21 @@ impl Runtime {
             all.drain(..cut);
             all
         };
+        // An answer this process just stored: its conversation and tail are in memory (a
+        // stale entry is caught when the turn is stored, see `tails.rs`).
+        if let Some(answer) = from_answer
+            && let Some(hit) = self.tails.get(answer, store)
+        {
+            let c = hit.conversation;
+            if c.agent_id != agent.id || !usable(&c) {
+                return Err(Error::not_found("conversation", answer));
+            }
+            return Ok(Opened::continued(
+                c,
+                tail(hit.messages),
+                Some(answer.to_owned()),
+            ));
+        }
         if let Some(answer) = from_answer
             && let Some(found) = conversations.get_message(answer).await?
         {
