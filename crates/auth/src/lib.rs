@@ -158,13 +158,24 @@ struct Claims {
     exp: i64,
 }
 
+/// Tokens [`JwtCodec`] keeps the verification of, at most; when full it starts again empty.
+const VERIFIED_MAX: usize = 4096;
+
 /// HS256 access tokens.
+///
+/// A token's verification is kept (token → claims) until the token expires: a client sends
+/// the same token with every request for its whole life (15 minutes by default), and checking
+/// an HS256 signature, decoding base64 and parsing the claims cost more than the rest of
+/// authentication together. The signature and claims of a given token cannot change, so a
+/// kept verification is as good as a new one until the expiry, which is checked on each use;
+/// revocation is the session's business and is checked after this, on every request.
 pub struct JwtCodec {
     encoding: EncodingKey,
     decoding: DecodingKey,
     issuer: String,
     audience: String,
     validation: Validation,
+    verified: std::sync::Mutex<std::collections::HashMap<String, AccessClaims>>,
 }
 
 impl std::fmt::Debug for JwtCodec {
@@ -203,8 +214,38 @@ impl JwtCodec {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             validation,
+            verified: std::sync::Mutex::default(),
         })
     }
+
+    /// The kept verification of `token`, if it has not expired (with the same leeway as a
+    /// fresh check).
+    fn kept(&self, token: &str) -> Option<AccessClaims> {
+        let mut verified = self.verified.lock().ok()?;
+        let claims = verified.get(token)?;
+        let leeway = i64::try_from(EXPIRY_LEEWAY.as_secs()).unwrap_or(0);
+        if unix_now() <= claims.expires_at.saturating_add(leeway) {
+            return Some(claims.clone());
+        }
+        verified.remove(token);
+        None
+    }
+
+    fn keep(&self, token: &str, claims: &AccessClaims) {
+        let Ok(mut verified) = self.verified.lock() else {
+            return;
+        };
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(token.to_owned(), claims.clone());
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl TokenCodec for JwtCodec {
@@ -225,6 +266,9 @@ impl TokenCodec for JwtCodec {
     }
 
     fn verify(&self, token: &str) -> Result<AccessClaims> {
+        if let Some(claims) = self.kept(token) {
+            return Ok(claims);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 tracing::debug!(reason = %e.kind_name(), "access token refused");
@@ -236,14 +280,16 @@ impl TokenCodec for JwtCodec {
             ));
         }
         let c = data.claims;
-        Ok(AccessClaims {
+        let claims = AccessClaims {
             user_id: c.sub,
             session_id: c.sid,
             role: c.role,
             token_id: c.jti,
             issued_at: c.iat,
             expires_at: c.exp,
-        })
+        };
+        self.keep(token, &claims);
+        Ok(claims)
     }
 }
 

@@ -121,6 +121,50 @@ fn expired_wrong_issuer_or_audience_are_refused() {
 }
 
 #[test]
+fn a_kept_verification_changes_nothing_that_is_refused() {
+    let c = codec();
+    let token = c.issue(&claims(900)).unwrap();
+    let token = token.expose_secret();
+    assert_eq!(c.verify(token).unwrap(), claims(900));
+    // Kept: the same answer again, and a token differing in one character is still checked.
+    assert_eq!(c.verify(token).unwrap(), claims(900));
+    let (head, sig) = token.rsplit_once('.').unwrap();
+    let mut sig: Vec<char> = sig.chars().collect();
+    sig[3] = if sig[3] == 'A' { 'B' } else { 'A' };
+    let forged = format!("{head}.{}", sig.iter().collect::<String>());
+    assert!(matches!(c.verify(&forged), Err(Error::Unauthorized(_))));
+    assert!(matches!(c.verify(&forged), Err(Error::Unauthorized(_))));
+    assert_eq!(c.verify(token).unwrap(), claims(900));
+}
+
+#[test]
+fn a_kept_verification_ends_when_the_token_expires() {
+    let c = codec();
+    // Valid for about two more seconds (the expiry leeway is 30 s).
+    let leeway = i64::try_from(EXPIRY_LEEWAY.as_secs()).unwrap();
+    let token = c.issue(&claims(2 - leeway)).unwrap();
+    let token = token.expose_secret();
+    assert!(c.verify(token).is_ok());
+    std::thread::sleep(Duration::from_millis(3100));
+    assert!(matches!(c.verify(token), Err(Error::Unauthorized(_))));
+}
+
+#[test]
+fn kept_verifications_are_bounded() {
+    let c = codec();
+    for i in 0..VERIFIED_MAX + 10 {
+        let mut cl = claims(900);
+        cl.token_id = format!("jti-{i}");
+        let token = c.issue(&cl).unwrap();
+        assert_eq!(
+            c.verify(token.expose_secret()).unwrap().token_id,
+            cl.token_id
+        );
+    }
+    assert!(c.verified.lock().unwrap().len() <= VERIFIED_MAX);
+}
+
+#[test]
 fn short_secrets_are_refused() {
     assert!(JwtCodec::new(&SecretString::from("short"), "a", "b").is_err());
 }
