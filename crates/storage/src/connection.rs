@@ -69,3 +69,16 @@ impl HandleError<ConnError> for TraceErrors {
         tracing::warn!(%error, "database connection failed");
     }
 }
+
+/// Runs `$body` with `$c` bound to the backend's own connection, for what `MultiConnection`
+/// cannot express (`RETURNING`, upserts, multi-row inserts) or makes slow: its bind handling
+/// costs a cached insert on SQLite several times the statement's own execution.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::connection::AnyConnection::Sqlite($c) => $body,
+            $crate::connection::AnyConnection::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;

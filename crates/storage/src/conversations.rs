@@ -12,7 +12,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
-use crate::connection::{AnyConnection, MultiBackend};
+use crate::connection::{AnyConnection, MultiBackend, on_backend};
 use crate::history_rows::{ConversationRow, MessageRow};
 use crate::schema::{conversations, messages};
 use crate::store::DieselStore;
@@ -155,16 +155,10 @@ impl ConversationStore for DieselStore {
             .collect::<Result<Vec<_>>>()?;
         self.grouped(move |conn| {
             let stored = conn.transaction(|c| {
-                diesel::insert_into(conversations::table)
+                on_backend!(c, |c| diesel::insert_into(conversations::table)
                     .values(&row)
-                    .execute(c)?;
-                // One insert per message, as in `append`.
-                for message in &rows {
-                    diesel::insert_into(messages::table)
-                        .values(message)
-                        .execute(c)?;
-                }
-                Ok::<_, DieselError>(())
+                    .execute(c))?;
+                insert_messages(c, &rows)
             });
             stored.map_err(|e| {
                 if is_missing_reference(&e) {
@@ -276,20 +270,22 @@ fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> 
         conversations::updated_at.eq(batch.updated_at),
     );
     let owner: Option<String> = match batch.expected {
-        Some(expected) => diesel::update(
+        Some(expected) => on_backend!(&mut *conn, |c| diesel::update(
             conversations::table
                 .filter(conversations::id.eq(&batch.conversation))
                 .filter(conversations::message_count.eq(expected)),
         )
         .set(set)
         .returning(conversations::agent_id)
-        .get_result(conn)
-        .optional()?,
-        None => diesel::update(conversations::table.find(&batch.conversation))
-            .set(set)
-            .returning(conversations::agent_id)
-            .get_result(conn)
-            .optional()?,
+        .get_result(c)
+        .optional())?,
+        None => on_backend!(&mut *conn, |c| diesel::update(
+            conversations::table.find(&batch.conversation)
+        )
+        .set(set)
+        .returning(conversations::agent_id)
+        .get_result(c)
+        .optional())?,
     };
     match owner {
         None if batch.expected.is_some() && exists(conn, &batch.conversation)? => Ok(false),
@@ -302,16 +298,21 @@ fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> 
             batch.conversation, batch.agent
         )))),
         Some(_) => {
-            // One insert per message: multi-row inserts do not compile for SQLite through
-            // `MultiConnection`.
-            for row in &batch.rows {
-                diesel::insert_into(messages::table)
-                    .values(row)
-                    .execute(conn)?;
-            }
+            insert_messages(conn, &batch.rows)?;
             Ok(true)
         }
     }
+}
+
+/// Inserts `rows`, one cached statement each, on the backend's own connection (see
+/// [`on_backend`]).
+fn insert_messages(conn: &mut AnyConnection, rows: &[MessageRow]) -> QueryResult<()> {
+    for row in rows {
+        on_backend!(&mut *conn, |c| diesel::insert_into(messages::table)
+            .values(row)
+            .execute(c))?;
+    }
+    Ok(())
 }
 
 /// Whether the conversation exists.

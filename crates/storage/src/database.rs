@@ -335,3 +335,35 @@ where
     }
     Ok(applied)
 }
+
+/// For unit tests: an in-memory SQLite connection with the schema (foreign keys not enforced), counting the statements
+/// diesel prepares and caches (its `CacheQuery` events) in the returned counter.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn counted_sqlite() -> (
+    diesel::sqlite::SqliteConnection,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use diesel::Connection;
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+    use diesel::sqlite::SqliteConnection;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(Arc<AtomicUsize>);
+    impl Instrumentation for Count {
+        fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    let mut conn = SqliteConnection::establish(":memory:").unwrap();
+    run_pending(&mut conn, SQLITE_MIGRATIONS).unwrap();
+    // Rows without their parents (a message without its agent): the statements are the subject.
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA foreign_keys = OFF")
+        .unwrap();
+    let cached = Arc::new(AtomicUsize::new(0));
+    conn.set_instrumentation(Count(cached.clone()));
+    (conn, cached)
+}

@@ -19,6 +19,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use serde_json::Value;
 
+use crate::connection::on_backend;
 use crate::connection::{AnyConnection, MultiBackend};
 use crate::rows::{corrupt, parse_json};
 use crate::schema::{eval_results, eval_runs, testsets};
@@ -340,15 +341,6 @@ fn matching(filter: &EvalRunFilter) -> eval_runs::BoxedQuery<'_, MultiBackend> {
         q = q.filter(eval_runs::created_by.eq(c));
     }
     q
-}
-
-macro_rules! on_backend {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            AnyConnection::Sqlite($c) => $body,
-            AnyConnection::Postgres($c) => $body,
-        }
-    };
 }
 
 macro_rules! next_run {

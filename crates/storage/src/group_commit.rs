@@ -115,7 +115,8 @@ impl GroupCommit {
     }
 }
 
-/// One transaction for `batch`, each write in a savepoint; then every caller's answer.
+/// One transaction for `batch`, each write in a savepoint (a write alone: in the transaction
+/// itself); then every caller's answer.
 fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>) {
     let mut conn = match pool.get() {
         Ok(c) => c,
@@ -126,15 +127,18 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
             return;
         }
     };
+    if batch.len() == 1 {
+        // Alone: its own transaction is the savepoint (two statements fewer per write when
+        // the database keeps up, which is most of the time).
+        for (job, tx) in batch {
+            let _ = tx.send(attempt(&mut conn, job));
+        }
+        return;
+    }
     let mut waiting = Vec::with_capacity(batch.len());
     let committed = conn.transaction::<_, DieselError, _>(|c| {
         for (job, tx) in batch {
-            let result = match c.transaction::<bool, Failed, _>(|c| job(c).map_err(Failed::Job)) {
-                Ok(done) => Ok(done),
-                Err(Failed::Job(e)) => Err(e),
-                Err(Failed::Db(e)) => Err(query_error(e)),
-            };
-            waiting.push((tx, result));
+            waiting.push((tx, attempt(c, job)));
         }
         Ok(())
     });
@@ -154,5 +158,15 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
                 });
             }
         }
+    }
+}
+
+/// Runs `job` in a transaction (a savepoint when one is open): its answer, with its changes
+/// undone when it fails.
+fn attempt(conn: &mut AnyConnection, job: Job) -> Result<bool> {
+    match conn.transaction::<bool, Failed, _>(|c| job(c).map_err(Failed::Job)) {
+        Ok(done) => Ok(done),
+        Err(Failed::Job(e)) => Err(e),
+        Err(Failed::Db(e)) => Err(query_error(e)),
     }
 }

@@ -18,8 +18,12 @@ use crate::rows::{corrupt, parse_json};
 use crate::schema::{conversations, messages, runs};
 
 /// One row of `conversations`. `context` is a JSON object.
+///
+/// `None` is stored as NULL, not as "the default" (the nullable columns have none): the
+/// insert's SQL is then the same for every row and its prepared statement is cached, where
+/// `DEFAULT` for `None` made SQLite prepare each insert anew.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = conversations)]
+#[diesel(table_name = conversations, treat_none_as_default_value = false)]
 pub(crate) struct ConversationRow {
     pub id: String,
     pub agent_id: String,
@@ -34,8 +38,10 @@ pub(crate) struct ConversationRow {
 /// One row of `messages`. The three token columns are all set or all null, and so are
 /// `provider_id` and `model_name`. `tool_calls` is a JSON array of [`StoredToolCall`]s, null
 /// when the message made no calls.
+///
+/// `None` is stored as NULL, for a cached insert statement (as [`ConversationRow`]).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = messages)]
+#[diesel(table_name = messages, treat_none_as_default_value = false)]
 pub(crate) struct MessageRow {
     pub id: String,
     pub conversation_id: String,
@@ -391,6 +397,56 @@ mod tests {
     use chrono::{NaiveDateTime, Utc};
 
     use super::{ConversationRow, MessageRow};
+
+    /// A conversation's insert and every message's, with or without their optional fields,
+    /// are each one statement prepared once per connection.
+    #[test]
+    fn inserts_are_prepared_once() {
+        use crate::schema::{conversations, messages};
+        use diesel::RunQueryDsl;
+
+        let (mut conn, prepared) = crate::database::counted_sqlite();
+        let first = message();
+        let c = Conversation {
+            id: first.conversation_id.clone(),
+            agent_id: first.agent_id.clone(),
+            session_key: "s".into(),
+            context: serde_json::Map::new(),
+            message_count: 3,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            created_by: None,
+        };
+        diesel::insert_into(conversations::table)
+            .values(&ConversationRow::of(&c).unwrap())
+            .execute(&mut conn)
+            .unwrap();
+        let bare = Message {
+            id: "msg_2".into(),
+            role: Role::User,
+            usage: None,
+            latency_ms: None,
+            agent_version: None,
+            ..first.clone()
+        };
+        let called = Message {
+            id: "msg_3".into(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "lookup".into(),
+                arguments: "{}".into(),
+            }],
+            ..first.clone()
+        };
+        for m in [&first, &bare, &called] {
+            diesel::insert_into(messages::table)
+                .values(&MessageRow::try_from(m).unwrap())
+                .execute(&mut conn)
+                .unwrap();
+        }
+        let counted = prepared.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(counted, 2, "one conversation insert and one message insert");
+    }
 
     fn message() -> Message {
         Message {

@@ -17,6 +17,7 @@ use diesel::dsl::sum;
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
+use crate::connection::on_backend;
 use crate::rows::{corrupt, parse_json};
 use crate::schema::{
     conversation_analyses as ca, conversations, insight_days as days, insight_issue_days as idays,
@@ -120,16 +121,6 @@ type Sums = (
     Option<i64>,
     Option<i64>,
 );
-
-/// Runs `$body` with `$c` bound to the backend's own connection (`RETURNING`, upserts).
-macro_rules! on_backend {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            AnyConnection::Sqlite($c) => $body,
-            AnyConnection::Postgres($c) => $body,
-        }
-    };
-}
 
 /// The UTC midnight of `t`: the day an analysis counts in.
 fn day_of(t: NaiveDateTime) -> NaiveDateTime {

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use diesel::prelude::*;
 use diesel::r2d2::Pool;
 
-use crate::connection::{AnyConnection, Manager};
+use crate::connection::{AnyConnection, Manager, on_backend};
 use crate::history_rows::RunRow;
 use crate::schema::runs;
 
@@ -100,13 +100,35 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>) {
     }
 }
 
-/// Inserts `rows` in one statement. Per backend: diesel's multi-backend connection has no
-/// multi-row insert.
+/// Inserts `rows` (a chunk of [`chunks`]: 64, 32, … or 1 rows) in one statement.
+///
+/// Each size goes through a fixed-size array: diesel caches the prepared statement of an
+/// array insert (its query id is static) but prepares a slice insert anew every time, and on
+/// SQLite preparing a 17-column insert costs several times more than running it.
 fn insert(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
-    match conn {
-        AnyConnection::Sqlite(c) => diesel::insert_into(runs::table).values(rows).execute(c),
-        AnyConnection::Postgres(c) => diesel::insert_into(runs::table).values(rows).execute(c),
+    match rows.len() {
+        64 => insert_array::<64>(conn, rows),
+        32 => insert_array::<32>(conn, rows),
+        16 => insert_array::<16>(conn, rows),
+        8 => insert_array::<8>(conn, rows),
+        4 => insert_array::<4>(conn, rows),
+        2 => insert_array::<2>(conn, rows),
+        1 => insert_array::<1>(conn, rows),
+        _ => rows.iter().try_fold(0, |n, row| {
+            Ok(n + insert_array::<1>(conn, std::slice::from_ref(row))?)
+        }),
     }
+}
+
+/// Inserts exactly `N` rows. Per backend: diesel's multi-backend connection has no multi-row
+/// insert.
+fn insert_array<const N: usize>(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
+    let rows = <&[RunRow; N]>::try_from(rows).map_err(|_| {
+        diesel::result::Error::QueryBuilderError("run log: wrong chunk size".into())
+    })?;
+    on_backend!(conn, |c| diesel::insert_into(runs::table)
+        .values(rows)
+        .execute(c))
 }
 
 /// Largest number of runs in one `INSERT` (17 columns each: 1,088 bound values, far below
@@ -199,6 +221,21 @@ mod tests {
             let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
             assert_eq!(ids, expected);
         }
+    }
+
+    /// Each chunk size is prepared once per connection, then taken from diesel's cache.
+    #[test]
+    fn each_chunk_size_is_prepared_once() {
+        let (conn, prepared) = crate::database::counted_sqlite();
+        let mut conn = AnyConnection::Sqlite(conn);
+        let rows: Vec<RunRow> = (0..70).map(|i| row(&format!("r{i}"))).collect();
+        let mut at = 0;
+        for size in [2, 1, 2, 1, 32, 32] {
+            assert_eq!(insert(&mut conn, &rows[at..at + size]).unwrap(), size);
+            at += size;
+        }
+        let counted = prepared.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(counted, 3, "one statement for each of 2, 1 and 32 rows");
     }
 
     /// Runs with missing optional fields still go in one statement with bound NULLs (diesel

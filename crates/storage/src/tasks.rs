@@ -17,6 +17,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use serde_json::Value;
 
+use crate::connection::on_backend;
 use crate::connection::{AnyConnection, MultiBackend};
 use crate::rows::{corrupt, parse_json};
 use crate::schema::tasks;
@@ -153,17 +154,6 @@ fn existing(conn: &mut AnyConnection, scope: &str, key: &str) -> QueryResult<Opt
         .select(TaskRow::as_select())
         .first(conn)
         .optional()
-}
-
-/// Runs `$body` with `$c` bound to the backend's own connection: `RETURNING` does not go
-/// through `MultiConnection`.
-macro_rules! on_backend {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            AnyConnection::Sqlite($c) => $body,
-            AnyConnection::Postgres($c) => $body,
-        }
-    };
 }
 
 /// The claim's pick: the next runnable task (id and first start), highest priority first.
