@@ -41,7 +41,9 @@ impl DieselStore {
             rows,
         };
         self.grouped(move |conn| {
-            let appended = conn.transaction(|c| append(c, &batch));
+            // No transaction of its own: a group commit runs each write in one (or rolls the
+            // whole batch back when a write fails).
+            let appended = append(conn, &batch);
             appended.map_err(|e| match e {
                 AppendError::Port(e) => e,
                 AppendError::Db(e) if is_missing_reference(&e) => {
@@ -154,12 +156,11 @@ impl ConversationStore for DieselStore {
             .map(MessageRow::try_from)
             .collect::<Result<Vec<_>>>()?;
         self.grouped(move |conn| {
-            let stored = conn.transaction(|c| {
-                on_backend!(c, |c| diesel::insert_into(conversations::table)
-                    .values(&row)
-                    .execute(c))?;
-                insert_messages(c, &rows)
-            });
+            // In the group commit's transaction, as `append_batch`'s.
+            let stored = on_backend!(&mut *conn, |c| diesel::insert_into(conversations::table)
+                .values(&row)
+                .execute(c))
+            .and_then(|_| insert_messages(conn, &rows));
             stored.map_err(|e| {
                 if is_missing_reference(&e) {
                     return Error::not_found("agent", &row.agent_id);

@@ -3,9 +3,10 @@
 //! caller is answered once that transaction has committed (issue 20, decision 109).
 //!
 //! Callers queue their write; the first one to find no batch running becomes the leader and
-//! drains the queue on the blocking pool: one connection, `BEGIN`, each write in a savepoint
-//! of its own (a failing write — a taken id, a stale count — is rolled back alone and its
-//! caller gets its error), `COMMIT`, then every caller learns its result. Writes that arrive
+//! drains the queue on the blocking pool: one connection, `BEGIN`, each write, `COMMIT`, then
+//! every caller learns its result. When a write fails (a taken id, a stale count), the batch
+//! is rolled back and run again with each write in a savepoint of its own, so that the
+//! failing write is rolled back alone and only its caller gets its error. Writes that arrive
 //! while a batch commits wait for the next one, so under load the commit cost (the WAL flush
 //! and fsync on SQLite, the round trip and WAL flush on PostgreSQL) is shared by every turn in
 //! the batch; alone, a write is its own batch at once, with nothing added to wait for. An
@@ -25,7 +26,7 @@ use crate::connection::{AnyConnection, Manager};
 use crate::translate::{pool_error, query_error};
 
 /// One write: its statements (which translate their own errors) and who waits for it.
-type Job = Box<dyn FnOnce(&mut AnyConnection) -> Result<bool> + Send>;
+type Job = Box<dyn Fn(&mut AnyConnection) -> Result<bool> + Send>;
 
 /// Most writes in one transaction (a bound on how long the first of them waits).
 const BATCH_MAX: usize = 256;
@@ -54,7 +55,7 @@ impl GroupCommit {
     pub(crate) async fn run(
         self: &Arc<Self>,
         pool: &Pool<Manager>,
-        work: impl FnOnce(&mut AnyConnection) -> Result<bool> + Send + 'static,
+        work: impl Fn(&mut AnyConnection) -> Result<bool> + Send + 'static,
     ) -> Result<bool> {
         let (tx, rx) = oneshot::channel();
         self.queue
@@ -115,8 +116,9 @@ impl GroupCommit {
     }
 }
 
-/// One transaction for `batch`, each write in a savepoint (a write alone: in the transaction
-/// itself); then every caller's answer.
+/// One transaction for `batch`; then every caller's answer. A write alone runs in the
+/// transaction itself; several run one after the other, and only if one of them fails is the
+/// batch run again with each write in a savepoint of its own.
 fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>) {
     let mut conn = match pool.get() {
         Ok(c) => c,
@@ -134,6 +136,36 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
             let _ = tx.send(attempt(&mut conn, job));
         }
         return;
+    }
+    // First every write straight in the transaction: no savepoint round trips, which on
+    // PostgreSQL are most of a batch's time. If one fails, all is rolled back and the batch
+    // runs again below with a savepoint per write, so that only the failing one fails.
+    let mut answers = Vec::with_capacity(batch.len());
+    let together = conn.transaction::<_, DieselError, _>(|c| {
+        for (job, _) in &batch {
+            match job(c) {
+                Ok(done) => answers.push(done),
+                Err(_) => return Err(DieselError::RollbackTransaction),
+            }
+        }
+        Ok(())
+    });
+    match together {
+        Ok(()) => {
+            for ((_, tx), done) in batch.into_iter().zip(answers) {
+                let _ = tx.send(Ok(done));
+            }
+            return;
+        }
+        Err(DieselError::RollbackTransaction) => {}
+        Err(e) => {
+            // The commit failed: nothing of the batch is stored.
+            let message = format!("{}", query_error(e));
+            for (_, tx) in batch {
+                let _ = tx.send(Err(Error::Unavailable(message.clone())));
+            }
+            return;
+        }
     }
     let mut waiting = Vec::with_capacity(batch.len());
     let committed = conn.transaction::<_, DieselError, _>(|c| {

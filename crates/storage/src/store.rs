@@ -36,11 +36,12 @@ impl DieselStore {
     }
 
     /// Runs `work` (a write whose caller waits for it) in the next group commit: one
-    /// transaction with every other write ready at the time, `work` in a savepoint of its own
-    /// (so its own transaction, if it opens one, nests). Answers once that transaction committed.
+    /// transaction with every other write ready at the time, answered once it committed. When
+    /// `work` fails, its changes are undone (the batch runs again with a savepoint per write),
+    /// so it needs no transaction of its own; it may be run twice, hence `Fn`.
     pub(crate) async fn grouped<F>(&self, work: F) -> Result<bool>
     where
-        F: FnOnce(&mut AnyConnection) -> Result<bool> + Send + 'static,
+        F: Fn(&mut AnyConnection) -> Result<bool> + Send + 'static,
     {
         self.group.run(&self.pool, work).await
     }

@@ -145,6 +145,7 @@ contract_tests!(
     append_and_last_messages_order_and_limit,
     append_is_atomic,
     concurrent_appends_count_every_message,
+    a_failing_write_among_concurrent_ones_fails_alone,
     append_rejects_batches_of_several_conversations,
     append_to_missing_conversation_is_not_found,
     start_conversation_stores_it_with_its_messages,
@@ -1495,6 +1496,52 @@ async fn concurrent_appends_count_every_message(db: Database) {
         24
     );
     assert_eq!(store.last_messages("conv_1", 100).await.unwrap().len(), 24);
+}
+
+/// Concurrent writes share group commits; one that fails (a taken message id) is undone
+/// whole, its other message included, and the writes batched with it are stored.
+async fn a_failing_write_among_concurrent_ones_fails_alone(db: Database) {
+    let agent = seed_agent(&db, "Crowded").await;
+    let conv = open_new(&db, "conv_1", &agent, "s").await;
+    let store = db.conversations();
+    store
+        .append_messages(&[msg(&conv, "taken", 0)])
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, conv) = (db.conversations(), conv.clone());
+                tokio::spawn(async move {
+                    let second = if i == 5 {
+                        "taken".to_owned()
+                    } else {
+                        format!("r{round}m{i}b")
+                    };
+                    let batch = [
+                        msg(&conv, &format!("r{round}m{i}a"), i),
+                        msg(&conv, &second, i),
+                    ];
+                    (i, store.append_messages(&batch).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (i, result) = task.await.unwrap();
+            assert_eq!(result.is_err(), i == 5, "write {i}: {result:?}");
+        }
+        assert!(
+            store
+                .get_message(&format!("r{round}m5a"))
+                .await
+                .unwrap()
+                .is_none(),
+            "the failed write's first message was undone with it"
+        );
+    }
+    let stored = store.get_conversation("conv_1").await.unwrap();
+    assert_eq!(stored.message_count, 1 + 3 * 22);
+    assert_eq!(store.last_messages("conv_1", 200).await.unwrap().len(), 67);
 }
 
 async fn append_rejects_batches_of_several_conversations(db: Database) {
