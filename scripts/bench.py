@@ -674,13 +674,17 @@ def chain_section(run: Run, dbs: Databases, fake: Fake, ag: Agentry, results: di
     alternation so both see the same machine."""
     print(f"\n== {CHAIN_N} chained Responses turns per server (chains of {CHAIN_LENGTH})",
           flush=True)
+    ag_auth = dict(AUTH)
     off = Agentry(run, dbs, "agentry-no-conversation-cache",
                   {"AGENTRY_CONVERSATION_CACHE_BYTES": "0"})
     off.setup(fake, {"bench": "up/fake-echo"})
+    # Each server signs its own access tokens: the second one's login replaced AUTH's.
+    headers = {"cache": {"Content-Type": "application/json", **ag_auth},
+               "no_cache": {"Content-Type": "application/json", **AUTH}}
     servers = [("cache", ag), ("no_cache", off)]
     conns = {name: http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
              for name, s in servers}
-    headers = {"Content-Type": "application/json", **AUTH}
+    statuses: dict[str, dict[int, int]] = {name: {} for name, _ in servers}
     previous: dict[str, str | None] = {name: None for name, _ in servers}
     samples: dict[str, list[float]] = {name: [] for name, _ in servers}
     cpu: dict[str, float] = {name: 0.0 for name, _ in servers}
@@ -692,13 +696,14 @@ def chain_section(run: Run, dbs: Databases, fake: Fake, ag: Agentry, results: di
             body["previous_response_id"] = previous[name]
         c0 = cpu_seconds(server.proc.pid)
         t0 = time.perf_counter()
-        conns[name].request("POST", "/v1/responses", json.dumps(body), headers)
+        conns[name].request("POST", "/v1/responses", json.dumps(body), headers[name])
         resp = conns[name].getresponse()
         data = resp.read()
         took = time.perf_counter() - t0
         used = cpu_seconds(server.proc.pid) - c0
         if resp.status != 200:
             failures[name] += 1
+            statuses[name][resp.status] = statuses[name].get(resp.status, 0) + 1
             previous[name] = None
             return
         previous[name] = json.loads(data).get("id")
@@ -725,8 +730,10 @@ def chain_section(run: Run, dbs: Databases, fake: Fake, ag: Agentry, results: di
         r = results["chain"][name]
         print(f"  {name:<9} n={r['n']}  p50 {fmt(r['p50'])}  p90 {fmt(r['p90'])}  "
               f"p99 {fmt(r['p99'])} ms  CPU {fmt(r['cpu_us'])} µs/turn  "
-              f"failures {failures[name]}", flush=True)
+              f"failures {failures[name]} {statuses[name] or ''}", flush=True)
     off.close()
+    AUTH.clear()
+    AUTH.update(ag_auth)
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
