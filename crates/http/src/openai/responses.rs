@@ -579,6 +579,13 @@ impl Reported {
         if o.finish_reason.as_deref() == Some("max_tool_steps") {
             v["incomplete_details"] = json!({"reason": "max_tool_calls"});
         }
+        // Where the turn was stored: a continuation whose answer was continued elsewhere
+        // meanwhile becomes a branch when stored, not the conversation it started in.
+        if self.conversation.is_some()
+            && let Some(chat) = &o.chat
+        {
+            v["conversation"] = json!({"id": chat.conversation.id});
+        }
         v
     }
 }
