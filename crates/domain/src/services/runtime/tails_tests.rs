@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Map;
 
-use super::test_support::{Harness, delta, done};
+use super::test_support::{Harness, continuing, delta, done, live};
 use super::*;
 use crate::agent::AgentStatus;
 use crate::cache::Coherence;
@@ -44,21 +43,8 @@ fn harness(counter: &Arc<Counter>, budget: usize) -> (Harness, Arc<Coherence>) {
     (h, coherence)
 }
 
-fn live(key: &str) -> TurnTarget {
-    TurnTarget::LiveAgent(AgentRef::parse(key).unwrap())
-}
-
 fn from(answer: &str, message: &str, store: bool) -> TurnRequest {
-    TurnRequest {
-        memory: Memory::Conversation {
-            session_key: None,
-            conversation_id: None,
-            from_answer: Some(answer.to_owned()),
-            context: Map::new(),
-            store,
-        },
-        ..TurnRequest::user(message)
-    }
+    continuing(answer, message, store)
 }
 
 async fn turn(h: &Harness, request: TurnRequest) -> ChatTurn {
@@ -67,9 +53,19 @@ async fn turn(h: &Harness, request: TurnRequest) -> ChatTurn {
 
 /// A turn on `runtime` (another replica over `h`'s store and model).
 async fn turn_on(h: &Harness, runtime: &Runtime, request: TurnRequest) -> ChatTurn {
+    turn_as(h, runtime, None, request).await
+}
+
+/// A turn of `caller` on `runtime`, answered "ok".
+async fn turn_as(
+    h: &Harness,
+    runtime: &Runtime,
+    caller: Option<&crate::auth::Principal>,
+    request: TurnRequest,
+) -> ChatTurn {
     h.llm.answer(vec![delta("ok"), done("stop", 1, 1)]);
     runtime
-        .start_turn(None, live("a"), request)
+        .start_turn(caller, live("a"), request)
         .await
         .unwrap()
         .finish()
@@ -288,17 +284,7 @@ async fn another_caller_cannot_continue_a_cached_answer() {
     h.agent("a", AgentStatus::Active, "", vec![]).await;
     let owner = invoker("owner");
     let stranger = invoker("stranger");
-    h.llm.answer(vec![delta("ok"), done("stop", 1, 1)]);
-    let first = h
-        .runtime
-        .start_turn(Some(&owner), live("a"), TurnRequest::user("one"))
-        .await
-        .unwrap()
-        .finish()
-        .await
-        .unwrap()
-        .chat
-        .unwrap();
+    let first = turn_as(&h, &h.runtime, Some(&owner), TurnRequest::user("one")).await;
     let before = reads(&h);
     let refused = h
         .runtime

@@ -558,6 +558,25 @@ impl LlmClientFactory for Factory {
     }
 }
 
+/// A live agent by key.
+pub fn live(key: &str) -> super::TurnTarget {
+    super::TurnTarget::LiveAgent(AgentRef::parse(key).unwrap())
+}
+
+/// `message`, continuing from `answer` (stored unless `store` is false).
+pub fn continuing(answer: &str, message: &str, store: bool) -> super::TurnRequest {
+    super::TurnRequest {
+        memory: super::Memory::Conversation {
+            session_key: None,
+            conversation_id: None,
+            from_answer: Some(answer.to_owned()),
+            context: Map::new(),
+            store,
+        },
+        ..super::TurnRequest::user(message)
+    }
+}
+
 pub fn delta(text: &str) -> Result<StreamEvent, ProviderError> {
     Ok(StreamEvent::Delta(text.to_owned()))
 }

@@ -5,7 +5,9 @@
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::test_support::{Harness, Script, call, delta, done, mock_model, tool_call};
+use super::test_support::{
+    Harness, Script, call, continuing, delta, done, live, mock_model, tool_call,
+};
 use super::*;
 use crate::agent::AgentStatus;
 use crate::auth::{Principal, PrincipalKind, Scope};
@@ -35,10 +37,6 @@ fn run_memory() -> Memory {
 
 fn run_request(message: &str) -> TurnRequest {
     TurnRequest::new(vec![PromptMessage::new(Role::User, message)], run_memory())
-}
-
-fn live(key: &str) -> TurnTarget {
-    TurnTarget::LiveAgent(AgentRef::parse(key).unwrap())
 }
 
 fn served(key: &str) -> TurnTarget {
@@ -1568,16 +1566,7 @@ async fn bad_options_are_invalid_before_the_model_is_called() {
 // Continuing from an answer
 
 fn from(answer: &str) -> TurnRequest {
-    TurnRequest {
-        memory: Memory::Conversation {
-            session_key: None,
-            conversation_id: None,
-            from_answer: Some(answer.to_owned()),
-            context: Map::new(),
-            store: true,
-        },
-        ..TurnRequest::user("next")
-    }
+    continuing(answer, "next", true)
 }
 
 #[tokio::test]
