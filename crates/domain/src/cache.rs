@@ -42,7 +42,7 @@ use crate::version::AgentVersion;
 /// Most entries one cache keeps; when full, it is emptied and fills again with what is used.
 const CAPACITY: usize = 10_000;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

@@ -116,9 +116,9 @@ impl GroupCommit {
     }
 }
 
-/// One transaction for `batch`; then every caller's answer. A write alone runs in the
-/// transaction itself; several run one after the other, and only if one of them fails is the
-/// batch run again with each write in a savepoint of its own.
+/// One transaction for `batch` (a write alone included), the writes one after the other;
+/// then every caller's answer. Only if a write fails is the batch run again with each write
+/// in a savepoint of its own.
 fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>) {
     let mut conn = match pool.get() {
         Ok(c) => c,
@@ -129,14 +129,6 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
             return;
         }
     };
-    if batch.len() == 1 {
-        // Alone: its own transaction is the savepoint (two statements fewer per write when
-        // the database keeps up, which is most of the time).
-        for (job, tx) in batch {
-            let _ = tx.send(attempt(&mut conn, job));
-        }
-        return;
-    }
     // First every write straight in the transaction: no savepoint round trips, which on
     // PostgreSQL are most of a batch's time. If one fails, all is rolled back and the batch
     // runs again below with a savepoint per write, so that only the failing one fails.

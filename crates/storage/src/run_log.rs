@@ -114,21 +114,22 @@ fn insert(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
         4 => insert_array::<4>(conn, rows),
         2 => insert_array::<2>(conn, rows),
         1 => insert_array::<1>(conn, rows),
-        _ => rows.iter().try_fold(0, |n, row| {
-            Ok(n + insert_array::<1>(conn, std::slice::from_ref(row))?)
-        }),
+        _ => Err(wrong_size()),
     }
 }
 
 /// Inserts exactly `N` rows. Per backend: diesel's multi-backend connection has no multi-row
 /// insert.
 fn insert_array<const N: usize>(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
-    let rows = <&[RunRow; N]>::try_from(rows).map_err(|_| {
-        diesel::result::Error::QueryBuilderError("run log: wrong chunk size".into())
-    })?;
+    let rows = <&[RunRow; N]>::try_from(rows).map_err(|_| wrong_size())?;
     on_backend!(conn, |c| diesel::insert_into(runs::table)
         .values(rows)
         .execute(c))
+}
+
+/// A chunk not made by [`chunks`] (never, in this module).
+fn wrong_size() -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError("run log: a chunk of an unexpected size".into())
 }
 
 /// Largest number of runs in one `INSERT` (17 columns each: 1,088 bound values, far below

@@ -101,6 +101,13 @@ pub(super) fn millis(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// The newest `max` of `messages` (oldest first), the others dropped.
+pub(super) fn newest(mut messages: Vec<Message>, max: u32) -> Vec<Message> {
+    let keep = usize::try_from(max).unwrap_or(usize::MAX);
+    messages.drain(..messages.len().saturating_sub(keep));
+    messages
+}
+
 /// Keeps the newest messages that fit the character budget, oldest first. The kept history
 /// never starts with a tool result (its call would be missing: providers refuse that).
 pub(super) fn trim_history(history: Vec<Message>, max_chars: usize) -> Vec<PromptMessage> {

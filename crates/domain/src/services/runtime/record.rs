@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::Runtime;
+use super::prompt::newest;
 use super::tails::Tail;
 use super::turn::ChatTurn;
 use crate::agent::{Agent, ModelRef};
@@ -217,18 +218,12 @@ impl Recorder {
                     } else {
                         store.append_messages(&all).await?;
                     }
-                    if let Some(mut messages) = new_tail {
-                        let keep = usize::try_from(runtime.settings.history_max_messages)
-                            .unwrap_or(usize::MAX);
-                        messages.drain(..messages.len().saturating_sub(keep));
-                        let conversation = conversation.clone();
-                        runtime.tails.keep(
-                            Tail {
-                                conversation,
-                                messages,
-                            },
-                            generation,
-                        );
+                    if let Some(messages) = new_tail {
+                        let tail = Tail {
+                            conversation: conversation.clone(),
+                            messages: newest(messages, runtime.settings.history_max_messages),
+                        };
+                        runtime.tails.keep(tail, generation);
                     }
                 }
                 Ok(Recorded {

@@ -21,17 +21,13 @@
 //! The cache is bounded by an estimate of its bytes and drops its oldest entries first.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
-use crate::cache::Coherence;
+use crate::cache::{Coherence, lock};
 use crate::conversation::{Conversation, Message};
 
 /// What one message costs beyond its text, roughly (ids, timestamps, the struct itself).
 const MESSAGE_OVERHEAD: usize = 256;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A conversation as stored after a turn, and its newest messages (oldest first, ending with
 /// the answer).
@@ -46,6 +42,16 @@ struct Entry {
     bytes: usize,
 }
 
+#[derive(Default)]
+struct State {
+    /// The generation of every entry held.
+    generation: u64,
+    entries: HashMap<String, Entry>,
+    /// Keys in the order they were kept; may name entries already taken.
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
 impl State {
     /// Drops everything when the caches were emptied since the entries were kept.
     fn at(&mut self, generation: u64) {
@@ -56,16 +62,6 @@ impl State {
             self.generation = generation;
         }
     }
-}
-
-#[derive(Default)]
-struct State {
-    /// The generation of every entry held.
-    generation: u64,
-    entries: HashMap<String, Entry>,
-    /// Keys in the order they were kept; may name entries already taken.
-    order: VecDeque<String>,
-    bytes: usize,
 }
 
 struct Inner {

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
 use super::guard::guard_whole_answer;
-use super::prompt::{check_input, check_length, millis, system_messages, trim_history};
+use super::prompt::{check_input, check_length, millis, newest, system_messages, trim_history};
 use super::record::{Produced, Recorded, Recorder, Target};
 use super::retrieve::with_sources;
 use super::routes::{Routes, provider_error};
@@ -863,12 +863,7 @@ impl Runtime {
         let usable = |c: &Conversation| {
             caller.is_none_or(|p| p.may_use_conversation(c.created_by.as_deref()))
         };
-        let tail = |mut all: Vec<Message>| {
-            let keep = usize::try_from(max).unwrap_or(usize::MAX);
-            let cut = all.len().saturating_sub(keep);
-            all.drain(..cut);
-            all
-        };
+        let tail = |all: Vec<Message>| newest(all, max);
         // An answer this process just stored: its conversation and tail are in memory (a
         // stale entry is caught when the turn is stored, see `tails.rs`).
         if let Some(answer) = from_answer
