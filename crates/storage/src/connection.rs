@@ -20,6 +20,9 @@ pub enum AnyConnection {
 
 /// Run on every new SQLite connection. `busy_timeout` must come first: switching to WAL
 /// takes a lock, and without a timeout concurrent start-up fails with "database is locked".
+/// The automatic checkpoint is then set to a backstop,
+/// [`BACKSTOP_PAGES`](crate::checkpoint::BACKSTOP_PAGES): a thread of its own checkpoints the
+/// log, so that commits do not (see `checkpoint.rs`).
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
                             PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
@@ -44,6 +47,10 @@ impl ManageConnection for Manager {
             Target::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path)?;
                 conn.batch_execute(SQLITE_SETUP)?;
+                conn.batch_execute(&format!(
+                    "PRAGMA wal_autocheckpoint = {}",
+                    crate::checkpoint::BACKSTOP_PAGES
+                ))?;
                 Ok(AnyConnection::Sqlite(conn))
             }
             Target::Postgres(url) => Ok(AnyConnection::Postgres(PgConnection::establish(url)?)),

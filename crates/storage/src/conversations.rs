@@ -305,10 +305,21 @@ fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> 
     }
 }
 
-/// Inserts `rows`, one cached statement each, on the backend's own connection (see
-/// [`on_backend`]).
+/// Inserts `rows` two to a statement (a turn's question and answer in one), each statement
+/// cached, on the backend's own connection (see [`on_backend`]): on PostgreSQL one round trip
+/// of the batch's writing connection fewer per turn.
 fn insert_messages(conn: &mut AnyConnection, rows: &[MessageRow]) -> QueryResult<()> {
-    for row in rows {
+    let mut pairs = rows.chunks_exact(2);
+    for pair in pairs.by_ref() {
+        // Through a fixed-size array: diesel caches an array insert's statement, not a slice's.
+        let pair = <&[MessageRow; 2]>::try_from(pair).map_err(|_| {
+            DieselError::QueryBuilderError("messages: a pair that is not two rows".into())
+        })?;
+        on_backend!(&mut *conn, |c| diesel::insert_into(messages::table)
+            .values(pair)
+            .execute(c))?;
+    }
+    for row in pairs.remainder() {
         on_backend!(&mut *conn, |c| diesel::insert_into(messages::table)
             .values(row)
             .execute(c))?;
@@ -441,4 +452,56 @@ fn matching_messages(query: &MessageQuery) -> messages::BoxedQuery<'_, MultiBack
 /// Rows read newest first, as messages oldest first.
 fn oldest_first(rows: Vec<MessageRow>) -> Result<Vec<Message>> {
     rows.into_iter().rev().map(Message::try_from).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::DateTime;
+
+    use super::*;
+
+    fn row(id: &str) -> MessageRow {
+        MessageRow {
+            id: id.to_owned(),
+            conversation_id: "c".to_owned(),
+            agent_id: "a".to_owned(),
+            role: "user".to_owned(),
+            content: format!("text of {id}"),
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            latency_ms: None,
+            provider_id: None,
+            model_name: None,
+            agent_version: None,
+            status: "complete".to_owned(),
+            created_at: DateTime::UNIX_EPOCH.naive_utc(),
+            tool_calls: None,
+            tool_call_id: None,
+            annotations: None,
+        }
+    }
+
+    /// Messages go in two to a statement: two statements prepared in all (a pair, a single),
+    /// then reused; every row is stored once.
+    #[test]
+    fn messages_are_inserted_in_pairs_from_cached_statements() {
+        let (conn, prepared) = crate::database::counted_sqlite();
+        let mut conn = AnyConnection::Sqlite(conn);
+        let rows: Vec<MessageRow> = (0..9).map(|i| row(&format!("m{i}"))).collect();
+        insert_messages(&mut conn, &rows[..5]).unwrap();
+        insert_messages(&mut conn, &rows[5..]).unwrap();
+        insert_messages(&mut conn, &[]).unwrap();
+        let counted = prepared.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(counted, 2, "one statement for a pair, one for a single row");
+        let stored: Vec<String> = on_backend!(&mut conn, |c| messages::table
+            .select(messages::id)
+            .order(messages::id)
+            .load(c))
+        .unwrap();
+        let expected: Vec<String> = (0..9).map(|i| format!("m{i}")).collect();
+        assert_eq!(stored, expected);
+    }
 }

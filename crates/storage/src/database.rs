@@ -13,8 +13,10 @@ use agentry_domain::ports::{
 use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager, TraceErrors};
 use crate::error::StorageError;
+use crate::group_commit::GroupCommit;
 use crate::run_log::RunLog;
 use crate::store::DieselStore;
 use crate::target::{Backend, Target};
@@ -75,7 +77,8 @@ pub struct Database {
     run_log: Arc<RunLog>,
     target: Target,
     events: Arc<std::sync::OnceLock<Arc<dyn EventBus>>>,
-    group: Arc<crate::group_commit::GroupCommit>,
+    group: Arc<GroupCommit>,
+    checkpoint: Checkpointer,
 }
 
 impl Database {
@@ -107,14 +110,19 @@ impl Database {
                 backend: backend.as_str(),
                 message: e.to_string(),
             })?;
-        let run_log = Arc::new(RunLog::start(pool.clone()));
+        let checkpoint = match backend {
+            Backend::Sqlite => Checkpointer::start(pool.clone()),
+            Backend::Postgres => Checkpointer::default(),
+        };
+        let run_log = Arc::new(RunLog::start(pool.clone(), checkpoint.clone()));
         Ok(Self {
             pool,
             backend,
             run_log,
             target,
             events: Arc::new(std::sync::OnceLock::new()),
-            group: Arc::default(),
+            group: Arc::new(GroupCommit::new(checkpoint.clone())),
+            checkpoint,
         })
     }
 
@@ -243,9 +251,14 @@ impl Database {
     }
 
     /// The pool's use, as metrics (`agentry_db_pool_connections{state}`,
-    /// `agentry_db_pool_max_connections`).
+    /// `agentry_db_pool_max_connections`), and on SQLite the background WAL checkpoints
+    /// (`agentry_db_wal_checkpoints_total`, `agentry_db_wal_checkpoint_failures_total`,
+    /// `agentry_db_wal_checkpoint_seconds_total`).
     pub fn pool_metrics(&self) -> Arc<dyn agentry_domain::metrics::MetricsSource> {
-        Arc::new(PoolMetrics(self.pool.clone()))
+        Arc::new(PoolMetrics {
+            pool: self.pool.clone(),
+            checkpoint: (self.backend == Backend::Sqlite).then(|| self.checkpoint.clone()),
+        })
     }
 
     /// The change counter shared by every replica (for the in-process caches).
@@ -279,16 +292,20 @@ impl fmt::Debug for Database {
     }
 }
 
-/// The pool's use, read on every scrape (`r2d2::Pool::state`: one short lock).
-struct PoolMetrics(Pool<Manager>);
+/// The pool's use, read on every scrape (`r2d2::Pool::state`: one short lock), and the
+/// checkpoint thread's counts on SQLite.
+struct PoolMetrics {
+    pool: Pool<Manager>,
+    checkpoint: Option<Checkpointer>,
+}
 
 impl agentry_domain::metrics::MetricsSource for PoolMetrics {
     fn collect(&self) -> Vec<agentry_domain::metrics::Family> {
         use agentry_domain::metrics::{Family, Kind};
-        let state = self.0.state();
+        let state = self.pool.state();
         let idle = state.idle_connections;
         let in_use = state.connections.saturating_sub(idle);
-        vec![
+        let mut families = vec![
             Family::new(
                 "agentry_db_pool_connections",
                 "Database connections open, by state (in_use, idle)",
@@ -301,8 +318,33 @@ impl agentry_domain::metrics::MetricsSource for PoolMetrics {
                 "The database pool's size (database_max_connections)",
                 Kind::Gauge,
             )
-            .with(Vec::new(), f64::from(self.0.max_size())),
-        ]
+            .with(Vec::new(), f64::from(self.pool.max_size())),
+        ];
+        if let Some(checkpoint) = &self.checkpoint {
+            let (runs, failures, seconds) = checkpoint.counts().read();
+            #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+            families.extend([
+                Family::new(
+                    "agentry_db_wal_checkpoints_total",
+                    "SQLite WAL checkpoints run in the background",
+                    Kind::Counter,
+                )
+                .with(Vec::new(), runs as f64),
+                Family::new(
+                    "agentry_db_wal_checkpoint_failures_total",
+                    "SQLite WAL checkpoints that failed (retried on the next write)",
+                    Kind::Counter,
+                )
+                .with(Vec::new(), failures as f64),
+                Family::new(
+                    "agentry_db_wal_checkpoint_seconds_total",
+                    "Time spent in background SQLite WAL checkpoints",
+                    Kind::Counter,
+                )
+                .with(Vec::new(), seconds),
+            ]);
+        }
+        families
     }
 }
 

@@ -22,6 +22,7 @@ use diesel::r2d2::Pool;
 use diesel::result::Error as DieselError;
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager};
 use crate::translate::{pool_error, query_error};
 
@@ -32,10 +33,11 @@ type Job = Box<dyn Fn(&mut AnyConnection) -> Result<bool> + Send>;
 const BATCH_MAX: usize = 256;
 
 /// The queue and its leader flag; one per database, shared by every store over it.
-#[derive(Default)]
 pub(crate) struct GroupCommit {
     queue: Mutex<Vec<(Job, oneshot::Sender<Result<bool>>)>>,
     leading: AtomicBool,
+    /// Told after each commit (SQLite checkpoints the log on its own thread).
+    checkpoint: Checkpointer,
 }
 
 /// A job that failed inside the batch: its own error, or the savepoint's.
@@ -51,6 +53,14 @@ impl From<DieselError> for Failed {
 }
 
 impl GroupCommit {
+    pub(crate) fn new(checkpoint: Checkpointer) -> Self {
+        Self {
+            queue: Mutex::default(),
+            leading: AtomicBool::new(false),
+            checkpoint,
+        }
+    }
+
     /// Runs `work` in the next batch and answers once that batch committed.
     pub(crate) async fn run(
         self: &Arc<Self>,
@@ -112,6 +122,7 @@ impl GroupCommit {
                 return;
             }
             commit(pool, batch);
+            self.checkpoint.wrote();
         }
     }
 }

@@ -21,6 +21,7 @@ mod agents;
 mod auth;
 mod auth_rows;
 mod changes;
+mod checkpoint;
 mod clusters;
 mod connection;
 mod conversations;

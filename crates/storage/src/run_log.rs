@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use diesel::prelude::*;
 use diesel::r2d2::Pool;
 
+use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager, on_backend};
 use crate::history_rows::RunRow;
 use crate::schema::runs;
@@ -36,11 +37,11 @@ pub(crate) struct RunLog {
 impl RunLog {
     /// Starts the writer over `pool`. If the thread cannot start, every log is written
     /// synchronously by its caller.
-    pub(crate) fn start(pool: Pool<Manager>) -> Self {
+    pub(crate) fn start(pool: Pool<Manager>, checkpoint: Checkpointer) -> Self {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("agentry-run-log".to_owned())
-            .spawn(move || write_loop(&pool, &rx))
+            .spawn(move || write_loop(&pool, &rx, &checkpoint))
             .map_err(|e| tracing::warn!(error = %e, "run log writer not started; runs are written synchronously"))
             .ok();
         Self {
@@ -81,7 +82,7 @@ impl Drop for RunLog {
     }
 }
 
-fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>) {
+fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>, checkpoint: &Checkpointer) {
     // After a full batch more are likely waiting: take them at once.
     let mut behind = false;
     while let Ok(first) = rx.recv() {
@@ -97,6 +98,7 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>) {
         }
         behind = batch.len() == BATCH;
         write_batch(pool, &batch);
+        checkpoint.wrote();
     }
 }
 

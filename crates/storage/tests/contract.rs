@@ -2697,6 +2697,61 @@ async fn sqlite_write_lock_timeout_is_unavailable() {
     db.agents().insert_agent(&agent("Unblocked")).await.unwrap();
 }
 
+/// A commit leaves SQLite's log to the checkpoint thread: the database file takes the
+/// committed pages although no commit came near the connections' automatic checkpoint (10,000
+/// pages), and the pool's metrics count the checkpoint.
+#[tokio::test]
+async fn sqlite_checkpoints_the_log_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wal.db");
+    let db = Database::connect(&format!("sqlite://{}", file.display()), options()).unwrap();
+    db.migrate().unwrap();
+    let checkpoints = |db: &Database| {
+        db.pool_metrics()
+            .collect()
+            .iter()
+            .find(|f| f.name == "agentry_db_wal_checkpoints_total")
+            .and_then(|f| f.number(&[]))
+            .unwrap()
+    };
+    // The migrations do not nudge the thread: the schema is still only in the log.
+    let before = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(checkpoints(&db), 0.0);
+    let agent = seed_agent(&db, "Logged").await;
+    let conv = unsaved("conv_w", &agent, "conv_w", 1, t0());
+    db.conversations()
+        .start_conversation(&conv, &[msg(&conv, "m1", 1)])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while checkpoints(&db) < 1.0 || std::fs::metadata(&file).unwrap().len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 10 s: {} checkpoints, file {} bytes (was {before})",
+            checkpoints(&db),
+            std::fs::metadata(&file).unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failures = db
+        .pool_metrics()
+        .collect()
+        .iter()
+        .find(|f| f.name == "agentry_db_wal_checkpoint_failures_total")
+        .and_then(|f| f.number(&[]))
+        .unwrap();
+    assert_eq!(failures, 0.0);
+    // PostgreSQL has no such thread and reports none.
+    if let Some((pg, _schema)) = postgres_db() {
+        assert!(
+            pg.pool_metrics()
+                .collect()
+                .iter()
+                .all(|f| !f.name.starts_with("agentry_db_wal_"))
+        );
+    }
+}
+
 #[test]
 fn unreachable_postgres_fails_to_connect() {
     let opts = PoolOptions {
