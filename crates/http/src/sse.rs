@@ -41,6 +41,27 @@ pub fn named_frame(event: &str, value: &Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {value}\n\n"))
 }
 
+/// One SSE frame with an `event:` name, serialized straight from `value` (no
+/// `serde_json::Value` in between).
+pub fn named_frame_of(event: &str, value: &impl serde::Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(1024);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(event.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    match serde_json::to_writer(&mut buf, value) {
+        Ok(()) => {
+            buf.extend_from_slice(b"\n\n");
+            Bytes::from(buf)
+        }
+        Err(error) => {
+            // Not reachable with the types sent (no map has non-string keys); a comment
+            // line, which clients skip, rather than a half-written event.
+            tracing::error!(%error, event, "an event could not be serialized");
+            Bytes::from_static(b": an event could not be serialized\n\n")
+        }
+    }
+}
+
 /// Encodes one surface's stream: the frames of each turn event.
 pub trait Encoder: Send + Unpin + 'static {
     /// Appends the frames of `event` to `out`.

@@ -13,6 +13,7 @@ use agentry_domain::llm::{PromptMessage, Role, TokenUsage, ToolCall};
 use agentry_domain::services::{
     CallOptions, Memory, Params, Turn, TurnEvent, TurnOutcome, TurnRequest, TurnStart, TurnTarget,
 };
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::options::{Dialect, call_options, format_json, tool_choice_json, tools_json};
@@ -24,7 +25,7 @@ use crate::AppState;
 use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sse::{self, Encoder, named_frame};
+use crate::sse::{self, Encoder, named_frame, named_frame_of};
 
 /// Parameters this endpoint understands. `safety_identifier`, `prompt_cache_key`,
 /// `service_tier` and `truncation` are accepted and have no effect (documented); `include`,
@@ -369,6 +370,8 @@ struct Shape<'a> {
     metadata: &'a Map<String, Value>,
     store: bool,
     error: Option<Value>,
+    /// Why an `incomplete` response is: `interrupted` (a cut stream) unless told otherwise.
+    incomplete_reason: &'static str,
     /// The stored conversation the turn belongs to.
     conversation: Option<&'a str>,
 }
@@ -466,53 +469,141 @@ fn output_items(
     out
 }
 
-fn usage_json(u: Option<TokenUsage>) -> Value {
-    let u = u.unwrap_or_default();
-    json!({
-        "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": u.total_tokens,
-    })
+/// A response's `usage`.
+#[derive(Serialize)]
+struct UsageReport {
+    input_tokens: u32,
+    input_tokens_details: CachedTokens,
+    output_tokens: u32,
+    output_tokens_details: ReasoningTokens,
+    total_tokens: u32,
 }
 
-fn response_object(s: &Shape<'_>) -> Value {
-    let incomplete = match s.status {
-        "incomplete" => Some(json!({"reason": "interrupted"})),
-        _ => None,
-    };
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u32,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u32,
+}
+
+impl From<TokenUsage> for UsageReport {
+    fn from(u: TokenUsage) -> Self {
+        Self {
+            input_tokens: u.prompt_tokens,
+            input_tokens_details: CachedTokens { cached_tokens: 0 },
+            output_tokens: u.completion_tokens,
+            output_tokens_details: ReasoningTokens {
+                reasoning_tokens: 0,
+            },
+            total_tokens: u.total_tokens,
+        }
+    }
+}
+
+/// `{"reason": …}`, `{"id": …}`, `{"effort": null, "summary": null}` and `text`.
+#[derive(Serialize)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct IdOf<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct NoReasoning {
+    effort: Option<()>,
+    summary: Option<()>,
+}
+
+#[derive(Serialize)]
+struct TextReport {
+    format: Value,
+    verbosity: &'static str,
+}
+
+/// A response object, serialized straight from the facts it reports (building it as a
+/// `serde_json::Value` cost ~40,000 instructions a response: a map entry and a key string
+/// for each of its 28 fields).
+#[derive(Serialize)]
+struct ResponseObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: i64,
+    status: &'a str,
+    background: bool,
+    error: Option<&'a Value>,
+    incomplete_details: Option<Reason>,
+    instructions: Option<&'a str>,
+    max_output_tokens: Option<u32>,
+    max_tool_calls: Option<u32>,
+    model: &'a str,
+    output: &'a [Value],
+    parallel_tool_calls: bool,
+    previous_response_id: Option<&'a str>,
+    reasoning: NoReasoning,
+    service_tier: &'static str,
+    store: bool,
+    temperature: f64,
+    text: TextReport,
+    tool_choice: Value,
+    tools: Vec<Value>,
+    top_logprobs: u8,
+    top_p: f64,
+    truncation: &'static str,
+    usage: Option<UsageReport>,
+    user: Option<&'a str>,
+    metadata: &'a Map<String, Value>,
+    conversation: Option<IdOf<'a>>,
+}
+
+fn response_object<'a>(s: &'a Shape<'_>) -> ResponseObject<'a> {
     let d = Dialect::Responses;
-    json!({
-        "id": s.id,
-        "object": "response",
-        "created_at": s.created_at,
-        "status": s.status,
-        "background": false,
-        "error": s.error,
-        "incomplete_details": incomplete,
-        "instructions": s.instructions,
-        "max_output_tokens": s.params.max_tokens,
-        "max_tool_calls": null,
-        "model": s.model,
-        "output": s.output,
-        "parallel_tool_calls": s.options.and_then(|o| o.parallel_tool_calls).unwrap_or(true),
-        "previous_response_id": s.previous_response_id,
-        "reasoning": {"effort": null, "summary": null},
-        "service_tier": "default",
-        "store": s.store,
-        "temperature": s.params.temperature.unwrap_or(1.0),
-        "text": {"format": format_json(d, s.options.and_then(|o| o.response_format.as_ref())), "verbosity": "medium"},
-        "tool_choice": tool_choice_json(d, s.options.and_then(|o| o.tool_choice.as_ref())),
-        "tools": tools_json(d, s.options.map_or(&[][..], |o| &o.client_tools)),
-        "top_logprobs": 0,
-        "top_p": s.params.top_p.unwrap_or(1.0),
-        "truncation": "disabled",
-        "usage": if s.status == "in_progress" { Value::Null } else { usage_json(s.usage) },
-        "user": s.options.and_then(|o| o.user.clone()),
-        "metadata": s.metadata,
-        "conversation": s.conversation.map(|id| json!({"id": id})),
-    })
+    ResponseObject {
+        id: &s.id,
+        object: "response",
+        created_at: s.created_at,
+        status: s.status,
+        background: false,
+        error: s.error.as_ref(),
+        incomplete_details: (s.status == "incomplete").then_some(Reason {
+            reason: s.incomplete_reason,
+        }),
+        instructions: s.instructions,
+        max_output_tokens: s.params.max_tokens,
+        max_tool_calls: None,
+        model: s.model,
+        output: &s.output,
+        parallel_tool_calls: s
+            .options
+            .and_then(|o| o.parallel_tool_calls)
+            .unwrap_or(true),
+        previous_response_id: s.previous_response_id,
+        reasoning: NoReasoning {
+            effort: None,
+            summary: None,
+        },
+        service_tier: "default",
+        store: s.store,
+        temperature: s.params.temperature.unwrap_or(1.0),
+        text: TextReport {
+            format: format_json(d, s.options.and_then(|o| o.response_format.as_ref())),
+            verbosity: "medium",
+        },
+        tool_choice: tool_choice_json(d, s.options.and_then(|o| o.tool_choice.as_ref())),
+        tools: tools_json(d, s.options.map_or(&[][..], |o| &o.client_tools)),
+        top_logprobs: 0,
+        top_p: s.params.top_p.unwrap_or(1.0),
+        truncation: "disabled",
+        usage: (s.status != "in_progress").then(|| s.usage.unwrap_or_default().into()),
+        user: s.options.and_then(|o| o.user.as_deref()),
+        metadata: s.metadata,
+        conversation: s.conversation.map(|id| IdOf { id }),
+    }
 }
 
 /// What a response reports from its request.
@@ -551,11 +642,13 @@ impl Reported {
             metadata: &self.metadata,
             store: self.store,
             error: None,
+            incomplete_reason: "interrupted",
             conversation: self.conversation.as_deref(),
         }
     }
 
-    fn finished(&self, o: &TurnOutcome) -> Value {
+    /// The facts of the finished response (serialize them with [`response_object`]).
+    fn finished<'s>(&'s self, o: &'s TurnOutcome) -> Shape<'s> {
         let status = match o.chat.as_ref().map(|c| c.answer.status) {
             Some(MessageStatus::Incomplete) => "incomplete",
             _ if o.finish_reason.as_deref() == Some("max_tool_steps") => "incomplete",
@@ -575,18 +668,18 @@ impl Reported {
                 items
             }
         };
-        let mut v = response_object(&self.shape(status, output, o.usage));
+        let mut shape = self.shape(status, output, o.usage);
         if o.finish_reason.as_deref() == Some("max_tool_steps") {
-            v["incomplete_details"] = json!({"reason": "max_tool_calls"});
+            shape.incomplete_reason = "max_tool_calls";
         }
         // Where the turn was stored: a continuation whose answer was continued elsewhere
         // meanwhile becomes a branch when stored, not the conversation it started in.
         if self.conversation.is_some()
             && let Some(chat) = &o.chat
         {
-            v["conversation"] = json!({"id": chat.conversation.id});
+            shape.conversation = Some(&chat.conversation.id);
         }
-        v
+        shape
     }
 }
 
@@ -678,7 +771,7 @@ pub async fn create_response(
     let turn = starting.await.map_err(refuse)?;
     let reported = facts.reported(turn.start());
     let outcome = turn.finish().await.map_err(OpenAiError::from)?;
-    Ok(HttpResponse::Ok().json(reported.finished(&outcome)))
+    Ok(HttpResponse::Ok().json(response_object(&reported.finished(&outcome))))
 }
 
 /// What a response reports from its request, before the turn starts.
@@ -850,14 +943,32 @@ impl EventEncoder {
     }
 }
 
+/// An event carrying the response object (`response.created`, `…completed`, …), numbered
+/// from `seq`.
+fn response_event(seq: &mut u64, out: &mut VecDeque<Bytes>, kind: &str, response: &Shape<'_>) {
+    #[derive(Serialize)]
+    struct ResponseEvent<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        sequence_number: u64,
+        response: ResponseObject<'a>,
+    }
+    let event = ResponseEvent {
+        kind,
+        sequence_number: *seq,
+        response: response_object(response),
+    };
+    *seq += 1;
+    out.push_back(named_frame_of(kind, &event));
+}
+
 impl Encoder for EventEncoder {
     fn encode(&mut self, event: TurnEvent, out: &mut VecDeque<Bytes>) {
         match event {
             TurnEvent::Started => {
-                let pending =
-                    response_object(&self.reported.shape("in_progress", Vec::new(), None));
-                self.event(out, "response.created", json!({"response": pending}));
-                self.event(out, "response.in_progress", json!({"response": pending}));
+                let pending = self.reported.shape("in_progress", Vec::new(), None);
+                response_event(&mut self.seq, out, "response.created", &pending);
+                response_event(&mut self.seq, out, "response.in_progress", &pending);
             }
             TurnEvent::TextDelta(delta) => {
                 self.open_message(out);
@@ -917,7 +1028,7 @@ impl Encoder for EventEncoder {
                     self.refusal(out, refusal);
                 }
                 let done = self.reported.finished(&outcome);
-                self.event(out, "response.completed", json!({"response": done}));
+                response_event(&mut self.seq, out, "response.completed", &done);
             }
             TurnEvent::Failed(e) => {
                 let err = OpenAiError::from(e);
@@ -937,8 +1048,7 @@ impl Encoder for EventEncoder {
                 };
                 let mut failed = self.reported.shape("failed", output, None);
                 failed.error = Some(json!({"code": "server_error", "message": err.to_string()}));
-                let body = response_object(&failed);
-                self.event(out, "response.failed", json!({"response": body}));
+                response_event(&mut self.seq, out, "response.failed", &failed);
             }
         }
     }
@@ -1046,6 +1156,7 @@ pub async fn get_response(
         metadata: &c.context,
         store: true,
         error: None,
+        incomplete_reason: "interrupted",
         conversation: Some(&c.id),
     };
     Ok(HttpResponse::Ok().json(response_object(&shape)))
