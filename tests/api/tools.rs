@@ -259,6 +259,48 @@ async fn the_step_limit_stops_a_looping_model_with_a_clear_answer() {
         "{reply}"
     );
     assert_eq!(tool.requests().len(), 2, "exactly two rounds ran");
+
+    // On Responses the stop is an incomplete response, as OpenAI reports a tool-call limit,
+    // both as JSON and in the streamed `response.completed` event.
+    let looping = r#"/loop get_weather {"city":"Oslo"}"#;
+    let (status, resp) = json(
+        app.post(
+            "/v1/responses",
+            &json!({"model": "weather", "input": looping}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["status"], "incomplete", "{resp}");
+    assert_eq!(
+        resp["incomplete_details"]["reason"], "max_tool_calls",
+        "{resp}"
+    );
+    let res = app
+        .post(
+            "/v1/responses",
+            &json!({"model": "weather", "input": looping, "stream": true}),
+        )
+        .await;
+    let events = sse_events(&res.text().await.unwrap());
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "response.completed", "{done}");
+    assert_eq!(done["response"]["status"], "incomplete", "{done}");
+    assert_eq!(
+        done["response"]["incomplete_details"]["reason"], "max_tool_calls",
+        "{done}"
+    );
+    let created = &events[0];
+    assert_eq!(created["type"], "response.created", "{created}");
+    assert_eq!(created["sequence_number"], 0, "{created}");
+    assert_eq!(created["response"]["status"], "in_progress", "{created}");
+    assert!(created["response"]["usage"].is_null(), "{created}");
+    assert!(
+        created["response"]["incomplete_details"].is_null(),
+        "{created}"
+    );
+    assert_eq!(tool.requests().len(), 6, "two rounds for each call");
 }
 
 #[tokio::test]

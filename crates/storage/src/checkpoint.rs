@@ -20,7 +20,7 @@
 //! do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ pub(crate) struct Counts {
     checkpoints: AtomicU64,
     failures: AtomicU64,
     nanos: AtomicU64,
+    /// The thread was found gone (and that was logged).
+    gone: AtomicBool,
 }
 
 impl Counts {
@@ -84,15 +86,12 @@ impl Checkpointer {
 
     /// Tells the thread that a commit added to the log. Never blocks.
     pub(crate) fn wrote(&self) {
-        if let Some(tx) = &self.nudge {
-            match tx.try_send(()) {
-                Ok(()) | Err(TrySendError::Full(())) => {}
-                Err(TrySendError::Disconnected(())) => {
-                    tracing::warn!(
-                        "WAL checkpoint thread gone; commits checkpoint the log themselves"
-                    );
-                }
-            }
+        if let Some(tx) = &self.nudge
+            && let Err(TrySendError::Disconnected(())) = tx.try_send(())
+            && !self.counts.gone.swap(true, Ordering::Relaxed)
+        {
+            // Said once: every commit after would say it again.
+            tracing::warn!("WAL checkpoint thread gone; commits checkpoint the log themselves");
         }
     }
 
