@@ -36,14 +36,9 @@ pub fn frame(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
-/// One SSE frame with an `event:` name.
-pub fn named_frame(event: &str, value: &Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {value}\n\n"))
-}
-
-/// One SSE frame with an `event:` name, serialized straight from `value` (no
-/// `serde_json::Value` in between).
-pub fn named_frame_of(event: &str, value: &impl serde::Serialize) -> Bytes {
+/// One SSE frame with an `event:` name, serialized straight from `value` (a
+/// `serde_json::Value` or a type with serde's derive, which needs no `Value` in between).
+pub fn named_frame(event: &str, value: &impl serde::Serialize) -> Bytes {
     let mut buf = Vec::with_capacity(1024);
     buf.extend_from_slice(b"event: ");
     buf.extend_from_slice(event.as_bytes());

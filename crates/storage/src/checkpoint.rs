@@ -167,4 +167,32 @@ mod tests {
             BACKSTOP_PAGES
         );
     }
+
+    /// A checkpoint that cannot get a connection (the database cannot be opened) is counted
+    /// as failed, and the thread lives on to try again at the next nudge.
+    #[test]
+    fn a_failed_checkpoint_is_counted_and_the_next_nudge_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/db.sqlite");
+        let url = format!("sqlite://{}", missing.display());
+        let pool = Pool::builder()
+            .connection_timeout(Duration::from_millis(100))
+            .build_unchecked(Manager::new(Target::parse(&url).unwrap()));
+        let checkpointer = Checkpointer::start(pool);
+        let failures_reach = |n: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                checkpointer.wrote();
+                let (runs, failures, _) = checkpointer.counts().read();
+                if failures >= n {
+                    assert_eq!(runs, failures, "every checkpoint failed");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "{failures} failures after 10 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        failures_reach(1);
+        failures_reach(2);
+    }
 }

@@ -2706,17 +2706,18 @@ async fn sqlite_checkpoints_the_log_in_the_background() {
     let file = dir.path().join("wal.db");
     let db = Database::connect(&format!("sqlite://{}", file.display()), options()).unwrap();
     db.migrate().unwrap();
-    let checkpoints = |db: &Database| {
+    let metric = |name: &str| {
         db.pool_metrics()
             .collect()
             .iter()
-            .find(|f| f.name == "agentry_db_wal_checkpoints_total")
+            .find(|f| f.name == name)
             .and_then(|f| f.number(&[]))
             .unwrap()
     };
+    let checkpoints = || metric("agentry_db_wal_checkpoints_total");
     // The migrations do not nudge the thread: the schema is still only in the log.
     let before = std::fs::metadata(&file).unwrap().len();
-    assert_eq!(checkpoints(&db), 0.0);
+    assert_eq!(checkpoints(), 0.0);
     let agent = seed_agent(&db, "Logged").await;
     let conv = unsaved("conv_w", &agent, "conv_w", 1, t0());
     db.conversations()
@@ -2724,23 +2725,16 @@ async fn sqlite_checkpoints_the_log_in_the_background() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while checkpoints(&db) < 1.0 || std::fs::metadata(&file).unwrap().len() <= before {
+    while checkpoints() < 1.0 || std::fs::metadata(&file).unwrap().len() <= before {
         assert!(
             std::time::Instant::now() < deadline,
             "no checkpoint within 10 s: {} checkpoints, file {} bytes (was {before})",
-            checkpoints(&db),
+            checkpoints(),
             std::fs::metadata(&file).unwrap().len()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let failures = db
-        .pool_metrics()
-        .collect()
-        .iter()
-        .find(|f| f.name == "agentry_db_wal_checkpoint_failures_total")
-        .and_then(|f| f.number(&[]))
-        .unwrap();
-    assert_eq!(failures, 0.0);
+    assert_eq!(metric("agentry_db_wal_checkpoint_failures_total"), 0.0);
     // PostgreSQL has no such thread and reports none.
     if let Some((pg, _schema)) = postgres_db() {
         assert!(

@@ -25,7 +25,7 @@ use crate::AppState;
 use crate::auth::{Principal, principal};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::sse::{self, Encoder, named_frame, named_frame_of};
+use crate::sse::{self, Encoder, named_frame};
 
 /// Parameters this endpoint understands. `safety_identifier`, `prompt_cache_key`,
 /// `service_tier` and `truncation` are accepted and have no effect (documented); `include`,
@@ -959,7 +959,7 @@ fn response_event(seq: &mut u64, out: &mut VecDeque<Bytes>, kind: &str, response
         response: response_object(response),
     };
     *seq += 1;
-    out.push_back(named_frame_of(kind, &event));
+    out.push_back(named_frame(kind, &event));
 }
 
 impl Encoder for EventEncoder {
