@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use crate::connection::{AnyConnection, MultiBackend, on_backend};
+use crate::group_commit::{Later, Write, insert_messages};
 use crate::history_rows::{ConversationRow, MessageRow};
 use crate::schema::{conversations, messages};
 use crate::store::DieselStore;
@@ -40,26 +41,7 @@ impl DieselStore {
             updated_at: last.created_at.naive_utc(),
             rows,
         };
-        self.grouped(move |conn| {
-            // No transaction of its own: a group commit runs each write in one (or rolls the
-            // whole batch back when a write fails).
-            let appended = append(conn, &batch);
-            appended.map_err(|e| match e {
-                AppendError::Port(e) => e,
-                AppendError::Db(e) if is_missing_reference(&e) => {
-                    Error::not_found("conversation", &batch.conversation)
-                }
-                AppendError::Db(e) if conflict_on(&e).is_some() => Error::conflict(
-                    "id",
-                    format!(
-                        "a message appended to conversation '{}' has an id that is taken",
-                        batch.conversation
-                    ),
-                ),
-                AppendError::Db(e) => query_error(e),
-            })
-        })
-        .await
+        self.grouped(batch).await
     }
 }
 
@@ -155,38 +137,7 @@ impl ConversationStore for DieselStore {
             .iter()
             .map(MessageRow::try_from)
             .collect::<Result<Vec<_>>>()?;
-        self.grouped(move |conn| {
-            // In the group commit's transaction, as `append_batch`'s.
-            let stored = on_backend!(&mut *conn, |c| diesel::insert_into(conversations::table)
-                .values(&row)
-                .execute(c))
-            .and_then(|_| insert_messages(conn, &rows));
-            stored.map_err(|e| {
-                if is_missing_reference(&e) {
-                    return Error::not_found("agent", &row.agent_id);
-                }
-                match conflict_on(&e) {
-                    Some("session_key") => Error::conflict(
-                        "session_id",
-                        format!(
-                            "agent '{}' already has a conversation with session '{}'",
-                            row.agent_id, row.session_key
-                        ),
-                    ),
-                    Some(_) => Error::conflict(
-                        "id",
-                        format!(
-                            "conversation '{}' or one of its messages has an id that is taken",
-                            row.id
-                        ),
-                    ),
-                    None => query_error(e),
-                }
-            })?;
-            Ok(true)
-        })
-        .await
-        .map(|_| ())
+        self.grouped(Start { row, rows }).await.map(|_| ())
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
@@ -262,9 +213,94 @@ struct Batch {
     rows: Vec<MessageRow>,
 }
 
-/// Raises the conversation's count (only from `expected` when set), then stores the
-/// messages; run in a transaction. `Ok(false)`: the count was not `expected`, nothing changed.
-fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> {
+impl Write for Batch {
+    fn now(&self, conn: &mut AnyConnection) -> Result<bool> {
+        // No transaction of its own: the group commit runs each write in one.
+        if !raise_count(conn, self).map_err(|e| self.error(e))? {
+            return Ok(false);
+        }
+        insert_messages(conn, &self.rows).map_err(|e| self.error(AppendError::Db(e)))?;
+        Ok(true)
+    }
+
+    fn batched(&self, conn: &mut AnyConnection, later: &mut Later) -> Result<bool> {
+        let raised = raise_count(conn, self).map_err(|e| self.error(e))?;
+        if raised {
+            later.messages(&self.rows);
+        }
+        Ok(raised)
+    }
+}
+
+impl Batch {
+    /// The port's error for a failed append.
+    fn error(&self, e: AppendError) -> Error {
+        match e {
+            AppendError::Port(e) => e,
+            AppendError::Db(e) if is_missing_reference(&e) => {
+                Error::not_found("conversation", &self.conversation)
+            }
+            AppendError::Db(e) if conflict_on(&e).is_some() => Error::conflict(
+                "id",
+                format!(
+                    "a message appended to conversation '{}' has an id that is taken",
+                    self.conversation
+                ),
+            ),
+            AppendError::Db(e) => query_error(e),
+        }
+    }
+}
+
+/// A new conversation with its first messages.
+struct Start {
+    row: ConversationRow,
+    rows: Vec<MessageRow>,
+}
+
+impl Write for Start {
+    fn now(&self, conn: &mut AnyConnection) -> Result<bool> {
+        let stored = on_backend!(&mut *conn, |c| diesel::insert_into(conversations::table)
+            .values(&self.row)
+            .execute(c))
+        .and_then(|_| insert_messages(conn, &self.rows));
+        let row = &self.row;
+        stored.map_err(|e| {
+            if is_missing_reference(&e) {
+                return Error::not_found("agent", &row.agent_id);
+            }
+            match conflict_on(&e) {
+                Some("session_key") => Error::conflict(
+                    "session_id",
+                    format!(
+                        "agent '{}' already has a conversation with session '{}'",
+                        row.agent_id, row.session_key
+                    ),
+                ),
+                Some(_) => Error::conflict(
+                    "id",
+                    format!(
+                        "conversation '{}' or one of its messages has an id that is taken",
+                        row.id
+                    ),
+                ),
+                None => query_error(e),
+            }
+        })?;
+        Ok(true)
+    }
+
+    fn batched(&self, _: &mut AnyConnection, later: &mut Later) -> Result<bool> {
+        later.conversation(&self.row);
+        later.messages(&self.rows);
+        Ok(true)
+    }
+}
+
+/// Raises the conversation's count (only from `expected` when set) for the messages of
+/// `batch`, which are stored after it; run in a transaction. `Ok(false)`: the count was not
+/// `expected`, nothing changed. `Ok(false)`: the count was not `expected`, nothing changed.
+fn raise_count(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> {
     // The first statement writes, so SQLite takes the write lock up front.
     let set = (
         conversations::message_count.eq(conversations::message_count + batch.added),
@@ -298,33 +334,8 @@ fn append(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> 
             "conversation '{}' belongs to agent '{owner}', not to the messages' agent '{}'",
             batch.conversation, batch.agent
         )))),
-        Some(_) => {
-            insert_messages(conn, &batch.rows)?;
-            Ok(true)
-        }
+        Some(_) => Ok(true),
     }
-}
-
-/// Inserts `rows` two to a statement (a turn's question and answer in one), each statement
-/// cached, on the backend's own connection (see [`on_backend`]): on PostgreSQL one round trip
-/// of the batch's writing connection fewer per turn.
-fn insert_messages(conn: &mut AnyConnection, rows: &[MessageRow]) -> QueryResult<()> {
-    let mut pairs = rows.chunks_exact(2);
-    for pair in pairs.by_ref() {
-        // Through a fixed-size array: diesel caches an array insert's statement, not a slice's.
-        let pair = <&[MessageRow; 2]>::try_from(pair).map_err(|_| {
-            DieselError::QueryBuilderError("messages: a pair that is not two rows".into())
-        })?;
-        on_backend!(&mut *conn, |c| diesel::insert_into(messages::table)
-            .values(pair)
-            .execute(c))?;
-    }
-    for row in pairs.remainder() {
-        on_backend!(&mut *conn, |c| diesel::insert_into(messages::table)
-            .values(row)
-            .execute(c))?;
-    }
-    Ok(())
 }
 
 /// Whether the conversation exists.
@@ -484,18 +495,18 @@ mod tests {
         }
     }
 
-    /// Messages go in two to a statement: two statements prepared in all (a pair, a single),
-    /// then reused; every row is stored once.
+    /// Messages go in several to a statement: 5 rows as 4 + 1, then 4 more from the cached
+    /// statement of 4; every row is stored once.
     #[test]
-    fn messages_are_inserted_in_pairs_from_cached_statements() {
+    fn messages_are_inserted_several_to_a_cached_statement() {
         let (conn, prepared) = crate::database::counted_sqlite();
         let mut conn = AnyConnection::Sqlite(conn);
         let rows: Vec<MessageRow> = (0..9).map(|i| row(&format!("m{i}"))).collect();
-        insert_messages(&mut conn, &rows[..5]).unwrap();
-        insert_messages(&mut conn, &rows[5..]).unwrap();
-        insert_messages(&mut conn, &[]).unwrap();
+        assert_eq!(insert_messages(&mut conn, &rows[..5]).unwrap(), 5);
+        assert_eq!(insert_messages(&mut conn, &rows[5..]).unwrap(), 4);
+        assert_eq!(insert_messages(&mut conn, &[]).unwrap(), 0);
         let counted = prepared.load(std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(counted, 2, "one statement for a pair, one for a single row");
+        assert_eq!(counted, 2, "one statement for 4 rows, one for a single row");
         let stored: Vec<String> = on_backend!(&mut conn, |c| messages::table
             .select(messages::id)
             .order(messages::id)
@@ -503,5 +514,103 @@ mod tests {
         .unwrap();
         let expected: Vec<String> = (0..9).map(|i| format!("m{i}")).collect();
         assert_eq!(stored, expected);
+    }
+
+    fn conversation(id: &str, session_key: &str) -> ConversationRow {
+        ConversationRow {
+            id: id.to_owned(),
+            agent_id: "a".to_owned(),
+            session_key: session_key.to_owned(),
+            context: "{}".to_owned(),
+            message_count: 2,
+            created_at: DateTime::UNIX_EPOCH.naive_utc(),
+            updated_at: DateTime::UNIX_EPOCH.naive_utc(),
+            created_by: None,
+        }
+    }
+
+    /// A new conversation `c{i}` with session key `key` and two messages.
+    fn start(i: usize, key: &str) -> Start {
+        let id = format!("c{i}");
+        let message = |n: usize| MessageRow {
+            conversation_id: id.clone(),
+            ..row(&format!("c{i}m{n}"))
+        };
+        Start {
+            rows: vec![message(0), message(1)],
+            row: conversation(&id, key),
+        }
+    }
+
+    /// Commits `writes` as one batch on `conn`: each write's answer.
+    fn commit_all(conn: &mut AnyConnection, writes: Vec<Start>) -> Vec<Result<bool>> {
+        let (batch, answers): (Vec<_>, Vec<_>) = writes
+            .into_iter()
+            .map(|w| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                ((Box::new(w) as Box<dyn Write>, tx), rx)
+            })
+            .unzip();
+        crate::group_commit::commit_on(conn, batch);
+        answers
+            .into_iter()
+            .map(|mut rx| rx.try_recv().unwrap())
+            .collect()
+    }
+
+    /// A batch of new conversations goes in as a few multi-row inserts, not two statements a
+    /// turn: ten turns are conversations in 8 + 2 rows and messages in 16 + 4. A write that
+    /// fails among them (its session key is taken) makes the batch run again write by write,
+    /// and fails alone.
+    #[test]
+    fn a_batch_of_turns_is_stored_in_a_few_inserts() {
+        let (conn, _, run) = crate::database::instrumented_sqlite();
+        let mut conn = AnyConnection::Sqlite(conn);
+        let answers = commit_all(
+            &mut conn,
+            (0..10).map(|i| start(i, &format!("k{i}"))).collect(),
+        );
+        assert!(answers.iter().all(|a| matches!(a, Ok(true))), "{answers:?}");
+        let inserts = |run: &std::sync::Mutex<Vec<String>>| {
+            let run = run.lock().unwrap();
+            run.iter().filter(|sql| sql.starts_with("INSERT")).count()
+        };
+        assert_eq!(inserts(&run), 4, "{:?}", run.lock().unwrap());
+
+        let taken = 12;
+        let writes = (10..15)
+            .map(|i| {
+                start(
+                    i,
+                    &if i == taken {
+                        "k3".to_owned()
+                    } else {
+                        format!("k{i}")
+                    },
+                )
+            })
+            .collect();
+        let answers = commit_all(&mut conn, writes);
+        for (i, answer) in (10..).zip(&answers) {
+            if i == taken {
+                assert!(
+                    matches!(answer, Err(Error::Conflict { field: Some(f), .. }) if f == "session_id"),
+                    "{answer:?}"
+                );
+            } else {
+                assert!(matches!(answer, Ok(true)), "write {i}: {answer:?}");
+            }
+        }
+        let count = |conn: &mut AnyConnection, table: &str| -> i64 {
+            #[derive(QueryableByName)]
+            struct N {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+            diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
+        };
+        assert_eq!(count(&mut conn, "conversations"), 14);
+        assert_eq!(count(&mut conn, "messages"), 28);
     }
 }

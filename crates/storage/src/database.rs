@@ -381,21 +381,39 @@ where
 /// For unit tests: an in-memory SQLite connection with the schema (foreign keys not enforced), counting the statements
 /// diesel prepares and caches (its `CacheQuery` events) in the returned counter.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 pub(crate) fn counted_sqlite() -> (
     diesel::sqlite::SqliteConnection,
     Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let (conn, cached, _) = instrumented_sqlite();
+    (conn, cached)
+}
+
+/// For unit tests: [`counted_sqlite`], with the SQL of every statement run on it (its
+/// `StartQuery` events) in the returned list.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn instrumented_sqlite() -> (
+    diesel::sqlite::SqliteConnection,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     use diesel::Connection;
     use diesel::connection::{Instrumentation, InstrumentationEvent};
     use diesel::sqlite::SqliteConnection;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    struct Count(Arc<AtomicUsize>);
+    struct Count(Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<String>>>);
     impl Instrumentation for Count {
         fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-            if let InstrumentationEvent::CacheQuery { .. } = event {
-                self.0.fetch_add(1, Ordering::SeqCst);
+            match event {
+                InstrumentationEvent::CacheQuery { .. } => {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    self.1.lock().unwrap().push(query.to_string());
+                }
+                _ => {}
             }
         }
     }
@@ -406,6 +424,7 @@ pub(crate) fn counted_sqlite() -> (
     diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA foreign_keys = OFF")
         .unwrap();
     let cached = Arc::new(AtomicUsize::new(0));
-    conn.set_instrumentation(Count(cached.clone()));
-    (conn, cached)
+    let run = Arc::default();
+    conn.set_instrumentation(Count(cached.clone(), Arc::clone(&run)));
+    (conn, cached, run)
 }

@@ -4,13 +4,18 @@
 //!
 //! Callers queue their write; the first one to find no batch running becomes the leader and
 //! drains the queue on the blocking pool: one connection, `BEGIN`, each write, `COMMIT`, then
-//! every caller learns its result. When a write fails (a taken id, a stale count), the batch
-//! is rolled back and run again with each write in a savepoint of its own, so that the
-//! failing write is rolled back alone and only its caller gets its error. Writes that arrive
-//! while a batch commits wait for the next one, so under load the commit cost (the WAL flush
-//! and fsync on SQLite, the round trip and WAL flush on PostgreSQL) is shared by every turn in
-//! the batch; alone, a write is its own batch at once, with nothing added to wait for. An
-//! acknowledged write is committed: a crash loses only writes nobody was told about.
+//! every caller learns its result. In the batch a write runs only the statements whose
+//! answer it needs (a conditional count update) and leaves its rows in [`Later`]: the
+//! conversations and messages of every write in the batch go in together just before the
+//! commit, as multi-row inserts (decision 126), so a batch of turns costs a few statements,
+//! not two per turn (on PostgreSQL, round trips of the one writing connection). When
+//! anything fails (a taken id, a stale count), the batch is rolled back and run again with
+//! each write whole in a savepoint of its own, so that the failing write is rolled back alone
+//! and only its caller gets its error. Writes that arrive while a batch commits wait for the
+//! next one, so under load the commit cost (the WAL flush on SQLite, the round trip and WAL
+//! flush on PostgreSQL) is shared by every turn in the batch; alone, a write is its own
+//! batch at once, with nothing added to wait for. An acknowledged write is committed: a crash
+//! loses only writes nobody was told about.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -24,17 +29,82 @@ use tokio::sync::oneshot;
 
 use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager};
+use crate::history_rows::{ConversationRow, MessageRow};
+use crate::multi_row::multi_row_insert;
+use crate::schema::{conversations, messages};
 use crate::translate::{pool_error, query_error};
 
-/// One write: its statements (which translate their own errors) and who waits for it.
-type Job = Box<dyn Fn(&mut AnyConnection) -> Result<bool> + Send>;
+/// A write in a group commit. It may be run more than once (a batch that failed is run
+/// again), each time in a transaction that is rolled back if it fails.
+pub(crate) trait Write: Send + 'static {
+    /// All of the write now, translating its own errors: its answer, or why it failed.
+    fn now(&self, conn: &mut AnyConnection) -> Result<bool>;
+
+    /// The write in a batch: the statements whose answer it needs run now, and the rows it
+    /// inserts are left in `later`, inserted with every other write's before the batch
+    /// commits. Its errors need no translation: on any failure the batch runs again with
+    /// [`now`](Self::now). By default, all of it now.
+    fn batched(&self, conn: &mut AnyConnection, later: &mut Later) -> Result<bool> {
+        let _ = later;
+        self.now(conn)
+    }
+}
+
+/// Rows the writes of a batch leave to be inserted together before it commits.
+///
+/// They are copies: diesel caches the statement of a multi-row insert only for an array of
+/// rows it can name without a lifetime (an owned row's), and a write keeps its own rows in
+/// case the batch is run again. A copy costs a few allocations, a statement several
+/// thousand instructions on SQLite and a round trip on PostgreSQL.
+#[derive(Default)]
+pub(crate) struct Later {
+    conversations: Vec<ConversationRow>,
+    messages: Vec<MessageRow>,
+}
+
+impl Later {
+    /// A conversation to insert (before any message: messages refer to it).
+    pub(crate) fn conversation(&mut self, row: &ConversationRow) {
+        self.conversations.push(row.clone());
+    }
+
+    /// Messages to insert, in order.
+    pub(crate) fn messages(&mut self, rows: &[MessageRow]) {
+        self.messages.extend_from_slice(rows);
+    }
+
+    /// Inserts the conversations, then the messages, in multi-row statements.
+    fn insert(&self, conn: &mut AnyConnection) -> diesel::QueryResult<()> {
+        insert_conversations(conn, &self.conversations)?;
+        insert_messages(conn, &self.messages)?;
+        Ok(())
+    }
+}
+
+multi_row_insert!(
+    /// Inserts conversations in multi-row statements.
+    insert_conversations,
+    conversations::table,
+    ConversationRow
+);
+
+multi_row_insert!(
+    /// Inserts messages in multi-row statements ([`crate::multi_row`]): a turn's question
+    /// and answer in one, a batch's turns in a few.
+    insert_messages,
+    messages::table,
+    MessageRow
+);
+
+/// One write and who waits for its answer.
+pub(crate) type Job = (Box<dyn Write>, oneshot::Sender<Result<bool>>);
 
 /// Most writes in one transaction (a bound on how long the first of them waits).
 const BATCH_MAX: usize = 256;
 
 /// The queue and its leader flag; one per database, shared by every store over it.
 pub(crate) struct GroupCommit {
-    queue: Mutex<Vec<(Job, oneshot::Sender<Result<bool>>)>>,
+    queue: Mutex<Vec<Job>>,
     leading: AtomicBool,
     /// Told after each commit (SQLite checkpoints the log on its own thread).
     checkpoint: Checkpointer,
@@ -65,13 +135,13 @@ impl GroupCommit {
     pub(crate) async fn run(
         self: &Arc<Self>,
         pool: &Pool<Manager>,
-        work: impl Fn(&mut AnyConnection) -> Result<bool> + Send + 'static,
+        write: impl Write,
     ) -> Result<bool> {
         let (tx, rx) = oneshot::channel();
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((Box::new(work), tx));
+            .push((Box::new(write), tx));
         self.lead(pool);
         rx.await
             .map_err(|_| Error::Internal("the group commit dropped a write".into()))?
@@ -90,7 +160,7 @@ impl GroupCommit {
         tokio::task::spawn_blocking(move || me.drain(&pool));
     }
 
-    fn take(&self) -> Vec<(Job, oneshot::Sender<Result<bool>>)> {
+    fn take(&self) -> Vec<Job> {
         let mut queue = self
             .queue
             .lock()
@@ -127,31 +197,38 @@ impl GroupCommit {
     }
 }
 
-/// One transaction for `batch` (a write alone included), the writes one after the other;
-/// then every caller's answer. Only if a write fails is the batch run again with each write
-/// in a savepoint of its own.
-fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>) {
-    let mut conn = match pool.get() {
-        Ok(c) => c,
+/// One transaction for `batch` (a write alone included), the writes one after the other and
+/// then the rows they left; then every caller's answer. Only if something fails is the batch
+/// run again with each write whole in a savepoint of its own.
+fn commit(pool: &Pool<Manager>, batch: Vec<Job>) {
+    match pool.get() {
+        Ok(mut conn) => commit_on(&mut conn, batch),
         Err(e) => {
             for (_, tx) in batch {
                 let _ = tx.send(Err(pool_error(&e)));
             }
-            return;
         }
-    };
-    // First every write straight in the transaction: no savepoint round trips, which on
-    // PostgreSQL are most of a batch's time. If one fails, all is rolled back and the batch
-    // runs again below with a savepoint per write, so that only the failing one fails.
+    }
+}
+
+/// [`commit`] on `conn`.
+pub(crate) fn commit_on(conn: &mut AnyConnection, batch: Vec<Job>) {
+    // First every write straight in the transaction, its rows inserted with the others' at
+    // the end: no savepoint round trips, which on PostgreSQL are most of a batch's time. If
+    // anything fails, all is rolled back and the batch runs again below with a savepoint per
+    // write, so that only the failing one fails.
     let mut answers = Vec::with_capacity(batch.len());
     let together = conn.transaction::<_, DieselError, _>(|c| {
-        for (job, _) in &batch {
-            match job(c) {
+        let mut later = Later::default();
+        for (write, _) in &batch {
+            match write.batched(c, &mut later) {
                 Ok(done) => answers.push(done),
                 Err(_) => return Err(DieselError::RollbackTransaction),
             }
         }
-        Ok(())
+        later
+            .insert(c)
+            .map_err(|_| DieselError::RollbackTransaction)
     });
     match together {
         Ok(()) => {
@@ -172,8 +249,8 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
     }
     let mut waiting = Vec::with_capacity(batch.len());
     let committed = conn.transaction::<_, DieselError, _>(|c| {
-        for (job, tx) in batch {
-            waiting.push((tx, attempt(c, job)));
+        for (write, tx) in batch {
+            waiting.push((tx, attempt(c, write.as_ref())));
         }
         Ok(())
     });
@@ -196,10 +273,10 @@ fn commit(pool: &Pool<Manager>, batch: Vec<(Job, oneshot::Sender<Result<bool>>)>
     }
 }
 
-/// Runs `job` in a transaction (a savepoint when one is open): its answer, with its changes
-/// undone when it fails.
-fn attempt(conn: &mut AnyConnection, job: Job) -> Result<bool> {
-    match conn.transaction::<bool, Failed, _>(|c| job(c).map_err(Failed::Job)) {
+/// Runs `write` whole in a transaction (a savepoint when one is open): its answer, with its
+/// changes undone when it fails.
+fn attempt(conn: &mut AnyConnection, write: &dyn Write) -> Result<bool> {
+    match conn.transaction::<bool, Failed, _>(|c| write.now(c).map_err(Failed::Job)) {
         Ok(done) => Ok(done),
         Err(Failed::Job(e)) => Err(e),
         Err(Failed::Db(e)) => Err(query_error(e)),

@@ -35,6 +35,7 @@ mod history_rows;
 mod insights;
 mod knowledge;
 mod mcp_servers;
+mod multi_row;
 mod optimizations;
 mod providers;
 mod rows;

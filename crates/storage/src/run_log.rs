@@ -13,8 +13,9 @@ use diesel::prelude::*;
 use diesel::r2d2::Pool;
 
 use crate::checkpoint::Checkpointer;
-use crate::connection::{AnyConnection, Manager, on_backend};
+use crate::connection::Manager;
 use crate::history_rows::RunRow;
+use crate::multi_row::multi_row_insert;
 use crate::schema::runs;
 
 /// Runs waiting to be written, at most (beyond it, callers write their own): 0.3 s of runs
@@ -102,59 +103,12 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>, checkpoint: &Che
     }
 }
 
-/// Inserts `rows` (a chunk of [`chunks`]: 64, 32, … or 1 rows) in one statement.
-///
-/// Each size goes through a fixed-size array: diesel caches the prepared statement of an
-/// array insert (its query id is static) but prepares a slice insert anew every time, and on
-/// SQLite preparing a 17-column insert costs several times more than running it.
-fn insert(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
-    match rows.len() {
-        64 => insert_array::<64>(conn, rows),
-        32 => insert_array::<32>(conn, rows),
-        16 => insert_array::<16>(conn, rows),
-        8 => insert_array::<8>(conn, rows),
-        4 => insert_array::<4>(conn, rows),
-        2 => insert_array::<2>(conn, rows),
-        1 => insert_array::<1>(conn, rows),
-        _ => Err(wrong_size()),
-    }
-}
-
-/// Inserts exactly `N` rows. Per backend: diesel's multi-backend connection has no multi-row
-/// insert.
-fn insert_array<const N: usize>(conn: &mut AnyConnection, rows: &[RunRow]) -> QueryResult<usize> {
-    let rows = <&[RunRow; N]>::try_from(rows).map_err(|_| wrong_size())?;
-    on_backend!(conn, |c| diesel::insert_into(runs::table)
-        .values(rows)
-        .execute(c))
-}
-
-/// A chunk not made by [`chunks`] (never, in this module).
-fn wrong_size() -> diesel::result::Error {
-    diesel::result::Error::QueryBuilderError("run log: a chunk of an unexpected size".into())
-}
-
-/// Largest number of runs in one `INSERT` (17 columns each: 1,088 bound values, far below
-/// SQLite's limit of 32,766).
-const MAX_ROWS_PER_INSERT: usize = 64;
-
-/// The batch as multi-row inserts of 64, 32, 16 … 1 rows: one statement per chunk instead of
-/// one per run, and at most seven distinct statements for the prepared-statement cache.
-fn chunks(batch: &[RunRow]) -> impl Iterator<Item = &[RunRow]> {
-    let mut rest = batch;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut size = MAX_ROWS_PER_INSERT;
-        while size > rest.len() {
-            size /= 2;
-        }
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
-}
+multi_row_insert!(
+    /// Inserts runs in multi-row statements ([`crate::multi_row`]).
+    insert,
+    runs::table,
+    RunRow
+);
 
 /// One transaction for the batch; if it fails, each run alone, so one bad row loses only itself.
 fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
@@ -165,8 +119,7 @@ fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
             return;
         }
     };
-    let together =
-        conn.transaction(|c| chunks(batch).try_for_each(|rows| insert(c, rows).map(|_| ())));
+    let together = conn.transaction(|c| insert(c, batch));
     if together.is_ok() {
         return;
     }
@@ -209,28 +162,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn chunks_cover_every_run_once_in_powers_of_two() {
-        for n in 0..300 {
-            let batch: Vec<RunRow> = (0..n).map(|i| row(&i.to_string())).collect();
-            let sizes: Vec<usize> = chunks(&batch).map(<[RunRow]>::len).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(
-                sizes
-                    .iter()
-                    .all(|s| s.is_power_of_two() && *s <= MAX_ROWS_PER_INSERT)
-            );
-            let ids: Vec<&str> = chunks(&batch).flatten().map(|r| r.id.as_str()).collect();
-            let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-            assert_eq!(ids, expected);
-        }
-    }
-
     /// Each chunk size is prepared once per connection, then taken from diesel's cache.
     #[test]
     fn each_chunk_size_is_prepared_once() {
         let (conn, prepared) = crate::database::counted_sqlite();
-        let mut conn = AnyConnection::Sqlite(conn);
+        let mut conn = crate::connection::AnyConnection::Sqlite(conn);
         let rows: Vec<RunRow> = (0..70).map(|i| row(&format!("r{i}"))).collect();
         let mut at = 0;
         for size in [2, 1, 2, 1, 32, 32] {

@@ -35,15 +35,12 @@ impl DieselStore {
         }
     }
 
-    /// Runs `work` (a write whose caller waits for it) in the next group commit: one
+    /// Runs `write` (a write whose caller waits for it) in the next group commit: one
     /// transaction with every other write ready at the time, answered once it committed. When
-    /// `work` fails, its changes are undone (the batch runs again with a savepoint per write),
-    /// so it needs no transaction of its own; it may be run twice, hence `Fn`.
-    pub(crate) async fn grouped<F>(&self, work: F) -> Result<bool>
-    where
-        F: Fn(&mut AnyConnection) -> Result<bool> + Send + 'static,
-    {
-        self.group.run(&self.pool, work).await
+    /// `write` fails, its changes are undone (the batch runs again with a savepoint per
+    /// write), so it needs no transaction of its own.
+    pub(crate) async fn grouped(&self, write: impl crate::group_commit::Write) -> Result<bool> {
+        self.group.run(&self.pool, write).await
     }
 
     /// Runs `work` with a pooled connection on the blocking pool. `work` translates its own
