@@ -543,12 +543,12 @@ mod tests {
     }
 
     /// Commits `writes` as one batch on `conn`: each write's answer.
-    fn commit_all(conn: &mut AnyConnection, writes: Vec<Start>) -> Vec<Result<bool>> {
+    fn commit_all(conn: &mut AnyConnection, writes: Vec<Box<dyn Write>>) -> Vec<Result<bool>> {
         let (batch, answers): (Vec<_>, Vec<_>) = writes
             .into_iter()
             .map(|w| {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                ((Box::new(w) as Box<dyn Write>, tx), rx)
+                ((w, tx), rx)
             })
             .unzip();
         crate::group_commit::commit_on(conn, batch);
@@ -566,10 +566,8 @@ mod tests {
     fn a_batch_of_turns_is_stored_in_a_few_inserts() {
         let (conn, _, run) = crate::database::instrumented_sqlite();
         let mut conn = AnyConnection::Sqlite(conn);
-        let answers = commit_all(
-            &mut conn,
-            (0..10).map(|i| start(i, &format!("k{i}"))).collect(),
-        );
+        let writes = (0..10).map(|i| Box::new(start(i, &format!("k{i}"))) as Box<dyn Write>);
+        let answers = commit_all(&mut conn, writes.collect());
         assert!(answers.iter().all(|a| matches!(a, Ok(true))), "{answers:?}");
         let inserts = |run: &std::sync::Mutex<Vec<String>>| {
             let run = run.lock().unwrap();
@@ -580,14 +578,12 @@ mod tests {
         let taken = 12;
         let writes = (10..15)
             .map(|i| {
-                start(
-                    i,
-                    &if i == taken {
-                        "k3".to_owned()
-                    } else {
-                        format!("k{i}")
-                    },
-                )
+                let key = if i == taken {
+                    "k3".to_owned()
+                } else {
+                    format!("k{i}")
+                };
+                Box::new(start(i, &key)) as Box<dyn Write>
             })
             .collect();
         let answers = commit_all(&mut conn, writes);
@@ -612,5 +608,44 @@ mod tests {
         };
         assert_eq!(count(&mut conn, "conversations"), 14);
         assert_eq!(count(&mut conn, "messages"), 28);
+    }
+
+    /// Turns the next foreign-key checks of the transaction it runs in to the commit.
+    struct DeferForeignKeys;
+
+    impl Write for DeferForeignKeys {
+        fn now(&self, conn: &mut AnyConnection) -> Result<bool> {
+            diesel::connection::SimpleConnection::batch_execute(
+                conn,
+                "PRAGMA defer_foreign_keys = ON",
+            )
+            .map_err(query_error)?;
+            Ok(true)
+        }
+    }
+
+    /// When the commit itself fails (here a foreign key checked only then: the turns'
+    /// agent does not exist), nothing of the batch is stored and every write is told so.
+    #[test]
+    fn a_failed_commit_fails_every_write_of_the_batch() {
+        let (conn, _, _) = crate::database::instrumented_sqlite();
+        let mut conn = AnyConnection::Sqlite(conn);
+        diesel::connection::SimpleConnection::batch_execute(&mut conn, "PRAGMA foreign_keys = ON")
+            .unwrap();
+        let writes: Vec<Box<dyn Write>> = vec![
+            Box::new(DeferForeignKeys),
+            Box::new(start(0, "k0")),
+            Box::new(start(1, "k1")),
+        ];
+        for answer in commit_all(&mut conn, writes) {
+            assert!(
+                matches!(&answer, Err(Error::Unavailable(m)) if m.contains("FOREIGN KEY")),
+                "{answer:?}"
+            );
+        }
+        let stored: i64 = conversations::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(stored, 0);
+        let stored: i64 = messages::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(stored, 0);
     }
 }
