@@ -299,7 +299,7 @@ impl Write for Start {
 
 /// Raises the conversation's count (only from `expected` when set) for the messages of
 /// `batch`, which are stored after it; run in a transaction. `Ok(false)`: the count was not
-/// `expected`, nothing changed. `Ok(false)`: the count was not `expected`, nothing changed.
+/// `expected`, nothing changed.
 fn raise_count(conn: &mut AnyConnection, batch: &Batch) -> Result<bool, AppendError> {
     // The first statement writes, so SQLite takes the write lock up front.
     let set = (
