@@ -1,4 +1,5 @@
-//! Group commit for the writes that answer waits on (a conversation turn's messages): every
+//! Group commit for the writes that answer waits on (a conversation turn's messages, a
+//! one-shot run): every
 //! write that is ready when the database is free goes into **one** transaction, and each
 //! caller is answered once that transaction has committed (issue 20, decision 109).
 //!
@@ -6,7 +7,7 @@
 //! drains the queue on the blocking pool: one connection, `BEGIN`, each write, `COMMIT`, then
 //! every caller learns its result. In the batch a write runs only the statements whose
 //! answer it needs (a conditional count update) and leaves its rows in [`Later`]: the
-//! conversations and messages of every write in the batch go in together just before the
+//! conversations, messages and runs of every write in the batch go in together just before the
 //! commit, as multi-row inserts (decision 126), so a batch of turns costs a few statements,
 //! not two per turn (on PostgreSQL, round trips of the one writing connection). When
 //! anything fails (a taken id, a stale count), the batch is rolled back and run again with
@@ -29,9 +30,9 @@ use tokio::sync::oneshot;
 
 use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager};
-use crate::history_rows::{ConversationRow, MessageRow};
+use crate::history_rows::{ConversationRow, MessageRow, RunRow};
 use crate::multi_row::multi_row_insert;
-use crate::schema::{conversations, messages};
+use crate::schema::{conversations, messages, runs};
 use crate::translate::{pool_error, query_error};
 
 /// A write in a group commit. It may be run more than once (a batch that failed is run
@@ -60,6 +61,7 @@ pub(crate) trait Write: Send + 'static {
 pub(crate) struct Later {
     conversations: Vec<ConversationRow>,
     messages: Vec<MessageRow>,
+    runs: Vec<RunRow>,
 }
 
 impl Later {
@@ -73,10 +75,16 @@ impl Later {
         self.messages.extend_from_slice(rows);
     }
 
-    /// Inserts the conversations, then the messages, in multi-row statements.
+    /// A run to insert.
+    pub(crate) fn run(&mut self, row: &RunRow) {
+        self.runs.push(row.clone());
+    }
+
+    /// Inserts the conversations, then the messages, then the runs, in multi-row statements.
     fn insert(&self, conn: &mut AnyConnection) -> diesel::QueryResult<()> {
         insert_conversations(conn, &self.conversations)?;
         insert_messages(conn, &self.messages)?;
+        insert_runs(conn, &self.runs)?;
         Ok(())
     }
 }
@@ -94,6 +102,13 @@ multi_row_insert!(
     insert_messages,
     messages::table,
     MessageRow
+);
+
+multi_row_insert!(
+    /// Inserts runs in multi-row statements (the run log's batches too).
+    insert_runs,
+    runs::table,
+    RunRow
 );
 
 /// One write and who waits for its answer.

@@ -14,9 +14,8 @@ use diesel::r2d2::Pool;
 
 use crate::checkpoint::Checkpointer;
 use crate::connection::Manager;
+use crate::group_commit::insert_runs;
 use crate::history_rows::RunRow;
-use crate::multi_row::multi_row_insert;
-use crate::schema::runs;
 
 /// Runs waiting to be written, at most (beyond it, callers write their own): 0.3 s of runs
 /// at 7,000 req/s. The queue's slots are allocated and written up front, so each holds a
@@ -103,13 +102,6 @@ fn write_loop(pool: &Pool<Manager>, rx: &Receiver<Box<RunRow>>, checkpoint: &Che
     }
 }
 
-multi_row_insert!(
-    /// Inserts runs in multi-row statements ([`crate::multi_row`]).
-    insert,
-    runs::table,
-    RunRow
-);
-
 /// One transaction for the batch; if it fails, each run alone, so one bad row loses only itself.
 fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
     let mut conn = match pool.get() {
@@ -119,12 +111,12 @@ fn write_batch(pool: &Pool<Manager>, batch: &[RunRow]) {
             return;
         }
     };
-    let together = conn.transaction(|c| insert(c, batch));
+    let together = conn.transaction(|c| insert_runs(c, batch));
     if together.is_ok() {
         return;
     }
     for row in batch {
-        if let Err(e) = insert(&mut conn, std::slice::from_ref(row)) {
+        if let Err(e) = insert_runs(&mut conn, std::slice::from_ref(row)) {
             tracing::error!(run = %row.id, error = %e, "run log: run not stored");
         }
     }
@@ -139,6 +131,7 @@ mod tests {
     use diesel::sqlite::Sqlite;
 
     use super::*;
+    use crate::schema::runs;
 
     fn row(id: &str) -> RunRow {
         RunRow {
@@ -170,7 +163,7 @@ mod tests {
         let rows: Vec<RunRow> = (0..70).map(|i| row(&format!("r{i}"))).collect();
         let mut at = 0;
         for size in [2, 1, 2, 1, 32, 32] {
-            assert_eq!(insert(&mut conn, &rows[at..at + size]).unwrap(), size);
+            assert_eq!(insert_runs(&mut conn, &rows[at..at + size]).unwrap(), size);
             at += size;
         }
         let counted = prepared.load(std::sync::atomic::Ordering::SeqCst);

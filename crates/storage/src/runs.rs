@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 
 use crate::connection::{AnyConnection, MultiBackend};
+use crate::group_commit::{Later, Write, insert_runs};
 use crate::history_rows::RunRow;
 use crate::schema::runs;
 use crate::store::DieselStore;
@@ -17,19 +18,12 @@ use crate::translate::{conflict_on, other, query_error};
 #[async_trait]
 impl RunStore for DieselStore {
     async fn insert_run(&self, run: &Run) -> Result<()> {
-        let row = RunRow::try_from(run)?;
-        self.run(move |conn| {
-            let inserted = diesel::insert_into(runs::table).values(&row).execute(conn);
-            match inserted {
-                Ok(_) => Ok(()),
-                Err(e) if conflict_on(&e).is_some() => Err(Error::conflict(
-                    "run_id",
-                    format!("a run with id '{}' already exists", row.id),
-                )),
-                Err(e) => Err(other(e, "run", &row.id)),
-            }
-        })
-        .await
+        // In a group commit, as a turn's messages: concurrent callers share a transaction
+        // instead of queuing for SQLite's write lock (whose busy handler sleeps in growing
+        // steps) or each making their own round trips on PostgreSQL.
+        self.grouped(InsertRun(RunRow::try_from(run)?))
+            .await
+            .map(|_| ())
     }
 
     async fn log_run(&self, run: &Run) -> Result<()> {
@@ -64,6 +58,28 @@ impl RunStore for DieselStore {
             Ok(Paged { items, total, page })
         })
         .await
+    }
+}
+
+/// A run the caller waits for.
+struct InsertRun(RunRow);
+
+impl Write for InsertRun {
+    fn now(&self, conn: &mut AnyConnection) -> Result<bool> {
+        let row = &self.0;
+        match insert_runs(conn, std::slice::from_ref(row)) {
+            Ok(_) => Ok(true),
+            Err(e) if conflict_on(&e).is_some() => Err(Error::conflict(
+                "run_id",
+                format!("a run with id '{}' already exists", row.id),
+            )),
+            Err(e) => Err(other(e, "run", &row.id)),
+        }
+    }
+
+    fn batched(&self, _: &mut AnyConnection, later: &mut Later) -> Result<bool> {
+        later.run(&self.0);
+        Ok(true)
     }
 }
 

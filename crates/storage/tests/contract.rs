@@ -161,6 +161,7 @@ contract_tests!(
     deleting_the_agent_cascades_conversations_and_messages,
     run_fields_round_trip_exactly,
     duplicate_run_id_is_a_conflict_on_run_id,
+    concurrent_runs_share_commits_and_a_taken_id_fails_alone,
     list_runs_filters_paginates_and_orders,
     get_missing_run_is_not_found,
     logged_runs_are_all_stored_by_flush,
@@ -2117,6 +2118,48 @@ async fn duplicate_run_id_is_a_conflict_on_run_id(db: Database) {
     assert_eq!(conflict_field(&err), Some("run_id"));
     assert!(err.to_string().contains("run_dup"), "{err}");
     assert_eq!(store.get_run("run_dup").await.unwrap(), first);
+}
+
+/// Runs stored concurrently share group commits, each one stored when its caller is told;
+/// one whose id is taken fails alone, with its conflict, and the others of its batch stay.
+async fn concurrent_runs_share_commits_and_a_taken_id_fails_alone(db: Database) {
+    let store = db.runs();
+    store
+        .insert_run(&run("run_taken", 0, json!({})))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let store = db.runs();
+            tokio::spawn(async move {
+                let id = if i == 7 {
+                    "run_taken".to_owned()
+                } else {
+                    format!("run_{i}")
+                };
+                let stored = store.insert_run(&run(&id, i, json!({}))).await;
+                (i, stored)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, stored) = task.await.unwrap();
+        if i == 7 {
+            let err = stored.unwrap_err();
+            assert_eq!(conflict_field(&err), Some("run_id"), "{err:?}");
+        } else {
+            stored.unwrap();
+            assert_eq!(
+                store.get_run(&format!("run_{i}")).await.unwrap().id,
+                format!("run_{i}")
+            );
+        }
+    }
+    let all = store
+        .list_runs(&RunFilter::default(), page(100, 0))
+        .await
+        .unwrap();
+    assert_eq!(all.total, 24);
 }
 
 async fn list_runs_filters_paginates_and_orders(db: Database) {
