@@ -554,7 +554,7 @@ mod tests {
         crate::group_commit::commit_on(conn, batch);
         answers
             .into_iter()
-            .map(|mut rx| rx.try_recv().unwrap())
+            .map(|mut rx| rx.try_recv().unwrap().0)
             .collect()
     }
 
