@@ -27,6 +27,9 @@ impl ChangeLog for Counter {
     }
 
     async fn record_change(&self) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("database down".into()));
+        }
         self.value.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -168,6 +171,19 @@ async fn an_unreadable_counter_empties_the_cache() {
     cached.get_provider(&id("p")).await.ok();
     counter.broken.store(true, Ordering::SeqCst);
     assert!(coherence.sync().await.is_err());
+    cached.get_provider(&id("p")).await.ok();
+    assert_eq!(reads(&store), 2);
+}
+
+/// A write whose change cannot be recorded for the other replicas (the counter's database is
+/// down) still succeeds, and still empties this replica's cache.
+#[tokio::test]
+async fn a_change_that_cannot_be_recorded_still_empties_this_replica() {
+    let (counter, store, _, cached) = setup(MINUTE);
+    cached.get_provider(&id("p")).await.ok();
+    counter.broken.store(true, Ordering::SeqCst);
+    cached.update_provider(&provider()).await.unwrap();
+    assert_eq!(counter.value.load(Ordering::SeqCst), 0, "nothing recorded");
     cached.get_provider(&id("p")).await.ok();
     assert_eq!(reads(&store), 2);
 }
