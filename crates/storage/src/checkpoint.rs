@@ -58,10 +58,15 @@ impl Counts {
     }
 }
 
-/// The nudge side, held by the writers; the thread stops when every clone is gone.
+/// The nudge side, held by the writers; the thread stops when every clone is gone. The
+/// default, for PostgreSQL, has no thread: nudges do nothing and there is nothing to count.
 #[derive(Clone, Default)]
-pub(crate) struct Checkpointer {
-    nudge: Option<SyncSender<()>>,
+pub(crate) struct Checkpointer(Option<Running>);
+
+/// A started thread: where to nudge it, and what it has done.
+#[derive(Clone)]
+struct Running {
+    nudge: SyncSender<()>,
     counts: Arc<Counts>,
 }
 
@@ -70,7 +75,7 @@ impl Checkpointer {
     /// their automatic checkpoint.
     pub(crate) fn start(pool: Pool<Manager>) -> Self {
         // One slot: a nudge while one is pending adds nothing.
-        let (tx, rx) = sync_channel(1);
+        let (nudge, rx) = sync_channel(1);
         let counts = Arc::new(Counts::default());
         let theirs = Arc::clone(&counts);
         let started = std::thread::Builder::new()
@@ -78,26 +83,23 @@ impl Checkpointer {
             .spawn(move || checkpoint_loop(&pool, &rx, &theirs))
             .map_err(|e| tracing::warn!(error = %e, "WAL checkpoint thread not started; commits checkpoint the log themselves"))
             .is_ok();
-        Self {
-            nudge: started.then_some(tx),
-            counts,
-        }
+        Self(started.then_some(Running { nudge, counts }))
     }
 
     /// Tells the thread that a commit added to the log. Never blocks.
     pub(crate) fn wrote(&self) {
-        if let Some(tx) = &self.nudge
-            && let Err(TrySendError::Disconnected(())) = tx.try_send(())
-            && !self.counts.gone.swap(true, Ordering::Relaxed)
+        if let Some(running) = &self.0
+            && let Err(TrySendError::Disconnected(())) = running.nudge.try_send(())
+            && !running.counts.gone.swap(true, Ordering::Relaxed)
         {
             // Said once: every commit after would say it again.
             tracing::warn!("WAL checkpoint thread gone; commits checkpoint the log themselves");
         }
     }
 
-    /// What the thread has done so far.
-    pub(crate) fn counts(&self) -> &Counts {
-        &self.counts
+    /// What the thread has done so far; `None` without a thread.
+    pub(crate) fn counts(&self) -> Option<&Counts> {
+        self.0.as_ref().map(|running| &*running.counts)
     }
 }
 
@@ -183,7 +185,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 checkpointer.wrote();
-                let (runs, failures, _) = checkpointer.counts().read();
+                let (runs, failures, _) = checkpointer.counts().unwrap().read();
                 if failures >= n {
                     assert_eq!(runs, failures, "every checkpoint failed");
                     return;

@@ -13,8 +13,9 @@ use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
 use crate::connection::{AnyConnection, MultiBackend, on_backend};
-use crate::group_commit::{Later, Write, insert_messages};
+use crate::group_commit::{Later, Write};
 use crate::history_rows::{ConversationRow, MessageRow};
+use crate::multi_row::insert_messages;
 use crate::schema::{conversations, messages};
 use crate::store::DieselStore;
 use crate::translate::{conflict_on, is_missing_reference, other, query_error};

@@ -257,7 +257,7 @@ impl Database {
     pub fn pool_metrics(&self) -> Arc<dyn agentry_domain::metrics::MetricsSource> {
         Arc::new(PoolMetrics {
             pool: self.pool.clone(),
-            checkpoint: (self.backend == Backend::Sqlite).then(|| self.checkpoint.clone()),
+            checkpoint: self.checkpoint.clone(),
         })
     }
 
@@ -293,10 +293,10 @@ impl fmt::Debug for Database {
 }
 
 /// The pool's use, read on every scrape (`r2d2::Pool::state`: one short lock), and the
-/// checkpoint thread's counts on SQLite.
+/// checkpoint thread's counts where there is one (SQLite).
 struct PoolMetrics {
     pool: Pool<Manager>,
-    checkpoint: Option<Checkpointer>,
+    checkpoint: Checkpointer,
 }
 
 impl agentry_domain::metrics::MetricsSource for PoolMetrics {
@@ -320,8 +320,8 @@ impl agentry_domain::metrics::MetricsSource for PoolMetrics {
             )
             .with(Vec::new(), f64::from(self.pool.max_size())),
         ];
-        if let Some(checkpoint) = &self.checkpoint {
-            let (runs, failures, seconds) = checkpoint.counts().read();
+        if let Some(counts) = self.checkpoint.counts() {
+            let (runs, failures, seconds) = counts.read();
             #[allow(clippy::cast_precision_loss)] // counts far below 2^52
             families.extend([
                 Family::new(

@@ -31,8 +31,7 @@ use tokio::sync::oneshot;
 use crate::checkpoint::Checkpointer;
 use crate::connection::{AnyConnection, Manager};
 use crate::history_rows::{ConversationRow, MessageRow, RunRow};
-use crate::multi_row::multi_row_insert;
-use crate::schema::{conversations, messages, runs};
+use crate::multi_row::{insert_conversations, insert_messages, insert_runs};
 use crate::translate::{pool_error, query_error};
 
 /// A write in a group commit. It may be run more than once (a batch that failed is run
@@ -88,28 +87,6 @@ impl Later {
         Ok(())
     }
 }
-
-multi_row_insert!(
-    /// Inserts conversations in multi-row statements.
-    insert_conversations,
-    conversations::table,
-    ConversationRow
-);
-
-multi_row_insert!(
-    /// Inserts messages in multi-row statements ([`crate::multi_row`]): a turn's question
-    /// and answer in one, a batch's turns in a few.
-    insert_messages,
-    messages::table,
-    MessageRow
-);
-
-multi_row_insert!(
-    /// Inserts runs in multi-row statements (the run log's batches too).
-    insert_runs,
-    runs::table,
-    RunRow
-);
 
 /// One write and who waits for its answer.
 pub(crate) type Job = (Box<dyn Write>, oneshot::Sender<Answer>);

@@ -74,7 +74,28 @@ macro_rules! multi_row_insert {
         }
     };
 }
-pub(crate) use multi_row_insert;
+
+multi_row_insert!(
+    /// Inserts conversations in multi-row statements.
+    insert_conversations,
+    crate::schema::conversations::table,
+    crate::history_rows::ConversationRow
+);
+
+multi_row_insert!(
+    /// Inserts messages in multi-row statements: a turn's question and answer in one, a
+    /// group commit's turns in a few.
+    insert_messages,
+    crate::schema::messages::table,
+    crate::history_rows::MessageRow
+);
+
+multi_row_insert!(
+    /// Inserts runs in multi-row statements: the run log's batches and a group commit's.
+    insert_runs,
+    crate::schema::runs::table,
+    crate::history_rows::RunRow
+);
 
 #[cfg(test)]
 mod tests {

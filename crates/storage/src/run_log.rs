@@ -14,8 +14,8 @@ use diesel::r2d2::Pool;
 
 use crate::checkpoint::Checkpointer;
 use crate::connection::Manager;
-use crate::group_commit::insert_runs;
 use crate::history_rows::RunRow;
+use crate::multi_row::insert_runs;
 
 /// Runs waiting to be written, at most (beyond it, callers write their own): 0.3 s of runs
 /// at 7,000 req/s. The queue's slots are allocated and written up front, so each holds a

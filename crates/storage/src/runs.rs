@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 
 use crate::connection::{AnyConnection, MultiBackend};
-use crate::group_commit::{Later, Write, insert_runs};
+use crate::group_commit::{Later, Write};
 use crate::history_rows::RunRow;
+use crate::multi_row::insert_runs;
 use crate::schema::runs;
 use crate::store::DieselStore;
 use crate::translate::{conflict_on, other, query_error};
