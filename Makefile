@@ -1,7 +1,7 @@
 # Agentry — common tasks. Every target uses the same cargo feature set (`--workspace`), so
 # switching between them does not force rebuilds.
 
-.PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz bench bench-insights clean
+.PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz bench bench-insights link-order clean
 
 run: ## Start the server with its embedded defaults (127.0.0.1:8080, SQLite in ./data, mock provider)
 	cargo run --release --bin agentry -- serve
@@ -35,6 +35,11 @@ bench-insights: ## Insights at 1,000,000 stored turns on SQLite and PostgreSQL (
 
 bench: ## Benchmark (release build, fake upstream, oha): rewrites the results in docs/performance.md. BENCH_LITELLM=1 adds LiteLLM, BENCH_QUICK=1 is a smoke run
 	scripts/bench.sh
+
+link-order: ## Record the functions a running server executes into crates/server/link-order.txt, the release binary's code order (needs valgrind; decision 129)
+	cargo build --release -p agentry -p agentry-fake-upstream
+	scripts/link_order.py
+	cargo build --release -p agentry
 
 clean:
 	cargo clean

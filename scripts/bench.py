@@ -1011,6 +1011,20 @@ def mb(kb) -> str:
     return "–" if kb is None else f"{kb / 1024:.1f}"
 
 
+def link_order_coverage() -> str:
+    """How many of crates/server/link-order.txt's functions the measured binary has: the share
+    of the code laid out as recorded (decision 129; idle memory depends on it)."""
+    listed_file = ROOT / "crates" / "server" / "link-order.txt"
+    binary = os.environ.get("BENCH_AGENTRY_BIN", "")
+    if not listed_file.is_file() or not binary or not shutil.which("nm"):
+        return "unknown"
+    listed = listed_file.read_text().split()
+    out = subprocess.run(["nm", binary], capture_output=True, text=True).stdout
+    have = {p[2] for p in (line.split() for line in out.splitlines()) if len(p) == 3}
+    found = sum(1 for name in listed if name in have)
+    return f"{found:,} of {len(listed):,} functions of crates/server/link-order.txt"
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -1033,6 +1047,7 @@ def machine() -> dict:
                            capture_output=True, text=True).stdout.strip()
     return {"nproc": os.cpu_count(), "cpu": cpu, "memory": mem,
             "kernel": platform.release(), "python": platform.python_version(),
+            "link_order": link_order_coverage(),
             "commit": commit + (" (crates modified)" if dirty else ""),
             "loadavg_start": open("/proc/loadavg").read().split()[:3]}
 
@@ -1137,6 +1152,7 @@ def report(results: dict) -> str:
               f"| load average when the run started | {' '.join(m['loadavg_start'])} |",
               f"| load generator | {results['oha_version']} |",
               f"| Agentry workers | {os.environ.get('BENCH_WORKERS') or 'default (one per core)'} |",
+              f"| code laid out in the recorded order | {m.get('link_order', 'unknown')} |",
               ""]
     lines += ["### Quality bars (SPEC)", "", "| bar | measured | |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in bars(results)]
