@@ -1,13 +1,16 @@
-# Agentry — common tasks. Every target uses the same cargo feature set (`--workspace`), so
-# switching between them does not force rebuilds.
+# Agentry — common tasks. The test and lint targets use the workspace's feature set (`--workspace`), so
+# switching between them does not force rebuilds; the release server is built on its own (`build`).
 
 .PHONY: run build test check-deps fmt lint test-sqlite test-postgres fuzz bench bench-insights link-order clean
 
 run: ## Start the server with its embedded defaults (127.0.0.1:8080, SQLite in ./data, mock provider)
-	cargo run --release --bin agentry -- serve
+	cargo run --release -p agentry --bin agentry -- serve
 
-build:
-	cargo build --workspace --release
+# The server binary is built on its own: with other packages in the same cargo invocation,
+# their features change its dependencies' symbol names, and its recorded code order
+# (crates/server/link-order.txt, decision 129) would no longer apply.
+build: ## The release server binary (target/release/agentry)
+	cargo build --release -p agentry
 
 test: ## fmt, clippy, the domain dependency rule, and all tests on SQLite and PostgreSQL
 	scripts/test.sh
@@ -37,7 +40,8 @@ bench: ## Benchmark (release build, fake upstream, oha): rewrites the results in
 	scripts/bench.sh
 
 link-order: ## Record the functions a running server executes into crates/server/link-order.txt, the release binary's code order (needs valgrind; decision 129)
-	cargo build --release -p agentry -p agentry-fake-upstream
+	cargo build --release -p agentry
+	cargo build --release -p agentry-fake-upstream
 	scripts/link_order.py
 	cargo build --release -p agentry
 

@@ -23,7 +23,10 @@ mkdir -p "$cache"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo build --release (agentry, agentry-fake-upstream) into $CARGO_TARGET_DIR"
-if ! cargo build --release --locked -p agentry -p agentry-fake-upstream; then
+# Two invocations: built with the fake upstream, the server's dependencies would take its
+# features, their symbol names would change, and the server's recorded code order
+# (decision 129) would not apply; `make run` builds it alone too.
+if ! cargo build --release --locked -p agentry || ! cargo build --release --locked -p agentry-fake-upstream; then
   echo "bench: the release build failed; nothing was measured" >&2
   exit 1
 fi
