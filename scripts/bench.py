@@ -1014,15 +1014,13 @@ def mb(kb) -> str:
 def link_order_coverage() -> str:
     """How many of crates/server/link-order.txt's functions the measured binary has: the share
     of the code laid out as recorded (decision 129; idle memory depends on it)."""
-    listed_file = ROOT / "crates" / "server" / "link-order.txt"
     binary = os.environ.get("BENCH_AGENTRY_BIN", "")
-    if not listed_file.is_file() or not binary or not shutil.which("nm"):
+    if not binary or not shutil.which("nm"):
         return "unknown"
-    listed = listed_file.read_text().split()
-    out = subprocess.run(["nm", binary], capture_output=True, text=True).stdout
-    have = {p[2] for p in (line.split() for line in out.splitlines()) if len(p) == 3}
-    found = sum(1 for name in listed if name in have)
-    return f"{found:,} of {len(listed):,} functions of crates/server/link-order.txt"
+    import link_order  # scripts/link_order.py, beside this file
+
+    found, listed = link_order.coverage(Path(binary))
+    return f"{found:,} of {listed:,} functions of crates/server/link-order.txt"
 
 
 def machine() -> dict:

@@ -52,6 +52,13 @@ def functions_in(binary: Path) -> set[str]:
             if len(p) == 3 and p[1] in "tT"}
 
 
+def coverage(binary: Path) -> tuple[int, int]:
+    """How many of the recorded functions `binary` has, and how many are recorded."""
+    listed = ORDER.read_text().split() if ORDER.is_file() else []
+    have = functions_in(binary)
+    return sum(1 for name in listed if name in have), len(listed)
+
+
 def self_costs(paths: list[str]) -> collections.Counter:
     """Instructions executed in each function itself (not in what it calls), from callgrind
     outputs written with `--demangle=no` and name compression."""
@@ -137,13 +144,12 @@ def main() -> None:
     if not BINARY.is_file():
         sys.exit(f"link-order: {BINARY} not found; build it with "
                  "`cargo build --release -p agentry -p agentry-fake-upstream`")
-    have = functions_in(BINARY)
     if "--check" in sys.argv[1:]:
-        listed = [n for n in ORDER.read_text().split() if n] if ORDER.is_file() else []
-        found = sum(1 for n in listed if n in have)
-        print(f"link-order: {found} of the {len(listed)} functions in {ORDER.relative_to(ROOT)} "
+        found, listed = coverage(BINARY)
+        print(f"link-order: {found} of the {listed} functions in {ORDER.relative_to(ROOT)} "
               f"are in {BINARY}")
         return
+    have = functions_in(BINARY)
     if not shutil.which("valgrind"):
         sys.exit("link-order: valgrind not found (apt-get install valgrind)")
     if not FAKE.is_file():

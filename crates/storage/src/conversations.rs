@@ -15,7 +15,7 @@ use diesel::result::Error as DieselError;
 use crate::connection::{AnyConnection, MultiBackend, on_backend};
 use crate::group_commit::{Later, Write};
 use crate::history_rows::{ConversationRow, MessageRow};
-use crate::multi_row::insert_messages;
+use crate::multi_row::{insert_conversations, insert_messages};
 use crate::schema::{conversations, messages};
 use crate::store::DieselStore;
 use crate::translate::{conflict_on, is_missing_reference, other, query_error};
@@ -261,10 +261,8 @@ struct Start {
 
 impl Write for Start {
     fn now(&self, conn: &mut AnyConnection) -> Result<bool> {
-        let stored = on_backend!(&mut *conn, |c| diesel::insert_into(conversations::table)
-            .values(&self.row)
-            .execute(c))
-        .and_then(|_| insert_messages(conn, &self.rows));
+        let stored = insert_conversations(conn, std::slice::from_ref(&self.row))
+            .and_then(|_| insert_messages(conn, &self.rows));
         let row = &self.row;
         stored.map_err(|e| {
             if is_missing_reference(&e) {
@@ -598,17 +596,10 @@ mod tests {
                 assert!(matches!(answer, Ok(true)), "write {i}: {answer:?}");
             }
         }
-        let count = |conn: &mut AnyConnection, table: &str| -> i64 {
-            #[derive(QueryableByName)]
-            struct N {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                n: i64,
-            }
-            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
-            diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
-        };
-        assert_eq!(count(&mut conn, "conversations"), 14);
-        assert_eq!(count(&mut conn, "messages"), 28);
+        let stored: i64 = conversations::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(stored, 14);
+        let stored: i64 = messages::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(stored, 28);
     }
 
     /// Turns the next foreign-key checks of the transaction it runs in to the commit.
