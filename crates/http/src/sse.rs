@@ -169,10 +169,10 @@ where
             make: Some(make),
             late,
             waiting: Some(Bytes::from_static(b": waiting for the model\n\n")),
-            keep_alive: tokio::time::interval_at(
+            keep_alive: Some(tokio::time::interval_at(
                 tokio::time::Instant::now() + KEEP_ALIVE,
                 KEEP_ALIVE,
-            ),
+            )),
             running: None,
             failed: VecDeque::new(),
             request_id: current_request_id(),
@@ -186,7 +186,8 @@ struct LateStart<E, M> {
     make: Option<M>,
     late: fn(agentry_domain::Error) -> Vec<Bytes>,
     waiting: Option<Bytes>,
-    keep_alive: tokio::time::Interval,
+    /// Until the turn starts; then the turn's body keeps its own.
+    keep_alive: Option<tokio::time::Interval>,
     running: Option<TurnBody<E>>,
     failed: VecDeque<Bytes>,
     /// The request's id: the body is polled outside the request's scope, and the encoder
@@ -228,6 +229,9 @@ impl<E: Encoder, M: FnOnce(&Turn) -> E + Unpin> Stream for LateStart<E, M> {
                     return Poll::Ready(None);
                 };
                 let encoder = this.in_request(|| make(&turn));
+                // What waiting needed goes now: the stream may stay open for minutes.
+                this.keep_alive = None;
+                this.request_id = None;
                 let body = this.running.insert(TurnBody::new(turn, encoder));
                 Pin::new(body).poll_next(cx)
             }
@@ -237,9 +241,11 @@ impl<E: Encoder, M: FnOnce(&Turn) -> E + Unpin> Stream for LateStart<E, M> {
                 this.failed.extend(frames);
                 Poll::Ready(this.failed.pop_front().map(Ok))
             }
-            Poll::Pending => match this.keep_alive.poll_tick(cx) {
-                Poll::Ready(_) => Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n\n")))),
-                Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.keep_alive.as_mut().map(|k| k.poll_tick(cx)) {
+                Some(Poll::Ready(_)) => {
+                    Poll::Ready(Some(Ok(Bytes::from_static(b": keep-alive\n\n"))))
+                }
+                _ => Poll::Pending,
             },
         }
     }

@@ -6,6 +6,8 @@
 //! | cut (dropped by its consumer) or failed after text or tool steps | the same, answer `incomplete` | `failed` with the text so far and the reason |
 //! | failed before anything was produced | nothing | `failed` with the reason |
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
@@ -25,9 +27,10 @@ use crate::llm::{PromptMessage, Role, TokenUsage, ToolCall};
 pub(super) enum Target {
     /// A conversation with an agent.
     Conversation {
-        agent: Box<Agent>,
+        agent: Arc<Agent>,
         version: Option<u32>,
-        conversation: Box<Conversation>,
+        /// Shared with the turn's start; copied when the turn is recorded.
+        conversation: Arc<Conversation>,
         /// Not stored yet: stored with the turn (one write per turn).
         new_conversation: bool,
         /// A branch's copy of the earlier messages, stored before the turn's own.
@@ -179,7 +182,7 @@ impl Recorder {
                     annotations: p.annotations,
                     ..base
                 };
-                let mut conversation = *conversation;
+                let mut conversation = Arc::unwrap_or_clone(conversation);
                 let (mut input, mut steps, mut answer) = (input, steps, answer);
                 if store {
                     let mut all = Vec::with_capacity(copied.len() + input.len() + steps.len() + 1);
@@ -228,7 +231,7 @@ impl Recorder {
                 }
                 Ok(Recorded {
                     chat: Some(ChatTurn {
-                        agent: *agent,
+                        agent,
                         version,
                         conversation,
                         input,

@@ -193,11 +193,11 @@ impl TurnRequest {
 #[derive(Debug, Clone)]
 pub struct TurnStart {
     /// The definition answering (a served version's snapshot), unless a bare model answers.
-    pub agent: Option<Agent>,
+    pub agent: Option<Arc<Agent>>,
     /// The published version answering, if one does.
     pub version: Option<u32>,
     /// The conversation (conversation turns; not stored when `store` is false).
-    pub conversation: Option<Conversation>,
+    pub conversation: Option<Arc<Conversation>>,
     /// The run's id (run turns).
     pub run_id: Option<String>,
     /// The id the answer is stored under (`msg_…`).
@@ -246,7 +246,7 @@ pub enum TurnEvent {
 #[derive(Debug, Clone)]
 pub struct ChatTurn {
     /// The agent that answered.
-    pub agent: Agent,
+    pub agent: Arc<Agent>,
     /// The version that answered, if a published one did.
     pub version: Option<u32>,
     /// The conversation.
@@ -428,7 +428,10 @@ impl Runtime {
             check_length("instructions", i)?;
         }
         check_options(&req.options)?;
-        let mut resolved = self.resolve(caller, target).await?;
+        // Every await here but the model call's is boxed: this future lives as long as the
+        // model takes to answer its first token (seconds, for every stream opening at once),
+        // and would otherwise be as large as its largest step (~7 KB) for all that time.
+        let mut resolved = Box::pin(self.resolve(caller, target)).await?;
         let mut req = req;
         if let Some(text) = req.agent_instructions.take()
             && let Some(served) = resolved.served.as_mut()
@@ -436,33 +439,33 @@ impl Runtime {
             check_length("agent_instructions", &text)?;
             served.agent.instructions = text;
         }
+        // One copy of the answering definition, shared by the turn's start (which its
+        // encoders read) and its recorder: an open stream holds it for minutes.
+        let served: Option<(Arc<Agent>, Option<u32>)> = resolved
+            .served
+            .take()
+            .map(|s| (Arc::new(s.agent), s.version));
+        let agent = served.as_ref().map(|(a, _)| &**a);
         // Guardrails: the input rules run before anything reaches a model (a block is an
         // error here; a redaction changes what is sent and stored); the output guard goes
         // with the driver.
-        let guardrails = resolved
-            .served
-            .as_ref()
-            .map(|s| s.agent.guardrails.clone())
-            .unwrap_or_default();
+        let guardrails = agent.map(|a| a.guardrails.clone()).unwrap_or_default();
         let input_triggers = if guardrails.input.is_empty() {
             Vec::new()
         } else {
-            self.guard_input(&guardrails.input, &mut req.input, req.input_field)
-                .await?
+            Box::pin(self.guard_input(&guardrails.input, &mut req.input, req.input_field)).await?
         };
         let output_guard = OutputGuard::new(&guardrails);
         // Retrieval: an agent with knowledge gets the best passages for the user's message
         // (after input redaction); an agent without any never touches the index.
-        let retrieval = self
-            .retrieve(resolved.served.as_ref().map(|s| &s.agent), &req.input)
-            .await;
+        let retrieval = Box::pin(self.retrieve(agent, &req.input)).await;
         // Counted from here (the agent is known); a cluster agent's turn takes one of its
         // slots, waiting in line for one when all are busy.
-        let served_key = resolved.served.as_ref().map(|s| s.agent.key.as_str());
+        let served_key = agent.map(|a| a.key.as_str());
         let mut meter = self.metrics.start_turn(served_key, req.stream);
-        let slot = match resolved.served.as_ref() {
-            Some(s) if s.agent.cluster.is_some() => {
-                match self.instances.acquire(s.agent.key.as_str()).await {
+        let slot = match agent {
+            Some(a) if a.cluster.is_some() => {
+                match Box::pin(self.instances.acquire(a.key.as_str())).await {
                     Ok(slot) => slot,
                     Err(e) => {
                         meter.end(TurnStatus::Rejected, None);
@@ -472,20 +475,17 @@ impl Runtime {
             }
             _ => None,
         };
-        let routes = self
-            .routes_for(&resolved.model, resolved.fallback.as_ref())
-            .await?;
-        let agent = resolved.served.as_ref().map(|s| &s.agent);
+        let routes = Box::pin(self.routes_for(&resolved.model, resolved.fallback.as_ref())).await?;
         let params = match agent {
             Some(a) => req.params.or(Params::of(a)),
             None => req.params,
         };
-        let server_tools = ServerTools::for_agent(
+        let server_tools = Box::pin(ServerTools::for_agent(
             agent,
             self.ports.http_tools.clone(),
             &self.ports.mcp,
             self.settings.tool_limits,
-        )
+        ))
         .await?;
         let now = self.ports.clock.now();
         let answer_id = new_id(MESSAGE_ID_PREFIX);
@@ -497,7 +497,7 @@ impl Runtime {
                 context,
                 store,
             } => {
-                let Some(served) = resolved.served.clone() else {
+                let Some((served_agent, version)) = served.clone() else {
                     return Err(Error::invalid("model", "a conversation needs an agent"));
                 };
                 let session_key = session_key
@@ -510,30 +510,30 @@ impl Runtime {
                     new: new_conversation,
                     copied,
                     continued_from,
-                } = self
-                    .conversation_for(
-                        caller,
-                        &served.agent,
-                        (from_answer.as_deref(), conversation_id.as_deref()),
-                        session_key,
-                        &context,
-                        store,
-                        now,
-                    )
-                    .await?;
+                } = Box::pin(self.conversation_for(
+                    caller,
+                    &served_agent,
+                    (from_answer.as_deref(), conversation_id.as_deref()),
+                    session_key,
+                    &context,
+                    store,
+                    now,
+                ))
+                .await?;
                 // What the conversation's tail will be after this turn, when it is kept.
                 let tail_before = (self.tails.is_on() && store && continued_from.is_some())
                     .then(|| history.clone());
+                let conversation = Arc::new(conversation);
                 let mut messages =
-                    system_messages(&served.agent.instructions, req.instructions.as_deref());
+                    system_messages(&served_agent.instructions, req.instructions.as_deref());
                 messages.extend(trim_history(history, self.settings.history_max_chars));
                 messages.extend(req.input.iter().cloned());
                 let recorder = Recorder {
                     runtime: self.clone(),
                     target: Target::Conversation {
-                        agent: Box::new(served.agent),
-                        version: served.version,
-                        conversation: Box::new(conversation.clone()),
+                        agent: served_agent,
+                        version,
+                        conversation: conversation.clone(),
                         new_conversation,
                         copied,
                         continued_from,
@@ -661,8 +661,8 @@ impl Runtime {
             }
         };
         let start = Arc::new(TurnStart {
-            agent: resolved.served.as_ref().map(|s| s.agent.clone()),
-            version: resolved.served.as_ref().and_then(|s| s.version),
+            agent: served.as_ref().map(|(a, _)| a.clone()),
+            version: served.as_ref().and_then(|(_, v)| *v),
             conversation,
             run_id,
             answer_id,
