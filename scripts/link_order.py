@@ -142,8 +142,8 @@ def workload(h2: bool, out_dir: Path) -> None:
 
 def main() -> None:
     if not BINARY.is_file():
-        sys.exit(f"link-order: {BINARY} not found; build it with "
-                 "`cargo build --release -p agentry -p agentry-fake-upstream`")
+        sys.exit(f"link-order: {BINARY} not found; build it on its own with "
+                 "`cargo build --release -p agentry` (decision 129; `make link-order` does)")
     if "--check" in sys.argv[1:]:
         found, listed = coverage(BINARY)
         print(f"link-order: {found} of the {listed} functions in {ORDER.relative_to(ROOT)} "
@@ -153,7 +153,8 @@ def main() -> None:
     if not shutil.which("valgrind"):
         sys.exit("link-order: valgrind not found (apt-get install valgrind)")
     if not FAKE.is_file():
-        sys.exit(f"link-order: {FAKE} not found")
+        sys.exit(f"link-order: {FAKE} not found; build it with "
+                 "`cargo build --release -p agentry-fake-upstream`, in its own cargo invocation")
     out_dir = Path(tempfile.mkdtemp(prefix="agentry-link-order-"))
     wrapper = out_dir / "agentry-under-callgrind"
     wrapper.write_text(

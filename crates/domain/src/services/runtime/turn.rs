@@ -428,9 +428,9 @@ impl Runtime {
             check_length("instructions", i)?;
         }
         check_options(&req.options)?;
-        // Every await here but the model call's is boxed: this future lives as long as the
-        // model takes to answer its first token (seconds, for every stream opening at once),
-        // and would otherwise be as large as its largest step (~7 KB) for all that time.
+        // Every await here is boxed: this future lives as long as the model takes to answer
+        // its first token (seconds, for every stream opening at once), and would otherwise
+        // be as large as its largest step (~7 KB) for all that time instead of its locals.
         let mut resolved = Box::pin(self.resolve(caller, target)).await?;
         let mut req = req;
         if let Some(text) = req.agent_instructions.take()
@@ -441,10 +441,13 @@ impl Runtime {
         }
         // One copy of the answering definition, shared by the turn's start (which its
         // encoders read) and its recorder: an open stream holds it for minutes.
-        let served: Option<(Arc<Agent>, Option<u32>)> = resolved
-            .served
-            .take()
-            .map(|s| (Arc::new(s.agent), s.version));
+        let Resolved {
+            served,
+            model: first_model,
+            fallback,
+        } = resolved;
+        let served: Option<(Arc<Agent>, Option<u32>)> =
+            served.map(|s| (Arc::new(s.agent), s.version));
         let agent = served.as_ref().map(|(a, _)| &**a);
         // Guardrails: the input rules run before anything reaches a model (a block is an
         // error here; a redaction changes what is sent and stored); the output guard goes
@@ -475,7 +478,7 @@ impl Runtime {
             }
             _ => None,
         };
-        let routes = Box::pin(self.routes_for(&resolved.model, resolved.fallback.as_ref())).await?;
+        let routes = Box::pin(self.routes_for(&first_model, fallback.as_ref())).await?;
         let params = match agent {
             Some(a) => req.params.or(Params::of(a)),
             None => req.params,
@@ -615,7 +618,7 @@ impl Runtime {
             ));
         }
         let request = CompletionRequest {
-            model: resolved.model.model_name.clone(),
+            model: first_model.model_name.clone(),
             messages,
             temperature: params.temperature,
             top_p: params.top_p,
@@ -648,7 +651,7 @@ impl Runtime {
                     self.metrics.provider_failed(provider_id);
                 }
                 // A run is logged also when it fails; a conversation keeps nothing.
-                let produced = Produced::failed(&resolved.model, &e, started);
+                let produced = Produced::failed(&first_model, &e, started);
                 if recorder.keeps(&produced)
                     && let Err(log) = Box::pin(recorder.record(produced, None)).await
                 {
