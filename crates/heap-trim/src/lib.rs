@@ -10,6 +10,10 @@
 //!
 //! Elsewhere than Linux with glibc (musl, macOS, Windows) this does nothing: those
 //! allocators have no such call and return memory by themselves.
+//!
+//! This trims glibc's malloc only. The `agentry` binary gives Rust's allocations to jemalloc
+//! (decision 132), which returns freed pages by itself; there the trim covers what C
+//! libraries allocate through glibc (SQLite, libpq).
 
 use std::ops::ControlFlow;
 use std::thread::JoinHandle;
