@@ -12,8 +12,9 @@ use agentry::{Application, config::Config, open_database, telemetry};
 use agentry_heap_trim::Trimmer;
 use clap::{Parser, Subcommand};
 
-/// jemalloc keeps long-lived and short-lived blocks apart far better than glibc's malloc
-/// when thousands of streams open at once (decision 132).
+/// jemalloc keeps each size of block in runs of its own, so the pages that a burst of opening
+/// streams used briefly empty whole and go back to the system; glibc's malloc leaves them
+/// pinned by the streams' long-lived blocks (decision 132).
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
