@@ -18,8 +18,9 @@ carry hashes that change with them: names the file lists that a build does not h
 skipped, so a stale file costs memory, never correctness). `--check` only reports how many
 of the file's names the built binary has.
 
-Needs valgrind (Debian package `valgrind`) and the release build of `agentry` and of
-`agentry-fake-upstream` (`cargo build --release -p agentry -p agentry-fake-upstream`).
+Needs valgrind (Debian package `valgrind`) and the release builds of `agentry` and of
+`agentry-fake-upstream`, each in its own cargo invocation (`cargo build --release -p agentry`,
+then `cargo build --release -p agentry-fake-upstream`; decision 129): `make link-order` does.
 """
 
 from __future__ import annotations

@@ -221,8 +221,9 @@ pub struct Config {
     /// Milliseconds between two reads of the shared change counter: how long a change made
     /// on another replica may take to reach this one's caches (`AGENTRY_CACHE_SYNC_MS`).
     pub cache_sync_ms: u64,
-    /// Seconds between two returns of freed heap memory to the operating system (glibc's
-    /// `malloc_trim`, on Linux only); 0 turns it off (`AGENTRY_MEMORY_TRIM_SECS`).
+    /// Seconds between two returns of glibc's freed heap memory to the operating system
+    /// (`malloc_trim`, on Linux only; with jemalloc, decision 132, that heap holds what C
+    /// libraries allocate); 0 turns it off (`AGENTRY_MEMORY_TRIM_SECS`).
     pub memory_trim_secs: u64,
     /// Milliseconds a turn of a cluster agent waits for one of its instances before it is
     /// refused with 503 (`AGENTRY_INSTANCE_QUEUE_TIMEOUT_MS`).
